@@ -1,0 +1,1 @@
+"""Users, roles, registration, login, sessions and the password policy."""

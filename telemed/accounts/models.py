@@ -1,0 +1,91 @@
+"""Account tables and their data models."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from enum import StrEnum
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
+from sqlmodel import Field, SQLModel
+
+from telemed.db import UTCDateTime, new_id
+
+
+class Role(StrEnum):
+    PATIENT = "patient"
+    DOCTOR = "doctor"
+    MANAGER = "manager"
+    ADMIN = "admin"
+
+
+class Locale(StrEnum):
+    RU = "ru"
+    EN = "en"
+
+
+class User(SQLModel, table=True):
+    """An account. Phone is the login everyone has (E.164); e-mail is optional."""
+
+    __tablename__ = "user_account"
+
+    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
+    full_name: str = Field(max_length=200)
+    birth_date: date | None = None
+    phone: str = Field(max_length=16, unique=True)
+    email: str | None = Field(default=None, max_length=254, unique=True)
+    password_hash: str = Field(max_length=255)
+    role: Role = Field(sa_type=sa.String(16), index=True)
+    locale: Locale = Field(default=Locale.RU, sa_type=sa.String(8))
+    time_zone: str = Field(default="Europe/Moscow", max_length=64)
+    must_change_password: bool = False
+    is_active: bool = True
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    password_changed_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class AuthSession(SQLModel, table=True):
+    """A login session. Only the SHA-256 of the token is stored."""
+
+    __tablename__ = "auth_session"
+
+    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="user_account.id", index=True, ondelete="CASCADE")
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    user_agent: str | None = Field(default=None, max_length=300)
+
+
+class LoginFailure(SQLModel, table=True):
+    """One failed login, counted per account and per address to rate-limit guessing.
+
+    ``key`` is ``acct:<sha256 of the normalised login>`` or ``addr:<ip>``: no login
+    identifier is stored in the clear.
+    """
+
+    __tablename__ = "login_failure"
+    __table_args__ = (sa.Index("ix_login_failure_key_at", "key", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=80)
+    at: datetime = Field(sa_type=UTCDateTime)
+
+
+class UserPublic(BaseModel):
+    """What a user sees of their own account."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    full_name: str
+    birth_date: date | None
+    phone: str
+    email: str | None
+    role: Role
+    locale: Locale
+    time_zone: str
+    must_change_password: bool
+    created_at: datetime

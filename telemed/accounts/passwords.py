@@ -1,0 +1,79 @@
+"""The password policy (pure rules) and hashing (argon2id)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from telemed.errors import WeakPassword
+
+MIN_LENGTH = 8
+MAX_LENGTH = 128
+
+# The most used passwords (leaked lists, Russian keyboard habits included): refused outright.
+COMMON = frozenset(
+    {
+        "password", "password1", "password123", "qwerty123", "qwertyuiop", "1q2w3e4r",
+        "1q2w3e4r5t", "12345678", "123456789", "1234567890", "87654321", "11111111",
+        "00000000", "iloveyou1", "abc12345", "passw0rd", "qwerty12", "zaq12wsx",
+        "йцукенгш", "пароль123", "admin123", "welcome1", "letmein1", "monkey123",
+    }
+)
+
+
+def password_problems(password: str, *, personal: tuple[str, ...] = ()) -> list[str]:
+    """Every rule the password breaks (empty when it is acceptable)."""
+    problems = []
+    if len(password) < MIN_LENGTH:
+        problems.append(f"at least {MIN_LENGTH} characters")
+    if len(password) > MAX_LENGTH:
+        problems.append(f"at most {MAX_LENGTH} characters")
+    if not re.search(r"[^\W\d_]", password):
+        problems.append("at least one letter")
+    if not re.search(r"\d", password):
+        problems.append("at least one digit")
+    if password.lower() in COMMON:
+        problems.append("not a commonly used password")
+    lowered = password.lower()
+    if any(piece in lowered for piece in _personal_pieces(personal)):
+        problems.append("not your phone number, e-mail or name")
+    return problems
+
+
+def _personal_pieces(personal: tuple[str, ...]) -> set[str]:
+    """Parts of the user's own data that must not appear in their password."""
+    pieces = set()
+    for item in personal:
+        if item.startswith("+"):
+            pieces.add(re.sub(r"\D", "", item)[-7:])
+        else:
+            pieces.update(word for word in re.split(r"[\s@.,_-]+", item.lower()) if len(word) >= 4)
+    return pieces
+
+
+def check_password(password: str, *, personal: tuple[str, ...] = ()) -> None:
+    """Raise ``WeakPassword`` listing what the password lacks."""
+    problems = password_problems(password, personal=personal)
+    if problems:
+        raise WeakPassword(
+            "The password is too weak: it needs " + "; ".join(problems),
+            details={"field": "password", "requirements": problems},
+        )
+
+
+async def hash_password(hasher: PasswordHasher, password: str) -> str:
+    # argon2 is deliberately slow: keep it off the event loop.
+    return await asyncio.to_thread(hasher.hash, password)
+
+
+async def verify_password(hasher: PasswordHasher, password_hash: str, password: str) -> bool:
+    def verify() -> bool:
+        try:
+            return hasher.verify(password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return await asyncio.to_thread(verify)

@@ -1,0 +1,185 @@
+"""HTTP routes of accounts: register, sign in and out, password, the caller's profile."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from zoneinfo import available_timezones
+
+from aiohttp import web
+from pydantic import BaseModel, Field, field_validator
+
+from telemed import audit, keys
+from telemed.accounts import service
+from telemed.accounts.models import AuthSession, Locale, Role, User, UserPublic
+from telemed.api import Access, Call, RequestModel, Routes
+from telemed.auth import clear_session_cookie, set_session_cookie
+from telemed.errors import InvalidInput
+
+routes = Routes(tag="accounts")
+
+
+class RegisterIn(RequestModel):
+    full_name: str = Field(min_length=1, max_length=200)
+    birth_date: date
+    phone: str = Field(min_length=1, max_length=32)
+    email: str | None = Field(default=None, max_length=254)
+    password: str = Field(min_length=1, max_length=256)
+    locale: Locale = Locale.RU
+
+    @field_validator("birth_date")
+    @classmethod
+    def _plausible_birth_date(cls, value: date) -> date:
+        if value.year < 1900 or value > date.today():
+            raise ValueError("birth date must be between 1900 and today")
+        return value
+
+
+class LoginIn(RequestModel):
+    login: str = Field(min_length=1, max_length=254, description="Phone or e-mail")
+    password: str = Field(min_length=1, max_length=256)
+
+
+class PasswordChangeIn(RequestModel):
+    current_password: str = Field(min_length=1, max_length=256)
+    new_password: str = Field(min_length=1, max_length=256)
+
+
+class ProfileUpdateIn(RequestModel):
+    locale: Locale | None = None
+    time_zone: str | None = Field(default=None, max_length=64)
+
+
+class AuthOut(BaseModel):
+    token: str
+    expires_at: datetime
+    user: UserPublic
+
+
+def _signed_in(call: Call, token: str, auth_session: AuthSession, user: User) -> AuthOut:
+    """The answer to a sign-in: the token for apps, and the cookie for browsers."""
+    max_age = int(call.settings.session_ttl.total_seconds())
+    call.response_hooks.append(
+        lambda response: set_session_cookie(
+            response, token, settings=call.settings, max_age=max_age
+        )
+    )
+    return AuthOut(
+        token=token, expires_at=auth_session.expires_at, user=UserPublic.model_validate(user)
+    )
+
+
+@routes.post("/auth/register", status=201, access=Access.PUBLIC, errors=(409,))
+async def register(call: Call, body: RegisterIn) -> AuthOut:
+    """POST /auth/register: create a patient account and sign in.
+
+    The phone is stored in E.164; the password must meet the policy. Answers the
+    session token (for apps) and sets the session cookie (for browsers).
+    """
+    user = await service.do_create_user(
+        call.session,
+        hasher=call.app[keys.PASSWORD_HASHER],
+        now=call.now,
+        full_name=body.full_name,
+        phone=body.phone,
+        password=body.password,
+        role=Role.PATIENT,
+        birth_date=body.birth_date,
+        email=body.email,
+        locale=body.locale,
+        time_zone=call.settings.default_time_zone,
+    )
+    token, auth_session = await service.do_start_session(
+        call.session,
+        user=user,
+        now=call.now,
+        ttl=call.settings.session_ttl,
+        user_agent=call.request.headers.get("User-Agent"),
+    )
+    audit.record(
+        call.session, now=call.now, actor_id=user.id, action="user.registered",
+        object_type="user", object_id=user.id, subject_id=user.id, address=call.address,
+    )
+    return _signed_in(call, token, auth_session, user)
+
+
+@routes.post("/auth/login", access=Access.PUBLIC, errors=(429,))
+async def login(call: Call, body: LoginIn) -> AuthOut:
+    """POST /auth/login: sign in with phone or e-mail and password.
+
+    Failed attempts are limited per account and per address: past the limit the answer
+    is 429 with ``Retry-After``.
+    """
+    settings = call.settings
+    try:
+        user = await service.check_login(
+            call.session,
+            hasher=call.app[keys.PASSWORD_HASHER],
+            login=body.login,
+            password=body.password,
+            address=call.address,
+            now=call.now,
+            window=settings.login_window,
+            max_per_account=settings.login_max_failures_per_account,
+            max_per_address=settings.login_max_failures_per_address,
+        )
+    except service.InvalidCredentials:
+        await call.session.commit()  # the failure must count even though the call fails
+        raise
+    token, auth_session = await service.do_start_session(
+        call.session,
+        user=user,
+        now=call.now,
+        ttl=settings.session_ttl,
+        user_agent=call.request.headers.get("User-Agent"),
+    )
+    return _signed_in(call, token, auth_session, user)
+
+
+@routes.post("/auth/logout", allow_pending_password=True)
+async def logout(call: Call) -> None:
+    """POST /auth/logout: end this session (the token stops working at once)."""
+    if call.auth_session is not None:
+        await service.do_revoke_session(call.session, auth_session=call.auth_session, now=call.now)
+    call.response_hooks.append(clear_session_cookie)
+
+
+@routes.post("/auth/password", allow_pending_password=True, errors=(401,))
+async def change_password(call: Call, body: PasswordChangeIn) -> None:
+    """POST /auth/password: change the password; every other session is ended.
+
+    This is also how a temporary password (referred patients) is replaced.
+    """
+    await service.check_change_password(
+        call.session,
+        hasher=call.app[keys.PASSWORD_HASHER],
+        user=call.user,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        keep_session=call.auth_session.id if call.auth_session else None,
+        now=call.now,
+        address=call.address,
+    )
+
+
+@routes.get("/me", allow_pending_password=True)
+async def me(call: Call) -> UserPublic:
+    """GET /me: the signed-in user's own account."""
+    return UserPublic.model_validate(call.user)
+
+
+@routes.patch("/me", allow_pending_password=True)
+async def update_me(call: Call, body: ProfileUpdateIn) -> UserPublic:
+    """PATCH /me: the interface language and the time zone."""
+    user = call.user
+    if body.time_zone is not None:
+        if body.time_zone not in available_timezones():
+            raise InvalidInput("Unknown time zone", details={"field": "time_zone"})
+        user.time_zone = body.time_zone
+    if body.locale is not None:
+        user.locale = body.locale
+    call.session.add(user)
+    return UserPublic.model_validate(user)
+
+
+def setup_routes(app: web.Application) -> None:
+    app[keys.API].include(app, routes)

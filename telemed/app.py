@@ -1,0 +1,74 @@
+"""``create_app(settings)``: the only place where the application is wired together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+from argon2 import PasswordHasher
+
+from telemed import __version__, db, http, keys
+from telemed.accounts import views as accounts_views
+from telemed.api import Api
+from telemed.clock import Clock, SystemClock
+from telemed.documents import views as documents_views
+from telemed.documents.storage import DocumentStore
+from telemed.scheduling import views as scheduling_views
+from telemed.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
+    """The aiohttp application for ``settings``.
+
+    ``clock`` is the one time source of the services (a fake one in tests).
+    """
+    app = web.Application(middlewares=[http.error_middleware], client_max_size=1024 * 1024)
+    app[keys.SETTINGS] = settings
+    app[keys.CLOCK] = clock or SystemClock()
+    app[keys.PASSWORD_HASHER] = PasswordHasher()
+    app[keys.DOCUMENT_STORE] = DocumentStore(settings.documents_dir)
+    api = Api(title="Telemed API", version=__version__)
+    app[keys.API] = api
+
+    app.cleanup_ctx.append(_data_dir)
+    app.cleanup_ctx.append(_database)
+    app.on_response_prepare.append(http.security_headers)
+
+    accounts_views.setup_routes(app)
+    documents_views.setup_routes(app)
+    scheduling_views.setup_routes(app)
+    app.router.add_get("/api/v1/openapi.json", http.openapi)
+    app.router.add_get("/healthz", http.healthz)
+    app.router.add_get("/readyz", http.readyz)
+    if WEB_DIR.is_dir():
+        app.router.add_get("/", _index)
+        app.router.add_static("/static/", WEB_DIR, follow_symlinks=False)
+    return app
+
+
+async def _index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(WEB_DIR / "index.html")
+
+
+async def _data_dir(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app[keys.DOCUMENT_STORE].prepare()
+    yield
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    engine = db.create_engine(settings.resolved_database_url)
+    if settings.migrate_on_start:
+        await db.upgrade(engine)
+    app[keys.ENGINE] = engine
+    app[keys.SESSION_FACTORY] = db.create_session_factory(engine)
+    yield
+    await engine.dispose()

@@ -1,0 +1,142 @@
+"""The command line: ``telemed serve | db upgrade | create-user | demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import uuid
+from collections.abc import Sequence
+from datetime import date
+
+from aiohttp import web
+from argon2 import PasswordHasher
+from pydantic import ValidationError
+
+from telemed import db
+from telemed.accounts.models import Role
+from telemed.accounts.service import do_create_user
+from telemed.app import create_app
+from telemed.clock import SystemClock
+from telemed.demo import load_demo
+from telemed.errors import TelemedError
+from telemed.http import AccessLogger
+from telemed.logs import configure_logging
+from telemed.scheduling.service import do_create_doctor
+from telemed.settings import Mode, Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="telemed", description="Telemed consultation server")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--host", help="overrides TELEMED_HOST")
+    serve.add_argument("--port", type=int, help="overrides TELEMED_PORT")
+    serve.add_argument("--demo", action="store_true", help="load the demo data first")
+
+    database = commands.add_parser("db", help="database schema")
+    database_commands = database.add_subparsers(dest="db_command", required=True)
+    database_commands.add_parser("upgrade", help="apply the migrations")
+
+    user = commands.add_parser("create-user", help="create an account")
+    user.add_argument("--role", required=True, choices=[r.value for r in Role])
+    user.add_argument("--phone", required=True)
+    user.add_argument("--password", required=True)
+    user.add_argument("--name", required=True, help="full name")
+    user.add_argument("--email")
+    user.add_argument("--birth-date", type=date.fromisoformat, help="YYYY-MM-DD")
+    user.add_argument("--centre-id", type=uuid.UUID, help="doctors: their centre")
+    user.add_argument("--specialty", help="doctors: their specialty")
+    user.add_argument("--duty", action="store_true", help="doctors: a duty doctor")
+
+    demo = commands.add_parser("demo", help="load idempotent demo data and print the logins")
+    demo.add_argument("--force", action="store_true", help="even in production mode")
+    return parser
+
+
+async def _upgrade(settings: Settings) -> None:
+    engine = db.create_engine(settings.resolved_database_url)
+    try:
+        await db.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _create_user(settings: Settings, args: argparse.Namespace) -> str:
+    engine = db.create_engine(settings.resolved_database_url)
+    try:
+        await db.upgrade(engine)
+        factory = db.create_session_factory(engine)
+        role = Role(args.role)
+        now = SystemClock().now()
+        async with db.transaction(factory) as session:
+            if role is Role.DOCTOR:
+                if args.centre_id is None or not args.specialty:
+                    raise SystemExit("telemed: a doctor needs --centre-id and --specialty")
+                _, user, _ = await do_create_doctor(
+                    session, hasher=PasswordHasher(), actor=None, now=now, full_name=args.name,
+                    phone=args.phone, password=args.password, email=args.email,
+                    centre_id=args.centre_id, specialty=args.specialty, is_duty=args.duty,
+                    must_change_password=False,
+                )
+            else:
+                user = await do_create_user(
+                    session, hasher=PasswordHasher(), now=now, full_name=args.name,
+                    phone=args.phone, password=args.password, role=role, email=args.email,
+                    birth_date=args.birth_date, time_zone=settings.default_time_zone,
+                )
+        return f"created {role.value} {user.id} ({user.phone})"
+    finally:
+        await engine.dispose()
+
+
+async def _demo(settings: Settings) -> str:
+    engine = db.create_engine(settings.resolved_database_url)
+    try:
+        await db.upgrade(engine)
+        factory = db.create_session_factory(engine)
+        async with db.transaction(factory) as session:
+            logins = await load_demo(session, hasher=PasswordHasher(), now=SystemClock().now())
+    finally:
+        await engine.dispose()
+    lines = ["Demo logins (POST /api/v1/auth/login with login = phone):"]
+    lines += [f"  {d.role:<14} {d.phone}  {d.password}   {d.full_name}" for d in logins]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise SystemExit(f"telemed: bad settings:\n{exc}") from None
+    if getattr(args, "host", None):
+        settings = settings.model_copy(update={"host": args.host})
+    if getattr(args, "port", None) is not None:
+        settings = settings.model_copy(update={"port": args.port})
+    configure_logging(settings.log_level)
+    try:
+        if args.command == "db":
+            asyncio.run(_upgrade(settings))
+            print("database is at the latest schema")
+        elif args.command == "create-user":
+            print(asyncio.run(_create_user(settings, args)))
+        elif args.command == "demo":
+            if settings.mode is Mode.PRODUCTION and not args.force:
+                raise SystemExit("telemed: refusing demo data in production (use --force)")
+            print(asyncio.run(_demo(settings)))
+        elif args.command == "serve":
+            if args.demo:
+                print(asyncio.run(_demo(settings)))
+            print(f"Telemed on http://{settings.host}:{settings.port}/", flush=True)
+            web.run_app(
+                create_app(settings),
+                host=settings.host,
+                port=settings.port,
+                access_log_class=AccessLogger,
+                print=None,
+            )
+    except TelemedError as exc:
+        print(f"telemed: {exc.message} {exc.details or ''}".rstrip(), file=sys.stderr)
+        raise SystemExit(2) from None

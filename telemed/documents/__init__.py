@@ -1,0 +1,1 @@
+"""The medical document cabinet: upload, type checks, storage, access and audit."""

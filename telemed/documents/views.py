@@ -1,0 +1,188 @@
+"""HTTP routes of the document cabinet."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+from aiohttp import BodyPartReader, web
+from pydantic import Field
+
+from telemed import keys
+from telemed.api import Call, ListOf, RawBody, RawResponse, RequestModel, Routes, parse_model
+from telemed.documents import service
+from telemed.documents.filetypes import EXTENSIONS
+from telemed.documents.models import DocumentKind, DocumentPublic
+from telemed.documents.storage import StoredUpload
+from telemed.errors import InvalidInput, TooLarge
+
+routes = Routes(tag="documents")
+
+CHUNK = 64 * 1024
+MAX_FIELD_BYTES = 4096
+# Multipart boundaries and part headers around the file.
+MULTIPART_OVERHEAD = 16 * 1024
+
+
+class DocumentFields(RequestModel):
+    kind: DocumentKind
+    title: str = Field(min_length=1, max_length=200)
+
+
+class ContentQuery(RequestModel):
+    inline: bool = Field(
+        default=False, description="Show in the browser (preview) instead of downloading"
+    )
+
+
+UPLOAD_BODY = RawBody(
+    content_type="multipart/form-data",
+    schema={
+        "type": "object",
+        "required": ["file", "kind", "title"],
+        "properties": {
+            "file": {"type": "string", "format": "binary"},
+            "kind": {"type": "string", "enum": [kind.value for kind in DocumentKind]},
+            "title": {"type": "string", "maxLength": 200},
+        },
+    },
+)
+
+
+def clean_file_name(raw: str | None, content_type: str) -> str:
+    """The client's file name without path parts or control characters."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip(" .")
+    if not name:
+        name = "document" + EXTENSIONS.get(content_type, "")
+    return name[:255]
+
+
+def content_disposition(file_name: str, *, inline: bool) -> str:
+    """RFC 6266: an ASCII fallback plus the UTF-8 name (Cyrillic names survive)."""
+    fallback = re.sub(r"[^A-Za-z0-9._-]+", "_", file_name).strip("_") or "document"
+    kind = "inline" if inline else "attachment"
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
+
+
+async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(CHUNK):
+        yield chunk
+
+
+@routes.post("/documents", status=201, raw_body=UPLOAD_BODY, errors=(413, 415))
+async def upload_document(call: Call) -> DocumentPublic:
+    """POST /documents: upload a medical document (multipart: file, kind, title).
+
+    The file is streamed to disk, never held whole in memory. Its type comes from its
+    content: PDF, JPEG, PNG or DICOM Part 10, anything else is 415. A file over the size
+    limit, or one that would pass the owner's quota, is 413; nothing is kept either way.
+    """
+    settings = call.settings
+    store = call.app[keys.DOCUMENT_STORE]
+    request = call.request
+    limit = settings.document_max_bytes
+    if request.content_length is not None and request.content_length > limit + MULTIPART_OVERHEAD:
+        raise TooLarge("The file is larger than allowed", details={"max_bytes": limit})
+    if not request.content_type.startswith("multipart/"):
+        raise InvalidInput("Send the document as multipart/form-data")
+    reader = await request.multipart()
+    fields: dict[str, str] = {}
+    upload: StoredUpload | None = None
+    file_name: str | None = None
+    try:
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise InvalidInput("Nested multipart is not supported")
+            if part.name == "file":
+                if upload is not None:
+                    raise InvalidInput("Send one file per upload", details={"field": "file"})
+                upload = await store.receive(_chunks(part), max_bytes=limit)
+                file_name = part.filename
+            elif part.name in ("kind", "title"):
+                value = await part.read(decode=True)
+                if len(value) > MAX_FIELD_BYTES:
+                    raise InvalidInput("The field is too long", details={"field": part.name})
+                fields[part.name] = value.decode("utf-8", errors="strict")
+            else:
+                raise InvalidInput(
+                    "Unknown form field", details={"field": str(part.name)}
+                )
+        if upload is None:
+            raise InvalidInput("Attach the file", details={"field": "file"})
+        meta = parse_model(DocumentFields, fields)
+        document = await service.do_add_document(
+            call.session,
+            store=store,
+            owner=call.user,
+            upload=upload,
+            kind=meta.kind,
+            title=meta.title,
+            file_name=clean_file_name(file_name, upload.content_type),
+            quota_bytes=settings.document_quota_bytes,
+            now=call.now,
+        )
+    except BaseException:
+        if upload is not None:
+            upload.discard()
+        raise
+    call.on_rollback.append(lambda: store.remove(document.id))
+    return DocumentPublic.model_validate(document)
+
+
+@routes.get("/documents")
+async def list_documents(call: Call) -> ListOf[DocumentPublic]:
+    """GET /documents: the caller's own documents, newest first."""
+    documents = await service.list_documents(call.session, owner=call.user)
+    return ListOf[DocumentPublic](items=[DocumentPublic.model_validate(d) for d in documents])
+
+
+@routes.get("/documents/{id}")
+async def get_document(call: Call) -> DocumentPublic:
+    """GET /documents/{id}: a document's description."""
+    document = await service.get_document(
+        call.session, actor=call.user, document_id=call.path_id(), now=call.now,
+        address=call.address,
+    )
+    return DocumentPublic.model_validate(document)
+
+
+@routes.get(
+    "/documents/{id}/content",
+    raw_response=RawResponse(
+        content_types=("application/pdf", "image/jpeg", "image/png", "application/dicom"),
+        description="The file, with its original name in Content-Disposition",
+    ),
+)
+async def download_document(call: Call, query: ContentQuery) -> web.StreamResponse:
+    """GET /documents/{id}/content: the file itself (``?inline=true`` to preview)."""
+    document = await service.get_document(
+        call.session, actor=call.user, document_id=call.path_id(), now=call.now,
+        action="document.downloaded", address=call.address,
+    )
+    path = call.app[keys.DOCUMENT_STORE].path_of(document.id)
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": document.content_type,
+            "Content-Disposition": content_disposition(document.file_name, inline=query.inline),
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
+@routes.delete("/documents/{id}")
+async def delete_document(call: Call) -> None:
+    """DELETE /documents/{id}: delete one of the caller's documents and its file."""
+    document = await service.do_delete_document(
+        call.session, actor=call.user, document_id=call.path_id(), now=call.now,
+        address=call.address,
+    )
+    store = call.app[keys.DOCUMENT_STORE]
+    call.after_commit.append(lambda: store.remove(document.id))
+
+
+def setup_routes(app: web.Application) -> None:
+    app[keys.API].include(app, routes)

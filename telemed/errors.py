@@ -1,0 +1,155 @@
+"""The one client-facing error hierarchy.
+
+Only errors whose message and details are safe to show a client derive from
+``TelemedError``. Anything else is a bug: it is logged with its traceback and the client
+gets ``internal`` / 500. The wire shape everywhere is
+``{"error": {"code": ..., "message": ..., "details": {...}}}``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, ClassVar
+
+
+class ErrorCode(StrEnum):
+    INVALID_INPUT = "invalid_input"
+    WEAK_PASSWORD = "weak_password"
+    INVALID_PHONE = "invalid_phone"
+    UNAUTHENTICATED = "unauthenticated"
+    INVALID_CREDENTIALS = "invalid_credentials"
+    PASSWORD_CHANGE_REQUIRED = "password_change_required"
+    FORBIDDEN = "forbidden"
+    ORIGIN_MISMATCH = "origin_mismatch"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    CONFLICT = "conflict"
+    PHONE_TAKEN = "phone_taken"
+    EMAIL_TAKEN = "email_taken"
+    CENTRE_HAS_DOCTORS = "centre_has_doctors"
+    INVALID_STATE = "invalid_state"
+    SLOT_TAKEN = "slot_taken"
+    TOO_LARGE = "too_large"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    UNSUPPORTED_TYPE = "unsupported_type"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
+
+
+class TelemedError(Exception):
+    """An error whose message and details are safe to send to the client."""
+
+    code: ClassVar[ErrorCode] = ErrorCode.INVALID_INPUT
+    http_status: ClassVar[int] = 400
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"code": str(self.code), "message": self.message, "details": self.details}
+
+
+class InvalidInput(TelemedError):
+    code, http_status = ErrorCode.INVALID_INPUT, 400
+
+
+class WeakPassword(TelemedError):
+    code, http_status = ErrorCode.WEAK_PASSWORD, 400
+
+
+class InvalidPhone(TelemedError):
+    code, http_status = ErrorCode.INVALID_PHONE, 400
+
+
+class Unauthenticated(TelemedError):
+    code, http_status = ErrorCode.UNAUTHENTICATED, 401
+
+
+class InvalidCredentials(TelemedError):
+    code, http_status = ErrorCode.INVALID_CREDENTIALS, 401
+
+
+class PasswordChangeRequired(TelemedError):
+    code, http_status = ErrorCode.PASSWORD_CHANGE_REQUIRED, 403
+
+
+class Forbidden(TelemedError):
+    code, http_status = ErrorCode.FORBIDDEN, 403
+
+
+class OriginMismatch(TelemedError):
+    code, http_status = ErrorCode.ORIGIN_MISMATCH, 403
+
+
+class NotFound(TelemedError):
+    code, http_status = ErrorCode.NOT_FOUND, 404
+
+
+class MethodNotAllowed(TelemedError):
+    code, http_status = ErrorCode.METHOD_NOT_ALLOWED, 405
+
+
+class Conflict(TelemedError):
+    code, http_status = ErrorCode.CONFLICT, 409
+
+
+class PhoneTaken(TelemedError):
+    code, http_status = ErrorCode.PHONE_TAKEN, 409
+
+
+class EmailTaken(TelemedError):
+    code, http_status = ErrorCode.EMAIL_TAKEN, 409
+
+
+class CentreHasDoctors(TelemedError):
+    code, http_status = ErrorCode.CENTRE_HAS_DOCTORS, 409
+
+
+class InvalidState(TelemedError):
+    code, http_status = ErrorCode.INVALID_STATE, 409
+
+
+class SlotTaken(TelemedError):
+    code, http_status = ErrorCode.SLOT_TAKEN, 409
+
+
+class TooLarge(TelemedError):
+    code, http_status = ErrorCode.TOO_LARGE, 413
+
+
+class QuotaExceeded(TelemedError):
+    code, http_status = ErrorCode.QUOTA_EXCEEDED, 413
+
+
+class UnsupportedType(TelemedError):
+    code, http_status = ErrorCode.UNSUPPORTED_TYPE, 415
+
+
+class RateLimited(TelemedError):
+    code, http_status = ErrorCode.RATE_LIMITED, 429
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        super().__init__(
+            message,
+            details={"retry_after": retry_after_seconds},
+            headers={"Retry-After": str(retry_after_seconds)},
+        )
+
+
+class Unavailable(TelemedError):
+    code, http_status = ErrorCode.UNAVAILABLE, 503
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one wire envelope, for the few places that have no ``TelemedError`` at hand."""
+    return {"error": {"code": code, "message": message, "details": details or {}}}

@@ -1,0 +1,124 @@
+"""What every HTTP response goes through: the error shape, security headers, health."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from telemed import db, keys
+from telemed.errors import ErrorCode, TelemedError, error_body
+
+logger = logging.getLogger(__name__)
+
+# Scripts and styles only from our own origin: no inline code, so injected markup cannot run.
+CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data: blob:",
+        "media-src 'self' blob:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+_HTTP_CODES = {
+    400: ErrorCode.INVALID_INPUT,
+    401: ErrorCode.UNAUTHENTICATED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_TYPE,
+    429: ErrorCode.RATE_LIMITED,
+}
+
+
+def _error_response(
+    status: int, code: str, message: str, details: dict[str, object] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    return web.json_response(
+        error_body(code, message, dict(details or {})), status=status, headers=headers
+    )
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Turn every failure into the one error shape; log only what is not the client's."""
+    try:
+        return await handler(request)
+    except TelemedError as exc:
+        return _error_response(exc.http_status, exc.code, exc.message, exc.details, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, ErrorCode.INVALID_INPUT)
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return _error_response(exc.status, code, exc.reason, headers=headers)
+    except Exception:
+        # The route template, never the path: paths and bodies may carry patient data.
+        route = request.match_info.route.resource
+        logger.exception(
+            "unhandled error in %s %s", request.method, route.canonical if route else "?"
+        )
+        return _error_response(500, ErrorCode.INTERNAL, "Something went wrong on our side")
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Sent with every response, errors and files included."""
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CSP)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    headers.setdefault("Permissions-Policy", "camera=(self), microphone=(self), geolocation=()")
+    if request.path.startswith("/api/"):
+        headers.setdefault("Cache-Control", "no-store")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """GET /healthz: the process is up."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """GET /readyz: the process can serve (the database answers)."""
+    try:
+        await db.ping(request.app[keys.ENGINE])
+    except Exception:
+        logger.warning("readiness check: database unreachable", exc_info=True)
+        return _error_response(503, ErrorCode.UNAVAILABLE, "The database is unreachable")
+    return web.json_response({"status": "ready", "checks": {"database": "ok"}})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """GET /api/v1/openapi.json: the API, generated from the endpoint models."""
+    return web.json_response(request.app[keys.API].openapi())
+
+
+class AccessLogger(AbstractAccessLogger):
+    """Access log lines with the route template instead of the path, and no query string:
+    ids in paths are fine, but nothing a client typed should reach the log."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        match_info = getattr(request, "match_info", None)
+        resource = match_info.route.resource if match_info is not None else None
+        where = resource.canonical if resource is not None else "-"
+        self.logger.info(
+            "%s %s %s %.1fms", request.method, where, response.status, time * 1000
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)

@@ -1,0 +1,1 @@
+"""Centres, doctors, duty slots, consultations and their state machine."""

@@ -1,0 +1,251 @@
+"""The directory of medical centres and doctors, and duty slots.
+
+Reading is open to everyone; changes are the manager's (the views check the role).
+Removing a centre or a doctor archives it: consultations will keep pointing at it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from argon2 import PasswordHasher
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from telemed import audit
+from telemed.accounts import service as accounts
+from telemed.accounts.models import Role, User
+from telemed.errors import CentreHasDoctors, InvalidInput, NotFound
+from telemed.scheduling.models import Centre, Doctor, DoctorPublic, DutySlot
+
+
+def clean_profiles(profiles: list[str]) -> list[str]:
+    """Profiles trimmed, without blanks or repeats (case-insensitive), in given order."""
+    seen: set[str] = set()
+    result = []
+    for profile in profiles:
+        text = " ".join(profile.split())
+        if text and text.lower() not in seen:
+            seen.add(text.lower())
+            result.append(text)
+    return result
+
+
+async def list_centres(
+    session: AsyncSession, *, region: str | None = None, profile: str | None = None
+) -> list[Centre]:
+    statement = select(Centre).where(col(Centre.archived_at).is_(None)).order_by(col(Centre.name))
+    if region:
+        statement = statement.where(Centre.region == region)
+    centres = list((await session.exec(statement)).all())
+    if profile:
+        wanted = profile.strip().lower()
+        centres = [c for c in centres if wanted in (p.lower() for p in c.profiles)]
+    return centres
+
+
+async def get_centre(session: AsyncSession, centre_id: uuid.UUID) -> Centre:
+    """A live centre; raises ``NotFound``."""
+    centre = await session.get(Centre, centre_id)
+    if centre is None or centre.archived_at is not None:
+        raise NotFound("Medical centre not found")
+    return centre
+
+
+async def do_create_centre(
+    session: AsyncSession,
+    *,
+    actor: User,
+    now: datetime,
+    name: str,
+    region: str,
+    profiles: list[str],
+    description: str = "",
+) -> Centre:
+    centre = Centre(
+        name=name,
+        region=region,
+        profiles=clean_profiles(profiles),
+        description=description,
+        created_at=now,
+    )
+    session.add(centre)
+    await session.flush()
+    audit.record(session, now=now, actor_id=actor.id, action="centre.created",
+                 object_type="centre", object_id=centre.id)
+    return centre
+
+
+async def do_update_centre(
+    session: AsyncSession, *, actor: User, now: datetime, centre_id: uuid.UUID,
+    changes: dict[str, object],
+) -> Centre:
+    centre = await get_centre(session, centre_id)
+    if "profiles" in changes:
+        profiles = changes["profiles"]
+        assert isinstance(profiles, list)
+        changes["profiles"] = clean_profiles(profiles)
+    for name, value in changes.items():
+        setattr(centre, name, value)
+    session.add(centre)
+    audit.record(session, now=now, actor_id=actor.id, action="centre.updated",
+                 object_type="centre", object_id=centre.id, details={"fields": sorted(changes)})
+    return centre
+
+
+async def do_archive_centre(
+    session: AsyncSession, *, actor: User, now: datetime, centre_id: uuid.UUID
+) -> None:
+    """Remove a centre from the directory; refused (409) while it still has doctors."""
+    centre = await get_centre(session, centre_id)
+    doctors = await session.exec(
+        select(Doctor.id).where(Doctor.centre_id == centre.id, col(Doctor.archived_at).is_(None))
+    )
+    if doctors.first() is not None:
+        raise CentreHasDoctors("Move or remove the centre's doctors first")
+    centre.archived_at = now
+    session.add(centre)
+    audit.record(session, now=now, actor_id=actor.id, action="centre.archived",
+                 object_type="centre", object_id=centre.id)
+
+
+def doctor_public(doctor: Doctor, user: User, centre: Centre) -> DoctorPublic:
+    return DoctorPublic(
+        id=doctor.id,
+        user_id=user.id,
+        full_name=user.full_name,
+        centre_id=centre.id,
+        centre_name=centre.name,
+        specialty=doctor.specialty,
+        is_duty=doctor.is_duty,
+        bio=doctor.bio,
+    )
+
+
+async def list_doctors(
+    session: AsyncSession, *, centre_id: uuid.UUID | None = None, duty: bool | None = None
+) -> list[DoctorPublic]:
+    statement = (
+        select(Doctor, User, Centre)
+        .join(User, col(User.id) == col(Doctor.user_id))
+        .join(Centre, col(Centre.id) == col(Doctor.centre_id))
+        .where(col(Doctor.archived_at).is_(None))
+        .order_by(col(User.full_name))
+    )
+    if centre_id is not None:
+        statement = statement.where(Doctor.centre_id == centre_id)
+    if duty is not None:
+        statement = statement.where(Doctor.is_duty == duty)
+    rows = (await session.exec(statement)).all()
+    return [doctor_public(doctor, user, centre) for doctor, user, centre in rows]
+
+
+async def get_doctor(session: AsyncSession, doctor_id: uuid.UUID) -> tuple[Doctor, User, Centre]:
+    """A live doctor with account and centre; raises ``NotFound``."""
+    row = (
+        await session.exec(
+            select(Doctor, User, Centre)
+            .join(User, col(User.id) == col(Doctor.user_id))
+            .join(Centre, col(Centre.id) == col(Doctor.centre_id))
+            .where(Doctor.id == doctor_id, col(Doctor.archived_at).is_(None))
+        )
+    ).first()
+    if row is None:
+        raise NotFound("Doctor not found")
+    return row[0], row[1], row[2]
+
+
+async def do_create_doctor(
+    session: AsyncSession,
+    *,
+    hasher: PasswordHasher,
+    actor: User | None,
+    now: datetime,
+    full_name: str,
+    phone: str,
+    password: str,
+    centre_id: uuid.UUID,
+    specialty: str,
+    is_duty: bool,
+    bio: str = "",
+    email: str | None = None,
+    must_change_password: bool = True,
+) -> tuple[Doctor, User, Centre]:
+    """Create a doctor's account (role doctor) and profile at a live centre.
+
+    The manager sets the first password, so by default the doctor must change it at
+    the first sign-in. Raises ``NotFound`` (centre) and the account errors.
+    """
+    centre = await get_centre(session, centre_id)
+    user = await accounts.do_create_user(
+        session,
+        hasher=hasher,
+        now=now,
+        full_name=full_name,
+        phone=phone,
+        password=password,
+        role=Role.DOCTOR,
+        email=email,
+        must_change_password=must_change_password,
+    )
+    doctor = Doctor(
+        user_id=user.id, centre_id=centre.id, specialty=specialty, is_duty=is_duty, bio=bio,
+        created_at=now,
+    )
+    session.add(doctor)
+    await session.flush()
+    audit.record(session, now=now, actor_id=actor.id if actor else None, action="doctor.created",
+                 object_type="doctor", object_id=doctor.id)
+    return doctor, user, centre
+
+
+async def do_update_doctor(
+    session: AsyncSession, *, actor: User, now: datetime, doctor_id: uuid.UUID,
+    changes: dict[str, object],
+) -> tuple[Doctor, User, Centre]:
+    doctor, user, centre = await get_doctor(session, doctor_id)
+    if "centre_id" in changes:
+        new_centre = changes.pop("centre_id")
+        assert isinstance(new_centre, uuid.UUID)
+        centre = await get_centre(session, new_centre)
+        doctor.centre_id = centre.id
+    if "full_name" in changes:
+        name = " ".join(str(changes.pop("full_name")).split())
+        if not name:
+            raise InvalidInput("Enter the full name", details={"field": "full_name"})
+        user.full_name = name
+        session.add(user)
+    for name, value in changes.items():
+        setattr(doctor, name, value)
+    session.add(doctor)
+    audit.record(session, now=now, actor_id=actor.id, action="doctor.updated",
+                 object_type="doctor", object_id=doctor.id)
+    return doctor, user, centre
+
+
+async def do_archive_doctor(
+    session: AsyncSession, *, actor: User, now: datetime, doctor_id: uuid.UUID
+) -> None:
+    """Remove a doctor from the directory: the account is closed and signed out."""
+    doctor, user, _ = await get_doctor(session, doctor_id)
+    doctor.archived_at = now
+    user.is_active = False
+    session.add(doctor)
+    session.add(user)
+    await accounts.do_revoke_user_sessions(session, user_id=user.id, now=now)
+    audit.record(session, now=now, actor_id=actor.id, action="doctor.archived",
+                 object_type="doctor", object_id=doctor.id)
+
+
+async def list_slots(
+    session: AsyncSession, *, doctor_id: uuid.UUID, start: datetime, end: datetime
+) -> list[DutySlot]:
+    """A duty doctor's slots that start in ``[start, end)``."""
+    await get_doctor(session, doctor_id)
+    result = await session.exec(
+        select(DutySlot)
+        .where(DutySlot.doctor_id == doctor_id, DutySlot.starts_at >= start, DutySlot.starts_at < end)
+        .order_by(col(DutySlot.starts_at))
+    )
+    return list(result.all())

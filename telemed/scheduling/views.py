@@ -1,0 +1,178 @@
+"""HTTP routes of the directory (centres, doctors) and of duty slots."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from aiohttp import web
+from pydantic import AwareDatetime, Field, model_validator
+
+from telemed import keys
+from telemed.accounts.models import Role
+from telemed.api import Access, Call, ListOf, RequestModel, Routes
+from telemed.scheduling import service
+from telemed.scheduling.models import CentrePublic, DoctorPublic, SlotPublic
+
+routes = Routes(tag="directory")
+
+MANAGERS = (Role.MANAGER,)
+MAX_SLOT_RANGE = timedelta(days=62)
+
+Name = Field(min_length=1, max_length=200)
+
+
+class CentreIn(RequestModel):
+    name: str = Name
+    region: str = Name
+    profiles: list[str] = Field(min_length=1, max_length=30)
+    description: str = Field(default="", max_length=4000)
+
+
+class CentreUpdate(RequestModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    region: str | None = Field(default=None, min_length=1, max_length=200)
+    profiles: list[str] | None = Field(default=None, min_length=1, max_length=30)
+    description: str | None = Field(default=None, max_length=4000)
+
+
+class CentreQuery(RequestModel):
+    region: str | None = None
+    profile: str | None = None
+
+
+class DoctorIn(RequestModel):
+    full_name: str = Name
+    phone: str = Field(min_length=1, max_length=32)
+    password: str = Field(min_length=1, max_length=256)
+    email: str | None = Field(default=None, max_length=254)
+    centre_id: uuid.UUID
+    specialty: str = Name
+    is_duty: bool = False
+    bio: str = Field(default="", max_length=4000)
+
+
+class DoctorUpdate(RequestModel):
+    full_name: str | None = Field(default=None, min_length=1, max_length=200)
+    centre_id: uuid.UUID | None = None
+    specialty: str | None = Field(default=None, min_length=1, max_length=200)
+    is_duty: bool | None = None
+    bio: str | None = Field(default=None, max_length=4000)
+
+
+class DoctorQuery(RequestModel):
+    centre_id: uuid.UUID | None = None
+    duty: bool | None = None
+
+
+class SlotQuery(RequestModel):
+    from_: AwareDatetime | None = Field(default=None, alias="from")
+    to: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SlotQuery:
+        if self.from_ is not None and self.to is not None and self.to <= self.from_:
+            raise ValueError("'to' must be after 'from'")
+        return self
+
+
+def _changes(update: RequestModel) -> dict[str, object]:
+    """The fields a PATCH sets; ``null`` for a required field is not a change."""
+    return {k: v for k, v in update.model_dump(exclude_unset=True).items() if v is not None}
+
+
+@routes.get("/centres", access=Access.PUBLIC)
+async def list_centres(call: Call, query: CentreQuery) -> ListOf[CentrePublic]:
+    """GET /centres: the medical centres, by name (filter by region or profile)."""
+    centres = await service.list_centres(call.session, region=query.region, profile=query.profile)
+    return ListOf[CentrePublic](items=[CentrePublic.model_validate(c) for c in centres])
+
+
+@routes.get("/centres/{id}", access=Access.PUBLIC)
+async def get_centre(call: Call) -> CentrePublic:
+    """GET /centres/{id}: one medical centre."""
+    return CentrePublic.model_validate(await service.get_centre(call.session, call.path_id()))
+
+
+@routes.post("/centres", status=201, roles=MANAGERS)
+async def create_centre(call: Call, body: CentreIn) -> CentrePublic:
+    """POST /centres: add a medical centre (manager)."""
+    centre = await service.do_create_centre(
+        call.session, actor=call.user, now=call.now, name=body.name, region=body.region,
+        profiles=body.profiles, description=body.description,
+    )
+    return CentrePublic.model_validate(centre)
+
+
+@routes.patch("/centres/{id}", roles=MANAGERS)
+async def update_centre(call: Call, body: CentreUpdate) -> CentrePublic:
+    """PATCH /centres/{id}: change a medical centre (manager)."""
+    centre = await service.do_update_centre(
+        call.session, actor=call.user, now=call.now, centre_id=call.path_id(),
+        changes=_changes(body),
+    )
+    return CentrePublic.model_validate(centre)
+
+
+@routes.delete("/centres/{id}", roles=MANAGERS, errors=(409,))
+async def delete_centre(call: Call) -> None:
+    """DELETE /centres/{id}: remove a medical centre that has no doctors left (manager)."""
+    await service.do_archive_centre(call.session, actor=call.user, now=call.now, centre_id=call.path_id())
+
+
+@routes.get("/doctors", access=Access.PUBLIC)
+async def list_doctors(call: Call, query: DoctorQuery) -> ListOf[DoctorPublic]:
+    """GET /doctors: doctors, by name (filter by centre and by duty)."""
+    doctors = await service.list_doctors(call.session, centre_id=query.centre_id, duty=query.duty)
+    return ListOf[DoctorPublic](items=doctors)
+
+
+@routes.get("/doctors/{id}", access=Access.PUBLIC)
+async def get_doctor(call: Call) -> DoctorPublic:
+    """GET /doctors/{id}: one doctor."""
+    return service.doctor_public(*await service.get_doctor(call.session, call.path_id()))
+
+
+@routes.post("/doctors", status=201, roles=MANAGERS, errors=(409,))
+async def create_doctor(call: Call, body: DoctorIn) -> DoctorPublic:
+    """POST /doctors: add a doctor with a new account (manager).
+
+    The doctor signs in with the phone and the given password, and must change it then.
+    """
+    created = await service.do_create_doctor(
+        call.session, hasher=call.app[keys.PASSWORD_HASHER], actor=call.user, now=call.now,
+        full_name=body.full_name, phone=body.phone, password=body.password, email=body.email,
+        centre_id=body.centre_id, specialty=body.specialty, is_duty=body.is_duty, bio=body.bio,
+    )
+    return service.doctor_public(*created)
+
+
+@routes.patch("/doctors/{id}", roles=MANAGERS)
+async def update_doctor(call: Call, body: DoctorUpdate) -> DoctorPublic:
+    """PATCH /doctors/{id}: change a doctor's centre, specialty, duty flag or bio (manager)."""
+    updated = await service.do_update_doctor(
+        call.session, actor=call.user, now=call.now, doctor_id=call.path_id(),
+        changes=_changes(body),
+    )
+    return service.doctor_public(*updated)
+
+
+@routes.delete("/doctors/{id}", roles=MANAGERS)
+async def delete_doctor(call: Call) -> None:
+    """DELETE /doctors/{id}: remove a doctor; the account is closed (manager)."""
+    await service.do_archive_doctor(call.session, actor=call.user, now=call.now, doctor_id=call.path_id())
+
+
+@routes.get("/doctors/{id}/slots", access=Access.PUBLIC)
+async def list_slots(call: Call, query: SlotQuery) -> ListOf[SlotPublic]:
+    """GET /doctors/{id}/slots: a duty doctor's slots from ``from`` (default now) to ``to``
+    (default a week later; at most 62 days)."""
+    start: datetime = query.from_ or call.now
+    end: datetime = query.to or start + timedelta(days=7)
+    end = min(end, start + MAX_SLOT_RANGE)
+    slots = await service.list_slots(call.session, doctor_id=call.path_id(), start=start, end=end)
+    return ListOf[SlotPublic](items=[SlotPublic.model_validate(s) for s in slots])
+
+
+def setup_routes(app: web.Application) -> None:
+    app[keys.API].include(app, routes)

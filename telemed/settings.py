@@ -1,0 +1,107 @@
+"""One typed settings object, read from ``TELEMED_*`` environment variables."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Mode(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class SettingsError(Exception):
+    """The settings cannot run a server (reported at start, never to a client)."""
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Each field is ``TELEMED_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="TELEMED_", extra="ignore", frozen=True)
+
+    mode: Mode = Mode.DEVELOPMENT
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    data_dir: Path = Path("./var")
+    database_url: str | None = None
+    redis_url: str | None = None
+    # Secrets: in development a random one is generated once and kept under the data dir;
+    # in production it must be given.
+    secret_key: str | None = None
+    migrate_on_start: bool = True
+
+    # Public base URL (used for Origin checks and links). Unset: the request's own host.
+    public_url: str | None = None
+    cookie_secure: bool = False
+    session_ttl_hours: int = Field(default=24 * 14, ge=1)
+
+    login_window_minutes: int = Field(default=15, ge=1)
+    login_max_failures_per_account: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=20, ge=1)
+
+    document_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    document_quota_bytes: int = Field(default=500 * 1024 * 1024, ge=1024)
+
+    sms_backend: str = "outbox"
+    email_backend: str = "outbox"
+    ice_servers: list[dict[str, Any]] = Field(default_factory=list)
+    media_addresses: list[str] = Field(default_factory=list)
+
+    default_time_zone: str = "Europe/Moscow"
+    default_locale: str = "ru"
+    log_level: str = "INFO"
+
+    @field_validator("media_addresses", mode="before")
+    @classmethod
+    def _split_addresses(cls, value: Any) -> Any:
+        # Accept "127.0.0.1,::1" as well as a JSON list.
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_secrets(self) -> Settings:
+        if self.mode is Mode.PRODUCTION:
+            if not self.secret_key or len(self.secret_key) < 32:
+                raise ValueError("TELEMED_SECRET_KEY must be set (32+ characters) in production")
+            if not self.database_url:
+                raise ValueError("TELEMED_DATABASE_URL must be set in production")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'telemed.db').resolve()}"
+
+    @property
+    def documents_dir(self) -> Path:
+        return self.data_dir / "documents"
+
+    @property
+    def session_ttl(self) -> timedelta:
+        return timedelta(hours=self.session_ttl_hours)
+
+    @property
+    def login_window(self) -> timedelta:
+        return timedelta(minutes=self.login_window_minutes)
+
+    def resolved_secret_key(self) -> str:
+        """The secret key: given, or generated once into the data dir (development only)."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key

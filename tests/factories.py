@@ -1,0 +1,72 @@
+"""Building blocks for tests: accounts made through the real API and the real services."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from telemed import db, keys
+from telemed.accounts.models import Role
+from telemed.accounts.service import do_create_user
+
+AppClient = TestClient[web.Request, web.Application]
+
+_phones = itertools.count(1)
+PASSWORD = "Correct-Horse-42"
+
+
+def next_phone() -> str:
+    """A valid, unused Russian mobile number."""
+    return f"+7912{next(_phones):07d}"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def register(
+    client: AppClient, *, phone: str | None = None, password: str = PASSWORD, **fields: Any
+) -> dict[str, Any]:
+    """Register a patient through the API; returns ``{token, user}``."""
+    body = {
+        "full_name": "Петрова Мария Ивановна",
+        "birth_date": "1980-03-04",
+        "phone": phone or next_phone(),
+        "password": password,
+        **fields,
+    }
+    response = await client.post("/api/v1/auth/register", json=body)
+    assert response.status == 201, await response.text()
+    result: dict[str, Any] = await response.json()
+    return result
+
+
+async def staff(client: AppClient, role: Role) -> dict[str, Any]:
+    """A manager or admin (they are created from the command line, not registered)."""
+    app = client.app
+    assert app is not None
+    phone = next_phone()
+    async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+        await do_create_user(
+            session, hasher=app[keys.PASSWORD_HASHER], now=app[keys.CLOCK].now(),
+            full_name="Сотрудник Службы", phone=phone, password=PASSWORD, role=role,
+        )
+    response = await client.post("/api/v1/auth/login", json={"login": phone, "password": PASSWORD})
+    assert response.status == 200, await response.text()
+    result: dict[str, Any] = await response.json()
+    return result
+
+
+async def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    """The response is the one error shape with this status and code."""
+    body = await response.json()
+    assert response.status == status, body
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message", "details"}, body
+    assert body["error"]["code"] == code, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    result: dict[str, Any] = body["error"]
+    return result
