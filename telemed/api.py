@@ -48,7 +48,7 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class Access(StrEnum):
-    PUBLIC = "public"  # anyone; the caller is resolved if credentials are sent
+    PUBLIC = "public"  # anyone; credentials are not looked at
     USER = "user"  # a signed-in user (optionally of given roles)
 
 
@@ -251,7 +251,7 @@ class Api:
             )
 
     def _wrap(self, endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        from telemed.auth import check_origin, resolve_caller
+        from telemed.auth import ResolvedCaller, check_origin, resolve_caller
 
         async def handle(request: web.Request) -> web.StreamResponse:
             app = request.app
@@ -265,7 +265,12 @@ class Api:
             call: Call | None = None
             async with app[keys.SESSION_FACTORY]() as session:
                 try:
-                    resolved = await resolve_caller(request, session, now=now)
+                    if endpoint.access is Access.PUBLIC:
+                        # Public endpoints ignore credentials: a stale cookie must not
+                        # stand in the way of signing in again.
+                        resolved = ResolvedCaller(None, None, via_cookie=False)
+                    else:
+                        resolved = await resolve_caller(request, session, now=now)
                     check_origin(request, settings, via_cookie=resolved.via_cookie)
                     caller = resolved.user
                     if endpoint.access is Access.USER:

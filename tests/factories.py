@@ -28,9 +28,13 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def register(
-    client: AppClient, *, phone: str | None = None, password: str = PASSWORD, **fields: Any
+    client: AppClient, *, phone: str | None = None, password: str = PASSWORD,
+    keep_cookie: bool = False, **fields: Any,
 ) -> dict[str, Any]:
-    """Register a patient through the API; returns ``{token, user}``."""
+    """Register a patient through the API; returns ``{token, user}``.
+
+    Tests call with the bearer token, so the session cookie is dropped unless asked for.
+    """
     body = {
         "full_name": "Петрова Мария Ивановна",
         "birth_date": "1980-03-04",
@@ -40,6 +44,8 @@ async def register(
     }
     response = await client.post("/api/v1/auth/register", json=body)
     assert response.status == 201, await response.text()
+    if not keep_cookie:
+        client.session.cookie_jar.clear()
     result: dict[str, Any] = await response.json()
     return result
 
@@ -56,6 +62,7 @@ async def staff(client: AppClient, role: Role) -> dict[str, Any]:
         )
     response = await client.post("/api/v1/auth/login", json={"login": phone, "password": PASSWORD})
     assert response.status == 200, await response.text()
+    client.session.cookie_jar.clear()
     result: dict[str, Any] = await response.json()
     return result
 

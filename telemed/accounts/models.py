@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 
-from telemed.db import UTCDateTime, new_id
+from telemed.db import StrEnumType, UTCDateTime, new_id
 
 
 class Role(StrEnum):
@@ -36,8 +36,8 @@ class User(SQLModel, table=True):
     phone: str = Field(max_length=16, unique=True)
     email: str | None = Field(default=None, max_length=254, unique=True)
     password_hash: str = Field(max_length=255)
-    role: Role = Field(sa_type=sa.String(16), index=True)
-    locale: Locale = Field(default=Locale.RU, sa_type=sa.String(8))
+    role: Role = Field(sa_type=StrEnumType(Role, 16), index=True)
+    locale: Locale = Field(default=Locale.RU, sa_type=StrEnumType(Locale, 8))
     time_zone: str = Field(default="Europe/Moscow", max_length=64)
     must_change_password: bool = False
     is_active: bool = True

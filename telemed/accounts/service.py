@@ -7,6 +7,7 @@ transaction.
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import uuid
 from datetime import date, datetime, timedelta
@@ -200,7 +201,7 @@ async def _check_rate(
     if count >= limit and oldest is not None:
         if oldest.tzinfo is None:  # aggregate results bypass the column type on SQLite
             oldest = oldest.replace(tzinfo=now.tzinfo)
-        retry_after = max(1, int((oldest + window - now).total_seconds()) + 1)
+        retry_after = max(1, math.ceil((oldest + window - now).total_seconds()))
         raise RateLimited(
             "Too many failed sign-in attempts; try again later",
             retry_after_seconds=retry_after,

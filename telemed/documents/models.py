@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 
-from telemed.db import UTCDateTime, new_id
+from telemed.db import StrEnumType, UTCDateTime, new_id
 
 
 class DocumentKind(StrEnum):
@@ -30,7 +30,7 @@ class Document(SQLModel, table=True):
 
     id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
     owner_id: uuid.UUID = Field(foreign_key="user_account.id", index=True)
-    kind: DocumentKind = Field(sa_type=sa.String(32))
+    kind: DocumentKind = Field(sa_type=StrEnumType(DocumentKind, 32))
     title: str = Field(max_length=200)
     file_name: str = Field(max_length=255)
     content_type: str = Field(max_length=64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import AsyncIterator
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from aiohttp import BodyPartReader, web
 from pydantic import Field
@@ -52,8 +52,12 @@ UPLOAD_BODY = RawBody(
 
 
 def clean_file_name(raw: str | None, content_type: str) -> str:
-    """The client's file name without path parts or control characters."""
-    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    """The client's file name without path parts or control characters.
+
+    Percent-escapes are decoded: the HTML form encoding escapes quotes and line breaks
+    that way, and some clients (aiohttp among them) escape every non-ASCII byte.
+    """
+    name = unquote(raw or "").replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip(" .")
     if not name:
         name = "document" + EXTENSIONS.get(content_type, "")

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 
-from telemed.db import UTCDateTime, new_id
+from telemed.db import StrEnumType, UTCDateTime, new_id
 
 
 class Centre(SQLModel, table=True):
@@ -57,7 +57,7 @@ class DutySlot(SQLModel, table=True):
     doctor_id: uuid.UUID = Field(foreign_key="doctor.id", index=True)
     starts_at: datetime = Field(sa_type=UTCDateTime, index=True)
     ends_at: datetime = Field(sa_type=UTCDateTime)
-    status: SlotStatus = Field(default=SlotStatus.FREE, sa_type=sa.String(16))
+    status: SlotStatus = Field(default=SlotStatus.FREE, sa_type=StrEnumType(SlotStatus, 16))
 
 
 class CentrePublic(BaseModel):
