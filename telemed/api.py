@@ -182,9 +182,7 @@ class Routes:
             hints = typing.get_type_hints(handler)
             returned = hints.get("return")
             response_model = (
-                returned
-                if inspect.isclass(returned) and issubclass(returned, BaseModel)
-                else None
+                returned if inspect.isclass(returned) and issubclass(returned, BaseModel) else None
             )
             doc = inspect.getdoc(handler) or handler.__name__
             first, _, rest = doc.partition("\n")
@@ -258,10 +256,6 @@ class Api:
             settings = app[keys.SETTINGS]
             now = app[keys.CLOCK].now()
             kwargs: dict[str, Any] = {}
-            if endpoint.query_model is not None:
-                kwargs["query"] = parse_model(endpoint.query_model, dict(request.query))
-            if endpoint.body_model is not None:
-                kwargs["body"] = parse_model(endpoint.body_model, await _read_json(request))
             call: Call | None = None
             async with app[keys.SESSION_FACTORY]() as session:
                 try:
@@ -286,6 +280,11 @@ class Api:
                             and caller.role is not Role.ADMIN
                         ):
                             raise Forbidden("This action is not allowed for your role")
+                    # Input is looked at only once the caller may make the call.
+                    if endpoint.query_model is not None:
+                        kwargs["query"] = parse_model(endpoint.query_model, dict(request.query))
+                    if endpoint.body_model is not None:
+                        kwargs["body"] = parse_model(endpoint.body_model, await _read_json(request))
                     call = Call(
                         request=request,
                         session=session,
@@ -367,15 +366,15 @@ class Api:
                 operation["requestBody"] = {
                     "required": True,
                     "content": {
-                        "application/json": {
-                            "schema": refs[(endpoint.body_model, "validation")]
-                        }
+                        "application/json": {"schema": refs[(endpoint.body_model, "validation")]}
                     },
                 }
             elif endpoint.raw_body is not None:
                 operation["requestBody"] = {
                     "required": True,
-                    "content": {endpoint.raw_body.content_type: {"schema": endpoint.raw_body.schema}},
+                    "content": {
+                        endpoint.raw_body.content_type: {"schema": endpoint.raw_body.schema}
+                    },
                 }
             responses: dict[str, Any] = {}
             if endpoint.response_model is not None:
@@ -451,7 +450,9 @@ def parse_model(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
-        raise InvalidInput("Some fields are missing or invalid", details=validation_details(exc)) from None
+        raise InvalidInput(
+            "Some fields are missing or invalid", details=validation_details(exc)
+        ) from None
 
 
 async def _read_json(request: web.Request) -> Any:

@@ -75,16 +75,31 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> str:
                 if args.centre_id is None or not args.specialty:
                     raise SystemExit("telemed: a doctor needs --centre-id and --specialty")
                 _, user, _ = await do_create_doctor(
-                    session, hasher=PasswordHasher(), actor=None, now=now, full_name=args.name,
-                    phone=args.phone, password=args.password, email=args.email,
-                    centre_id=args.centre_id, specialty=args.specialty, is_duty=args.duty,
+                    session,
+                    hasher=PasswordHasher(),
+                    actor=None,
+                    now=now,
+                    full_name=args.name,
+                    phone=args.phone,
+                    password=args.password,
+                    email=args.email,
+                    centre_id=args.centre_id,
+                    specialty=args.specialty,
+                    is_duty=args.duty,
                     must_change_password=False,
                 )
             else:
                 user = await do_create_user(
-                    session, hasher=PasswordHasher(), now=now, full_name=args.name,
-                    phone=args.phone, password=args.password, role=role, email=args.email,
-                    birth_date=args.birth_date, time_zone=settings.default_time_zone,
+                    session,
+                    hasher=PasswordHasher(),
+                    now=now,
+                    full_name=args.name,
+                    phone=args.phone,
+                    password=args.password,
+                    role=role,
+                    email=args.email,
+                    birth_date=args.birth_date,
+                    time_zone=settings.default_time_zone,
                 )
         return f"created {role.value} {user.id} ({user.phone})"
     finally:

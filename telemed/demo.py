@@ -32,7 +32,8 @@ CENTRES = [
     (
         "Областной кардиологический центр",
         ["кардиология", "ревматология"],
-        "Консультации кардиологов: ишемическая болезнь сердца, гипертония, нарушения ритма, реабилитация после инфаркта.",
+        "Консультации кардиологов: ишемическая болезнь сердца, гипертония, "
+        "нарушения ритма, реабилитация после инфаркта.",
     ),
     (
         "Центр охраны здоровья семьи и репродукции",
@@ -48,16 +49,34 @@ CENTRES = [
 
 # (full name, phone, centre index, specialty, duty, bio)
 DOCTORS = [
-    ("Соколова Анна Викторовна", "+79000000011", 0, "кардиолог", True,
-     "Врач-кардиолог высшей категории, стаж 18 лет."),
-    ("Ершов Пётр Алексеевич", "+79000000012", 0, "кардиолог", False,
-     "Кандидат медицинских наук, аритмолог."),
-    ("Белова Марина Сергеевна", "+79000000013", 1, "акушер-гинеколог", True,
-     "Акушер-гинеколог, стаж 12 лет."),
-    ("Киселёв Игорь Николаевич", "+79000000014", 2, "терапевт", False,
-     "Врач общей практики."),
+    (
+        "Соколова Анна Викторовна",
+        "+79000000011",
+        0,
+        "кардиолог",
+        True,
+        "Врач-кардиолог высшей категории, стаж 18 лет.",
+    ),
+    (
+        "Ершов Пётр Алексеевич",
+        "+79000000012",
+        0,
+        "кардиолог",
+        False,
+        "Кандидат медицинских наук, аритмолог.",
+    ),
+    (
+        "Белова Марина Сергеевна",
+        "+79000000013",
+        1,
+        "акушер-гинеколог",
+        True,
+        "Акушер-гинеколог, стаж 12 лет.",
+    ),
+    ("Киселёв Игорь Николаевич", "+79000000014", 2, "терапевт", False, "Врач общей практики."),
 ]
-DOCTOR_PASSWORD = "Doctor-2026"
+# Demo credentials are published on purpose (README); `telemed demo` refuses production.
+DOCTOR_PASSWORD = "Doctor-2026"  # noqa: S105
 MANAGER = ("Орлова Наталья Павловна", "+79000000002", "Manager-2026")
 PATIENT = ("Иванов Сергей Петрович", "+79000000001", "Patient-2026", date(1962, 5, 14))
 
@@ -66,15 +85,18 @@ SLOT_HOURS = (time(9, 0), time(13, 0))  # Moscow time
 SLOT_MINUTES = 30
 
 
-async def load_demo(session: AsyncSession, *, hasher: PasswordHasher, now: datetime) -> list[DemoLogin]:
+async def load_demo(
+    session: AsyncSession, *, hasher: PasswordHasher, now: datetime
+) -> list[DemoLogin]:
     """Create what is missing of the demo data; return the demo logins."""
     logins: list[DemoLogin] = []
     centres = []
     for name, profiles, description in CENTRES:
         centre = (await session.exec(select(Centre).where(Centre.name == name))).first()
         if centre is None:
-            centre = Centre(name=name, region=REGION, profiles=profiles, description=description,
-                            created_at=now)
+            centre = Centre(
+                name=name, region=REGION, profiles=profiles, description=description, created_at=now
+            )
             session.add(centre)
             await session.flush()
         centres.append(centre)
@@ -83,23 +105,42 @@ async def load_demo(session: AsyncSession, *, hasher: PasswordHasher, now: datet
         user = await get_user_by_phone(session, phone)
         if user is None:
             doctor, user, _ = await do_create_doctor(
-                session, hasher=hasher, actor=None, now=now, full_name=full_name, phone=phone,
-                password=DOCTOR_PASSWORD, centre_id=centres[centre_index].id, specialty=specialty,
-                is_duty=duty, bio=bio, must_change_password=False,
+                session,
+                hasher=hasher,
+                actor=None,
+                now=now,
+                full_name=full_name,
+                phone=phone,
+                password=DOCTOR_PASSWORD,
+                centre_id=centres[centre_index].id,
+                specialty=specialty,
+                is_duty=duty,
+                bio=bio,
+                must_change_password=False,
             )
         else:
             doctor = (await session.exec(select(Doctor).where(Doctor.user_id == user.id))).one()
         if duty:
             await _ensure_slots(session, doctor=doctor, now=now)
-        logins.append(DemoLogin("doctor" + (" (duty)" if duty else ""), full_name, phone, DOCTOR_PASSWORD))
+        logins.append(
+            DemoLogin("doctor" + (" (duty)" if duty else ""), full_name, phone, DOCTOR_PASSWORD)
+        )
 
     for role, (full_name, phone, password), birth in (
         (Role.MANAGER, MANAGER, None),
         (Role.PATIENT, PATIENT[:3], PATIENT[3]),
     ):
         if await get_user_by_phone(session, phone) is None:
-            await do_create_user(session, hasher=hasher, now=now, full_name=full_name, phone=phone,
-                                 password=password, role=role, birth_date=birth)
+            await do_create_user(
+                session,
+                hasher=hasher,
+                now=now,
+                full_name=full_name,
+                phone=phone,
+                password=password,
+                role=role,
+                birth_date=birth,
+            )
         logins.append(DemoLogin(role.value, full_name, phone, password))
     return logins
 
@@ -107,7 +148,9 @@ async def load_demo(session: AsyncSession, *, hasher: PasswordHasher, now: datet
 async def _ensure_slots(session: AsyncSession, *, doctor: Doctor, now: datetime) -> None:
     """Free slots on the next working days, skipping those that already exist."""
     existing = set(
-        (await session.exec(select(DutySlot.starts_at).where(DutySlot.doctor_id == doctor.id))).all()
+        (
+            await session.exec(select(DutySlot.starts_at).where(DutySlot.doctor_id == doctor.id))
+        ).all()
     )
     today = now.astimezone(MOSCOW).date()
     for offset in range(1, SLOT_DAYS + 1):
@@ -119,6 +162,11 @@ async def _ensure_slots(session: AsyncSession, *, doctor: Doctor, now: datetime)
         while start < end:
             starts_at = start.astimezone(now.tzinfo)
             if starts_at not in existing:
-                session.add(DutySlot(doctor_id=doctor.id, starts_at=starts_at,
-                                     ends_at=starts_at + timedelta(minutes=SLOT_MINUTES)))
+                session.add(
+                    DutySlot(
+                        doctor_id=doctor.id,
+                        starts_at=starts_at,
+                        ends_at=starts_at + timedelta(minutes=SLOT_MINUTES),
+                    )
+                )
             start += timedelta(minutes=SLOT_MINUTES)

@@ -42,7 +42,10 @@ _HTTP_CODES = {
 
 
 def _error_response(
-    status: int, code: str, message: str, details: dict[str, object] | None = None,
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, object] | None = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     return web.json_response(
@@ -115,9 +118,7 @@ class AccessLogger(AbstractAccessLogger):
         match_info = getattr(request, "match_info", None)
         resource = match_info.route.resource if match_info is not None else None
         where = resource.canonical if resource is not None else "-"
-        self.logger.info(
-            "%s %s %s %.1fms", request.method, where, response.status, time * 1000
-        )
+        self.logger.info("%s %s %s %.1fms", request.method, where, response.status, time * 1000)
 
     @property
     def enabled(self) -> bool:

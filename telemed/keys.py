@@ -10,16 +10,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from telemed.clock import Clock
 from telemed.db import SessionFactory
+from telemed.documents.storage import DocumentStore
 from telemed.settings import Settings
 
 if TYPE_CHECKING:
-    from telemed.api import Api
-    from telemed.documents.storage import DocumentStore
+    from telemed.api import Api  # the API layer itself reads these keys
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 ENGINE = web.AppKey("engine", AsyncEngine)
 SESSION_FACTORY = web.AppKey("session_factory", SessionFactory)
 PASSWORD_HASHER = web.AppKey("password_hasher", PasswordHasher)
-API = web.AppKey("api", "Api")
-DOCUMENT_STORE = web.AppKey("document_store", "DocumentStore")
+API: web.AppKey[Api] = web.AppKey("api")
+DOCUMENT_STORE = web.AppKey("document_store", DocumentStore)

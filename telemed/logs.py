@@ -11,5 +11,7 @@ def configure_logging(level: str = "INFO") -> None:
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # SQL echo would print bound parameters: patient data.
-    logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
+    # Database drivers log statements with their bound parameters (patient data) at
+    # DEBUG: keep them quiet even when the rest of the server is debugged.
+    for name in ("sqlalchemy.engine", "aiosqlite", "asyncpg"):
+        logging.getLogger(name).setLevel(logging.WARNING)

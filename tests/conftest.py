@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,11 +17,12 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from telemed import db
 from telemed.app import create_app
 from telemed.clock import FakeClock
+from telemed.http import AccessLogger
 from telemed.settings import Settings
 from tests.servers import PostgresServer
 
@@ -43,7 +44,9 @@ def postgres() -> Iterator[PostgresServer]:
 
 
 async def _admin(server: PostgresServer) -> asyncpg.Connection:
-    return await asyncpg.connect(host="127.0.0.1", port=server.port, user="postgres", database="postgres")
+    return await asyncpg.connect(
+        host="127.0.0.1", port=server.port, user="postgres", database="postgres"
+    )
 
 
 async def _make_template(server: PostgresServer) -> None:
@@ -114,6 +117,9 @@ def app(settings: Settings, clock: FakeClock) -> web.Application:
 
 @pytest.fixture
 async def client(
-    aiohttp_client: Callable[[web.Application], Awaitable[AppClient]], app: web.Application
+    aiohttp_client: Callable[..., Awaitable[AppClient]], app: web.Application
 ) -> AppClient:
-    return await aiohttp_client(app)
+    # The production access logger, so that tests see what the server logs.
+    server = TestServer(app)
+    await server.start_server(access_log_class=AccessLogger)
+    return await aiohttp_client(server)

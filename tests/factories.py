@@ -28,8 +28,12 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def register(
-    client: AppClient, *, phone: str | None = None, password: str = PASSWORD,
-    keep_cookie: bool = False, **fields: Any,
+    client: AppClient,
+    *,
+    phone: str | None = None,
+    password: str = PASSWORD,
+    keep_cookie: bool = False,
+    **fields: Any,
 ) -> dict[str, Any]:
     """Register a patient through the API; returns ``{token, user}``.
 
@@ -57,8 +61,13 @@ async def staff(client: AppClient, role: Role) -> dict[str, Any]:
     phone = next_phone()
     async with db.transaction(app[keys.SESSION_FACTORY]) as session:
         await do_create_user(
-            session, hasher=app[keys.PASSWORD_HASHER], now=app[keys.CLOCK].now(),
-            full_name="Сотрудник Службы", phone=phone, password=PASSWORD, role=role,
+            session,
+            hasher=app[keys.PASSWORD_HASHER],
+            now=app[keys.CLOCK].now(),
+            full_name="Сотрудник Службы",
+            phone=phone,
+            password=PASSWORD,
+            role=role,
         )
     response = await client.post("/api/v1/auth/login", json={"login": phone, "password": PASSWORD})
     assert response.status == 200, await response.text()
@@ -74,6 +83,7 @@ async def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     assert set(body) == {"error"}, body
     assert set(body["error"]) == {"code", "message", "details"}, body
     assert body["error"]["code"] == code, body
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert isinstance(body["error"]["message"], str)
+    assert body["error"]["message"]
     result: dict[str, Any] = body["error"]
     return result

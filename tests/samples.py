@@ -36,13 +36,19 @@ def pdf(text: str = "Discharge summary", pages: int = 1) -> bytes:
     out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
     for offset in offsets:
         out.write(b"%010d 00000 n \n" % offset)
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref))
+    out.write(
+        b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    )
     return out.getvalue()
 
 
 def _picture(width: int, height: int) -> Image.Image:
-    pixels = bytes((x * 255 // width, y * 255 // height, 128) [c]
-                   for y in range(height) for x in range(width) for c in range(3))
+    pixels = bytes(
+        (x * 255 // width, y * 255 // height, 128)[c]
+        for y in range(height)
+        for x in range(width)
+        for c in range(3)
+    )
     return Image.frombytes("RGB", (width, height), pixels)
 
 

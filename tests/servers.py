@@ -57,9 +57,21 @@ class PostgresServer:
             run_as = ["runuser", "-u", "postgres", "--"]
         data = root / "data"
         subprocess.run(
-            [*run_as, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
-             "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"],
-            check=True, capture_output=True,
+            [
+                *run_as,
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            check=True,
+            capture_output=True,
         )
         port = free_port()
         options = (
@@ -68,17 +80,39 @@ class PostgresServer:
             "-c max_connections=200"
         )
         subprocess.run(
-            [*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options,
-             "-l", str(root / "log"), "-w", "-t", "60", "start"],
-            check=True, capture_output=True,
+            [
+                *run_as,
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                options,
+                "-l",
+                str(root / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
         )
         return cls(root=root, port=port, bin_dir=bin_dir, run_as=run_as)
 
     def stop(self) -> None:
         subprocess.run(
-            [*self.run_as, str(self.bin_dir / "pg_ctl"), "-D", str(self.root / "data"),
-             "-m", "fast", "-w", "stop"],
-            check=False, capture_output=True,
+            [
+                *self.run_as,
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.root / "data"),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+            check=False,
+            capture_output=True,
         )
         shutil.rmtree(self.root, ignore_errors=True)
 

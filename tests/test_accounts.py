@@ -27,9 +27,11 @@ async def test_register_stores_e164_and_signs_in(client: AppClient) -> None:
     assert user["phone"] == "+79123456789"
     assert user["email"] == "maria@example.ru"
     assert user["role"] == "patient"
-    assert user["locale"] == "ru" and user["time_zone"] == "Europe/Moscow"
+    assert user["locale"] == "ru"
+    assert user["time_zone"] == "Europe/Moscow"
     assert user["must_change_password"] is False
-    assert "password_hash" not in user and "password" not in user
+    assert "password_hash" not in user
+    assert "password" not in user
 
     me = await client.get("/api/v1/me", headers=bearer(auth["token"]))
     assert me.status == 200
@@ -39,8 +41,12 @@ async def test_register_stores_e164_and_signs_in(client: AppClient) -> None:
 async def test_register_sets_an_httponly_cookie(client: AppClient) -> None:
     response = await client.post(
         "/api/v1/auth/register",
-        json={"full_name": "Орлов Олег", "birth_date": "1970-01-01", "phone": next_phone(),
-              "password": PASSWORD},
+        json={
+            "full_name": "Орлов Олег",
+            "birth_date": "1970-01-01",
+            "phone": next_phone(),
+            "password": PASSWORD,
+        },
     )
     assert response.status == 201
     cookie = response.cookies["telemed_session"]
@@ -72,8 +78,13 @@ async def test_register_sets_an_httponly_cookie(client: AppClient) -> None:
 async def test_register_rejects_bad_input_and_changes_nothing(
     client: AppClient, change: dict[str, Any], status: int, code: str
 ) -> None:
-    body = {"full_name": "Петров Пётр", "birth_date": "1980-01-01", "phone": next_phone(),
-            "password": PASSWORD, **change}
+    body = {
+        "full_name": "Петров Пётр",
+        "birth_date": "1980-01-01",
+        "phone": next_phone(),
+        "password": PASSWORD,
+        **change,
+    }
     before = await count_users(client)
     response = await client.post("/api/v1/auth/register", json=body)
     await assert_error(response, status, code)
@@ -88,11 +99,15 @@ async def test_register_missing_fields_lists_them(client: AppClient) -> None:
 
 
 async def test_register_rejects_non_json(client: AppClient) -> None:
-    response = await client.post("/api/v1/auth/register", data="phone=1",
-                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = await client.post(
+        "/api/v1/auth/register",
+        data="phone=1",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     await assert_error(response, 400, "invalid_input")
-    response = await client.post("/api/v1/auth/register", data="{not json",
-                                 headers={"Content-Type": "application/json"})
+    response = await client.post(
+        "/api/v1/auth/register", data="{not json", headers={"Content-Type": "application/json"}
+    )
     await assert_error(response, 400, "invalid_input")
     response = await client.post("/api/v1/auth/register", json=[1, 2])
     await assert_error(response, 400, "invalid_input")
@@ -102,8 +117,12 @@ async def test_password_must_not_contain_the_phone(client: AppClient) -> None:
     phone = next_phone()
     response = await client.post(
         "/api/v1/auth/register",
-        json={"full_name": "Петров Пётр", "birth_date": "1980-01-01", "phone": phone,
-              "password": "a" + phone[-7:] + "x"},
+        json={
+            "full_name": "Петров Пётр",
+            "birth_date": "1980-01-01",
+            "phone": phone,
+            "password": "a" + phone[-7:] + "x",
+        },
     )
     error = await assert_error(response, 400, "weak_password")
     assert "not your phone number, e-mail or name" in error["details"]["requirements"]
@@ -114,8 +133,12 @@ async def test_duplicate_phone_is_409_however_written(client: AppClient) -> None
     before = await count_users(client)
     response = await client.post(
         "/api/v1/auth/register",
-        json={"full_name": "Другой Человек", "birth_date": "1990-01-01",
-              "phone": "8 912 345-00-00", "password": PASSWORD},
+        json={
+            "full_name": "Другой Человек",
+            "birth_date": "1990-01-01",
+            "phone": "8 912 345-00-00",
+            "password": PASSWORD,
+        },
     )
     await assert_error(response, 409, "phone_taken")
     assert await count_users(client) == before
@@ -125,8 +148,13 @@ async def test_duplicate_email_is_409(client: AppClient) -> None:
     await register(client, email="same@example.ru")
     response = await client.post(
         "/api/v1/auth/register",
-        json={"full_name": "Другой Человек", "birth_date": "1990-01-01", "phone": next_phone(),
-              "email": "SAME@example.ru", "password": PASSWORD},
+        json={
+            "full_name": "Другой Человек",
+            "birth_date": "1990-01-01",
+            "phone": next_phone(),
+            "email": "SAME@example.ru",
+            "password": PASSWORD,
+        },
     )
     await assert_error(response, 409, "email_taken")
 
@@ -134,7 +162,9 @@ async def test_duplicate_email_is_409(client: AppClient) -> None:
 async def test_login_by_phone_in_any_format_and_by_email(client: AppClient) -> None:
     await register(client, phone="+79123456780", email="login@example.ru")
     for login in ("+79123456780", "8 (912) 345-67-80", "LOGIN@example.ru"):
-        response = await client.post("/api/v1/auth/login", json={"login": login, "password": PASSWORD})
+        response = await client.post(
+            "/api/v1/auth/login", json={"login": login, "password": PASSWORD}
+        )
         assert response.status == 200, login
         body = await response.json()
         assert body["user"]["phone"] == "+79123456780"
@@ -144,9 +174,12 @@ async def test_login_by_phone_in_any_format_and_by_email(client: AppClient) -> N
 async def test_wrong_password_and_unknown_login_look_the_same(client: AppClient) -> None:
     phone = next_phone()
     await register(client, phone=phone)
-    wrong = await client.post("/api/v1/auth/login", json={"login": phone, "password": "Wrong-pass-1"})
-    unknown = await client.post("/api/v1/auth/login",
-                                json={"login": next_phone(), "password": "Wrong-pass-1"})
+    wrong = await client.post(
+        "/api/v1/auth/login", json={"login": phone, "password": "Wrong-pass-1"}
+    )
+    unknown = await client.post(
+        "/api/v1/auth/login", json={"login": next_phone(), "password": "Wrong-pass-1"}
+    )
     first = await assert_error(wrong, 401, "invalid_credentials")
     second = await assert_error(unknown, 401, "invalid_credentials")
     assert first == second
@@ -167,8 +200,9 @@ async def test_tokens_expire(client: AppClient, clock: FakeClock) -> None:
     clock.advance(ttl - timedelta(seconds=1))
     assert (await client.get("/api/v1/me", headers=bearer(auth["token"]))).status == 200
     clock.advance(timedelta(seconds=2))
-    await assert_error(await client.get("/api/v1/me", headers=bearer(auth["token"])), 401,
-                       "unauthenticated")
+    await assert_error(
+        await client.get("/api/v1/me", headers=bearer(auth["token"])), 401, "unauthenticated"
+    )
 
 
 async def test_tokens_are_stored_hashed(client: AppClient) -> None:
@@ -177,7 +211,9 @@ async def test_tokens_are_stored_hashed(client: AppClient) -> None:
     async with client.app[keys.SESSION_FACTORY]() as session:
         rows = (await session.exec(select(AuthSession))).all()
     assert rows
-    assert all(row.token_hash != auth["token"] and auth["token"] not in row.token_hash for row in rows)
+    assert all(
+        row.token_hash != auth["token"] and auth["token"] not in row.token_hash for row in rows
+    )
 
 
 async def test_password_change_revokes_other_sessions(client: AppClient) -> None:
@@ -187,17 +223,21 @@ async def test_password_change_revokes_other_sessions(client: AppClient) -> None
     second = await login.json()
 
     response = await client.post(
-        "/api/v1/auth/password", headers=bearer(second["token"]),
+        "/api/v1/auth/password",
+        headers=bearer(second["token"]),
         json={"current_password": PASSWORD, "new_password": "New-Secret-2027"},
     )
     assert response.status == 204
     # The session that changed it goes on; the other one is ended.
     assert (await client.get("/api/v1/me", headers=bearer(second["token"]))).status == 200
-    await assert_error(await client.get("/api/v1/me", headers=bearer(first["token"])), 401,
-                       "unauthenticated")
+    await assert_error(
+        await client.get("/api/v1/me", headers=bearer(first["token"])), 401, "unauthenticated"
+    )
     old = await client.post("/api/v1/auth/login", json={"login": phone, "password": PASSWORD})
     await assert_error(old, 401, "invalid_credentials")
-    new = await client.post("/api/v1/auth/login", json={"login": phone, "password": "New-Secret-2027"})
+    new = await client.post(
+        "/api/v1/auth/login", json={"login": phone, "password": "New-Secret-2027"}
+    )
     assert new.status == 200
 
 
@@ -205,19 +245,30 @@ async def test_password_change_refusals_change_nothing(client: AppClient) -> Non
     phone = next_phone()
     auth = await register(client, phone=phone)
     headers = bearer(auth["token"])
-    wrong = await client.post("/api/v1/auth/password", headers=headers,
-                              json={"current_password": "nope-nope-1", "new_password": "New-Secret-2027"})
+    wrong = await client.post(
+        "/api/v1/auth/password",
+        headers=headers,
+        json={"current_password": "nope-nope-1", "new_password": "New-Secret-2027"},
+    )
     await assert_error(wrong, 401, "invalid_credentials")
-    weak = await client.post("/api/v1/auth/password", headers=headers,
-                             json={"current_password": PASSWORD, "new_password": "weak"})
+    weak = await client.post(
+        "/api/v1/auth/password",
+        headers=headers,
+        json={"current_password": PASSWORD, "new_password": "weak"},
+    )
     await assert_error(weak, 400, "weak_password")
-    same = await client.post("/api/v1/auth/password", headers=headers,
-                             json={"current_password": PASSWORD, "new_password": PASSWORD})
+    same = await client.post(
+        "/api/v1/auth/password",
+        headers=headers,
+        json={"current_password": PASSWORD, "new_password": PASSWORD},
+    )
     await assert_error(same, 400, "invalid_input")
     missing = await client.post("/api/v1/auth/password", headers=headers, json={})
     await assert_error(missing, 400, "invalid_input")
-    anonymous = await client.post("/api/v1/auth/password",
-                                  json={"current_password": PASSWORD, "new_password": "New-Secret-2027"})
+    anonymous = await client.post(
+        "/api/v1/auth/password",
+        json={"current_password": PASSWORD, "new_password": "New-Secret-2027"},
+    )
     await assert_error(anonymous, 401, "unauthenticated")
     # The old password still works and the session is alive.
     assert (await client.get("/api/v1/me", headers=headers)).status == 200
@@ -236,19 +287,28 @@ async def test_must_change_password_blocks_all_but_the_change(client: AppClient)
     headers = bearer(auth["token"])
     me = await client.get("/api/v1/me", headers=headers)
     assert (await me.json())["must_change_password"] is True
-    await assert_error(await client.get("/api/v1/documents", headers=headers), 403,
-                       "password_change_required")
-    changed = await client.post("/api/v1/auth/password", headers=headers,
-                                json={"current_password": PASSWORD, "new_password": "Brand-New-77"})
+    await assert_error(
+        await client.get("/api/v1/documents", headers=headers), 403, "password_change_required"
+    )
+    changed = await client.post(
+        "/api/v1/auth/password",
+        headers=headers,
+        json={"current_password": PASSWORD, "new_password": "Brand-New-77"},
+    )
     assert changed.status == 204
     assert (await client.get("/api/v1/documents", headers=headers)).status == 200
-    assert (await (await client.get("/api/v1/me", headers=headers)).json())["must_change_password"] is False
+    assert (await (await client.get("/api/v1/me", headers=headers)).json())[
+        "must_change_password"
+    ] is False
 
 
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
-    return {"login_max_failures_per_account": 3, "login_max_failures_per_address": 6,
-            "login_window_minutes": 10}
+    return {
+        "login_max_failures_per_account": 3,
+        "login_max_failures_per_address": 6,
+        "login_window_minutes": 10,
+    }
 
 
 async def test_repeated_bad_logins_are_rate_limited_per_account(
@@ -257,7 +317,9 @@ async def test_repeated_bad_logins_are_rate_limited_per_account(
     phone = next_phone()
     await register(client, phone=phone)
     for _ in range(3):
-        bad = await client.post("/api/v1/auth/login", json={"login": phone, "password": "Bad-guess-1"})
+        bad = await client.post(
+            "/api/v1/auth/login", json={"login": phone, "password": "Bad-guess-1"}
+        )
         await assert_error(bad, 401, "invalid_credentials")
     # Even the right password is refused now, with the wait in Retry-After.
     limited = await client.post("/api/v1/auth/login", json={"login": phone, "password": PASSWORD})
@@ -266,8 +328,9 @@ async def test_repeated_bad_logins_are_rate_limited_per_account(
     assert 0 < retry_after <= 600
     assert error["details"]["retry_after"] == retry_after
     # The same number written another way is the same account.
-    other_format = await client.post("/api/v1/auth/login",
-                                     json={"login": "8" + phone[2:], "password": PASSWORD})
+    other_format = await client.post(
+        "/api/v1/auth/login", json={"login": "8" + phone[2:], "password": PASSWORD}
+    )
     await assert_error(other_format, 429, "rate_limited")
     clock.advance(timedelta(seconds=retry_after))
     ok = await client.post("/api/v1/auth/login", json={"login": phone, "password": PASSWORD})
@@ -279,8 +342,9 @@ async def test_bad_logins_are_rate_limited_per_address(client: AppClient) -> Non
     await register(client, phone=phone)
     # Guessing across many accounts from one address hits the address limit.
     for _ in range(6):
-        bad = await client.post("/api/v1/auth/login",
-                                json={"login": next_phone(), "password": "Bad-guess-1"})
+        bad = await client.post(
+            "/api/v1/auth/login", json={"login": next_phone(), "password": "Bad-guess-1"}
+        )
         await assert_error(bad, 401, "invalid_credentials")
     limited = await client.post("/api/v1/auth/login", json={"login": phone, "password": PASSWORD})
     await assert_error(limited, 429, "rate_limited")
@@ -292,8 +356,9 @@ async def test_cookie_auth_needs_a_matching_origin(client: AppClient) -> None:
     body = {"current_password": PASSWORD, "new_password": "Brand-New-77"}
     no_origin = await client.post("/api/v1/auth/password", json=body)
     await assert_error(no_origin, 403, "origin_mismatch")
-    foreign = await client.post("/api/v1/auth/password", json=body,
-                                headers={"Origin": "https://evil.example"})
+    foreign = await client.post(
+        "/api/v1/auth/password", json=body, headers={"Origin": "https://evil.example"}
+    )
     await assert_error(foreign, 403, "origin_mismatch")
     own = str(client.make_url("/")).rstrip("/")
     same = await client.post("/api/v1/auth/password", json=body, headers={"Origin": own})
@@ -322,8 +387,9 @@ async def test_a_malformed_authorization_header_is_401(client: AppClient) -> Non
 async def test_profile_update(client: AppClient) -> None:
     auth = await register(client)
     headers = bearer(auth["token"])
-    response = await client.patch("/api/v1/me", headers=headers,
-                                  json={"locale": "en", "time_zone": "Asia/Yekaterinburg"})
+    response = await client.patch(
+        "/api/v1/me", headers=headers, json={"locale": "en", "time_zone": "Asia/Yekaterinburg"}
+    )
     assert response.status == 200
     body = await response.json()
     assert (body["locale"], body["time_zone"]) == ("en", "Asia/Yekaterinburg")

@@ -33,8 +33,13 @@ def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "telemed", *args], env=cli_env(data_dir), cwd=data_dir.parent,
-        capture_output=True, text=True, timeout=120, check=False,
+        [sys.executable, "-m", "telemed", *args],
+        env=cli_env(data_dir),
+        cwd=data_dir.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -96,25 +101,58 @@ def test_demo_prints_the_logins_and_is_idempotent(tmp_path: Path) -> None:
 
 def test_create_user_stores_the_account(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    created = run_cli(data, "create-user", "--role", "admin", "--phone", "+79005550001",
-                      "--password", "Admin-Pass-2026", "--name", "Главный  Администратор")
+    created = run_cli(
+        data,
+        "create-user",
+        "--role",
+        "admin",
+        "--phone",
+        "+79005550001",
+        "--password",
+        "Admin-Pass-2026",
+        "--name",
+        "Главный  Администратор",
+    )
     assert created.returncode == 0, created.stderr
     assert "+79005550001" in created.stdout
     assert "admin" in created.stdout
-    manager = run_cli(data, "create-user", "--role", "manager", "--phone", "8 (900) 555-00-02",
-                      "--password", "Manager-Pass-2026", "--name", "Менеджер Центра")
+    manager = run_cli(
+        data,
+        "create-user",
+        "--role",
+        "manager",
+        "--phone",
+        "8 (900) 555-00-02",
+        "--password",
+        "Manager-Pass-2026",
+        "--name",
+        "Менеджер Центра",
+    )
     assert manager.returncode == 0, manager.stderr
 
-    rows = query(data, "SELECT role, phone, full_name, must_change_password, password_hash "
-                       "FROM user_account ORDER BY phone")
+    rows = query(
+        data,
+        "SELECT role, phone, full_name, must_change_password, password_hash "
+        "FROM user_account ORDER BY phone",
+    )
     assert [row[:4] for row in rows] == [
         ("admin", "+79005550001", "Главный Администратор", 0),
         ("manager", "+79005550002", "Менеджер Центра", 0),
     ]
     assert all(row[4].startswith("$argon2id$") for row in rows)
 
-    again = run_cli(data, "create-user", "--role", "patient", "--phone", "+7 900 555 00 01",
-                    "--password", "Other-Pass-2026", "--name", "Повтор")
+    again = run_cli(
+        data,
+        "create-user",
+        "--role",
+        "patient",
+        "--phone",
+        "+7 900 555 00 01",
+        "--password",
+        "Other-Pass-2026",
+        "--name",
+        "Повтор",
+    )
     assert again.returncode != 0
     assert "phone" in again.stderr.lower()
     assert len(query(data, "SELECT id FROM user_account")) == 2
@@ -125,8 +163,16 @@ def test_create_user_refuses_bad_input_and_creates_nothing(tmp_path: Path) -> No
     cases = [
         ("--role", "admin", "--phone", "+79005550003", "--password", "short", "--name", "Слабый"),
         ("--role", "admin", "--phone", "12", "--password", "Admin-Pass-2026", "--name", "Номер"),
-        ("--role", "doctor", "--phone", "+79005550004", "--password", "Doctor-Pass-2026",
-         "--name", "Без Центра"),
+        (
+            "--role",
+            "doctor",
+            "--phone",
+            "+79005550004",
+            "--password",
+            "Doctor-Pass-2026",
+            "--name",
+            "Без Центра",
+        ),
     ]
     for args in cases:
         result = run_cli(data, "create-user", *args)
@@ -135,8 +181,18 @@ def test_create_user_refuses_bad_input_and_creates_nothing(tmp_path: Path) -> No
         assert "Traceback" not in result.stderr
     weak = run_cli(data, "create-user", *cases[0])
     assert "password" in weak.stderr.lower()
-    unknown_role = run_cli(data, "create-user", "--role", "root", "--phone", "+79005550005",
-                           "--password", "Admin-Pass-2026", "--name", "Корень")
+    unknown_role = run_cli(
+        data,
+        "create-user",
+        "--role",
+        "root",
+        "--phone",
+        "+79005550005",
+        "--password",
+        "Admin-Pass-2026",
+        "--name",
+        "Корень",
+    )
     assert unknown_role.returncode == 2
     assert "invalid choice" in unknown_role.stderr
     assert counts(data) == dict.fromkeys(TABLES, 0)
@@ -191,7 +247,10 @@ def test_serve_with_demo_data_answers_and_signs_in(tmp_path: Path) -> None:
     with out_path.open("wb") as out, err_path.open("wb") as err:
         server = subprocess.Popen(
             [sys.executable, "-m", "telemed", "serve", "--demo", "--port", str(port)],
-            env=cli_env(data, TELEMED_HOST="127.0.0.1"), cwd=tmp_path, stdout=out, stderr=err,
+            env=cli_env(data, TELEMED_HOST="127.0.0.1"),
+            cwd=tmp_path,
+            stdout=out,
+            stderr=err,
         )
         try:
             wait_until_healthy(base, server, err_path)
@@ -202,8 +261,9 @@ def test_serve_with_demo_data_answers_and_signs_in(tmp_path: Path) -> None:
                 (phone, login) for phone, login in printed.items() if login[0] == "patient"
             )
 
-            status, body = http("POST", f"{base}/api/v1/auth/login",
-                                {"login": phone, "password": password})
+            status, body = http(
+                "POST", f"{base}/api/v1/auth/login", {"login": phone, "password": password}
+            )
             assert status == 200, body
             assert body["user"]["phone"] == phone
             assert body["user"]["role"] == "patient"
@@ -211,12 +271,14 @@ def test_serve_with_demo_data_answers_and_signs_in(tmp_path: Path) -> None:
             assert status == 200
             assert me["id"] == body["user"]["id"]
 
-            status, wrong = http("POST", f"{base}/api/v1/auth/login",
-                                 {"login": phone, "password": password + "x"})
+            status, wrong = http(
+                "POST", f"{base}/api/v1/auth/login", {"login": phone, "password": password + "x"}
+            )
             assert status == 401
             assert wrong["error"]["code"] == "invalid_credentials"
             assert http("GET", f"{base}/readyz") == (
-                200, {"status": "ready", "checks": {"database": "ok"}}
+                200,
+                {"status": "ready", "checks": {"database": "ok"}},
             )
             status, centres = http("GET", f"{base}/api/v1/centres")
             assert status == 200

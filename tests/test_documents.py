@@ -17,6 +17,7 @@ from telemed.accounts.models import Role
 from telemed.audit import AuditEvent
 from tests import samples
 from tests.conftest import AppClient
+from tests.documents_form import document_form
 from tests.factories import assert_error, bearer, register, staff
 
 MAX_BYTES = 256 * 1024
@@ -28,18 +29,10 @@ def settings_overrides() -> dict[str, Any]:
     return {"document_max_bytes": MAX_BYTES, "document_quota_bytes": QUOTA_BYTES}
 
 
-def form(content: bytes, file_name: str, *, kind: str = "discharge_summary",
-         title: str = "Выписка из стационара", declared: str = "application/octet-stream") -> FormData:
-    data = FormData()
-    data.add_field("kind", kind)
-    data.add_field("title", title)
-    data.add_field("file", content, filename=file_name, content_type=declared)
-    return data
-
-
 async def upload(client: AppClient, token: str, content: bytes, file_name: str, **kw: Any) -> Any:
-    return await client.post("/api/v1/documents", data=form(content, file_name, **kw),
-                             headers=bearer(token))
+    return await client.post(
+        "/api/v1/documents", data=document_form(content, file_name, **kw), headers=bearer(token)
+    )
 
 
 def stored_files(client: AppClient) -> list[Path]:
@@ -95,8 +88,9 @@ async def test_upload_list_download_delete(
     assert unquote(encoded) == file_name
     assert await download.read() == content
 
-    inline = await client.get(f"/api/v1/documents/{document['id']}/content",
-                              params={"inline": "true"}, headers=headers)
+    inline = await client.get(
+        f"/api/v1/documents/{document['id']}/content", params={"inline": "true"}, headers=headers
+    )
     assert inline.headers["Content-Disposition"].startswith("inline;")
 
     assert len(stored_files(client)) == 1
@@ -112,7 +106,9 @@ async def test_upload_list_download_delete(
 async def test_type_comes_from_content_not_name(client: AppClient) -> None:
     auth = await register(client)
     # A PNG named .pdf and declared as PDF is stored as what it is.
-    response = await upload(client, auth["token"], samples.png(), "scan.pdf", declared="application/pdf")
+    response = await upload(
+        client, auth["token"], samples.png(), "scan.pdf", declared="application/pdf"
+    )
     assert response.status == 201
     assert (await response.json())["content_type"] == "image/png"
 
@@ -155,7 +151,7 @@ async def test_oversized_streamed_upload_without_length_is_413(client: AppClient
 
     async def chunks() -> Any:
         for start in range(0, len(big), 16_384):
-            yield big[start:start + 16_384]
+            yield big[start : start + 16_384]
 
     data = FormData()
     data.add_field("kind", "other")
@@ -211,9 +207,11 @@ async def test_upload_without_file_or_as_json_is_400(client: AppClient) -> None:
     data.add_field("title", "МРТ")
     response = await client.post("/api/v1/documents", data=data, headers=bearer(auth["token"]))
     await assert_error(response, 400, "invalid_input")
-    response = await client.post("/api/v1/documents", json={"kind": "mri"}, headers=bearer(auth["token"]))
+    response = await client.post(
+        "/api/v1/documents", json={"kind": "mri"}, headers=bearer(auth["token"])
+    )
     await assert_error(response, 400, "invalid_input")
-    anonymous = await client.post("/api/v1/documents", data=form(samples.pdf(), "x.pdf"))
+    anonymous = await client.post("/api/v1/documents", data=document_form(samples.pdf(), "x.pdf"))
     await assert_error(anonymous, 401, "unauthenticated")
     assert stored_files(client) == []
 
@@ -230,8 +228,10 @@ async def test_another_patients_document_is_404(client: AppClient) -> None:
     ):
         error = await assert_error(response, 404, "not_found")
         # Exactly what a missing document answers: nothing tells that it exists.
-        missing = await client.get("/api/v1/documents/00000000-0000-4000-8000-000000000000",
-                                   headers=bearer(intruder["token"]))
+        missing = await client.get(
+            "/api/v1/documents/00000000-0000-4000-8000-000000000000",
+            headers=bearer(intruder["token"]),
+        )
         assert error == (await missing.json())["error"]
     listed = await (await client.get("/api/v1/documents", headers=bearer(intruder["token"]))).json()
     assert listed["items"] == []

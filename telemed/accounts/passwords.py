@@ -16,10 +16,30 @@ MAX_LENGTH = 128
 # The most used passwords (leaked lists, Russian keyboard habits included): refused outright.
 COMMON = frozenset(
     {
-        "password", "password1", "password123", "qwerty123", "qwertyuiop", "1q2w3e4r",
-        "1q2w3e4r5t", "12345678", "123456789", "1234567890", "87654321", "11111111",
-        "00000000", "iloveyou1", "abc12345", "passw0rd", "qwerty12", "zaq12wsx",
-        "йцукенгш", "пароль123", "admin123", "welcome1", "letmein1", "monkey123",
+        "password",
+        "password1",
+        "password123",
+        "qwerty123",
+        "qwertyuiop",
+        "1q2w3e4r",
+        "1q2w3e4r5t",
+        "12345678",
+        "123456789",
+        "1234567890",
+        "87654321",
+        "11111111",
+        "00000000",
+        "iloveyou1",
+        "abc12345",
+        "passw0rd",
+        "qwerty12",
+        "zaq12wsx",
+        "йцукенгш",
+        "пароль123",
+        "admin123",
+        "welcome1",
+        "letmein1",
+        "monkey123",
     }
 )
 

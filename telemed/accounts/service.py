@@ -155,7 +155,9 @@ async def get_session_user(
     return row[0], row[1]
 
 
-async def do_revoke_session(session: AsyncSession, *, auth_session: AuthSession, now: datetime) -> None:
+async def do_revoke_session(
+    session: AsyncSession, *, auth_session: AuthSession, now: datetime
+) -> None:
     auth_session.revoked_at = now
     session.add(auth_session)
 
@@ -269,18 +271,30 @@ async def check_change_password(
     Raises ``InvalidCredentials`` for a wrong current password and ``WeakPassword``.
     """
     if not await verify_password(hasher, user.password_hash, current_password):
-        raise InvalidCredentials("The current password is wrong", details={"field": "current_password"})
+        raise InvalidCredentials(
+            "The current password is wrong", details={"field": "current_password"}
+        )
     if new_password == current_password:
-        raise InvalidInput("The new password must differ from the current one", details={"field": "new_password"})
-    check_password(new_password, personal=(user.phone, user.full_name, *([user.email] if user.email else [])))
+        raise InvalidInput(
+            "The new password must differ from the current one", details={"field": "new_password"}
+        )
+    check_password(
+        new_password, personal=(user.phone, user.full_name, *([user.email] if user.email else []))
+    )
     user.password_hash = await hash_password(hasher, new_password)
     user.must_change_password = False
     user.password_changed_at = now
     session.add(user)
     await do_revoke_user_sessions(session, user_id=user.id, now=now, keep=keep_session)
     audit.record(
-        session, now=now, actor_id=user.id, action="password.changed",
-        object_type="user", object_id=user.id, subject_id=user.id, address=address,
+        session,
+        now=now,
+        actor_id=user.id,
+        action="password.changed",
+        object_type="user",
+        object_id=user.id,
+        subject_id=user.id,
+        address=address,
     )
 
 

@@ -13,7 +13,7 @@ from telemed.accounts import service
 from telemed.accounts.models import AuthSession, Locale, Role, User, UserPublic
 from telemed.api import Access, Call, RequestModel, Routes
 from telemed.auth import clear_session_cookie, set_session_cookie
-from telemed.errors import InvalidInput
+from telemed.errors import InvalidCredentials, InvalidInput
 
 routes = Routes(tag="accounts")
 
@@ -96,8 +96,14 @@ async def register(call: Call, body: RegisterIn) -> AuthOut:
         user_agent=call.request.headers.get("User-Agent"),
     )
     audit.record(
-        call.session, now=call.now, actor_id=user.id, action="user.registered",
-        object_type="user", object_id=user.id, subject_id=user.id, address=call.address,
+        call.session,
+        now=call.now,
+        actor_id=user.id,
+        action="user.registered",
+        object_type="user",
+        object_id=user.id,
+        subject_id=user.id,
+        address=call.address,
     )
     return _signed_in(call, token, auth_session, user)
 
@@ -122,7 +128,7 @@ async def login(call: Call, body: LoginIn) -> AuthOut:
             max_per_account=settings.login_max_failures_per_account,
             max_per_address=settings.login_max_failures_per_address,
         )
-    except service.InvalidCredentials:
+    except InvalidCredentials:
         await call.session.commit()  # the failure must count even though the call fails
         raise
     token, auth_session = await service.do_start_session(

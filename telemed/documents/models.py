@@ -6,7 +6,6 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 

@@ -40,9 +40,7 @@ async def list_documents(session: AsyncSession, *, owner: User) -> list[Document
 
 async def used_bytes(session: AsyncSession, *, owner_id: uuid.UUID) -> int:
     result = await session.exec(
-        select(sa.func.coalesce(sa.func.sum(Document.size), 0)).where(
-            Document.owner_id == owner_id
-        )
+        select(sa.func.coalesce(sa.func.sum(Document.size), 0)).where(Document.owner_id == owner_id)
     )
     return int(result.one())
 
@@ -66,9 +64,7 @@ async def do_add_document(
     the quota. The caller discards the upload if this raises, and removes the stored
     file if the transaction then fails to commit.
     """
-    await session.exec(
-        select(User.id).where(User.id == owner.id).with_for_update()
-    )
+    await session.exec(select(User.id).where(User.id == owner.id).with_for_update())
     used = await used_bytes(session, owner_id=owner.id)
     if used + upload.size > quota_bytes:
         raise QuotaExceeded(

@@ -79,7 +79,9 @@ class DocumentStore:
             handle.close()
             path.unlink(missing_ok=True)
             raise
-        return StoredUpload(path=path, size=size, sha256=digest.hexdigest(), content_type=content_type)
+        return StoredUpload(
+            path=path, size=size, sha256=digest.hexdigest(), content_type=content_type
+        )
 
     def commit(self, upload: StoredUpload, document_id: uuid.UUID) -> Path:
         """Move a received upload to its place (same file system: an atomic rename)."""
@@ -97,7 +99,9 @@ def _accepted(head: bytes) -> str:
     if content_type is None:
         raise UnsupportedType(
             "Only PDF, JPEG, PNG and DICOM files are accepted",
-            details={"accepted": ["application/pdf", "image/jpeg", "image/png", "application/dicom"]},
+            details={
+                "accepted": ["application/pdf", "image/jpeg", "image/png", "application/dicom"]
+            },
         )
     return content_type
 

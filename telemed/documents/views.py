@@ -111,9 +111,7 @@ async def upload_document(call: Call) -> DocumentPublic:
                     raise InvalidInput("The field is too long", details={"field": part.name})
                 fields[part.name] = value.decode("utf-8", errors="strict")
             else:
-                raise InvalidInput(
-                    "Unknown form field", details={"field": str(part.name)}
-                )
+                raise InvalidInput("Unknown form field", details={"field": str(part.name)})
         if upload is None:
             raise InvalidInput("Attach the file", details={"field": "file"})
         meta = parse_model(DocumentFields, fields)
@@ -147,7 +145,10 @@ async def list_documents(call: Call) -> ListOf[DocumentPublic]:
 async def get_document(call: Call) -> DocumentPublic:
     """GET /documents/{id}: a document's description."""
     document = await service.get_document(
-        call.session, actor=call.user, document_id=call.path_id(), now=call.now,
+        call.session,
+        actor=call.user,
+        document_id=call.path_id(),
+        now=call.now,
         address=call.address,
     )
     return DocumentPublic.model_validate(document)
@@ -163,8 +164,12 @@ async def get_document(call: Call) -> DocumentPublic:
 async def download_document(call: Call, query: ContentQuery) -> web.StreamResponse:
     """GET /documents/{id}/content: the file itself (``?inline=true`` to preview)."""
     document = await service.get_document(
-        call.session, actor=call.user, document_id=call.path_id(), now=call.now,
-        action="document.downloaded", address=call.address,
+        call.session,
+        actor=call.user,
+        document_id=call.path_id(),
+        now=call.now,
+        action="document.downloaded",
+        address=call.address,
     )
     path = call.app[keys.DOCUMENT_STORE].path_of(document.id)
     return web.FileResponse(
@@ -181,7 +186,10 @@ async def download_document(call: Call, query: ContentQuery) -> web.StreamRespon
 async def delete_document(call: Call) -> None:
     """DELETE /documents/{id}: delete one of the caller's documents and its file."""
     document = await service.do_delete_document(
-        call.session, actor=call.user, document_id=call.path_id(), now=call.now,
+        call.session,
+        actor=call.user,
+        document_id=call.path_id(),
+        now=call.now,
         address=call.address,
     )
     store = call.app[keys.DOCUMENT_STORE]

@@ -72,13 +72,23 @@ async def do_create_centre(
     )
     session.add(centre)
     await session.flush()
-    audit.record(session, now=now, actor_id=actor.id, action="centre.created",
-                 object_type="centre", object_id=centre.id)
+    audit.record(
+        session,
+        now=now,
+        actor_id=actor.id,
+        action="centre.created",
+        object_type="centre",
+        object_id=centre.id,
+    )
     return centre
 
 
 async def do_update_centre(
-    session: AsyncSession, *, actor: User, now: datetime, centre_id: uuid.UUID,
+    session: AsyncSession,
+    *,
+    actor: User,
+    now: datetime,
+    centre_id: uuid.UUID,
     changes: dict[str, object],
 ) -> Centre:
     centre = await get_centre(session, centre_id)
@@ -89,8 +99,15 @@ async def do_update_centre(
     for name, value in changes.items():
         setattr(centre, name, value)
     session.add(centre)
-    audit.record(session, now=now, actor_id=actor.id, action="centre.updated",
-                 object_type="centre", object_id=centre.id, details={"fields": sorted(changes)})
+    audit.record(
+        session,
+        now=now,
+        actor_id=actor.id,
+        action="centre.updated",
+        object_type="centre",
+        object_id=centre.id,
+        details={"fields": sorted(changes)},
+    )
     return centre
 
 
@@ -106,8 +123,14 @@ async def do_archive_centre(
         raise CentreHasDoctors("Move or remove the centre's doctors first")
     centre.archived_at = now
     session.add(centre)
-    audit.record(session, now=now, actor_id=actor.id, action="centre.archived",
-                 object_type="centre", object_id=centre.id)
+    audit.record(
+        session,
+        now=now,
+        actor_id=actor.id,
+        action="centre.archived",
+        object_type="centre",
+        object_id=centre.id,
+    )
 
 
 def doctor_public(doctor: Doctor, user: User, centre: Centre) -> DoctorPublic:
@@ -190,18 +213,32 @@ async def do_create_doctor(
         must_change_password=must_change_password,
     )
     doctor = Doctor(
-        user_id=user.id, centre_id=centre.id, specialty=specialty, is_duty=is_duty, bio=bio,
+        user_id=user.id,
+        centre_id=centre.id,
+        specialty=specialty,
+        is_duty=is_duty,
+        bio=bio,
         created_at=now,
     )
     session.add(doctor)
     await session.flush()
-    audit.record(session, now=now, actor_id=actor.id if actor else None, action="doctor.created",
-                 object_type="doctor", object_id=doctor.id)
+    audit.record(
+        session,
+        now=now,
+        actor_id=actor.id if actor else None,
+        action="doctor.created",
+        object_type="doctor",
+        object_id=doctor.id,
+    )
     return doctor, user, centre
 
 
 async def do_update_doctor(
-    session: AsyncSession, *, actor: User, now: datetime, doctor_id: uuid.UUID,
+    session: AsyncSession,
+    *,
+    actor: User,
+    now: datetime,
+    doctor_id: uuid.UUID,
     changes: dict[str, object],
 ) -> tuple[Doctor, User, Centre]:
     doctor, user, centre = await get_doctor(session, doctor_id)
@@ -219,8 +256,14 @@ async def do_update_doctor(
     for name, value in changes.items():
         setattr(doctor, name, value)
     session.add(doctor)
-    audit.record(session, now=now, actor_id=actor.id, action="doctor.updated",
-                 object_type="doctor", object_id=doctor.id)
+    audit.record(
+        session,
+        now=now,
+        actor_id=actor.id,
+        action="doctor.updated",
+        object_type="doctor",
+        object_id=doctor.id,
+    )
     return doctor, user, centre
 
 
@@ -234,8 +277,14 @@ async def do_archive_doctor(
     session.add(doctor)
     session.add(user)
     await accounts.do_revoke_user_sessions(session, user_id=user.id, now=now)
-    audit.record(session, now=now, actor_id=actor.id, action="doctor.archived",
-                 object_type="doctor", object_id=doctor.id)
+    audit.record(
+        session,
+        now=now,
+        actor_id=actor.id,
+        action="doctor.archived",
+        object_type="doctor",
+        object_id=doctor.id,
+    )
 
 
 async def list_slots(
@@ -245,7 +294,9 @@ async def list_slots(
     await get_doctor(session, doctor_id)
     result = await session.exec(
         select(DutySlot)
-        .where(DutySlot.doctor_id == doctor_id, DutySlot.starts_at >= start, DutySlot.starts_at < end)
+        .where(
+            DutySlot.doctor_id == doctor_id, DutySlot.starts_at >= start, DutySlot.starts_at < end
+        )
         .order_by(col(DutySlot.starts_at))
     )
     return list(result.all())

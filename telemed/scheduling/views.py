@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Annotated
 
 from aiohttp import web
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import AwareDatetime, Field, StringConstraints, model_validator
 
 from telemed import keys
 from telemed.accounts.models import Role
@@ -20,19 +21,20 @@ MANAGERS = (Role.MANAGER,)
 MAX_SLOT_RANGE = timedelta(days=62)
 
 Name = Field(min_length=1, max_length=200)
+Profile = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 
 
 class CentreIn(RequestModel):
     name: str = Name
     region: str = Name
-    profiles: list[str] = Field(min_length=1, max_length=30)
+    profiles: list[Profile] = Field(min_length=1, max_length=30)
     description: str = Field(default="", max_length=4000)
 
 
 class CentreUpdate(RequestModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     region: str | None = Field(default=None, min_length=1, max_length=200)
-    profiles: list[str] | None = Field(default=None, min_length=1, max_length=30)
+    profiles: list[Profile] | None = Field(default=None, min_length=1, max_length=30)
     description: str | None = Field(default=None, max_length=4000)
 
 
@@ -98,8 +100,13 @@ async def get_centre(call: Call) -> CentrePublic:
 async def create_centre(call: Call, body: CentreIn) -> CentrePublic:
     """POST /centres: add a medical centre (manager)."""
     centre = await service.do_create_centre(
-        call.session, actor=call.user, now=call.now, name=body.name, region=body.region,
-        profiles=body.profiles, description=body.description,
+        call.session,
+        actor=call.user,
+        now=call.now,
+        name=body.name,
+        region=body.region,
+        profiles=body.profiles,
+        description=body.description,
     )
     return CentrePublic.model_validate(centre)
 
@@ -108,7 +115,10 @@ async def create_centre(call: Call, body: CentreIn) -> CentrePublic:
 async def update_centre(call: Call, body: CentreUpdate) -> CentrePublic:
     """PATCH /centres/{id}: change a medical centre (manager)."""
     centre = await service.do_update_centre(
-        call.session, actor=call.user, now=call.now, centre_id=call.path_id(),
+        call.session,
+        actor=call.user,
+        now=call.now,
+        centre_id=call.path_id(),
         changes=_changes(body),
     )
     return CentrePublic.model_validate(centre)
@@ -117,7 +127,9 @@ async def update_centre(call: Call, body: CentreUpdate) -> CentrePublic:
 @routes.delete("/centres/{id}", roles=MANAGERS, errors=(409,))
 async def delete_centre(call: Call) -> None:
     """DELETE /centres/{id}: remove a medical centre that has no doctors left (manager)."""
-    await service.do_archive_centre(call.session, actor=call.user, now=call.now, centre_id=call.path_id())
+    await service.do_archive_centre(
+        call.session, actor=call.user, now=call.now, centre_id=call.path_id()
+    )
 
 
 @routes.get("/doctors", access=Access.PUBLIC)
@@ -140,9 +152,18 @@ async def create_doctor(call: Call, body: DoctorIn) -> DoctorPublic:
     The doctor signs in with the phone and the given password, and must change it then.
     """
     created = await service.do_create_doctor(
-        call.session, hasher=call.app[keys.PASSWORD_HASHER], actor=call.user, now=call.now,
-        full_name=body.full_name, phone=body.phone, password=body.password, email=body.email,
-        centre_id=body.centre_id, specialty=body.specialty, is_duty=body.is_duty, bio=body.bio,
+        call.session,
+        hasher=call.app[keys.PASSWORD_HASHER],
+        actor=call.user,
+        now=call.now,
+        full_name=body.full_name,
+        phone=body.phone,
+        password=body.password,
+        email=body.email,
+        centre_id=body.centre_id,
+        specialty=body.specialty,
+        is_duty=body.is_duty,
+        bio=body.bio,
     )
     return service.doctor_public(*created)
 
@@ -151,7 +172,10 @@ async def create_doctor(call: Call, body: DoctorIn) -> DoctorPublic:
 async def update_doctor(call: Call, body: DoctorUpdate) -> DoctorPublic:
     """PATCH /doctors/{id}: change a doctor's centre, specialty, duty flag or bio (manager)."""
     updated = await service.do_update_doctor(
-        call.session, actor=call.user, now=call.now, doctor_id=call.path_id(),
+        call.session,
+        actor=call.user,
+        now=call.now,
+        doctor_id=call.path_id(),
         changes=_changes(body),
     )
     return service.doctor_public(*updated)
@@ -160,7 +184,9 @@ async def update_doctor(call: Call, body: DoctorUpdate) -> DoctorPublic:
 @routes.delete("/doctors/{id}", roles=MANAGERS)
 async def delete_doctor(call: Call) -> None:
     """DELETE /doctors/{id}: remove a doctor; the account is closed (manager)."""
-    await service.do_archive_doctor(call.session, actor=call.user, now=call.now, doctor_id=call.path_id())
+    await service.do_archive_doctor(
+        call.session, actor=call.user, now=call.now, doctor_id=call.path_id()
+    )
 
 
 @routes.get("/doctors/{id}/slots", access=Access.PUBLIC)
