@@ -88,6 +88,7 @@ def load_models() -> sa.MetaData:
     from telemed import audit  # noqa: F401
     from telemed.accounts import models as _accounts  # noqa: F401
     from telemed.documents import models as _documents  # noqa: F401
+    from telemed.notify import models as _notify  # noqa: F401
     from telemed.scheduling import models as _scheduling  # noqa: F401
 
     return SQLModel.metadata

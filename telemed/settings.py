@@ -17,8 +17,14 @@ class Mode(StrEnum):
     PRODUCTION = "production"
 
 
-class SettingsError(Exception):
-    """The settings cannot run a server (reported at start, never to a client)."""
+class SmsBackend(StrEnum):
+    OUTBOX = "outbox"  # kept in the outbox for the manager to see, and logged (masked)
+    HTTP = "http"  # a JSON webhook to an SMS gateway
+
+
+class EmailBackend(StrEnum):
+    OUTBOX = "outbox"
+    SMTP = "smtp"
 
 
 class Settings(BaseSettings):
@@ -49,8 +55,32 @@ class Settings(BaseSettings):
     document_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     document_quota_bytes: int = Field(default=500 * 1024 * 1024, ge=1024)
 
-    sms_backend: str = "outbox"
-    email_backend: str = "outbox"
+    # Consultations: response deadlines, cancellation notice, the no-show window.
+    sla_initiative_days: float = Field(default=3, gt=0)
+    sla_referral_days: float = Field(default=4, gt=0)
+    sla_due_soon_fraction: float = Field(default=0.75, gt=0, lt=1)
+    cancel_notice_minutes: int = Field(default=120, ge=0)
+    no_show_grace_minutes: int = Field(default=15, ge=0)
+    max_consultation_minutes: int = Field(default=120, ge=5)
+
+    # Notifications: where SMS and e-mail go, and how the outbox retries.
+    sms_backend: SmsBackend = SmsBackend.OUTBOX
+    email_backend: EmailBackend = EmailBackend.OUTBOX
+    sms_http_url: str | None = None
+    sms_http_token: str | None = None
+    sms_http_timeout_seconds: float = Field(default=10, gt=0)
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_seconds: float = Field(default=15, gt=0)
+    email_from: str = "Telemed <no-reply@telemed.local>"
+    outbox_max_attempts: int = Field(default=8, ge=1)
+    outbox_retry_base_seconds: float = Field(default=30, gt=0)
+    # Background work (outbox, reminders, no-shows, deadlines): seconds between rounds;
+    # 0 turns it off (tests drive the rounds themselves).
+    worker_interval_seconds: float = Field(default=5, ge=0)
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     media_addresses: list[str] = Field(default_factory=list)
 
@@ -73,6 +103,8 @@ class Settings(BaseSettings):
                 raise ValueError("TELEMED_SECRET_KEY must be set (32+ characters) in production")
             if not self.database_url:
                 raise ValueError("TELEMED_DATABASE_URL must be set in production")
+        if self.sms_backend is SmsBackend.HTTP and not self.sms_http_url:
+            raise ValueError("TELEMED_SMS_HTTP_URL must be set for the http SMS backend")
         return self
 
     @property
@@ -88,6 +120,18 @@ class Settings(BaseSettings):
     @property
     def session_ttl(self) -> timedelta:
         return timedelta(hours=self.session_ttl_hours)
+
+    @property
+    def sla_initiative(self) -> timedelta:
+        return timedelta(days=self.sla_initiative_days)
+
+    @property
+    def sla_referral(self) -> timedelta:
+        return timedelta(days=self.sla_referral_days)
+
+    @property
+    def cancel_notice(self) -> timedelta:
+        return timedelta(minutes=self.cancel_notice_minutes)
 
     @property
     def login_window(self) -> timedelta:

@@ -1,0 +1,1 @@
+"""Notifications: in-app, SMS and e-mail through an outbox with retries, and `.ics`."""
