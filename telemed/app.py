@@ -9,12 +9,14 @@ from pathlib import Path
 from aiohttp import web
 from argon2 import PasswordHasher
 
-from telemed import __version__, db, http, keys
+from telemed import __version__, db, http, jobs, keys
 from telemed.accounts import views as accounts_views
 from telemed.api import Api
 from telemed.clock import Clock, SystemClock
 from telemed.documents import views as documents_views
 from telemed.documents.storage import DocumentStore
+from telemed.notify import views as notify_views
+from telemed.notify import worker as notify_worker
 from telemed.scheduling import views as scheduling_views
 from telemed.settings import Settings
 
@@ -35,14 +37,19 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[keys.DOCUMENT_STORE] = DocumentStore(settings.documents_dir)
     api = Api(title="Telemed API", version=__version__)
     app[keys.API] = api
+    app[keys.JOBS] = []
+    app[keys.NODE_ID] = jobs.node_id()
 
     app.cleanup_ctx.append(_data_dir)
     app.cleanup_ctx.append(_database)
+    notify_worker.setup(app)
+    app.cleanup_ctx.append(jobs.run_in_background)
     app.on_response_prepare.append(http.security_headers)
 
     accounts_views.setup_routes(app)
     documents_views.setup_routes(app)
     scheduling_views.setup_routes(app)
+    notify_views.setup_routes(app)
     app.router.add_get("/api/v1/openapi.json", http.openapi)
     app.router.add_get("/healthz", http.healthz)
     app.router.add_get("/readyz", http.readyz)

@@ -15,6 +15,7 @@ from telemed.settings import Settings
 
 if TYPE_CHECKING:
     from telemed.api import Api  # the API layer itself reads these keys
+    from telemed.jobs import Job
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
@@ -23,3 +24,5 @@ SESSION_FACTORY = web.AppKey("session_factory", SessionFactory)
 PASSWORD_HASHER = web.AppKey("password_hasher", PasswordHasher)
 API: web.AppKey[Api] = web.AppKey("api")
 DOCUMENT_STORE = web.AppKey("document_store", DocumentStore)
+JOBS: web.AppKey[list[tuple[str, Job]]] = web.AppKey("jobs")
+NODE_ID = web.AppKey("node_id", str)
