@@ -30,6 +30,7 @@ from pydantic.json_schema import models_json_schema
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed import keys
+from telemed.db import begin_write
 from telemed.accounts.models import AuthSession, Role, User
 from telemed.errors import (
     Forbidden,
@@ -152,6 +153,7 @@ class Endpoint:
     raw_body: RawBody | None
     raw_response: RawResponse | None
     errors: tuple[int, ...]
+    writes: bool
 
     @property
     def operation_id(self) -> str:
@@ -177,7 +179,11 @@ class Routes:
         raw_body: RawBody | None = None,
         raw_response: RawResponse | None = None,
         errors: tuple[int, ...] = (),
+        writes: bool | None = None,
     ) -> Callable[[Handler], Handler]:
+        """``writes``: the call changes the database (default: unless it is a GET). A GET
+        that writes (an audited read) says so, so that its transaction begins as a write."""
+
         def decorate(handler: Handler) -> Handler:
             hints = typing.get_type_hints(handler)
             returned = hints.get("return")
@@ -205,6 +211,7 @@ class Routes:
                     raw_body=raw_body,
                     raw_response=raw_response,
                     errors=errors,
+                    writes=method != "GET" if writes is None else writes,
                 )
             )
             return handler
@@ -259,6 +266,8 @@ class Api:
             call: Call | None = None
             async with app[keys.SESSION_FACTORY]() as session:
                 try:
+                    if endpoint.writes:
+                        await begin_write(session)
                     if endpoint.access is Access.PUBLIC:
                         # Public endpoints ignore credentials: a stale cookie must not
                         # stand in the way of signing in again.

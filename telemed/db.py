@@ -107,10 +107,27 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     engine = create_async_engine(url, **kwargs)
     if url.startswith("sqlite"):
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine.sync_engine, "begin", _sqlite_begin)
     return engine
 
 
+WRITE = {"telemed_write": True}
+"""Execution options of a session that will write (see ``_sqlite_begin``)."""
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    # SQLite lets one writer at a time. A transaction that starts as a reader and then
+    # writes fails at once ("database is locked", no waiting) if another writer committed
+    # in between, so a transaction that will write takes the write lock when it begins,
+    # and waits for it (busy_timeout) instead.
+    write = connection.get_execution_options().get("telemed_write", False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Transactions are begun by ``_sqlite_begin``, not by the driver's own guesswork
+    # (which also breaks SAVEPOINTs).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -122,10 +139,19 @@ def create_session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
+async def begin_write(session: AsyncSession) -> None:
+    """Begin the session's transaction as one that will write (call before any query)."""
+    await session.connection(execution_options=WRITE)
+
+
 @asynccontextmanager
-async def transaction(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
+async def transaction(
+    factory: SessionFactory, *, write: bool = True
+) -> AsyncIterator[AsyncSession]:
     """A session whose work is committed on success and rolled back on any error."""
     async with factory() as session:
+        if write:
+            await begin_write(session)
         try:
             yield session
             await session.commit()

@@ -141,7 +141,7 @@ async def list_documents(call: Call) -> ListOf[DocumentPublic]:
     return ListOf[DocumentPublic](items=[DocumentPublic.model_validate(d) for d in documents])
 
 
-@routes.get("/documents/{id}")
+@routes.get("/documents/{id}", writes=True)
 async def get_document(call: Call) -> DocumentPublic:
     """GET /documents/{id}: a document's description."""
     document = await service.get_document(
@@ -160,6 +160,7 @@ async def get_document(call: Call) -> DocumentPublic:
         content_types=("application/pdf", "image/jpeg", "image/png", "application/dicom"),
         description="The file, with its original name in Content-Disposition",
     ),
+    writes=True,
 )
 async def download_document(call: Call, query: ContentQuery) -> web.StreamResponse:
     """GET /documents/{id}/content: the file itself (``?inline=true`` to preview)."""
