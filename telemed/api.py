@@ -30,8 +30,8 @@ from pydantic.json_schema import models_json_schema
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed import keys
-from telemed.db import begin_write
 from telemed.accounts.models import AuthSession, Role, User
+from telemed.db import begin_write
 from telemed.errors import (
     Forbidden,
     InvalidInput,
@@ -117,6 +117,7 @@ class Call:
 
 
 Handler = Callable[..., Awaitable[Any]]
+HandlerT = TypeVar("HandlerT", bound=Handler)
 
 
 @dataclass(frozen=True)
@@ -180,11 +181,11 @@ class Routes:
         raw_response: RawResponse | None = None,
         errors: tuple[int, ...] = (),
         writes: bool | None = None,
-    ) -> Callable[[Handler], Handler]:
+    ) -> Callable[[HandlerT], HandlerT]:
         """``writes``: the call changes the database (default: unless it is a GET). A GET
         that writes (an audited read) says so, so that its transaction begins as a write."""
 
-        def decorate(handler: Handler) -> Handler:
+        def decorate(handler: HandlerT) -> HandlerT:
             hints = typing.get_type_hints(handler)
             returned = hints.get("return")
             response_model = (
@@ -218,16 +219,16 @@ class Routes:
 
         return decorate
 
-    def get(self, path: str, **kwargs: Any) -> Callable[[Handler], Handler]:
+    def get(self, path: str, **kwargs: Any) -> Callable[[HandlerT], HandlerT]:
         return self.route("GET", path, **kwargs)
 
-    def post(self, path: str, **kwargs: Any) -> Callable[[Handler], Handler]:
+    def post(self, path: str, **kwargs: Any) -> Callable[[HandlerT], HandlerT]:
         return self.route("POST", path, **kwargs)
 
-    def patch(self, path: str, **kwargs: Any) -> Callable[[Handler], Handler]:
+    def patch(self, path: str, **kwargs: Any) -> Callable[[HandlerT], HandlerT]:
         return self.route("PATCH", path, **kwargs)
 
-    def delete(self, path: str, **kwargs: Any) -> Callable[[Handler], Handler]:
+    def delete(self, path: str, **kwargs: Any) -> Callable[[HandlerT], HandlerT]:
         return self.route("DELETE", path, **kwargs)
 
 

@@ -17,6 +17,8 @@ from telemed.documents import views as documents_views
 from telemed.documents.storage import DocumentStore
 from telemed.notify import views as notify_views
 from telemed.notify import worker as notify_worker
+from telemed.scheduling import consultation_views
+from telemed.scheduling import jobs as scheduling_jobs
 from telemed.scheduling import views as scheduling_views
 from telemed.settings import Settings
 
@@ -49,6 +51,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     accounts_views.setup_routes(app)
     documents_views.setup_routes(app)
     scheduling_views.setup_routes(app)
+    consultation_views.setup_routes(app)
+    scheduling_jobs.setup(app)
     notify_views.setup_routes(app)
     app.router.add_get("/api/v1/openapi.json", http.openapi)
     app.router.add_get("/healthz", http.healthz)

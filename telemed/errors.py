@@ -29,6 +29,8 @@ class ErrorCode(StrEnum):
     CENTRE_HAS_DOCTORS = "centre_has_doctors"
     INVALID_STATE = "invalid_state"
     SLOT_TAKEN = "slot_taken"
+    OVERLAP = "overlap"
+    TOO_LATE = "too_late"
     TOO_LARGE = "too_large"
     QUOTA_EXCEEDED = "quota_exceeded"
     UNSUPPORTED_TYPE = "unsupported_type"
@@ -121,6 +123,14 @@ class InvalidState(TelemedError):
 
 class SlotTaken(TelemedError):
     code, http_status = ErrorCode.SLOT_TAKEN, 409
+
+
+class Overlap(TelemedError):
+    code, http_status = ErrorCode.OVERLAP, 409
+
+
+class TooLate(TelemedError):
+    code, http_status = ErrorCode.TOO_LATE, 409
 
 
 class TooLarge(TelemedError):

@@ -10,6 +10,7 @@ clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -64,7 +65,5 @@ async def run_in_background(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(loop(), name="telemed-jobs")
     yield
     task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await task
-    except asyncio.CancelledError:
-        pass

@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     sla_due_soon_fraction: float = Field(default=0.75, gt=0, lt=1)
     cancel_notice_minutes: int = Field(default=120, ge=0)
     no_show_grace_minutes: int = Field(default=15, ge=0)
+    room_opens_minutes: int = Field(default=15, ge=0)
     max_consultation_minutes: int = Field(default=120, ge=5)
 
     # Notifications: where SMS and e-mail go, and how the outbox retries.

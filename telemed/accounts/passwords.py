@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -74,13 +75,15 @@ def _personal_pieces(personal: tuple[str, ...]) -> set[str]:
     return pieces
 
 
-def check_password(password: str, *, personal: tuple[str, ...] = ()) -> None:
+def check_password(
+    password: str, *, personal: tuple[str, ...] = (), field: str = "password"
+) -> None:
     """Raise ``WeakPassword`` listing what the password lacks."""
     problems = password_problems(password, personal=personal)
     if problems:
         raise WeakPassword(
             "The password is too weak: it needs " + "; ".join(problems),
-            details={"field": "password", "requirements": problems},
+            details={"field": field, "requirements": problems},
         )
 
 
@@ -97,3 +100,17 @@ async def verify_password(hasher: PasswordHasher, password_hash: str, password: 
             return False
 
     return await asyncio.to_thread(verify)
+
+
+# No look-alikes (0/O, 1/l/I): the password is read from an SMS and typed by hand.
+_LETTERS = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ"
+_DIGITS = "23456789"
+
+
+def generate_password(length: int = 10) -> str:
+    """A random temporary password that meets the policy (letters and digits)."""
+    while True:
+        chars = [secrets.choice(_LETTERS + _DIGITS) for _ in range(length)]
+        password = "".join(chars)
+        if not password_problems(password):
+            return password

@@ -279,7 +279,9 @@ async def check_change_password(
             "The new password must differ from the current one", details={"field": "new_password"}
         )
     check_password(
-        new_password, personal=(user.phone, user.full_name, *([user.email] if user.email else []))
+        new_password,
+        personal=(user.phone, user.full_name, *([user.email] if user.email else [])),
+        field="new_password",
     )
     user.password_hash = await hash_password(hasher, new_password)
     user.must_change_password = False

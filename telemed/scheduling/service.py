@@ -16,8 +16,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from telemed import audit
 from telemed.accounts import service as accounts
 from telemed.accounts.models import Role, User
-from telemed.errors import CentreHasDoctors, InvalidInput, NotFound
-from telemed.scheduling.models import Centre, Doctor, DoctorPublic, DutySlot
+from telemed.errors import (
+    CentreHasDoctors,
+    Forbidden,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    Overlap,
+)
+from telemed.scheduling.models import Centre, Doctor, DoctorPublic, DutySlot, SlotStatus
 
 
 def clean_profiles(profiles: list[str]) -> list[str]:
@@ -300,3 +307,87 @@ async def list_slots(
         .order_by(col(DutySlot.starts_at))
     )
     return list(result.all())
+
+
+async def check_publish_slots(
+    session: AsyncSession,
+    *,
+    actor: User,
+    now: datetime,
+    starts_at: datetime,
+    ends_at: datetime,
+    slot_minutes: int,
+) -> list[DutySlot]:
+    """A duty doctor publishes free slots. Refused (``Overlap``) where they would overlap
+    the doctor's existing slots or scheduled consultations."""
+    from telemed.scheduling.consultations import doctor_of
+    from telemed.scheduling.lifecycle import HOLDS_TIME
+    from telemed.scheduling.models import Consultation
+    from telemed.scheduling.slots import cut_slots
+
+    doctor = await doctor_of(session, actor)
+    if doctor is None or not doctor.is_duty:
+        raise Forbidden("Only a duty doctor publishes slots")
+    ranges = cut_slots(starts_at, ends_at, slot_minutes, now=now)
+    await session.exec(select(Doctor.id).where(Doctor.id == doctor.id).with_for_update())
+    span_start, span_end = ranges[0][0], ranges[-1][1]
+    clash = (
+        await session.exec(
+            select(DutySlot.id).where(
+                DutySlot.doctor_id == doctor.id,
+                DutySlot.starts_at < span_end,
+                DutySlot.ends_at > span_start,
+            )
+        )
+    ).first()
+    if clash is None:
+        clash = (
+            await session.exec(
+                select(Consultation.id).where(
+                    Consultation.doctor_id == doctor.id,
+                    col(Consultation.state).in_(list(HOLDS_TIME)),
+                    col(Consultation.starts_at) < span_end,
+                    col(Consultation.ends_at) > span_start,
+                )
+            )
+        ).first()
+    if clash is not None:
+        raise Overlap(
+            "These slots overlap your slots or consultations", details={"field": "starts_at"}
+        )
+    slots = [DutySlot(doctor_id=doctor.id, starts_at=s, ends_at=e) for s, e in ranges]
+    session.add_all(slots)
+    await session.flush()
+    audit.record(
+        session,
+        now=now,
+        actor_id=actor.id,
+        action="slots.published",
+        object_type="doctor",
+        object_id=doctor.id,
+        details={"count": len(slots)},
+    )
+    return slots
+
+
+async def check_delete_slot(
+    session: AsyncSession, *, actor: User, now: datetime, slot_id: uuid.UUID
+) -> None:
+    """A duty doctor withdraws one of their free slots (a booked one must be cancelled)."""
+    from telemed.scheduling.consultations import doctor_of
+
+    doctor = await doctor_of(session, actor)
+    slot = await session.get(DutySlot, slot_id)
+    if slot is None or doctor is None or slot.doctor_id != doctor.id:
+        raise NotFound("Slot not found")
+    if slot.status is not SlotStatus.FREE:
+        raise InvalidState("The slot is booked: cancel the consultation instead")
+    await session.delete(slot)
+    audit.record(
+        session,
+        now=now,
+        actor_id=actor.id,
+        action="slot.deleted",
+        object_type="duty_slot",
+        object_id=slot.id,
+    )

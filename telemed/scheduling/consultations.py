@@ -1,0 +1,753 @@
+"""Consultations: the three routes in, every move of the state machine, and who may see
+what. Each ``check_*`` authorises and validates, then changes the consultation, writes
+the audit event and the notifications in the caller's transaction (never commits).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from telemed import audit
+from telemed.accounts.models import Role, User
+from telemed.documents.models import Document
+from telemed.errors import (
+    Forbidden,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    Overlap,
+    SlotTaken,
+    TooLate,
+)
+from telemed.notify.ics import consultation_event
+from telemed.notify.service import Attachment, do_notify
+from telemed.notify.texts import NotificationKind
+from telemed.scheduling.lifecycle import HOLDS_TIME, OPEN, Move, Party, check_move
+from telemed.scheduling.models import (
+    Centre,
+    Channel,
+    Consultation,
+    ConsultationDocument,
+    Doctor,
+    DutySlot,
+    DutyTopic,
+    Route,
+    SlotStatus,
+    State,
+)
+from telemed.settings import Settings
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A consultation as one actor sees it, with the actor's part in it."""
+
+    consultation: Consultation
+    party: Party
+
+
+async def doctor_of(session: AsyncSession, user: User) -> Doctor | None:
+    """The live doctor profile of a doctor account (None for other roles)."""
+    if user.role is not Role.DOCTOR:
+        return None
+    return (
+        await session.exec(
+            select(Doctor).where(Doctor.user_id == user.id, col(Doctor.archived_at).is_(None))
+        )
+    ).first()
+
+
+def party_in(user: User, doctor: Doctor | None, consultation: Consultation) -> Party | None:
+    """The actor's part in a consultation, or None if they have none (then it is hidden).
+
+    A doctor of the centre takes part in an unassigned request (to review and schedule
+    it); once a doctor is assigned, only that doctor does.
+    """
+    if user.id == consultation.patient_id:
+        return Party.PATIENT
+    if user.role in (Role.MANAGER, Role.ADMIN):
+        return Party.MANAGER
+    if doctor is not None:
+        if consultation.doctor_id == doctor.id:
+            return Party.DOCTOR
+        if (
+            consultation.doctor_id is None
+            and consultation.state is State.REQUESTED
+            and consultation.centre_id == doctor.centre_id
+        ):
+            return Party.DOCTOR
+    return None
+
+
+async def get_consultation(
+    session: AsyncSession, *, actor: User, consultation_id: uuid.UUID, lock: bool = False
+) -> Seen:
+    """A consultation the actor takes part in; to anyone else it does not exist (404)."""
+    statement = select(Consultation).where(Consultation.id == consultation_id)
+    if lock:
+        statement = statement.with_for_update()
+    consultation = (await session.exec(statement)).first()
+    doctor = await doctor_of(session, actor)
+    party = party_in(actor, doctor, consultation) if consultation is not None else None
+    if consultation is None or party is None:
+        raise NotFound("Consultation not found")
+    return Seen(consultation, party)
+
+
+async def list_consultations(
+    session: AsyncSession,
+    *,
+    actor: User,
+    states: Sequence[State] = (),
+    route: Route | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int = 200,
+) -> list[Consultation]:
+    """Patient: their own. Doctor: their own and the open requests of their centre.
+    Manager: all. Filters: states, route, and a time range on the start (or, without a
+    start time, on the submission)."""
+    statement = select(Consultation)
+    if actor.role is Role.PATIENT:
+        statement = statement.where(Consultation.patient_id == actor.id)
+    elif actor.role is Role.DOCTOR:
+        doctor = await doctor_of(session, actor)
+        if doctor is None:
+            return []
+        statement = statement.where(
+            sa.or_(
+                col(Consultation.doctor_id) == doctor.id,
+                sa.and_(
+                    col(Consultation.doctor_id).is_(None),
+                    col(Consultation.state) == State.REQUESTED,
+                    col(Consultation.centre_id) == doctor.centre_id,
+                ),
+            )
+        )
+    if states:
+        statement = statement.where(col(Consultation.state).in_(list(states)))
+    if route is not None:
+        statement = statement.where(Consultation.route == route)
+    when = sa.func.coalesce(col(Consultation.starts_at), col(Consultation.submitted_at))
+    if start is not None:
+        statement = statement.where(when >= start)
+    if end is not None:
+        statement = statement.where(when < end)
+    statement = statement.order_by(when.desc(), col(Consultation.id)).limit(limit)
+    return list((await session.exec(statement)).all())
+
+
+async def _owned_documents(
+    session: AsyncSession, *, owner_id: uuid.UUID, document_ids: Sequence[uuid.UUID]
+) -> list[uuid.UUID]:
+    """The given documents, all of which must be the owner's (else 404, revealing nothing)."""
+    wanted = list(dict.fromkeys(document_ids))
+    if not wanted:
+        return []
+    found = set(
+        (
+            await session.exec(
+                select(Document.id).where(
+                    col(Document.id).in_(wanted), Document.owner_id == owner_id
+                )
+            )
+        ).all()
+    )
+    missing = [str(d) for d in wanted if d not in found]
+    if missing:
+        raise NotFound("Document not found", details={"field": "document_ids"})
+    return wanted
+
+
+def _age(birth: date | None, today: date) -> int | None:
+    if birth is None:
+        return None
+    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+
+
+def _audit(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    actor: User | None,
+    consultation: Consultation,
+    action: str,
+    details: dict[str, object] | None = None,
+) -> None:
+    audit.record(
+        session,
+        now=now,
+        actor_id=actor.id if actor else None,
+        action=action,
+        object_type="consultation",
+        object_id=consultation.id,
+        subject_id=consultation.patient_id,
+        details=details,
+    )
+
+
+async def _centre_doctors(session: AsyncSession, centre_id: uuid.UUID) -> list[User]:
+    rows = await session.exec(
+        select(User)
+        .join(Doctor, col(Doctor.user_id) == col(User.id))
+        .where(
+            Doctor.centre_id == centre_id,
+            col(Doctor.archived_at).is_(None),
+            col(User.is_active).is_(True),
+        )
+    )
+    return list(rows.all())
+
+
+async def check_create_request(
+    session: AsyncSession,
+    *,
+    actor: User,
+    now: datetime,
+    settings: Settings,
+    centre_id: uuid.UUID,
+    diagnosis: str,
+    complaints: str,
+    document_ids: Sequence[uuid.UUID],
+    full_name: str | None = None,
+    age: int | None = None,
+) -> Consultation:
+    """Route 1: a patient's own request to a medical centre.
+
+    Full name and age come from the account unless the patient corrects them. The
+    attached documents must be the patient's. Due (response deadline) after
+    ``sla_initiative``. Raises ``Forbidden`` (not a patient), ``NotFound`` (centre,
+    documents).
+    """
+    if actor.role is not Role.PATIENT:
+        raise Forbidden("Only a patient can request a consultation")
+    centre = await session.get(Centre, centre_id)
+    if centre is None or centre.archived_at is not None:
+        raise NotFound("Medical centre not found", details={"field": "centre_id"})
+    documents = await _owned_documents(session, owner_id=actor.id, document_ids=document_ids)
+    consultation = Consultation(
+        route=Route.INITIATIVE,
+        state=State.REQUESTED,
+        patient_id=actor.id,
+        centre_id=centre.id,
+        full_name=full_name or actor.full_name,
+        age=age if age is not None else _age(actor.birth_date, now.date()),
+        diagnosis=diagnosis,
+        complaints=complaints,
+        submitted_at=now,
+        due_at=now + settings.sla_initiative,
+        updated_at=now,
+    )
+    session.add(consultation)
+    await session.flush()
+    for document_id in documents:
+        session.add(ConsultationDocument(consultation_id=consultation.id, document_id=document_id))
+    _audit(
+        session, now=now, actor=actor, consultation=consultation, action="consultation.requested"
+    )
+    await do_notify(
+        session,
+        now=now,
+        user=actor,
+        kind=NotificationKind.CONSULTATION_REQUESTED,
+        params={"centre": centre.name, "due": consultation.due_at},
+        consultation_id=consultation.id,
+    )
+    for doctor_user in await _centre_doctors(session, centre.id):
+        await do_notify(
+            session,
+            now=now,
+            user=doctor_user,
+            kind=NotificationKind.NEW_REQUEST,
+            params={"centre": centre.name, "due": consultation.due_at},
+            consultation_id=consultation.id,
+        )
+    return consultation
+
+
+async def check_book_duty(
+    session: AsyncSession,
+    *,
+    actor: User,
+    now: datetime,
+    settings: Settings,
+    slot_id: uuid.UUID,
+    topic: DutyTopic,
+    channel: Channel,
+    question: str,
+    document_ids: Sequence[uuid.UUID],
+) -> Consultation:
+    """Route 2: book a duty doctor's free slot.
+
+    The slot is booked at most once however many patients try at the same moment: the
+    unique ``active_slot_id`` decides, and every loser gets ``SlotTaken`` (409).
+    """
+    if actor.role is not Role.PATIENT:
+        raise Forbidden("Only a patient can book a duty doctor")
+    slot = await session.get(DutySlot, slot_id)
+    if slot is None:
+        raise NotFound("Slot not found", details={"field": "slot_id"})
+    doctor = await session.get(Doctor, slot.doctor_id)
+    if doctor is None or doctor.archived_at is not None or not doctor.is_duty:
+        raise NotFound("Slot not found", details={"field": "slot_id"})
+    if slot.status is not SlotStatus.FREE:
+        raise SlotTaken("This time has just been taken; pick another slot")
+    if slot.starts_at <= now:
+        raise TooLate("This slot has already begun; pick a later one")
+    documents = await _owned_documents(session, owner_id=actor.id, document_ids=document_ids)
+    consultation = Consultation(
+        route=Route.DUTY,
+        state=State.SCHEDULED,
+        patient_id=actor.id,
+        centre_id=doctor.centre_id,
+        doctor_id=doctor.id,
+        slot_id=slot.id,
+        active_slot_id=slot.id,
+        full_name=actor.full_name,
+        age=_age(actor.birth_date, now.date()),
+        topic=topic,
+        question=question,
+        channel=channel,
+        starts_at=slot.starts_at,
+        ends_at=slot.ends_at,
+        duration_min=int((slot.ends_at - slot.starts_at).total_seconds() // 60),
+        submitted_at=now,
+        notified_at=now,
+        updated_at=now,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(consultation)
+            await session.flush()
+    except IntegrityError:
+        raise SlotTaken("This time has just been taken; pick another slot") from None
+    # The winner marks the slot; losers never get here.
+    slot.status = SlotStatus.BOOKED
+    session.add(slot)
+    for document_id in documents:
+        session.add(ConsultationDocument(consultation_id=consultation.id, document_id=document_id))
+    _audit(session, now=now, actor=actor, consultation=consultation, action="consultation.booked")
+    await _tell_scheduled(
+        session,
+        now=now,
+        settings=settings,
+        consultation=consultation,
+        kind=NotificationKind.SCHEDULED,
+    )
+    doctor_user = await session.get(User, doctor.user_id)
+    if doctor_user is not None:
+        await do_notify(
+            session,
+            now=now,
+            user=doctor_user,
+            kind=NotificationKind.NEW_BOOKING,
+            params={"when": consultation.starts_at},
+            consultation_id=consultation.id,
+        )
+    return consultation
+
+
+async def _doctor_is_free(
+    session: AsyncSession,
+    *,
+    doctor: Doctor,
+    starts_at: datetime,
+    ends_at: datetime,
+    except_id: uuid.UUID | None,
+) -> None:
+    """Raise ``Overlap`` if the doctor has another consultation or a published free duty
+    slot in ``[starts_at, ends_at)``. The doctor's row is locked first (PostgreSQL), so two
+    schedulings for one doctor are decided one after the other."""
+    await session.exec(select(Doctor.id).where(Doctor.id == doctor.id).with_for_update())
+    statement = select(Consultation.id).where(
+        Consultation.doctor_id == doctor.id,
+        col(Consultation.state).in_(list(HOLDS_TIME)),
+        col(Consultation.starts_at) < ends_at,
+        col(Consultation.ends_at) > starts_at,
+    )
+    if except_id is not None:
+        statement = statement.where(Consultation.id != except_id)
+    clash = (await session.exec(statement)).first()
+    if clash is None:
+        clash = (
+            await session.exec(
+                select(DutySlot.id).where(
+                    DutySlot.doctor_id == doctor.id,
+                    DutySlot.status == SlotStatus.FREE,
+                    DutySlot.starts_at < ends_at,
+                    DutySlot.ends_at > starts_at,
+                )
+            )
+        ).first()
+    if clash is not None:
+        raise Overlap(
+            "You already have a consultation or a duty slot at that time",
+            details={"field": "starts_at"},
+        )
+
+
+async def check_schedule(
+    session: AsyncSession,
+    *,
+    actor: User,
+    now: datetime,
+    settings: Settings,
+    consultation_id: uuid.UUID,
+    starts_at: datetime,
+    duration_min: int,
+) -> Consultation:
+    """A doctor assigns a time to a request (routes 1 and 3) or moves a scheduled one.
+
+    Schedules a ``requested`` consultation (the doctor takes it) or reschedules a
+    ``scheduled`` one. The time must be in the future and must not overlap the doctor's
+    other consultations (``Overlap``, 409). The patient is told (in-app, SMS, e-mail with
+    an ``.ics``); the first time the patient hears of a time is the deadline's proof.
+    """
+    seen = await get_consultation(session, actor=actor, consultation_id=consultation_id, lock=True)
+    consultation = seen.consultation
+    move = Move.SCHEDULE if consultation.state is State.REQUESTED else Move.RESCHEDULE
+    target = check_move(consultation.state, move, seen.party)
+    if consultation.route is Route.DUTY:
+        raise InvalidState("A duty booking keeps its slot; cancel it instead")
+    if starts_at <= now:
+        raise InvalidInput("Choose a time in the future", details={"field": "starts_at"})
+    if not 5 <= duration_min <= settings.max_consultation_minutes:
+        raise InvalidInput(
+            f"The duration must be 5 to {settings.max_consultation_minutes} minutes",
+            details={"field": "duration_min"},
+        )
+    doctor = await doctor_of(session, actor)
+    assert doctor is not None  # the party is DOCTOR
+    ends_at = starts_at + timedelta(minutes=duration_min)
+    await _doctor_is_free(
+        session, doctor=doctor, starts_at=starts_at, ends_at=ends_at, except_id=consultation.id
+    )
+    previous = consultation.starts_at
+    consultation.doctor_id = doctor.id
+    consultation.state = target
+    consultation.starts_at = starts_at
+    consultation.ends_at = ends_at
+    consultation.duration_min = duration_min
+    consultation.reminder_24h_at = None
+    consultation.reminder_1h_at = None
+    if consultation.notified_at is None:
+        consultation.notified_at = now
+    _bump(consultation, now)
+    session.add(consultation)
+    _audit(
+        session,
+        now=now,
+        actor=actor,
+        consultation=consultation,
+        action=f"consultation.{'scheduled' if move is Move.SCHEDULE else 'rescheduled'}",
+        details={
+            "starts_at": starts_at.isoformat(),
+            "previous": previous.isoformat() if previous else None,
+        },
+    )
+    await _tell_scheduled(
+        session,
+        now=now,
+        settings=settings,
+        consultation=consultation,
+        kind=NotificationKind.SCHEDULED if move is Move.SCHEDULE else NotificationKind.RESCHEDULED,
+    )
+    return consultation
+
+
+async def check_decline(
+    session: AsyncSession, *, actor: User, now: datetime, consultation_id: uuid.UUID, reason: str
+) -> Consultation:
+    """A doctor of the centre declines a request, with a reason the patient will read."""
+    seen = await get_consultation(session, actor=actor, consultation_id=consultation_id, lock=True)
+    consultation = seen.consultation
+    consultation.state = check_move(consultation.state, Move.DECLINE, seen.party)
+    doctor = await doctor_of(session, actor)
+    consultation.doctor_id = doctor.id if doctor else None
+    consultation.reason = reason
+    if consultation.notified_at is None:
+        consultation.notified_at = now
+    _bump(consultation, now)
+    session.add(consultation)
+    _audit(session, now=now, actor=actor, consultation=consultation, action="consultation.declined")
+    patient = await session.get(User, consultation.patient_id)
+    assert patient is not None
+    await do_notify(
+        session,
+        now=now,
+        user=patient,
+        kind=NotificationKind.DECLINED,
+        params={"reason": reason, "centre": await _centre_name(session, consultation)},
+        consultation_id=consultation.id,
+        sms=True,
+        email=True,
+        dedupe_key=f"declined:{consultation.id}",
+    )
+    return consultation
+
+
+async def check_cancel(
+    session: AsyncSession,
+    *,
+    actor: User,
+    now: datetime,
+    settings: Settings,
+    consultation_id: uuid.UUID,
+    reason: str,
+) -> Consultation:
+    """The patient, the doctor or a manager cancels, with a reason.
+
+    A patient must cancel a scheduled consultation at least ``cancel_notice`` before it
+    starts (``TooLate``, 409). Cancelling frees the duty slot for others. The other side
+    is told.
+    """
+    seen = await get_consultation(session, actor=actor, consultation_id=consultation_id, lock=True)
+    consultation = seen.consultation
+    target = check_move(consultation.state, Move.CANCEL, seen.party)
+    if (
+        seen.party is Party.PATIENT
+        and consultation.starts_at is not None
+        and consultation.starts_at - now < settings.cancel_notice
+    ):
+        minutes = settings.cancel_notice_minutes
+        raise TooLate(
+            f"A consultation can be cancelled up to {minutes} minutes before it starts",
+            details={"cancel_notice_minutes": minutes},
+        )
+    was_scheduled = consultation.state is State.SCHEDULED
+    consultation.state = target
+    consultation.reason = reason
+    consultation.cancelled_by_id = actor.id
+    await _release_slot(session, consultation, now)
+    _bump(consultation, now)
+    session.add(consultation)
+    _audit(
+        session,
+        now=now,
+        actor=actor,
+        consultation=consultation,
+        action="consultation.cancelled",
+        details={"by": seen.party.value},
+    )
+    params: dict[str, object] = {"reason": reason, "when": consultation.starts_at}
+    attachments = []
+    if was_scheduled:
+        attachments.append(await _calendar_attachment(session, settings, consultation, now))
+    patient = await session.get(User, consultation.patient_id)
+    assert patient is not None
+    if seen.party is not Party.PATIENT:
+        await do_notify(
+            session,
+            now=now,
+            user=patient,
+            kind=NotificationKind.CANCELLED,
+            params=params,
+            consultation_id=consultation.id,
+            sms=True,
+            email=True,
+            attachments=attachments,
+            dedupe_key=f"cancelled:{consultation.id}",
+        )
+    if consultation.doctor_id is not None and seen.party is not Party.DOCTOR:
+        doctor = await session.get(Doctor, consultation.doctor_id)
+        doctor_user = await session.get(User, doctor.user_id) if doctor else None
+        if doctor_user is not None:
+            await do_notify(
+                session,
+                now=now,
+                user=doctor_user,
+                kind=NotificationKind.CANCELLED,
+                params=params,
+                consultation_id=consultation.id,
+            )
+    return consultation
+
+
+async def check_start(
+    session: AsyncSession,
+    *,
+    actor: User,
+    now: datetime,
+    settings: Settings,
+    consultation_id: uuid.UUID,
+) -> Consultation:
+    """The consultation's doctor opens the session (from ``room_opens_minutes`` before the
+    start until the end of its window)."""
+    seen = await get_consultation(session, actor=actor, consultation_id=consultation_id, lock=True)
+    consultation = seen.consultation
+    target = check_move(consultation.state, Move.START, seen.party)
+    assert consultation.starts_at is not None
+    assert consultation.ends_at is not None
+    opens = consultation.starts_at - timedelta(minutes=settings.room_opens_minutes)
+    closes = consultation.ends_at + timedelta(minutes=settings.no_show_grace_minutes)
+    if now < opens:
+        raise TooLate(
+            "It is too early: the consultation can be started "
+            f"{settings.room_opens_minutes} minutes before its time",
+            details={"opens_at": opens.isoformat()},
+        )
+    if now > closes:
+        raise TooLate("The consultation's time is over", details={"closed_at": closes.isoformat()})
+    consultation.state = target
+    consultation.started_at = now
+    _bump(consultation, now)
+    session.add(consultation)
+    _audit(session, now=now, actor=actor, consultation=consultation, action="consultation.started")
+    return consultation
+
+
+async def check_end(
+    session: AsyncSession, *, actor: User, now: datetime, consultation_id: uuid.UUID
+) -> Consultation:
+    """The consultation's doctor ends the session; the conclusion comes next."""
+    seen = await get_consultation(session, actor=actor, consultation_id=consultation_id, lock=True)
+    consultation = seen.consultation
+    consultation.state = check_move(consultation.state, Move.END, seen.party)
+    consultation.ended_at = now
+    consultation.active_slot_id = None
+    _bump(consultation, now)
+    session.add(consultation)
+    _audit(session, now=now, actor=actor, consultation=consultation, action="consultation.ended")
+    return consultation
+
+
+def _bump(consultation: Consultation, now: datetime) -> None:
+    consultation.version += 1
+    consultation.updated_at = now
+
+
+async def _release_slot(session: AsyncSession, consultation: Consultation, now: datetime) -> None:
+    """Give the duty slot back (if it is still ahead, others can book it again)."""
+    if consultation.active_slot_id is None:
+        return
+    slot = await session.get(DutySlot, consultation.active_slot_id)
+    consultation.active_slot_id = None
+    # The unique slot must be cleared in the database before another booking can take it.
+    session.add(consultation)
+    await session.flush()
+    if slot is not None and slot.starts_at > now:
+        slot.status = SlotStatus.FREE
+        session.add(slot)
+
+
+async def _centre_name(session: AsyncSession, consultation: Consultation) -> str:
+    centre = await session.get(Centre, consultation.centre_id)
+    return centre.name if centre else ""
+
+
+async def _doctor_name(session: AsyncSession, consultation: Consultation) -> str:
+    if consultation.doctor_id is None:
+        return ""
+    doctor = await session.get(Doctor, consultation.doctor_id)
+    user = await session.get(User, doctor.user_id) if doctor else None
+    return user.full_name if user else ""
+
+
+async def _calendar_attachment(
+    session: AsyncSession, settings: Settings, consultation: Consultation, now: datetime
+) -> Attachment:
+    return Attachment(
+        filename="consultation.ics",
+        content_type="text/calendar; method="
+        + ("CANCEL" if consultation.state is State.CANCELLED else "REQUEST"),
+        content=await calendar_for(session, settings=settings, consultation=consultation, now=now),
+    )
+
+
+async def calendar_for(
+    session: AsyncSession, *, settings: Settings, consultation: Consultation, now: datetime
+) -> bytes:
+    """The consultation as an iCalendar event (cancelled ones as a cancellation)."""
+    if consultation.starts_at is None or consultation.ends_at is None:
+        raise InvalidState("The consultation has no time yet")
+    centre = await _centre_name(session, consultation)
+    doctor = await _doctor_name(session, consultation)
+    base = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    return consultation_event(
+        uid=f"{consultation.id}@telemed",
+        starts_at=consultation.starts_at,
+        ends_at=consultation.ends_at,
+        summary="Онлайн-консультация" + (f": {doctor}" if doctor else ""),
+        description=f"{centre}. {doctor}".strip(". "),
+        url=f"{base}/consultations/{consultation.id}",
+        sequence=consultation.version,
+        cancelled=consultation.state is State.CANCELLED,
+        now=now,
+    )
+
+
+async def _tell_scheduled(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    settings: Settings,
+    consultation: Consultation,
+    kind: NotificationKind,
+) -> None:
+    patient = await session.get(User, consultation.patient_id)
+    assert patient is not None
+    await do_notify(
+        session,
+        now=now,
+        user=patient,
+        kind=kind,
+        params={
+            "when": consultation.starts_at,
+            "doctor": await _doctor_name(session, consultation),
+            "centre": await _centre_name(session, consultation),
+        },
+        consultation_id=consultation.id,
+        sms=True,
+        email=True,
+        attachments=[await _calendar_attachment(session, settings, consultation, now)],
+        dedupe_key=f"{kind.value}:{consultation.id}:{consultation.version}",
+    )
+
+
+async def documents_of(session: AsyncSession, consultation_id: uuid.UUID) -> list[uuid.UUID]:
+    rows = await session.exec(
+        select(ConsultationDocument.document_id).where(
+            ConsultationDocument.consultation_id == consultation_id
+        )
+    )
+    return list(rows.all())
+
+
+async def doctor_may_read_document(
+    session: AsyncSession, *, actor: User, document_id: uuid.UUID
+) -> bool:
+    """A doctor may read a patient's document while a consultation links them: one the
+    document is attached to, assigned to this doctor or (unassigned) requested of their
+    centre, and still open."""
+    doctor = await doctor_of(session, actor)
+    if doctor is None:
+        return False
+    row = (
+        await session.exec(
+            select(Consultation.id)
+            .join(
+                ConsultationDocument,
+                col(ConsultationDocument.consultation_id) == col(Consultation.id),
+            )
+            .where(
+                ConsultationDocument.document_id == document_id,
+                col(Consultation.state).in_(list(OPEN)),
+                sa.or_(
+                    col(Consultation.doctor_id) == doctor.id,
+                    sa.and_(
+                        col(Consultation.doctor_id).is_(None),
+                        col(Consultation.centre_id) == doctor.centre_id,
+                    ),
+                ),
+            )
+        )
+    ).first()
+    return row is not None

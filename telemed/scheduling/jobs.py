@@ -1,0 +1,177 @@
+"""Background work on consultations: reminders, no-shows, overdue requests.
+
+Each item is claimed by an atomic UPDATE ... WHERE <not done yet> and handled in the
+same transaction as the claim, so with several server processes every reminder and
+alert goes out once: the process whose UPDATE matched the row does it, the others'
+match nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from aiohttp import web
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from telemed import audit, db, keys
+from telemed.accounts.models import Role, User
+from telemed.jobs import register_job
+from telemed.notify.service import do_notify
+from telemed.notify.texts import NotificationKind
+from telemed.scheduling.models import Centre, Consultation, State
+
+BATCH = 100
+REMINDERS = (
+    # (column, lead time, kind): the 1-hour reminder replaces the day-before one when a
+    # consultation is scheduled less than an hour ahead.
+    ("reminder_24h_at", timedelta(hours=24), NotificationKind.REMINDER_24H),
+    ("reminder_1h_at", timedelta(hours=1), NotificationKind.REMINDER_1H),
+)
+
+
+def setup(app: web.Application) -> None:
+    register_job(app, "reminders", send_reminders)
+    register_job(app, "no_shows", mark_no_shows)
+    register_job(app, "overdue_requests", alert_overdue)
+
+
+async def _claim(
+    session: AsyncSession,
+    consultation_id: uuid.UUID,
+    column: str,
+    now: datetime,
+    state: State = State.SCHEDULED,
+) -> bool:
+    """Set ``column`` to ``now`` if it is still unset (and the state still holds)."""
+    table = Consultation.__table__  # type: ignore[attr-defined]  # SQLModel sets it
+    result = await session.exec(
+        sa.update(table)
+        .where(table.c.id == consultation_id, table.c[column].is_(None), table.c.state == state)
+        .values({column: now})
+    )
+    return bool(result.rowcount == 1)
+
+
+async def send_reminders(app: web.Application, now: datetime) -> int:
+    sent = 0
+    for column, lead, kind in REMINDERS:
+        async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+            due = (
+                await session.exec(
+                    select(Consultation.id)
+                    .where(
+                        Consultation.state == State.SCHEDULED,
+                        col(getattr(Consultation, column)).is_(None),
+                        col(Consultation.starts_at) > now,
+                        col(Consultation.starts_at) <= now + lead,
+                    )
+                    .limit(BATCH)
+                )
+            ).all()
+        for consultation_id in due:
+            async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+                if not await _claim(session, consultation_id, column, now):
+                    continue
+                consultation = await session.get(Consultation, consultation_id)
+                assert consultation is not None
+                assert consultation.starts_at is not None
+                if column == "reminder_24h_at" and consultation.starts_at - now <= timedelta(
+                    hours=1
+                ):
+                    continue  # the 1-hour reminder will say it
+                patient = await session.get(User, consultation.patient_id)
+                assert patient is not None
+                await do_notify(
+                    session,
+                    now=now,
+                    user=patient,
+                    kind=kind,
+                    params={"when": consultation.starts_at},
+                    consultation_id=consultation.id,
+                    sms=True,
+                    email=True,
+                    dedupe_key=f"{kind.value}:{consultation.id}:{consultation.starts_at.isoformat()}",
+                )
+                sent += 1
+    return sent
+
+
+async def mark_no_shows(app: web.Application, now: datetime) -> int:
+    """A scheduled consultation whose window closed without being started is a no-show."""
+    grace = timedelta(minutes=app[keys.SETTINGS].no_show_grace_minutes)
+    marked = 0
+    async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+        table = Consultation.__table__  # type: ignore[attr-defined]  # SQLModel sets it
+        rows = (
+            await session.exec(
+                sa.update(table)
+                .where(table.c.state == State.SCHEDULED.value, table.c.ends_at < now - grace)
+                .values(
+                    state=State.NO_SHOW.value,
+                    active_slot_id=None,
+                    updated_at=now,
+                    version=table.c.version + 1,
+                )
+                .returning(table.c.id, table.c.patient_id)
+            )
+        ).all()
+        for consultation_id, patient_id in rows:
+            audit.record(
+                session,
+                now=now,
+                actor_id=None,
+                action="consultation.no_show",
+                object_type="consultation",
+                object_id=consultation_id,
+                subject_id=patient_id,
+            )
+            marked += 1
+    return marked
+
+
+async def alert_overdue(app: web.Application, now: datetime) -> int:
+    """Tell the managers (once) about each request whose response deadline has passed."""
+    alerted = 0
+    async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+        overdue = (
+            await session.exec(
+                select(Consultation.id)
+                .where(
+                    Consultation.state == State.REQUESTED,
+                    col(Consultation.notified_at).is_(None),
+                    col(Consultation.overdue_alerted_at).is_(None),
+                    col(Consultation.due_at) < now,
+                )
+                .limit(BATCH)
+            )
+        ).all()
+    for consultation_id in overdue:
+        async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+            if not await _claim(
+                session, consultation_id, "overdue_alerted_at", now, state=State.REQUESTED
+            ):
+                continue
+            consultation = await session.get(Consultation, consultation_id)
+            assert consultation is not None
+            centre = await session.get(Centre, consultation.centre_id)
+            managers = (
+                await session.exec(
+                    select(User).where(
+                        col(User.role).in_([Role.MANAGER]), col(User.is_active).is_(True)
+                    )
+                )
+            ).all()
+            for manager in managers:
+                await do_notify(
+                    session,
+                    now=now,
+                    user=manager,
+                    kind=NotificationKind.SLA_OVERDUE,
+                    params={"centre": centre.name if centre else "", "due": consultation.due_at},
+                    consultation_id=consultation.id,
+                )
+            alerted += 1
+    return alerted

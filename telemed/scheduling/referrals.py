@@ -1,0 +1,283 @@
+"""Route 3: importing the attending doctors' referral tables.
+
+Each good row becomes (or finds) a patient account and one ``requested`` referral
+consultation at the centre its profile names; a new account gets a generated password
+(to be changed at first sign-in) and an SMS with the login and password. Bad rows are
+reported with their row number, column and reason while the good rows go through. A row
+imported before (same fingerprint) creates nothing again. A dry run reports what would
+happen and changes nothing but the kept report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Any
+
+from argon2 import PasswordHasher
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from telemed import audit
+from telemed.accounts.models import Role, User
+from telemed.accounts.passwords import generate_password
+from telemed.accounts.service import do_create_user, get_user_by_phone
+from telemed.errors import NotFound, TelemedError
+from telemed.notify.service import do_notify
+from telemed.notify.texts import NotificationKind
+from telemed.scheduling.models import Centre, Consultation, ReferralImport, Route, State
+from telemed.scheduling.referral_table import CellError, ReferralRow, parse_referral_table
+from telemed.settings import Settings
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().replace("ё", "е").split())
+
+
+class CentreIndex:
+    """Finds the centre a referral's ``Профиль`` names: a profile exactly one live centre
+    offers, or a centre's name."""
+
+    def __init__(self, centres: list[Centre]) -> None:
+        self.by_name = {_norm(c.name): c for c in centres}
+        self.by_profile: dict[str, list[Centre]] = {}
+        for centre in centres:
+            for profile in centre.profiles:
+                self.by_profile.setdefault(_norm(profile), []).append(centre)
+
+    def find(self, profile: str) -> Centre | CellError:
+        key = _norm(profile)
+        if key in self.by_name:
+            return self.by_name[key]
+        offering = self.by_profile.get(key, [])
+        if len(offering) == 1:
+            return offering[0]
+        if len(offering) > 1:
+            names = ", ".join(sorted(c.name for c in offering))
+            return CellError(
+                "profile", f"several centres offer this profile ({names}): write the centre's name"
+            )
+        return CellError("profile", "no medical centre offers this profile or has this name")
+
+
+def _age(row: ReferralRow, now: datetime) -> int | None:
+    if row.birth_date is None:
+        return None
+    today = now.date()
+    born = row.birth_date
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+async def check_import_referrals(
+    session: AsyncSession,
+    *,
+    actor: User,
+    now: datetime,
+    settings: Settings,
+    hasher: PasswordHasher,
+    data: bytes,
+    file_name: str,
+    dry_run: bool,
+    login_url: str,
+) -> ReferralImport:
+    """Import a referral table (CSV or XLSX) and keep the per-row report.
+
+    Raises ``InvalidInput`` when the file as a whole cannot be read. Each row runs in a
+    savepoint: a row that fails rolls back alone.
+    """
+    # Parsing a large table takes a second or more: not on the event loop.
+    rows = await asyncio.to_thread(
+        parse_referral_table, data, file_name=file_name, today=now.date()
+    )
+    centres = CentreIndex(
+        list((await session.exec(select(Centre).where(col(Centre.archived_at).is_(None)))).all())
+    )
+    record = ReferralImport(
+        created_by_id=actor.id,
+        created_at=now,
+        file_name=file_name,
+        sha256=hashlib.sha256(data).hexdigest(),
+        dry_run=dry_run,
+        total_rows=len(rows),
+        created=0,
+    )
+    session.add(record)
+    await session.flush()
+    report: list[dict[str, Any]] = []
+    for row in rows:
+        entry = await _import_row(
+            session,
+            row=row,
+            centres=centres,
+            record=record,
+            now=now,
+            settings=settings,
+            hasher=hasher,
+            dry_run=dry_run,
+            login_url=login_url,
+        )
+        if entry["status"] in ("created", "linked", "would_create"):
+            record.created += 1
+        report.append(entry)
+    record.rows = report
+    session.add(record)
+    audit.record(
+        session,
+        now=now,
+        actor_id=actor.id,
+        action="referrals.imported",
+        object_type="referral_import",
+        object_id=record.id,
+        details={"dry_run": dry_run, "rows": len(rows), "created": record.created},
+    )
+    return record
+
+
+async def _import_row(
+    session: AsyncSession,
+    *,
+    row: ReferralRow,
+    centres: CentreIndex,
+    record: ReferralImport,
+    now: datetime,
+    settings: Settings,
+    hasher: PasswordHasher,
+    dry_run: bool,
+    login_url: str,
+) -> dict[str, Any]:
+    errors = list(row.errors)
+    centre: Centre | None = None
+    if row.profile:
+        found = centres.find(row.profile)
+        if isinstance(found, CellError):
+            errors.append(found)
+        else:
+            centre = found
+    existing_user = await get_user_by_phone(session, row.phone) if row.phone else None
+    if existing_user is not None and existing_user.role is not Role.PATIENT:
+        errors.append(CellError("phone", "this phone belongs to a staff account, not a patient"))
+    entry: dict[str, Any] = {
+        "row": row.row,
+        "ok": not errors,
+        "errors": [{"column": e.column, "message": e.message} for e in errors],
+    }
+    if errors:
+        entry["status"] = "invalid"
+        return entry
+    assert centre is not None
+    assert row.phone is not None
+    assert row.full_name is not None
+    key = row.key()
+    already = (
+        await session.exec(select(Consultation.id).where(Consultation.referral_key == key))
+    ).first()
+    if already is not None:
+        entry.update(
+            status="exists", consultation_id=str(already), note="imported before: nothing created"
+        )
+        return entry
+    if dry_run:
+        entry.update(
+            status="would_create",
+            centre_id=str(centre.id),
+            account="existing" if existing_user else "new",
+        )
+        return entry
+    try:
+        async with session.begin_nested():
+            password = None
+            patient = existing_user
+            if patient is None:
+                password = generate_password()
+                patient = await do_create_user(
+                    session,
+                    hasher=hasher,
+                    now=now,
+                    full_name=row.full_name,
+                    phone=row.phone,
+                    password=password,
+                    role=Role.PATIENT,
+                    birth_date=row.birth_date,
+                    email=row.email,
+                    must_change_password=True,
+                    time_zone=settings.default_time_zone,
+                )
+            consultation = Consultation(
+                route=Route.REFERRAL,
+                state=State.REQUESTED,
+                patient_id=patient.id,
+                centre_id=centre.id,
+                full_name=row.full_name,
+                age=_age(row, now),
+                diagnosis=row.diagnosis or "",
+                icd10=row.icd10,
+                referring_organisation=row.referring_organisation or "",
+                referring_doctor=row.referring_doctor or "",
+                referral_import_id=record.id,
+                referral_key=key,
+                submitted_at=now,
+                due_at=now + settings.sla_referral,
+                updated_at=now,
+            )
+            session.add(consultation)
+            await session.flush()
+            audit.record(
+                session,
+                now=now,
+                actor_id=record.created_by_id,
+                action="consultation.referred",
+                object_type="consultation",
+                object_id=consultation.id,
+                subject_id=patient.id,
+                details={"import": str(record.id), "row": row.row},
+            )
+            params: dict[str, object] = {
+                "centre": centre.name,
+                "url": login_url,
+                "login": patient.phone,
+            }
+            if password is not None:
+                params["password"] = password
+            await do_notify(
+                session,
+                now=now,
+                user=patient,
+                kind=NotificationKind.REFERRAL_CREDENTIALS
+                if password
+                else NotificationKind.CONSULTATION_REQUESTED,
+                params=params,
+                consultation_id=consultation.id,
+                sms=True,
+                secrets=[password] if password else [],
+                dedupe_key=f"referral:{consultation.id}",
+            )
+    except TelemedError as exc:
+        column = str(exc.details.get("field", "row"))
+        entry.update(
+            ok=False, status="invalid", errors=[{"column": column, "message": exc.message}]
+        )
+        return entry
+    entry.update(
+        status="created" if password else "linked",
+        consultation_id=str(consultation.id),
+        patient_id=str(patient.id),
+    )
+    if existing_user is not None:
+        entry["status"] = "linked"
+    return entry
+
+
+async def get_import(session: AsyncSession, import_id: uuid.UUID) -> ReferralImport:
+    record = await session.get(ReferralImport, import_id)
+    if record is None:
+        raise NotFound("Import not found")
+    return record
+
+
+async def list_imports(session: AsyncSession, *, limit: int = 50) -> list[ReferralImport]:
+    rows = await session.exec(
+        select(ReferralImport).order_by(col(ReferralImport.created_at).desc()).limit(limit)
+    )
+    return list(rows.all())

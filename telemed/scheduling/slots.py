@@ -1,0 +1,39 @@
+"""Cutting a duty doctor's time range into bookable slots (pure rules)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from telemed.errors import InvalidInput
+
+MIN_SLOT_MINUTES = 10
+MAX_SLOT_MINUTES = 120
+MAX_RANGE = timedelta(hours=24)
+
+
+def cut_slots(
+    starts_at: datetime, ends_at: datetime, slot_minutes: int, *, now: datetime
+) -> list[tuple[datetime, datetime]]:
+    """Consecutive ``slot_minutes`` slots from ``starts_at``; a remainder shorter than one
+    slot at the end is left out. Raises ``InvalidInput`` for a range in the past, reversed,
+    longer than a day, or slots of odd length."""
+    if not MIN_SLOT_MINUTES <= slot_minutes <= MAX_SLOT_MINUTES:
+        raise InvalidInput(
+            f"A slot lasts {MIN_SLOT_MINUTES} to {MAX_SLOT_MINUTES} minutes",
+            details={"field": "slot_minutes"},
+        )
+    if ends_at <= starts_at:
+        raise InvalidInput("The end must be after the start", details={"field": "ends_at"})
+    if ends_at - starts_at > MAX_RANGE:
+        raise InvalidInput("Publish at most one day at a time", details={"field": "ends_at"})
+    if starts_at <= now:
+        raise InvalidInput("Slots must be in the future", details={"field": "starts_at"})
+    step = timedelta(minutes=slot_minutes)
+    slots = []
+    start = starts_at
+    while start + step <= ends_at:
+        slots.append((start, start + step))
+        start += step
+    if not slots:
+        raise InvalidInput("The range is shorter than one slot", details={"field": "ends_at"})
+    return slots

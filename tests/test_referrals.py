@@ -1,0 +1,274 @@
+"""Route 3: the manager imports a referral table; each good row becomes a patient with a
+referral consultation and an SMS with the credentials; bad rows are reported."""
+
+from __future__ import annotations
+
+import io
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+from aiohttp import FormData
+from openpyxl import Workbook
+
+from telemed.clock import FakeClock
+from tests.conftest import AppClient
+from tests.factories import assert_error, bearer, register
+from tests.flows import make_centre, make_doctor, manager_token, ok
+
+HEADER = [
+    "ФИО",
+    "Дата рождения",
+    "Телефон",
+    "Email",
+    "Код МКБ-10",
+    "Диагноз",
+    "Направившая организация",
+    "Направивший врач",
+    "Профиль",
+]
+ORG, REFERRER = "ГБУЗ СО «Сысертская ЦРБ»", "Мельников Артём Сергеевич"
+
+
+def table_rows(today: date) -> list[list[str]]:
+    future = (today + timedelta(days=30)).strftime("%d.%m.%Y")
+    return [
+        [
+            "Воронин Алексей Игоревич",
+            "12.03.1958",
+            "8 (900) 555-01-01",
+            "",
+            "I25.1",
+            "ИБС: стенокардия напряжения",
+            ORG,
+            REFERRER,
+            "кардиология",
+        ],  # row 2: good
+        [
+            "Гаврилова Светлана Петровна",
+            "03.09.1984",
+            "+7 900 555-01-02",
+            "gs@example.com",
+            "N97.9",
+            "Бесплодие",
+            ORG,
+            REFERRER,
+            " Гинекология ",
+        ],  # row 3: good
+        [
+            "Тимофеев Николай Ильич",
+            "27.01.1949",
+            "12-34",
+            "",
+            "I11.9",
+            "Гипертоническая болезнь",
+            ORG,
+            REFERRER,
+            "кардиология",
+        ],  # row 4: bad phone
+        [
+            "",
+            "15.06.1967",
+            "89005550104",
+            "",
+            "K29.5",
+            "Гастрит",
+            ORG,
+            REFERRER,
+            "кардиология",
+        ],  # row 5: no name
+        [
+            "Ершова Дарья Максимовна",
+            future,
+            "+79005550105",
+            "",
+            "O99.0",
+            "Анемия",
+            ORG,
+            REFERRER,
+            "кардиология",
+        ],  # row 6: born in the future
+        [
+            "Воронин  Алексей Игоревич",
+            "12.03.1958",
+            "+79005550101",
+            "",
+            "I25.1",
+            "ИБС: стенокардия напряжения",
+            ORG,
+            REFERRER,
+            "Кардиология",
+        ],  # row 7: duplicate of 2
+        [
+            "Киселёв Олег Ильич",
+            "01.02.1960",
+            "+79005550107",
+            "",
+            "",
+            "Псориаз",
+            ORG,
+            REFERRER,
+            "дерматология",
+        ],  # row 8: no centre offers it
+        ["", "", "", "", "", "", "", "", ""],  # an empty trailing row
+    ]
+
+
+def csv_bytes(rows: list[list[str]], *, encoding: str = "utf-8", delimiter: str = ";") -> bytes:
+    lines = [
+        delimiter.join(f'"{cell}"' if delimiter in cell else cell for cell in row)
+        for row in [HEADER, *rows]
+    ]
+    return ("\r\n".join(lines) + "\r\n").encode(encoding)
+
+
+def xlsx_bytes(rows: list[list[str]]) -> bytes:
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in [HEADER, *rows]:
+        sheet.append(row)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+async def upload_table(client: AppClient, token: str, data: bytes, name: str, dry_run: bool) -> Any:
+    form = FormData()
+    form.add_field("file", data, filename=name, content_type="application/octet-stream")
+    return await client.post(
+        "/api/v1/referral-imports",
+        data=form,
+        params={"dry_run": "true" if dry_run else "false"},
+        headers=bearer(token),
+    )
+
+
+@pytest.fixture
+async def centres(client: AppClient) -> dict[str, Any]:
+    manager = await manager_token(client)
+    cardio = await make_centre(client, manager, "Кардиоцентр", ["кардиология"])
+    gyn = await make_centre(client, manager, "Центр репродукции", ["гинекология"])
+    return {"manager": manager, "cardio": cardio, "gyn": gyn}
+
+
+def check_report(report: dict[str, Any], *, dry_run: bool) -> None:
+    by_row = {row["row"]: row for row in report["rows"]}
+    assert sorted(by_row) == [2, 3, 4, 5, 6, 7, 8]
+    assert report["dry_run"] is dry_run
+    assert report["total_rows"] == 7
+    assert report["created"] == 2
+    assert report["invalid"] == 5
+    assert "went through" in report["summary"]
+    good = "would_create" if dry_run else "created"
+    assert (by_row[2]["ok"], by_row[2]["status"]) == (True, good)
+    assert (by_row[3]["ok"], by_row[3]["status"]) == (True, good)
+
+    def columns(row: int) -> set[str]:
+        assert by_row[row]["ok"] is False
+        return {error["column"] for error in by_row[row]["errors"]}
+
+    assert columns(4) == {"phone"}
+    assert columns(5) == {"full_name"}
+    assert columns(6) == {"birth_date"}
+    assert columns(7) == {"row"}
+    assert "duplicate of row 2" in by_row[7]["errors"][0]["message"]
+    assert columns(8) == {"profile"}
+
+
+@pytest.mark.parametrize("form", ["csv-utf8", "csv-cp1251", "xlsx"])
+async def test_import_reports_row_by_row_and_creates_once(
+    client: AppClient, centres: dict[str, Any], clock: FakeClock, form: str
+) -> None:
+    manager = centres["manager"]
+    rows = table_rows(clock.now().date())
+    data, name = {
+        "csv-utf8": (csv_bytes(rows), "направления.csv"),
+        "csv-cp1251": (csv_bytes(rows, encoding="cp1251", delimiter=","), "направления.csv"),
+        "xlsx": (xlsx_bytes(rows), "направления.xlsx"),
+    }[form]
+
+    dry = await upload_table(client, manager, data, name, dry_run=True)
+    assert dry.status == 201, await dry.text()
+    check_report(await dry.json(), dry_run=True)
+    assert (await ok(client, "GET", "/consultations", manager))["items"] == []
+
+    real = await upload_table(client, manager, data, name, dry_run=False)
+    report = await real.json()
+    check_report(report, dry_run=False)
+    consultations = (await ok(client, "GET", "/consultations", manager))["items"]
+    assert len(consultations) == 2
+    by_centre = {c["centre"]["id"]: c for c in consultations}
+    cardio = by_centre[centres["cardio"]["id"]]
+    assert cardio["route"] == "referral"
+    assert cardio["state"] == "requested"
+    assert cardio["icd10"] == "I25.1"
+    assert cardio["referring_organisation"] == ORG
+    assert cardio["full_name"] == "Воронин Алексей Игоревич"
+    assert by_centre[centres["gyn"]["id"]]["referring_doctor"] == REFERRER
+
+    # Credentials by SMS, masked for the manager.
+    outbox = (await ok(client, "GET", "/outbox", manager))["items"]
+    sms = [m for m in outbox if m["kind"] == "referral_credentials"]
+    assert sorted(m["recipient"] for m in sms) == ["+79005550101", "+79005550102"]
+    assert all("+7900555010" in m["body"] for m in sms)
+
+    # The report is kept.
+    kept = await ok(client, "GET", f"/referral-imports/{report['id']}", manager)
+    assert kept == report
+
+    # The same file again creates nothing.
+    again = await (await upload_table(client, manager, data, name, dry_run=False)).json()
+    assert again["created"] == 0
+    assert {row["status"] for row in again["rows"] if row["ok"]} == {"exists"}
+    assert len((await ok(client, "GET", "/consultations", manager))["items"]) == 2
+    assert (
+        len(
+            [
+                m
+                for m in (await ok(client, "GET", "/outbox", manager))["items"]
+                if m["kind"] == "referral_credentials"
+            ]
+        )
+        == 2
+    )
+
+
+async def test_an_existing_patient_is_linked_not_recreated(
+    client: AppClient, centres: dict[str, Any], clock: FakeClock
+) -> None:
+    existing = await register(client, phone="+79005550101")
+    rows = table_rows(clock.now().date())[:1]
+    report = await (
+        await upload_table(client, centres["manager"], csv_bytes(rows), "t.csv", dry_run=False)
+    ).json()
+    assert report["rows"][0]["status"] == "linked"
+    assert report["rows"][0]["patient_id"] == existing["user"]["id"]
+    mine = await ok(client, "GET", "/consultations", existing["token"])
+    assert [c["route"] for c in mine["items"]] == ["referral"]
+    outbox = (await ok(client, "GET", "/outbox", centres["manager"]))["items"]
+    assert [m["kind"] for m in outbox if m["recipient"] == "+79005550101"] == [
+        "consultation_requested"
+    ]
+
+
+async def test_bad_tables_and_callers_are_refused(
+    client: AppClient, centres: dict[str, Any], clock: FakeClock
+) -> None:
+    manager = centres["manager"]
+    response = await upload_table(client, manager, b"\x00\x01garbage", "x.csv", dry_run=True)
+    await assert_error(response, 400, "invalid_input")
+    missing = "ФИО;Телефон\r\nИванов;+79005550101\r\n".encode()
+    response = await upload_table(client, manager, missing, "x.csv", dry_run=True)
+    error = await assert_error(response, 400, "invalid_input")
+    assert "birth_date" in error["details"]["missing_columns"]
+    patient = await register(client)
+    response = await upload_table(client, patient["token"], csv_bytes([]), "x.csv", dry_run=True)
+    await assert_error(response, 403, "forbidden")
+    manager_doctor = await make_doctor(client, manager, centres["cardio"]["id"])
+    response = await upload_table(
+        client, manager_doctor["token"], csv_bytes([]), "x.csv", dry_run=True
+    )
+    await assert_error(response, 403, "forbidden")
+    assert (await ok(client, "GET", "/consultations", manager))["items"] == []
+    assert (await ok(client, "GET", "/referral-imports", manager))["items"] == []
