@@ -14,6 +14,7 @@ from these same annotations, so it cannot drift from the code.
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 import typing
 import uuid
@@ -41,6 +42,8 @@ from telemed.errors import (
     Unauthenticated,
 )
 from telemed.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
 T = TypeVar("T")
@@ -292,7 +295,7 @@ class Api:
                             raise Forbidden("This action is not allowed for your role")
                     # Input is looked at only once the caller may make the call.
                     if endpoint.query_model is not None:
-                        kwargs["query"] = parse_model(endpoint.query_model, dict(request.query))
+                        kwargs["query"] = parse_model(endpoint.query_model, _query_values(request))
                     if endpoint.body_model is not None:
                         kwargs["body"] = parse_model(endpoint.body_model, await _read_json(request))
                     call = Call(
@@ -311,7 +314,11 @@ class Api:
                         undo()
                     raise
             for done in call.after_commit:
-                done()
+                try:
+                    done()
+                except Exception:
+                    # The change is committed: tell the client so, and log the clean-up.
+                    logger.exception("after-commit step of %s failed", endpoint.operation_id)
             response: web.StreamResponse
             if isinstance(result, web.StreamResponse):
                 response = result
@@ -463,6 +470,15 @@ def parse_model(model: type[M], data: Any) -> M:
         raise InvalidInput(
             "Some fields are missing or invalid", details=validation_details(exc)
         ) from None
+
+
+def _query_values(request: web.Request) -> dict[str, str | list[str]]:
+    """The query string as a dict; a repeated key (``?state=a&state=b``) gives a list."""
+    values: dict[str, str | list[str]] = {}
+    for key in request.query:
+        found = request.query.getall(key)
+        values[key] = found[0] if len(found) == 1 else list(found)
+    return values
 
 
 async def _read_json(request: web.Request) -> Any:

@@ -263,6 +263,9 @@ async def test_no_show_when_the_window_closes(
     await run_jobs_once(app)
     after = await ok(client, "GET", f"/consultations/{booked['id']}", patient["token"])
     assert after["state"] == "no_show"
+    await run_jobs_once(app)
+    bell = await ok(client, "GET", "/notifications", patient["token"])
+    assert [n["kind"] for n in bell["items"]].count("no_show") == 1
 
 
 async def test_deadlines_report_and_overdue_alert(
@@ -309,3 +312,24 @@ async def test_deadlines_report_and_overdue_alert(
     assert [n["kind"] for n in bell["items"]].count("sla_overdue") == 1
     response = await client.get("/api/v1/sla", headers=bearer(doctor["token"]))
     await assert_error(response, 403, "forbidden")
+    # Cancelling an overdue request does not hide it; the patient withdrawing one does.
+    by_doctor = await ok(client, "POST", "/consultations", patient["token"], body, status=201)
+    by_patient = await ok(client, "POST", "/consultations", patient["token"], body, status=201)
+    clock.advance(timedelta(days=4))
+    await ok(
+        client,
+        "POST",
+        f"/consultations/{by_doctor['id']}/cancel",
+        doctor["token"],
+        {"reason": "Слишком поздно"},
+    )
+    await ok(
+        client,
+        "POST",
+        f"/consultations/{by_patient['id']}/cancel",
+        patient["token"],
+        {"reason": "Уже не нужно"},
+    )
+    overdue = {i["consultation_id"] for i in (await ok(client, "GET", "/sla", manager))["overdue"]}
+    assert by_doctor["id"] in overdue
+    assert by_patient["id"] not in overdue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -361,10 +361,22 @@ async def test_route_2_publish_book_cancel(
         status=201,
     )
     assert rebooked["state"] == "scheduled"
-    # A free slot can be withdrawn.
+    # A free slot can be withdrawn, also one whose earlier booking was cancelled.
     assert (
         await client.delete(f"/api/v1/slots/{slots[3]['id']}", headers=bearer(duty["token"]))
     ).status == 204
+    await ok(
+        client,
+        "POST",
+        f"/consultations/{rebooked['id']}/cancel",
+        duty["token"],
+        {"reason": "Врач заболел"},
+    )
+    assert (
+        await client.delete(f"/api/v1/slots/{slots[1]['id']}", headers=bearer(duty["token"]))
+    ).status == 204
+    history = await ok(client, "GET", f"/consultations/{booked['id']}", patient["token"])
+    assert history["starts_at"] == slots[1]["starts_at"]
 
 
 async def test_patient_cancellation_needs_notice(
@@ -527,6 +539,14 @@ async def test_lists_per_role_and_filters(
         params={"state": "scheduled,requested", "route": "initiative"},
     )
     assert ids(by_states) == {mine["id"], theirs["id"]}
+    repeated = await ok(
+        client,
+        "GET",
+        "/consultations",
+        world["manager"],
+        params=[("state", "scheduled"), ("state", "requested")],
+    )
+    assert ids(repeated) == {mine["id"], theirs["id"], booked["id"]}
     ahead = await ok(
         client,
         "GET",
@@ -538,4 +558,21 @@ async def test_lists_per_role_and_filters(
     bad = await client.get(
         "/api/v1/consultations", params={"state": "dreaming"}, headers=bearer(world["manager"])
     )
+    await assert_error(bad, 400, "invalid_input")
+
+
+async def test_slots_are_shown_in_the_patients_time_zone(
+    client: AppClient, world: dict[str, Any], clock: FakeClock
+) -> None:
+    slots = await publish(client, world["duty"], clock, hours=1)
+    duty_id = world["duty"]["id"]
+    moscow = await ok(client, "GET", f"/doctors/{duty_id}/slots")
+    assert moscow["items"][0]["starts_at"].endswith("+03:00")
+    yekaterinburg = await ok(
+        client, "GET", f"/doctors/{duty_id}/slots", params={"tz": "Asia/Yekaterinburg"}
+    )
+    first = yekaterinburg["items"][0]["starts_at"]
+    assert first.endswith("+05:00")
+    assert datetime.fromisoformat(first) == datetime.fromisoformat(slots[0]["starts_at"])
+    bad = await client.get(f"/api/v1/doctors/{duty_id}/slots", params={"tz": "Mars/Base"})
     await assert_error(bad, 400, "invalid_input")

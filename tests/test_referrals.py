@@ -237,7 +237,9 @@ async def test_import_reports_row_by_row_and_creates_once(
 async def test_an_existing_patient_is_linked_not_recreated(
     client: AppClient, centres: dict[str, Any], clock: FakeClock
 ) -> None:
-    existing = await register(client, phone="+79005550101")
+    existing = await register(
+        client, phone="+79005550101", full_name="Воронин Алексей Игоревич", birth_date="1958-03-12"
+    )
     rows = table_rows(clock.now().date())[:1]
     report = await (
         await upload_table(client, centres["manager"], csv_bytes(rows), "t.csv", dry_run=False)
@@ -247,9 +249,24 @@ async def test_an_existing_patient_is_linked_not_recreated(
     mine = await ok(client, "GET", "/consultations", existing["token"])
     assert [c["route"] for c in mine["items"]] == ["referral"]
     outbox = (await ok(client, "GET", "/outbox", centres["manager"]))["items"]
-    assert [m["kind"] for m in outbox if m["recipient"] == "+79005550101"] == [
-        "consultation_requested"
-    ]
+    kinds = [m["kind"] for m in outbox if m["recipient"] == "+79005550101"]
+    assert kinds == ["consultation_requested"]
+
+
+async def test_a_phone_of_another_person_is_not_linked(
+    client: AppClient, centres: dict[str, Any], clock: FakeClock
+) -> None:
+    """A relative's phone in the table must not put the referral in the relative's cabinet."""
+    relative = await register(client, phone="+79005550101", full_name="Воронина Мария Петровна")
+    rows = table_rows(clock.now().date())[:1]
+    report = await (
+        await upload_table(client, centres["manager"], csv_bytes(rows), "t.csv", dry_run=False)
+    ).json()
+    row = report["rows"][0]
+    assert row["ok"] is False
+    assert [e["column"] for e in row["errors"]] == ["phone"]
+    assert (await ok(client, "GET", "/consultations", relative["token"]))["items"] == []
+    assert (await ok(client, "GET", "/consultations", centres["manager"]))["items"] == []
 
 
 async def test_bad_tables_and_callers_are_refused(

@@ -334,6 +334,22 @@ async def test_route_3_referral(
     # The patient uploads documents; the doctor reviews them and assigns a time.
     document = await upload(client, token, name="ЭКГ.pdf", kind="other")
     assert document["owner_id"] == signed["user"]["id"]
+    unseen = await client.get(
+        f"/api/v1/documents/{document['id']}", headers=bearer(doctor["token"])
+    )
+    assert unseen.status == 404  # not until the patient attaches it
+    attached = await ok(
+        client,
+        "POST",
+        f"/consultations/{referral['id']}/documents",
+        token,
+        {"document_ids": [document["id"]]},
+    )
+    assert attached["document_ids"] == [document["id"]]
+    ecg = await client.get(
+        f"/api/v1/documents/{document['id']}/content", headers=bearer(doctor["token"])
+    )
+    assert ecg.status == 200
     incoming = await ok(
         client, "GET", "/consultations", doctor["token"], params={"route": "referral"}
     )

@@ -25,6 +25,7 @@ class NotificationKind(StrEnum):
     SCHEDULED = "scheduled"  # patient: a time was set
     RESCHEDULED = "rescheduled"  # patient: the time changed
     CANCELLED = "cancelled"  # the other side (patient or doctor): it was cancelled
+    NO_SHOW = "no_show"  # the patient: the consultation's time passed without them
     DECLINED = "declined"  # patient: the centre refused the request
     REMINDER_24H = "reminder_24h"
     REMINDER_1H = "reminder_1h"
@@ -329,6 +330,18 @@ def _ru_cancelled(p: _Params) -> RenderedText:
     )
 
 
+@ru(K.NO_SHOW)
+def _ru_no_show(p: _Params) -> RenderedText:
+    return RenderedText(
+        title="Консультация не состоялась",
+        body=(
+            f"Вы не подключились к онлайн-консультации{p.opt('when', ' {}')}. "
+            "Если она всё ещё нужна, запишитесь снова в личном кабинете."
+        ),
+        sms="Телемед: консультация не состоялась. Запишитесь снова.",
+    )
+
+
 @ru(K.DECLINED)
 def _ru_declined(p: _Params) -> RenderedText:
     return RenderedText(
@@ -509,6 +522,18 @@ def _en_cancelled(p: _Params) -> RenderedText:
             "Details are in your account."
         ),
         sms=f"Telemed: the consultation{when_sms} has been cancelled.",
+    )
+
+
+@en(K.NO_SHOW)
+def _en_no_show(p: _Params) -> RenderedText:
+    return RenderedText(
+        title="Consultation missed",
+        body=(
+            f"You did not join the online consultation{p.opt('when', ' on {}')}. "
+            "If you still need it, please book again in your account."
+        ),
+        sms="Telemed: the consultation did not take place. Please book again.",
     )
 
 

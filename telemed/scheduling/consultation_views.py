@@ -94,6 +94,10 @@ class ConsultationQuery(RequestModel):
         return value.split(",") if isinstance(value, str) else value
 
 
+class AttachIn(RequestModel):
+    document_ids: list[uuid.UUID] = Field(min_length=1, max_length=50)
+
+
 class ScheduleIn(RequestModel):
     starts_at: AwareDatetime
     duration_min: int = Field(default=30, ge=5, le=240)
@@ -350,13 +354,33 @@ async def list_consultations(call: Call, query: ConsultationQuery) -> ListOf[Con
     return ListOf[ConsultationPublic](items=await present(call, found))
 
 
-@routes.get("/consultations/{id}")
+@routes.get("/consultations/{id}", writes=True)
 async def get_consultation(call: Call) -> ConsultationPublic:
-    """GET /consultations/{id}: one consultation the caller takes part in."""
+    """GET /consultations/{id}: one consultation the caller takes part in (reads by a
+    manager are audited)."""
     seen = await consultations.get_consultation(
-        call.session, actor=call.user, consultation_id=call.path_id()
+        call.session,
+        actor=call.user,
+        consultation_id=call.path_id(),
+        audit_reads=True,
+        now=call.now,
+        address=call.address,
     )
     return await _one(call, seen.consultation)
+
+
+@routes.post("/consultations/{id}/documents", errors=(409,))
+async def attach_documents(call: Call, body: AttachIn) -> ConsultationPublic:
+    """POST /consultations/{id}/documents: the patient attaches their documents to an open
+    consultation; its doctor may then read them (each read audited)."""
+    consultation = await consultations.check_attach_documents(
+        call.session,
+        actor=call.user,
+        now=call.now,
+        consultation_id=call.path_id(),
+        document_ids=body.document_ids,
+    )
+    return await _one(call, consultation)
 
 
 @routes.post("/consultations/{id}/schedule", roles=DOCTORS, errors=(409,))

@@ -88,9 +88,18 @@ def party_in(user: User, doctor: Doctor | None, consultation: Consultation) -> P
 
 
 async def get_consultation(
-    session: AsyncSession, *, actor: User, consultation_id: uuid.UUID, lock: bool = False
+    session: AsyncSession,
+    *,
+    actor: User,
+    consultation_id: uuid.UUID,
+    lock: bool = False,
+    audit_reads: bool = False,
+    now: datetime | None = None,
+    address: str | None = None,
 ) -> Seen:
-    """A consultation the actor takes part in; to anyone else it does not exist (404)."""
+    """A consultation the actor takes part in; to anyone else it does not exist (404).
+
+    With ``audit_reads``, a manager's read of the patient's consultation is audited."""
     statement = select(Consultation).where(Consultation.id == consultation_id)
     if lock:
         statement = statement.with_for_update()
@@ -99,6 +108,18 @@ async def get_consultation(
     party = party_in(actor, doctor, consultation) if consultation is not None else None
     if consultation is None or party is None:
         raise NotFound("Consultation not found")
+    if audit_reads and party is Party.MANAGER:
+        assert now is not None
+        audit.record(
+            session,
+            now=now,
+            actor_id=actor.id,
+            action="consultation.viewed",
+            object_type="consultation",
+            object_id=consultation.id,
+            subject_id=consultation.patient_id,
+            address=address,
+        )
     return Seen(consultation, party)
 
 
@@ -194,7 +215,7 @@ def _audit(
     )
 
 
-async def _centre_doctors(session: AsyncSession, centre_id: uuid.UUID) -> list[User]:
+async def centre_doctors(session: AsyncSession, centre_id: uuid.UUID) -> list[User]:
     rows = await session.exec(
         select(User)
         .join(Doctor, col(Doctor.user_id) == col(User.id))
@@ -261,7 +282,7 @@ async def check_create_request(
         params={"centre": centre.name, "due": consultation.due_at},
         consultation_id=consultation.id,
     )
-    for doctor_user in await _centre_doctors(session, centre.id):
+    for doctor_user in await centre_doctors(session, centre.id):
         await do_notify(
             session,
             now=now,
@@ -710,6 +731,44 @@ async def _tell_scheduled(
         attachments=[await _calendar_attachment(session, settings, consultation, now)],
         dedupe_key=f"{kind.value}:{consultation.id}:{consultation.version}",
     )
+
+
+async def check_attach_documents(
+    session: AsyncSession,
+    *,
+    actor: User,
+    now: datetime,
+    consultation_id: uuid.UUID,
+    document_ids: Sequence[uuid.UUID],
+) -> Consultation:
+    """The patient attaches more of their documents to an open consultation (a referred
+    patient uploads them after signing in), so that its doctor may read them."""
+    seen = await get_consultation(session, actor=actor, consultation_id=consultation_id)
+    consultation = seen.consultation
+    if seen.party is not Party.PATIENT:
+        raise Forbidden("Only the patient attaches their documents")
+    if consultation.state not in OPEN:
+        raise InvalidState(
+            "Documents can be attached only while the consultation is open",
+            details={"state": consultation.state.value},
+        )
+    wanted = await _owned_documents(session, owner_id=actor.id, document_ids=document_ids)
+    already = set(await documents_of(session, consultation.id))
+    added = [d for d in wanted if d not in already]
+    for document_id in added:
+        session.add(ConsultationDocument(consultation_id=consultation.id, document_id=document_id))
+    if added:
+        _bump(consultation, now)
+        session.add(consultation)
+        _audit(
+            session,
+            now=now,
+            actor=actor,
+            consultation=consultation,
+            action="consultation.documents_attached",
+            details={"documents": [str(d) for d in added]},
+        )
+    return consultation
 
 
 async def documents_of(session: AsyncSession, consultation_id: uuid.UUID) -> list[uuid.UUID]:

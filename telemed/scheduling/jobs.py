@@ -21,6 +21,7 @@ from telemed.accounts.models import Role, User
 from telemed.jobs import register_job
 from telemed.notify.service import do_notify
 from telemed.notify.texts import NotificationKind
+from telemed.scheduling.lifecycle import Move, Party, check_move
 from telemed.scheduling.models import Centre, Consultation, State
 
 BATCH = 100
@@ -100,36 +101,69 @@ async def send_reminders(app: web.Application, now: datetime) -> int:
 
 
 async def mark_no_shows(app: web.Application, now: datetime) -> int:
-    """A scheduled consultation whose window closed without being started is a no-show."""
+    """A scheduled consultation whose window closed without being started.
+
+    If the patient never came it is a no-show (the state machine's system move). If the
+    patient came and waited but the doctor never started it, it was not the patient's
+    fault: it is cancelled with that reason. Either way the patient is told, and a
+    manager sees it in the audit trail.
+    """
     grace = timedelta(minutes=app[keys.SETTINGS].no_show_grace_minutes)
-    marked = 0
     async with db.transaction(app[keys.SESSION_FACTORY]) as session:
-        table = Consultation.__table__  # type: ignore[attr-defined]  # SQLModel sets it
-        rows = (
+        closed = (
             await session.exec(
-                sa.update(table)
-                .where(table.c.state == State.SCHEDULED.value, table.c.ends_at < now - grace)
-                .values(
-                    state=State.NO_SHOW.value,
-                    active_slot_id=None,
-                    updated_at=now,
-                    version=table.c.version + 1,
+                select(Consultation.id)
+                .where(
+                    Consultation.state == State.SCHEDULED,
+                    col(Consultation.ends_at) < now - grace,
                 )
-                .returning(table.c.id, table.c.patient_id)
+                .limit(BATCH)
             )
         ).all()
-        for consultation_id, patient_id in rows:
+    handled = 0
+    for consultation_id in closed:
+        async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+            consultation = (
+                await session.exec(
+                    select(Consultation).where(Consultation.id == consultation_id).with_for_update()
+                )
+            ).first()
+            if consultation is None or consultation.state is not State.SCHEDULED:
+                continue  # another process got there first
+            patient_came = consultation.patient_joined_at is not None
+            if patient_came:
+                consultation.state = check_move(consultation.state, Move.CANCEL, Party.MANAGER)
+                consultation.reason = "The doctor did not start the consultation"
+                kind = NotificationKind.CANCELLED
+            else:
+                consultation.state = check_move(consultation.state, Move.MARK_NO_SHOW, Party.SYSTEM)
+                kind = NotificationKind.NO_SHOW
+            consultation.active_slot_id = None
+            consultation.version += 1
+            consultation.updated_at = now
+            session.add(consultation)
             audit.record(
                 session,
                 now=now,
                 actor_id=None,
-                action="consultation.no_show",
+                action="consultation.not_held" if patient_came else "consultation.no_show",
                 object_type="consultation",
-                object_id=consultation_id,
-                subject_id=patient_id,
+                object_id=consultation.id,
+                subject_id=consultation.patient_id,
             )
-            marked += 1
-    return marked
+            patient = await session.get(User, consultation.patient_id)
+            assert patient is not None
+            await do_notify(
+                session,
+                now=now,
+                user=patient,
+                kind=kind,
+                params={"when": consultation.starts_at, "reason": consultation.reason},
+                consultation_id=consultation.id,
+                dedupe_key=f"closed:{consultation.id}",
+            )
+            handled += 1
+    return handled
 
 
 async def alert_overdue(app: web.Application, now: datetime) -> int:

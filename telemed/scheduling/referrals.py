@@ -62,6 +62,13 @@ class CentreIndex:
         return CellError("profile", "no medical centre offers this profile or has this name")
 
 
+def _same_person(user: User, row: ReferralRow) -> bool:
+    """An existing account is the row's patient only if the name and the birth date agree."""
+    if row.full_name is None or _norm(user.full_name) != _norm(row.full_name):
+        return False
+    return user.birth_date is None or row.birth_date is None or user.birth_date == row.birth_date
+
+
 def _age(row: ReferralRow, now: datetime) -> int | None:
     if row.birth_date is None:
         return None
@@ -158,6 +165,11 @@ async def _import_row(
     existing_user = await get_user_by_phone(session, row.phone) if row.phone else None
     if existing_user is not None and existing_user.role is not Role.PATIENT:
         errors.append(CellError("phone", "this phone belongs to a staff account, not a patient"))
+    elif existing_user is not None and not _same_person(existing_user, row):
+        # Never put one person's referral into another person's cabinet.
+        errors.append(
+            CellError("phone", "this phone belongs to another patient (name or birth date differ)")
+        )
     entry: dict[str, Any] = {
         "row": row.row,
         "ok": not errors,

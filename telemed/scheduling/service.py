@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+import sqlalchemy as sa
 from argon2 import PasswordHasher
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -24,7 +25,17 @@ from telemed.errors import (
     NotFound,
     Overlap,
 )
-from telemed.scheduling.models import Centre, Doctor, DoctorPublic, DutySlot, SlotStatus
+from telemed.scheduling.consultations import doctor_of
+from telemed.scheduling.lifecycle import HOLDS_TIME
+from telemed.scheduling.models import (
+    Centre,
+    Consultation,
+    Doctor,
+    DoctorPublic,
+    DutySlot,
+    SlotStatus,
+)
+from telemed.scheduling.slots import cut_slots
 
 
 def clean_profiles(profiles: list[str]) -> list[str]:
@@ -320,11 +331,6 @@ async def check_publish_slots(
 ) -> list[DutySlot]:
     """A duty doctor publishes free slots. Refused (``Overlap``) where they would overlap
     the doctor's existing slots or scheduled consultations."""
-    from telemed.scheduling.consultations import doctor_of
-    from telemed.scheduling.lifecycle import HOLDS_TIME
-    from telemed.scheduling.models import Consultation
-    from telemed.scheduling.slots import cut_slots
-
     doctor = await doctor_of(session, actor)
     if doctor is None or not doctor.is_duty:
         raise Forbidden("Only a duty doctor publishes slots")
@@ -374,14 +380,17 @@ async def check_delete_slot(
     session: AsyncSession, *, actor: User, now: datetime, slot_id: uuid.UUID
 ) -> None:
     """A duty doctor withdraws one of their free slots (a booked one must be cancelled)."""
-    from telemed.scheduling.consultations import doctor_of
-
     doctor = await doctor_of(session, actor)
     slot = await session.get(DutySlot, slot_id)
     if slot is None or doctor is None or slot.doctor_id != doctor.id:
         raise NotFound("Slot not found")
     if slot.status is not SlotStatus.FREE:
         raise InvalidState("The slot is booked: cancel the consultation instead")
+    # Earlier bookings of a free slot were all cancelled; they keep their own times, so
+    # they let go of the slot they pointed at.
+    await session.exec(
+        sa.update(Consultation).where(col(Consultation.slot_id) == slot.id).values(slot_id=None)
+    )
     await session.delete(slot)
     audit.record(
         session,

@@ -95,12 +95,15 @@ async def sla_report(
 ) -> SlaReport:
     """Every consultation with a deadline (submitted in ``[start, end)``), by status,
     counted by centre and by doctor. Unassigned requests count under "no doctor"."""
-    # A request its patient withdrew before any answer has no deadline left to meet.
+    # A request its own patient withdrew before any answer has no deadline left to meet;
+    # one cancelled by the centre or a manager still counts (else cancelling would hide
+    # an overdue request).
     statement = select(Consultation).where(
         col(Consultation.due_at).is_not(None),
         sa.or_(
             col(Consultation.state) != State.CANCELLED,
             col(Consultation.notified_at).is_not(None),
+            col(Consultation.cancelled_by_id) != col(Consultation.patient_id),
         ),
     )
     if start is not None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 from typing import Annotated
+from zoneinfo import ZoneInfo, available_timezones
 
 from aiohttp import web
-from pydantic import AwareDatetime, Field, StringConstraints, model_validator
+from pydantic import AwareDatetime, Field, StringConstraints, field_validator, model_validator
 
 from telemed import keys
 from telemed.accounts.models import Role
@@ -70,6 +71,17 @@ class DoctorQuery(RequestModel):
 class SlotQuery(RequestModel):
     from_: AwareDatetime | None = Field(default=None, alias="from")
     to: AwareDatetime | None = None
+    tz: str | None = Field(
+        default=None,
+        description="IANA time zone to express the times in (default: the service's zone)",
+    )
+
+    @field_validator("tz")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None and value not in available_timezones():
+            raise ValueError("unknown time zone")
+        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> SlotQuery:
@@ -192,12 +204,25 @@ async def delete_doctor(call: Call) -> None:
 @routes.get("/doctors/{id}/slots", access=Access.PUBLIC)
 async def list_slots(call: Call, query: SlotQuery) -> ListOf[SlotPublic]:
     """GET /doctors/{id}/slots: a duty doctor's slots from ``from`` (default now) to ``to``
-    (default a week later; at most 62 days)."""
+    (default a week later; at most 62 days), in the time zone ``tz``."""
     start: datetime = query.from_ or call.now
     end: datetime = query.to or start + timedelta(days=7)
     end = min(end, start + MAX_SLOT_RANGE)
     slots = await service.list_slots(call.session, doctor_id=call.path_id(), start=start, end=end)
-    return ListOf[SlotPublic](items=[SlotPublic.model_validate(s) for s in slots])
+    # Shown in the patient's own zone: the same instants, with the patient's offset.
+    zone = ZoneInfo(query.tz or call.settings.default_time_zone)
+    return ListOf[SlotPublic](
+        items=[
+            SlotPublic(
+                id=s.id,
+                doctor_id=s.doctor_id,
+                status=s.status,
+                starts_at=s.starts_at.astimezone(zone),
+                ends_at=s.ends_at.astimezone(zone),
+            )
+            for s in slots
+        ]
+    )
 
 
 def setup_routes(app: web.Application) -> None:
