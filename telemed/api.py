@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from telemed import keys
+from telemed import keys, live
 from telemed.accounts.models import AuthSession, Role, User
 from telemed.db import begin_write
 from telemed.errors import (
@@ -309,10 +309,12 @@ class Api:
                     result = await endpoint.handler(call, **kwargs)
                     await session.commit()
                 except BaseException:
+                    live.drop(session)
                     await session.rollback()
                     for undo in call.on_rollback if call is not None else ():
                         undo()
                     raise
+            await live.publish(app.get(keys.EMIT), live.take(session))
             for done in call.after_commit:
                 try:
                     done()

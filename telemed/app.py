@@ -12,6 +12,7 @@ from argon2 import PasswordHasher
 from telemed import __version__, db, http, jobs, keys
 from telemed.accounts import views as accounts_views
 from telemed.api import Api
+from telemed.chat import views as chat_views
 from telemed.clock import Clock, SystemClock
 from telemed.documents import views as documents_views
 from telemed.documents.storage import DocumentStore
@@ -21,6 +22,7 @@ from telemed.scheduling import consultation_views
 from telemed.scheduling import jobs as scheduling_jobs
 from telemed.scheduling import views as scheduling_views
 from telemed.settings import Settings
+from telemed.signaling import handlers as signaling
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     consultation_views.setup_routes(app)
     scheduling_jobs.setup(app)
     notify_views.setup_routes(app)
+    chat_views.setup_routes(app)
+    signaling.setup(app)
     app.router.add_get("/api/v1/openapi.json", http.openapi)
     app.router.add_get("/healthz", http.healthz)
     app.router.add_get("/readyz", http.readyz)

@@ -87,6 +87,7 @@ def load_models() -> sa.MetaData:
     """Import every table module so that the metadata knows all tables."""
     from telemed import audit  # noqa: F401
     from telemed.accounts import models as _accounts  # noqa: F401
+    from telemed.chat import models as _chat  # noqa: F401
     from telemed.documents import models as _documents  # noqa: F401
     from telemed.notify import models as _notify  # noqa: F401
     from telemed.scheduling import models as _scheduling  # noqa: F401

@@ -16,11 +16,13 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 from aiohttp import web
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from telemed import keys
+from telemed import db, keys, live
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,14 @@ Job = Callable[[web.Application, datetime], Awaitable[int]]
 def node_id() -> str:
     """A name for this process, unique among the processes sharing the database."""
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@asynccontextmanager
+async def transaction(app: web.Application) -> AsyncIterator[AsyncSession]:
+    """A writing transaction for background work; its live events go out after commit."""
+    async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+        yield session
+    await live.publish(app.get(keys.EMIT), live.take(session))
 
 
 def register_job(app: web.Application, name: str, job: Job) -> None:

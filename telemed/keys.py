@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import socketio
 from aiohttp import web
 from argon2 import PasswordHasher
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -15,7 +16,10 @@ from telemed.settings import Settings
 
 if TYPE_CHECKING:
     from telemed.api import Api  # the API layer itself reads these keys
+    from telemed.chat.service import SendLimiter
     from telemed.jobs import Job
+    from telemed.live import Emit
+    from telemed.signaling.handlers import Presence
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
@@ -26,3 +30,8 @@ API: web.AppKey[Api] = web.AppKey("api")
 DOCUMENT_STORE = web.AppKey("document_store", DocumentStore)
 JOBS: web.AppKey[list[tuple[str, Job]]] = web.AppKey("jobs")
 NODE_ID = web.AppKey("node_id", str)
+EMIT: web.AppKey[Emit] = web.AppKey("emit")
+"""Sends a committed live event to its Socket.IO rooms (set by the signaling server)."""
+SIO = web.AppKey("socketio", socketio.AsyncServer)
+CHAT_LIMITER: web.AppKey[SendLimiter] = web.AppKey("chat_limiter")
+PRESENCE: web.AppKey[Presence] = web.AppKey("presence")

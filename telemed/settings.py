@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     cancel_notice_minutes: int = Field(default=120, ge=0)
     no_show_grace_minutes: int = Field(default=15, ge=0)
     room_opens_minutes: int = Field(default=15, ge=0)
+    # Chat: stays open this many days after the consultation ends, then read-only.
+    chat_open_days_after_end: float = Field(default=7, ge=0)
+    chat_rate_per_minute: int = Field(default=30, ge=1)
     max_consultation_minutes: int = Field(default=120, ge=5)
 
     # Notifications: where SMS and e-mail go, and how the outbox retries.

@@ -123,3 +123,7 @@ async def client(
     server = TestServer(app)
     await server.start_server(access_log_class=AccessLogger)
     return await aiohttp_client(server)
+
+
+# Fixtures shared by the real-time tests.
+from tests.realtime import booked, peers  # noqa: E402, F401

@@ -19,7 +19,7 @@ from telemed.accounts.models import Role, User
 from telemed.documents.models import Document, DocumentKind
 from telemed.documents.storage import DocumentStore, StoredUpload
 from telemed.errors import NotFound, QuotaExceeded
-from telemed.scheduling.consultations import doctor_may_read_document
+from telemed.scheduling.consultations import may_read_attached_document
 
 
 def can_read(actor: User, document: Document) -> bool:
@@ -99,15 +99,15 @@ async def get_document(
 ) -> Document:
     """A document the actor may read; reads by anyone but the owner are audited.
 
-    The owner and an admin may read it, and a doctor while a consultation links them
-    (``doctor_may_read_document``).
+    The owner and an admin may read it, and the other participant of an open
+    consultation it is attached to (``may_read_attached_document``).
 
     Raises ``NotFound`` both when it does not exist and when the actor may not see it.
     """
     document = await session.get(Document, document_id)
     if document is None or not (
         can_read(actor, document)
-        or await doctor_may_read_document(session, actor=actor, document_id=document.id)
+        or await may_read_attached_document(session, actor=actor, document_id=document.id)
     ):
         raise NotFound("Document not found")
     if actor.id != document.owner_id:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import defer
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from telemed import live
 from telemed.accounts.models import User
 from telemed.errors import NotFound
 from telemed.notify.models import Notification, OutboxChannel, OutboxMessage, OutboxStatus
@@ -221,6 +222,12 @@ async def do_notify(
     )
     session.add(notification)
     await session.flush()
+    live.queue(
+        session,
+        "notification:created",
+        [f"user:{user.id}"],
+        NotificationPublic.model_validate(notification).model_dump(mode="json"),
+    )
 
     def outbox(
         channel: OutboxChannel, recipient: str, subject: str, body: str, files: list[dict[str, str]]

@@ -17,7 +17,7 @@ from telemed.errors import InvalidInput, InvalidState, NotFound
 from telemed.notify.service import do_notify
 from telemed.notify.texts import NotificationKind
 from telemed.scheduling.conclusion_pdf import ConclusionSheet, render_conclusion_pdf
-from telemed.scheduling.consultations import doctor_of, get_consultation
+from telemed.scheduling.consultations import announce, doctor_of, get_consultation
 from telemed.scheduling.lifecycle import Move, Party, check_move
 from telemed.scheduling.models import Centre, Conclusion, Consultation, Doctor, State
 
@@ -75,6 +75,7 @@ async def check_issue_conclusion(
     consultation.version += 1
     consultation.updated_at = now
     session.add(consultation)
+    announce(session, consultation)
     audit.record(
         session,
         now=now,

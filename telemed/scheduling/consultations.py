@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from telemed import audit
+from telemed import audit, live
 from telemed.accounts.models import Role, User
 from telemed.documents.models import Document
 from telemed.errors import (
@@ -274,6 +274,7 @@ async def check_create_request(
     _audit(
         session, now=now, actor=actor, consultation=consultation, action="consultation.requested"
     )
+    announce(session, consultation)
     await do_notify(
         session,
         now=now,
@@ -356,6 +357,7 @@ async def check_book_duty(
     for document_id in documents:
         session.add(ConsultationDocument(consultation_id=consultation.id, document_id=document_id))
     _audit(session, now=now, actor=actor, consultation=consultation, action="consultation.booked")
+    announce(session, consultation)
     await _tell_scheduled(
         session,
         now=now,
@@ -463,6 +465,7 @@ async def check_schedule(
         consultation.notified_at = now
     _bump(consultation, now)
     session.add(consultation)
+    announce(session, consultation)
     _audit(
         session,
         now=now,
@@ -498,6 +501,7 @@ async def check_decline(
         consultation.notified_at = now
     _bump(consultation, now)
     session.add(consultation)
+    announce(session, consultation)
     _audit(session, now=now, actor=actor, consultation=consultation, action="consultation.declined")
     patient = await session.get(User, consultation.patient_id)
     assert patient is not None
@@ -550,6 +554,7 @@ async def check_cancel(
     await _release_slot(session, consultation, now)
     _bump(consultation, now)
     session.add(consultation)
+    announce(session, consultation)
     _audit(
         session,
         now=now,
@@ -621,6 +626,7 @@ async def check_start(
     consultation.started_at = now
     _bump(consultation, now)
     session.add(consultation)
+    announce(session, consultation)
     _audit(session, now=now, actor=actor, consultation=consultation, action="consultation.started")
     return consultation
 
@@ -636,6 +642,7 @@ async def check_end(
     consultation.active_slot_id = None
     _bump(consultation, now)
     session.add(consultation)
+    announce(session, consultation)
     _audit(session, now=now, actor=actor, consultation=consultation, action="consultation.ended")
     return consultation
 
@@ -643,6 +650,35 @@ async def check_end(
 def _bump(consultation: Consultation, now: datetime) -> None:
     consultation.version += 1
     consultation.updated_at = now
+
+
+def announce(session: AsyncSession, consultation: Consultation) -> None:
+    """Queue ``consultation:updated`` for everyone watching it (sent after the commit)."""
+    live.queue(
+        session,
+        "consultation:updated",
+        [
+            f"consultation:{consultation.id}",
+            f"user:{consultation.patient_id}",
+            f"centre:{consultation.centre_id}",
+        ],
+        live_view(consultation),
+    )
+
+
+def live_view(consultation: Consultation) -> dict[str, object]:
+    """The part of a consultation every participant may see, for live updates; clients
+    fetch the rest with ``GET /consultations/{id}``."""
+    return {
+        "id": str(consultation.id),
+        "route": consultation.route.value,
+        "state": consultation.state.value,
+        "version": consultation.version,
+        "doctor_id": str(consultation.doctor_id) if consultation.doctor_id else None,
+        "starts_at": consultation.starts_at.isoformat() if consultation.starts_at else None,
+        "ends_at": consultation.ends_at.isoformat() if consultation.ends_at else None,
+        "updated_at": consultation.updated_at.isoformat(),
+    }
 
 
 async def _release_slot(session: AsyncSession, consultation: Consultation, now: datetime) -> None:
@@ -760,6 +796,7 @@ async def check_attach_documents(
     if added:
         _bump(consultation, now)
         session.add(consultation)
+        announce(session, consultation)
         _audit(
             session,
             now=now,
@@ -780,15 +817,23 @@ async def documents_of(session: AsyncSession, consultation_id: uuid.UUID) -> lis
     return list(rows.all())
 
 
-async def doctor_may_read_document(
+async def may_read_attached_document(
     session: AsyncSession, *, actor: User, document_id: uuid.UUID
 ) -> bool:
-    """A doctor may read a patient's document while a consultation links them: one the
-    document is attached to, assigned to this doctor or (unassigned) requested of their
-    centre, and still open."""
+    """A participant may read a document while an open consultation links it: the
+    patient's documents attached to their request (or shared in its chat) for its doctor
+    (or, while unassigned, the doctors of its centre); a doctor's documents shared in the
+    chat for the patient."""
     doctor = await doctor_of(session, actor)
-    if doctor is None:
-        return False
+    parties = [col(Consultation.patient_id) == actor.id]
+    if doctor is not None:
+        parties.append(col(Consultation.doctor_id) == doctor.id)
+        parties.append(
+            sa.and_(
+                col(Consultation.doctor_id).is_(None),
+                col(Consultation.centre_id) == doctor.centre_id,
+            )
+        )
     row = (
         await session.exec(
             select(Consultation.id)
@@ -799,13 +844,7 @@ async def doctor_may_read_document(
             .where(
                 ConsultationDocument.document_id == document_id,
                 col(Consultation.state).in_(list(OPEN)),
-                sa.or_(
-                    col(Consultation.doctor_id) == doctor.id,
-                    sa.and_(
-                        col(Consultation.doctor_id).is_(None),
-                        col(Consultation.centre_id) == doctor.centre_id,
-                    ),
-                ),
+                sa.or_(*parties),
             )
         )
     ).first()

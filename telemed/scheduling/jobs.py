@@ -16,11 +16,12 @@ from aiohttp import web
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from telemed import audit, db, keys
+from telemed import audit, keys
 from telemed.accounts.models import Role, User
-from telemed.jobs import register_job
+from telemed.jobs import register_job, transaction
 from telemed.notify.service import do_notify
 from telemed.notify.texts import NotificationKind
+from telemed.scheduling.consultations import announce
 from telemed.scheduling.lifecycle import Move, Party, check_move
 from telemed.scheduling.models import Centre, Consultation, State
 
@@ -59,7 +60,7 @@ async def _claim(
 async def send_reminders(app: web.Application, now: datetime) -> int:
     sent = 0
     for column, lead, kind in REMINDERS:
-        async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+        async with transaction(app) as session:
             due = (
                 await session.exec(
                     select(Consultation.id)
@@ -73,7 +74,7 @@ async def send_reminders(app: web.Application, now: datetime) -> int:
                 )
             ).all()
         for consultation_id in due:
-            async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+            async with transaction(app) as session:
                 if not await _claim(session, consultation_id, column, now):
                     continue
                 consultation = await session.get(Consultation, consultation_id)
@@ -109,7 +110,7 @@ async def mark_no_shows(app: web.Application, now: datetime) -> int:
     manager sees it in the audit trail.
     """
     grace = timedelta(minutes=app[keys.SETTINGS].no_show_grace_minutes)
-    async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+    async with transaction(app) as session:
         closed = (
             await session.exec(
                 select(Consultation.id)
@@ -122,7 +123,7 @@ async def mark_no_shows(app: web.Application, now: datetime) -> int:
         ).all()
     handled = 0
     for consultation_id in closed:
-        async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+        async with transaction(app) as session:
             consultation = (
                 await session.exec(
                     select(Consultation).where(Consultation.id == consultation_id).with_for_update()
@@ -142,6 +143,7 @@ async def mark_no_shows(app: web.Application, now: datetime) -> int:
             consultation.version += 1
             consultation.updated_at = now
             session.add(consultation)
+            announce(session, consultation)
             audit.record(
                 session,
                 now=now,
@@ -169,7 +171,7 @@ async def mark_no_shows(app: web.Application, now: datetime) -> int:
 async def alert_overdue(app: web.Application, now: datetime) -> int:
     """Tell the managers (once) about each request whose response deadline has passed."""
     alerted = 0
-    async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+    async with transaction(app) as session:
         overdue = (
             await session.exec(
                 select(Consultation.id)
@@ -183,7 +185,7 @@ async def alert_overdue(app: web.Application, now: datetime) -> int:
             )
         ).all()
     for consultation_id in overdue:
-        async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+        async with transaction(app) as session:
             if not await _claim(
                 session, consultation_id, "overdue_alerted_at", now, state=State.REQUESTED
             ):

@@ -177,6 +177,9 @@ class Consultation(SQLModel, table=True):
     reminder_1h_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     overdue_alerted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
+    # The last chat message's seq: the next message takes chat_seq + 1 (atomic increment).
+    chat_seq: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+
     version: int = 1
     updated_at: datetime = Field(sa_type=UTCDateTime)
 

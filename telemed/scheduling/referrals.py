@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from argon2 import PasswordHasher
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -27,6 +28,7 @@ from telemed.accounts.service import do_create_user, get_user_by_phone
 from telemed.errors import NotFound, TelemedError
 from telemed.notify.service import do_notify
 from telemed.notify.texts import NotificationKind
+from telemed.scheduling.consultations import announce, centre_doctors
 from telemed.scheduling.models import Centre, Consultation, ReferralImport, Route, State
 from telemed.scheduling.referral_table import CellError, ReferralRow, parse_referral_table
 from telemed.settings import Settings
@@ -235,6 +237,7 @@ async def _import_row(
             )
             session.add(consultation)
             await session.flush()
+            announce(session, consultation)
             audit.record(
                 session,
                 now=now,
@@ -252,6 +255,15 @@ async def _import_row(
             }
             if password is not None:
                 params["password"] = password
+            for doctor_user in await centre_doctors(session, centre.id):
+                await do_notify(
+                    session,
+                    now=now,
+                    user=doctor_user,
+                    kind=NotificationKind.NEW_REQUEST,
+                    params={"centre": centre.name, "due": consultation.due_at},
+                    consultation_id=consultation.id,
+                )
             await do_notify(
                 session,
                 now=now,
@@ -270,6 +282,10 @@ async def _import_row(
         entry.update(
             ok=False, status="invalid", errors=[{"column": column, "message": exc.message}]
         )
+        return entry
+    except IntegrityError:
+        # A parallel import of the same row got there first.
+        entry.update(status="exists", note="imported at the same moment by another upload")
         return entry
     entry.update(
         status="created" if password else "linked",

@@ -1,0 +1,1 @@
+"""Consultation chat: persistence, per-consultation ordering, read state, idempotent sends."""

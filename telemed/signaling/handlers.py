@@ -1,0 +1,323 @@
+"""Socket.IO handlers: connection auth, consultation rooms, chat, presence.
+
+A handler's return value is its ack: ``{"ok": true, "data": …}`` or ``{"ok": false,
+"error": {…}}``. Per-connection data lives in the Socket.IO session (``save_session``),
+never on a shared object. Every event re-checks the caller's session token, so a
+sign-out or a password change cuts a socket off at its next event.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import pydantic
+import socketio
+from aiohttp import web
+from pydantic import BaseModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from telemed import db, keys, live
+from telemed.accounts.models import Role, User
+from telemed.accounts.service import get_session_user
+from telemed.api import validation_details
+from telemed.auth import COOKIE_NAME
+from telemed.chat import service as chat
+from telemed.chat.models import ChatMessagePublic
+from telemed.errors import ErrorCode, InvalidInput, TelemedError, Unauthenticated
+from telemed.scheduling.consultations import doctor_of, live_view
+from telemed.signaling.events import (
+    ChatRead,
+    ChatSend,
+    ChatTyping,
+    ConsultationView,
+    MessageAck,
+    PresenceChanged,
+    ReadUpdated,
+    Subscribe,
+    Subscribed,
+    TypingStarted,
+    Unsubscribe,
+)
+
+logger = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+Ack = dict[str, Any]
+
+
+class Presence:
+    """Which users of a consultation have a socket watching it, on this node."""
+
+    def __init__(self) -> None:
+        self._watching: dict[str, dict[str, str]] = defaultdict(dict)
+
+    def join(self, consultation_id: str, sid: str, user_id: str) -> None:
+        self._watching[consultation_id][sid] = user_id
+
+    def leave(self, consultation_id: str, sid: str) -> None:
+        self._watching[consultation_id].pop(sid, None)
+        if not self._watching[consultation_id]:
+            del self._watching[consultation_id]
+
+    def rooms_of(self, sid: str) -> list[str]:
+        return [cid for cid, sids in self._watching.items() if sid in sids]
+
+    def online(self, consultation_id: str) -> list[str]:
+        return sorted(set(self._watching.get(consultation_id, {}).values()))
+
+
+def ok(data: BaseModel | None = None) -> Ack:
+    return {"ok": True, "data": data.model_dump(mode="json") if data is not None else {}}
+
+
+def refused(error: TelemedError) -> Ack:
+    return {"ok": False, "error": error.to_wire()}
+
+
+def parse(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise InvalidInput(
+            "Some fields are missing or invalid", details=validation_details(exc)
+        ) from None
+
+
+def setup(app: web.Application) -> socketio.AsyncServer:
+    """Create the Socket.IO server, attach it to ``app`` and register the handlers."""
+    settings = app[keys.SETTINGS]
+    manager = (
+        socketio.AsyncRedisManager(settings.redis_url, channel="telemed")
+        if settings.redis_url
+        else None
+    )
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp",
+        client_manager=manager,
+        cors_allowed_origins=[settings.public_url.rstrip("/")] if settings.public_url else None,
+        max_http_buffer_size=64 * 1024,
+        # One socket's events are handled one after another, in the order sent: a
+        # client's messages are stored in the order it wrote them.
+        async_handlers=False,
+        logger=False,
+        engineio_logger=False,
+    )
+    sio.attach(app)
+    app[keys.SIO] = sio
+    app[keys.CHAT_LIMITER] = chat.SendLimiter(per_minute=settings.chat_rate_per_minute)
+    app[keys.PRESENCE] = Presence()
+
+    async def emit(event: live.LiveEvent) -> None:
+        # One emit to all the rooms: a socket in several of them gets the event once.
+        await sio.emit(event.event, event.payload, room=list(event.rooms))
+
+    app[keys.EMIT] = emit
+    _register(app, sio)
+    return sio
+
+
+@asynccontextmanager
+async def _caller(
+    app: web.Application, sio: socketio.AsyncServer, sid: str, *, write: bool = False
+) -> AsyncIterator[tuple[AsyncSession, User]]:
+    """A transaction and the socket's user, whose token must still be valid."""
+    saved = await sio.get_session(sid)
+    now = app[keys.CLOCK].now()
+    async with app[keys.SESSION_FACTORY]() as session:
+        if write:
+            await db.begin_write(session)
+        found = await get_session_user(session, token=saved["token"], now=now)
+        if found is None:
+            raise Unauthenticated("The session has expired or was ended; sign in again")
+        try:
+            yield session, found[0]
+            await session.commit()
+        except BaseException:
+            live.drop(session)
+            await session.rollback()
+            raise
+        await live.publish(app[keys.EMIT], live.take(session))
+
+
+def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
+    presence = app[keys.PRESENCE]
+
+    def acked(
+        handler: Callable[[str, Any], Awaitable[Ack]],
+    ) -> Callable[[str, Any], Awaitable[Ack]]:
+        async def wrapped(sid: str, data: Any = None) -> Ack:
+            try:
+                return await handler(sid, data)
+            except TelemedError as exc:
+                return refused(exc)
+            except Exception:
+                logger.exception("socket event failed")
+                return {
+                    "ok": False,
+                    "error": {
+                        "code": ErrorCode.INTERNAL.value,
+                        "message": "Something went wrong on our side",
+                        "details": {},
+                    },
+                }
+
+        return wrapped
+
+    async def token_of(environ: dict[str, Any], auth: Any) -> str | None:
+        if isinstance(auth, dict) and isinstance(auth.get("token"), str):
+            return str(auth["token"])
+        request = environ.get("aiohttp.request")
+        if isinstance(request, web.BaseRequest):
+            return request.cookies.get(COOKIE_NAME)
+        return None
+
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        """connect {auth: {token}} (or the session cookie): joins ``user:<id>``."""
+        token = await token_of(environ, auth)
+        user = None
+        doctor = None
+        if token:
+            async with app[keys.SESSION_FACTORY]() as session:
+                found = await get_session_user(session, token=token, now=app[keys.CLOCK].now())
+                if found is not None:
+                    user = found[0]
+                    doctor = await doctor_of(session, user)
+        if user is None:
+            error = Unauthenticated("Sign in first: send auth {token} or the session cookie")
+            raise socketio.exceptions.ConnectionRefusedError(
+                error.message, {"error": error.to_wire()}
+            )
+        await sio.save_session(sid, {"token": token, "user_id": str(user.id)})
+        await sio.enter_room(sid, f"user:{user.id}")
+        if user.role is Role.DOCTOR and doctor is not None:
+            await sio.enter_room(sid, f"centre:{doctor.centre_id}")
+
+    async def disconnect(sid: str, reason: Any = None) -> None:
+        for consultation_id in presence.rooms_of(sid):
+            presence.leave(consultation_id, sid)
+            await _presence_changed(consultation_id)
+
+    async def _presence_changed(consultation_id: str) -> None:
+        payload = PresenceChanged(
+            consultation_id=uuid.UUID(consultation_id),
+            online=[uuid.UUID(u) for u in presence.online(consultation_id)],
+        )
+        await sio.emit(
+            "presence:changed",
+            payload.model_dump(mode="json"),
+            room=f"consultation:{consultation_id}",
+        )
+
+    async def subscribe(sid: str, data: Any) -> Ack:
+        """consultation:subscribe {consultation_id, after_seq?} → {consultation, messages, …}"""
+        request = parse(Subscribe, data)
+        async with _caller(app, sio, sid) as (session, user):
+            seen = await chat.get_chat(session, actor=user, consultation_id=request.consultation_id)
+            messages = await chat.messages_after(
+                session,
+                consultation_id=seen.consultation.id,
+                after_seq=request.after_seq,
+                limit=chat.HISTORY_PAGE,
+            )
+            read = await chat.read_states(session, seen.consultation.id)
+            writable = chat.chat_writable(
+                seen.consultation, now=app[keys.CLOCK].now(), settings=app[keys.SETTINGS]
+            )
+        cid = str(seen.consultation.id)
+        # Join before answering: nothing sent after this point is missed.
+        await sio.enter_room(sid, f"consultation:{cid}")
+        presence.join(cid, sid, str(user.id))
+        await _presence_changed(cid)
+        return ok(
+            Subscribed(
+                consultation=ConsultationView.model_validate(live_view(seen.consultation)),
+                messages=[ChatMessagePublic.model_validate(m) for m in messages],
+                read=read,
+                online=[uuid.UUID(u) for u in presence.online(cid)],
+                writable=writable,
+            )
+        )
+
+    async def unsubscribe(sid: str, data: Any) -> Ack:
+        """consultation:unsubscribe {consultation_id}"""
+        request = parse(Unsubscribe, data)
+        cid = str(request.consultation_id)
+        await sio.leave_room(sid, f"consultation:{cid}")
+        presence.leave(cid, sid)
+        await _presence_changed(cid)
+        return ok()
+
+    async def send(sid: str, data: Any) -> Ack:
+        """chat:send {consultation_id, client_id, body, document_ids?} → {message}"""
+        request = parse(ChatSend, data)
+        saved = await sio.get_session(sid)
+        app[keys.CHAT_LIMITER].check(uuid.UUID(saved["user_id"]))
+        async with _caller(app, sio, sid, write=True) as (session, user):
+            message, created = await chat.check_send(
+                session,
+                actor=user,
+                now=app[keys.CLOCK].now(),
+                settings=app[keys.SETTINGS],
+                consultation_id=request.consultation_id,
+                client_id=request.client_id,
+                body=request.body,
+                document_ids=request.document_ids,
+            )
+            public = ChatMessagePublic.model_validate(message)
+            if created:
+                live.queue(
+                    session,
+                    "chat:message_created",
+                    [f"consultation:{request.consultation_id}"],
+                    public.model_dump(mode="json"),
+                )
+        return ok(MessageAck(message=public))
+
+    async def read(sid: str, data: Any) -> Ack:
+        """chat:read {consultation_id, seq}"""
+        request = parse(ChatRead, data)
+        async with _caller(app, sio, sid, write=True) as (session, user):
+            state = await chat.check_mark_read(
+                session,
+                actor=user,
+                now=app[keys.CLOCK].now(),
+                consultation_id=request.consultation_id,
+                seq=request.seq,
+            )
+            update = ReadUpdated(
+                consultation_id=request.consultation_id, user_id=user.id, seq=state.seq
+            )
+            live.queue(
+                session,
+                "chat:read_updated",
+                [f"consultation:{request.consultation_id}"],
+                update.model_dump(mode="json"),
+            )
+        return ok(update)
+
+    async def typing(sid: str, data: Any) -> Ack:
+        """chat:typing {consultation_id}"""
+        request = parse(ChatTyping, data)
+        async with _caller(app, sio, sid) as (session, user):
+            await chat.get_chat(session, actor=user, consultation_id=request.consultation_id)
+        event = TypingStarted(consultation_id=request.consultation_id, user_id=user.id)
+        await sio.emit(
+            "chat:typing_started",
+            event.model_dump(mode="json"),
+            room=f"consultation:{request.consultation_id}",
+            skip_sid=sid,
+        )
+        return ok()
+
+    sio.on("connect", handler=connect)
+    sio.on("disconnect", handler=disconnect)
+    sio.on("consultation:subscribe", handler=acked(subscribe))
+    sio.on("consultation:unsubscribe", handler=acked(unsubscribe))
+    sio.on("chat:send", handler=acked(send))
+    sio.on("chat:read", handler=acked(read))
+    sio.on("chat:typing", handler=acked(typing))

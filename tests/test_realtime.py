@@ -1,0 +1,244 @@
+"""Socket.IO on one node: connection auth, chat that loses nothing, live updates."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import socketio
+
+from telemed.clock import FakeClock
+from tests.conftest import AppClient
+from tests.factories import bearer
+from tests.flows import ok
+from tests.realtime import Peer, history, open_peer, send
+
+
+async def test_a_connection_without_a_valid_token_is_refused(client: AppClient) -> None:
+    url = str(client.make_url("/"))
+    for token in (None, "not-a-token"):
+        refused = socketio.AsyncClient(reconnection=False)
+        errors: list[Any] = []
+        refused.on("connect_error", errors.append)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await refused.connect(
+                url,
+                auth={"token": token} if token else None,
+                transports=["websocket"],
+                wait_timeout=5,
+            )
+        assert errors
+        assert errors[0]["data"]["error"]["code"] == "unauthenticated"
+
+
+async def test_send_ack_receive_and_idempotent_resend(
+    client: AppClient, booked: dict[str, Any], peers: list[Peer]
+) -> None:
+    cid = booked["id"]
+    patient = await open_peer(client, peers, booked["patient"]["token"])
+    doctor = await open_peer(client, peers, booked["doctor"]["token"])
+    for peer in (patient, doctor):
+        ack = await peer.call("consultation:subscribe", {"consultation_id": cid})
+        assert ack["ok"] is True, ack
+        assert ack["data"]["messages"] == []
+        assert ack["data"]["writable"] is True
+
+    ack = await patient.call("chat:send", send(cid, "m-1", "Здравствуйте, доктор!"))
+    assert ack["ok"] is True, ack
+    message = ack["data"]["message"]
+    assert message["seq"] == 1
+    assert message["body"] == "Здравствуйте, доктор!"
+    assert message["sender_id"] == booked["patient"]["user"]["id"]
+    await doctor.wait_for(lambda: len(doctor.events("chat:message_created")) == 1)
+    assert doctor.events("chat:message_created")[0]["id"] == message["id"]
+
+    again = await patient.call("chat:send", send(cid, "m-1", "Здравствуйте, доктор!"))
+    assert again["data"]["message"] == message
+    reply = await doctor.call("chat:send", send(cid, "d-1", "Добрый день! Слушаю вас."))
+    assert reply["data"]["message"]["seq"] == 2
+    await patient.wait_for(lambda: len(patient.events("chat:message_created")) == 2)
+    assert len(doctor.events("chat:message_created")) == 2  # the resend was not re-emitted
+    stored = await history(client, booked["patient"]["token"], cid)
+    assert [m["seq"] for m in stored] == [1, 2]
+
+    read = await doctor.call("chat:read", {"consultation_id": cid, "seq": 1})
+    assert read["data"]["seq"] == 1
+    await patient.wait_for(lambda: bool(patient.events("chat:read_updated")))
+    typing = await doctor.call("chat:typing", {"consultation_id": cid})
+    assert typing["ok"] is True
+    await patient.wait_for(lambda: bool(patient.events("chat:typing_started")))
+    assert not doctor.events("chat:typing_started")
+
+
+async def test_catch_up_after_a_disconnect(
+    client: AppClient, booked: dict[str, Any], peers: list[Peer]
+) -> None:
+    cid = booked["id"]
+    patient = await open_peer(client, peers, booked["patient"]["token"])
+    doctor = await open_peer(client, peers, booked["doctor"]["token"])
+    await patient.call("consultation:subscribe", {"consultation_id": cid})
+    await doctor.call("consultation:subscribe", {"consultation_id": cid})
+    await patient.call("chat:send", send(cid, "a", "Первое"))
+    await doctor.wait_for(lambda: len(doctor.events("chat:message_created")) == 1)
+    last_seq = doctor.events("chat:message_created")[-1]["seq"]
+    await doctor.close()
+    for n in range(3):
+        await patient.call("chat:send", send(cid, f"b{n}", f"Пока вас не было {n}"))
+    back = await open_peer(client, peers, booked["doctor"]["token"])
+    ack = await back.call("consultation:subscribe", {"consultation_id": cid, "after_seq": last_seq})
+    assert [m["seq"] for m in ack["data"]["messages"]] == [2, 3, 4]
+
+
+async def test_two_concurrent_senders_get_one_order(
+    client: AppClient, booked: dict[str, Any], peers: list[Peer]
+) -> None:
+    cid = booked["id"]
+    patient = await open_peer(client, peers, booked["patient"]["token"])
+    doctor = await open_peer(client, peers, booked["doctor"]["token"])
+    watcher = await open_peer(client, peers, booked["patient"]["token"])
+    for peer in (patient, doctor, watcher):
+        await peer.call("consultation:subscribe", {"consultation_id": cid})
+    acks = await asyncio.gather(
+        *(patient.call("chat:send", send(cid, f"p{n}", f"пациент {n}")) for n in range(15)),
+        *(doctor.call("chat:send", send(cid, f"d{n}", f"врач {n}")) for n in range(15)),
+    )
+    seqs = sorted(ack["data"]["message"]["seq"] for ack in acks)
+    assert seqs == list(range(1, 31))
+    await watcher.wait_for(lambda: len(watcher.events("chat:message_created")) == 30)
+    received = [m["seq"] for m in watcher.events("chat:message_created")]
+    assert received == sorted(received)
+    # Each sender's own messages keep the order it sent them in.
+    stored = await history(client, booked["doctor"]["token"], cid)
+    mine = [m["body"] for m in stored if m["sender_id"] == booked["patient"]["user"]["id"]]
+    assert mine == [f"пациент {n}" for n in range(15)]
+
+
+async def test_outsiders_learn_nothing(
+    client: AppClient, booked: dict[str, Any], peers: list[Peer]
+) -> None:
+    cid = booked["id"]
+    patient = await open_peer(client, peers, booked["patient"]["token"])
+    await patient.call("consultation:subscribe", {"consultation_id": cid})
+    await patient.call("chat:send", send(cid, "s1", "Личное"))
+    for token in (booked["outsider"]["token"], booked["manager"]):
+        outsider = await open_peer(client, peers, token)
+        for event, data in (
+            ("consultation:subscribe", {"consultation_id": cid}),
+            ("chat:send", send(cid, "x", "Можно?")),
+            ("chat:read", {"consultation_id": cid, "seq": 1}),
+            ("chat:typing", {"consultation_id": cid}),
+        ):
+            ack = await outsider.call(event, data)
+            assert ack == {
+                "ok": False,
+                "error": {"code": "not_found", "message": "Consultation not found", "details": {}},
+            }, (event, ack)
+        response = await client.get(f"/api/v1/consultations/{cid}/messages", headers=bearer(token))
+        assert response.status == 404
+        assert not outsider.events("chat:message_created")
+    assert len(await history(client, booked["patient"]["token"], cid)) == 1
+
+
+async def test_bad_payloads_are_refused_and_store_nothing(
+    client: AppClient, booked: dict[str, Any], peers: list[Peer]
+) -> None:
+    cid = booked["id"]
+    patient = await open_peer(client, peers, booked["patient"]["token"])
+    for data in (
+        send(cid, "big", "я" * 4001),
+        send(cid, "", "пусто"),
+        send(cid, "bad id!", "текст"),
+        send(cid, "e", "   "),
+        {"consultation_id": cid, "body": "нет client_id"},
+        {**send(cid, "x", "лишнее"), "extra": 1},
+        send("not-a-uuid", "y", "текст"),
+        "just a string",
+        None,
+        [1, 2, 3],
+    ):
+        ack = await patient.call("chat:send", data)
+        assert ack["ok"] is False, data
+        assert ack["error"]["code"] == "invalid_input", (data, ack)
+        assert set(ack["error"]) == {"code", "message", "details"}
+    assert await history(client, booked["patient"]["token"], cid) == []
+
+
+async def test_history_plus_events_equals_a_fresh_history(
+    client: AppClient, booked: dict[str, Any], peers: list[Peer]
+) -> None:
+    cid = booked["id"]
+    patient = await open_peer(client, peers, booked["patient"]["token"])
+    doctor = await open_peer(client, peers, booked["doctor"]["token"])
+    await patient.call("chat:send", send(cid, "before", "Сообщение до подписки"))
+    snapshot = await doctor.call("consultation:subscribe", {"consultation_id": cid})
+    await patient.call("consultation:subscribe", {"consultation_id": cid})
+    await asyncio.gather(
+        *(patient.call("chat:send", send(cid, f"n{n}", f"№{n}")) for n in range(10))
+    )
+    await doctor.call("chat:send", send(cid, "reply", "Ответ"))
+    fresh = await history(client, booked["doctor"]["token"], cid)
+    await doctor.wait_for(lambda: len(doctor.events("chat:message_created")) == len(fresh) - 1)
+    combined = snapshot["data"]["messages"] + doctor.events("chat:message_created")
+    assert sorted(combined, key=lambda m: m["seq"]) == fresh
+
+
+async def test_live_updates_reach_the_watchers(
+    client: AppClient, booked: dict[str, Any], peers: list[Peer], clock: FakeClock
+) -> None:
+    cid = booked["id"]
+    patient = await open_peer(client, peers, booked["patient"]["token"])
+    doctor = await open_peer(client, peers, booked["doctor"]["token"])
+    subscribed = await patient.call("consultation:subscribe", {"consultation_id": cid})
+    assert subscribed["ok"] is True
+    await doctor.call("consultation:subscribe", {"consultation_id": cid})
+    doctor_user = booked["doctor"]["user_id"]
+    await patient.wait_for(
+        lambda: any(doctor_user in p["online"] for p in patient.events("presence:changed"))
+    )
+
+    clock.advance(timedelta(days=1))
+    await ok(client, "POST", f"/consultations/{cid}/start", booked["doctor"]["token"])
+    await patient.wait_for(
+        lambda: any(e["state"] == "in_progress" for e in patient.events("consultation:updated"))
+    )
+    # A notification reaches the user's own room after the commit.
+    await ok(client, "POST", f"/consultations/{cid}/end", booked["doctor"]["token"])
+    await ok(
+        client,
+        "POST",
+        f"/consultations/{cid}/conclusion",
+        booked["doctor"]["token"],
+        {"diagnosis": "Здоров", "findings": "Норма", "recommendations": "Гулять"},
+        status=201,
+    )
+    await patient.wait_for(
+        lambda: any(
+            n["kind"] == "conclusion_issued" for n in patient.events("notification:created")
+        )
+    )
+    states = [e["state"] for e in patient.events("consultation:updated")]
+    assert states == ["in_progress", "completed", "concluded"]  # each change once
+    # The doctor's leaving shows in the presence.
+    await doctor.close()
+    await patient.wait_for(
+        lambda: (
+            patient.events("presence:changed")[-1]["online"] == [booked["patient"]["user"]["id"]]
+        )
+    )
+
+
+async def test_a_refused_change_emits_nothing(
+    client: AppClient, booked: dict[str, Any], peers: list[Peer]
+) -> None:
+    cid = booked["id"]
+    patient = await open_peer(client, peers, booked["patient"]["token"])
+    await patient.call("consultation:subscribe", {"consultation_id": cid})
+    response = await client.post(
+        f"/api/v1/consultations/{cid}/end", headers=bearer(booked["doctor"]["token"])
+    )
+    assert response.status == 409
+    await patient.call("chat:send", send(cid, "marker", "метка"))
+    await patient.wait_for(lambda: bool(patient.events("chat:message_created")))
+    assert patient.events("consultation:updated") == []
