@@ -42,6 +42,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     api = Api(title="Telemed API", version=__version__)
     app[keys.API] = api
     app[keys.JOBS] = []
+    app[keys.HEALTH_CHECKS] = []
     app[keys.NODE_ID] = jobs.node_id()
 
     app.cleanup_ctx.append(_data_dir)

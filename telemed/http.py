@@ -96,13 +96,33 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """GET /readyz: the process can serve (the database answers)."""
+    """GET /readyz: the process can serve: the database answers, and (with Redis) the
+    pub/sub link between nodes is up and its listener is running."""
+    checks: dict[str, str] = {}
+    failed = []
     try:
         await db.ping(request.app[keys.ENGINE])
+        checks["database"] = "ok"
     except Exception:
         logger.warning("readiness check: database unreachable", exc_info=True)
-        return _error_response(503, ErrorCode.UNAVAILABLE, "The database is unreachable")
-    return web.json_response({"status": "ready", "checks": {"database": "ok"}})
+        checks["database"] = "unreachable"
+        failed.append("database")
+    for name, check in request.app.get(keys.HEALTH_CHECKS, []):
+        try:
+            await check()
+            checks[name] = "ok"
+        except Exception as exc:
+            logger.warning("readiness check %s failed: %s", name, type(exc).__name__)
+            checks[name] = str(exc) or type(exc).__name__
+            failed.append(name)
+    if failed:
+        return _error_response(
+            503,
+            ErrorCode.UNAVAILABLE,
+            "Not ready: " + ", ".join(failed),
+            details={"checks": checks},
+        )
+    return web.json_response({"status": "ready", "checks": checks})
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import socketio
@@ -35,3 +36,7 @@ EMIT: web.AppKey[Emit] = web.AppKey("emit")
 SIO = web.AppKey("socketio", socketio.AsyncServer)
 CHAT_LIMITER: web.AppKey[SendLimiter] = web.AppKey("chat_limiter")
 PRESENCE: web.AppKey[Presence] = web.AppKey("presence")
+HEALTH_CHECKS: web.AppKey[list[tuple[str, Callable[[], Awaitable[None]]]]] = web.AppKey(
+    "health_checks"
+)
+"""Readiness checks beyond the database: each raises when its part is not working."""

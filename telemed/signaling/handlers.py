@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import pydantic
+import redis.asyncio
 import socketio
 from aiohttp import web
 from pydantic import BaseModel
@@ -117,8 +118,35 @@ def setup(app: web.Application) -> socketio.AsyncServer:
         await sio.emit(event.event, event.payload, room=list(event.rooms))
 
     app[keys.EMIT] = emit
+    if settings.redis_url:
+        app.cleanup_ctx.append(_redis_link)
     _register(app, sio)
     return sio
+
+
+async def _redis_link(app: web.Application) -> AsyncIterator[None]:
+    """Start the cross-node listener at once (python-socketio would wait for the first
+    client), and check it in ``/readyz``: its known failure is to stop silently."""
+    sio = app[keys.SIO]
+    settings = app[keys.SETTINGS]
+    assert settings.redis_url is not None
+    if not sio.manager_initialized:
+        sio.manager_initialized = True
+        sio.manager.initialize()
+    client = redis.asyncio.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+
+    async def redis_answers() -> None:
+        if not await client.ping():
+            raise RuntimeError("redis did not answer")
+
+    async def listener_runs() -> None:
+        listener = getattr(sio.manager, "thread", None)
+        if listener is None or listener.done():
+            raise RuntimeError("the redis listener has stopped")
+
+    app[keys.HEALTH_CHECKS].extend([("redis", redis_answers), ("realtime", listener_runs)])
+    yield
+    await client.aclose()
 
 
 @asynccontextmanager
