@@ -242,3 +242,16 @@ async def test_a_refused_change_emits_nothing(
     await patient.call("chat:send", send(cid, "marker", "метка"))
     await patient.wait_for(lambda: bool(patient.events("chat:message_created")))
     assert patient.events("consultation:updated") == []
+
+
+def test_the_protocol_document_is_generated_from_the_event_models() -> None:
+    from pathlib import Path
+
+    from telemed.signaling.protocol import markdown
+
+    document = Path(__file__).resolve().parent.parent / "docs" / "realtime.md"
+    assert document.read_text() == markdown(), (
+        "docs/realtime.md is stale: python -m telemed.signaling.protocol > docs/realtime.md"
+    )
+    for name in ("chat:send", "consultation:subscribe", "notification:created"):
+        assert f"### `{name}`" in markdown()
