@@ -13,6 +13,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any, TypeVar
 
 import pydantic
@@ -29,6 +30,7 @@ from telemed.api import validation_details
 from telemed.auth import COOKIE_NAME
 from telemed.chat import service as chat
 from telemed.chat.models import ChatMessagePublic
+from telemed.chat.writer import run_writer
 from telemed.errors import ErrorCode, InvalidInput, TelemedError, Unauthenticated
 from telemed.scheduling.consultations import doctor_of, live_view
 from telemed.signaling.events import (
@@ -118,6 +120,7 @@ def setup(app: web.Application) -> socketio.AsyncServer:
         await sio.emit(event.event, event.payload, room=list(event.rooms))
 
     app[keys.EMIT] = emit
+    app.cleanup_ctx.append(run_writer)
     if settings.redis_url:
         app.cleanup_ctx.append(_redis_link)
     _register(app, sio)
@@ -285,11 +288,12 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
         request = parse(ChatSend, data)
         saved = await sio.get_session(sid)
         app[keys.CHAT_LIMITER].check(uuid.UUID(saved["user_id"]))
-        async with _caller(app, sio, sid, write=True) as (session, user):
+
+        async def store(session: AsyncSession, user: User, now: datetime) -> ChatMessagePublic:
             message, created = await chat.check_send(
                 session,
                 actor=user,
-                now=app[keys.CLOCK].now(),
+                now=now,
                 settings=app[keys.SETTINGS],
                 consultation_id=request.consultation_id,
                 client_id=request.client_id,
@@ -304,6 +308,10 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
                     [f"consultation:{request.consultation_id}"],
                     public.model_dump(mode="json"),
                 )
+            return public
+
+        # Stored in the writer's next group commit; acked only once committed.
+        public = await app[keys.CHAT_WRITER].submit(saved["token"], store)
         return ok(MessageAck(message=public))
 
     async def read(sid: str, data: Any) -> Ack:

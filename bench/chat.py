@@ -1,0 +1,262 @@
+"""Chat benchmark: Telemed against a bare python-socketio broadcast server, same run.
+
+    .venv/bin/python bench/chat.py [--rooms 20] [--rate 500] [--seconds 10]
+
+Both servers run as separate processes on loopback; the clients (a sender and a
+receiver per two-person room) run in this process. Two loads:
+- fixed rate: ``--rate`` messages/s in total, spread over the rooms, for ``--seconds``;
+- closed loop: each sender sends its next message as soon as the previous is acked.
+It prints p50/p99 of ack latency (send → ack) and delivery latency (send → the other
+participant receives it), messages/s, and Telemed's figures as a ratio of the bare
+server's. Telemed runs with its embedded defaults (SQLite under a temporary data dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import socketio
+from argon2 import PasswordHasher
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from telemed import db  # noqa: E402
+from telemed.accounts.models import Role  # noqa: E402
+from telemed.accounts.service import do_create_user, do_start_session  # noqa: E402
+from telemed.scheduling.consultations import check_book_duty  # noqa: E402
+from telemed.scheduling.models import Channel, DutyTopic  # noqa: E402
+from telemed.scheduling.service import (  # noqa: E402
+    check_publish_slots,
+    do_create_centre,
+    do_create_doctor,
+)
+from telemed.settings import Settings  # noqa: E402
+from tests.servers import free_port  # noqa: E402
+
+
+@dataclass
+class Room:
+    consultation_id: str
+    sender_token: str
+    receiver_token: str
+
+
+@dataclass
+class Samples:
+    ack: list[float] = field(default_factory=list)
+    delivery: list[float] = field(default_factory=list)
+    sent: int = 0
+    seconds: float = 0.0
+
+    def row(self) -> dict[str, float]:
+        def pct(values: list[float], q: float) -> float:
+            if not values:
+                return float("nan")
+            return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] * 1000
+
+        return {
+            "ack_p50": pct(self.ack, 50), "ack_p99": pct(self.ack, 99),
+            "delivery_p50": pct(self.delivery, 50), "delivery_p99": pct(self.delivery, 99),
+            "msg_per_s": len(self.ack) / self.seconds if self.seconds else 0.0,
+            "delivered": len(self.delivery), "sent": self.sent,
+        }
+
+
+async def prepare_telemed(data_dir: Path, rooms: int) -> list[Room]:
+    """Consultations with a patient and a duty doctor each, made through the services."""
+    settings = Settings(data_dir=data_dir)
+    engine = db.create_engine(settings.resolved_database_url)
+    await db.upgrade(engine)
+    factory = db.create_session_factory(engine)
+    hasher = PasswordHasher(time_cost=1, memory_cost=8192)
+    now = datetime.now(UTC)
+    result = []
+    async with db.transaction(factory) as session:
+        manager = await do_create_user(session, hasher=hasher, now=now, full_name="Bench Manager",
+                                       phone="+79001000000", password="Quiet-River-71",
+                                       role=Role.MANAGER)
+        centre = await do_create_centre(session, actor=manager, now=now, name="Bench",
+                                        region="Bench", profiles=["bench"])
+        _, doctor_user, _ = await do_create_doctor(
+            session, hasher=hasher, actor=manager, now=now, full_name="Bench Doctor",
+            phone="+79001000001", password="Quiet-River-71", centre_id=centre.id,
+            specialty="bench", is_duty=True, must_change_password=False)
+        start = (now + timedelta(hours=1)).replace(second=0, microsecond=0)
+        slots = await check_publish_slots(session, actor=doctor_user, now=now, starts_at=start,
+                                          ends_at=start + timedelta(minutes=10 * rooms),
+                                          slot_minutes=10)
+        doctor_token, _ = await do_start_session(session, user=doctor_user, now=now,
+                                                 ttl=timedelta(days=1))
+        for n in range(rooms):
+            patient = await do_create_user(session, hasher=hasher, now=now,
+                                           full_name=f"Bench Patient {n}",
+                                           phone=f"+7900200{n:04d}", password="Quiet-River-71",
+                                           role=Role.PATIENT)
+            consultation = await check_book_duty(
+                session, actor=patient, now=now, settings=settings, slot_id=slots[n].id,
+                topic=DutyTopic.OTHER, channel=Channel.VIDEO, question="", document_ids=[])
+            token, _ = await do_start_session(session, user=patient, now=now,
+                                              ttl=timedelta(days=1))
+            result.append(Room(str(consultation.id), token, doctor_token))
+    await engine.dispose()
+    return result
+
+
+async def wait_ready(url: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            try:
+                async with http.get(url) as response:
+                    if response.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise TimeoutError(url)
+
+
+async def open_room(url: str, room: Room) -> tuple[socketio.AsyncClient, socketio.AsyncClient,
+                                                   dict[str, float], Samples]:
+    sent_at: dict[str, float] = {}
+    samples = Samples()
+    sender = socketio.AsyncClient(reconnection=False)
+    receiver = socketio.AsyncClient(reconnection=False)
+
+    async def received(data: dict[str, Any]) -> None:
+        started = sent_at.get(data["client_id"])
+        if started is not None:
+            samples.delivery.append(time.perf_counter() - started)
+
+    receiver.on("chat:message_created", received)
+    for client, token in ((sender, room.sender_token), (receiver, room.receiver_token)):
+        await client.connect(url, auth={"token": token}, transports=["websocket"])
+        ack = await client.call("consultation:subscribe",
+                                {"consultation_id": room.consultation_id})
+        assert ack["ok"], ack
+    return sender, receiver, sent_at, samples
+
+
+async def run_load(url: str, rooms: list[Room], *, rate: float | None, seconds: float,
+                   tag: str) -> Samples:
+    opened = [await open_room(url, room) for room in rooms]
+    total = Samples()
+    stop_at = time.perf_counter() + seconds
+
+    async def one_room(index: int) -> None:
+        sender, _, sent_at, samples = opened[index]
+        room = rooms[index]
+        n = 0
+        interval = len(rooms) / rate if rate else 0.0
+        next_at = time.perf_counter() + index * (interval / len(rooms) if rate else 0)
+        pending: set[asyncio.Task[None]] = set()
+
+        async def send_one(client_id: str) -> None:
+            started = time.perf_counter()
+            sent_at[client_id] = started
+            ack = await sender.call("chat:send", {
+                "consultation_id": room.consultation_id, "client_id": client_id,
+                "body": "Benchmark message: как ваше самочувствие сегодня?"}, timeout=30)
+            if ack.get("ok"):
+                samples.ack.append(time.perf_counter() - started)
+
+        while time.perf_counter() < stop_at:
+            client_id = f"{tag}-{index}-{n}"
+            n += 1
+            samples.sent += 1
+            if rate:
+                delay = next_at - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                next_at += interval
+                task = asyncio.create_task(send_one(client_id))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            else:
+                await send_one(client_id)
+        if pending:
+            await asyncio.gather(*pending)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(one_room(i) for i in range(len(rooms))))
+    elapsed = time.perf_counter() - began
+    await asyncio.sleep(0.5)  # the last deliveries
+    for sender, receiver, _, samples in opened:
+        total.ack += samples.ack
+        total.delivery += samples.delivery
+        total.sent += samples.sent
+        await sender.disconnect()
+        await receiver.disconnect()
+    total.seconds = elapsed
+    return total
+
+
+def start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rooms", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--seconds", type=float, default=10)
+    args = parser.parse_args()
+
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        rooms = await prepare_telemed(data_dir, args.rooms)
+        servers = {
+            "bare": (["python", "bench/bare_server.py"], {}),
+            "telemed": ([sys.executable, "-m", "telemed", "serve"],
+                        {"TELEMED_DATA_DIR": str(data_dir), "TELEMED_LOG_LEVEL": "WARNING",
+                         "TELEMED_WORKER_INTERVAL_SECONDS": "0",
+                         "TELEMED_CHAT_RATE_PER_MINUTE": "1000000"}),
+        }
+        for name, (cmd, env) in servers.items():
+            port = free_port()
+            full = [sys.executable if cmd[0] == "python" else cmd[0], *cmd[1:]]
+            full += [str(port)] if name == "bare" else ["--port", str(port)]
+            process = start(full, env)
+            try:
+                url = f"http://127.0.0.1:{port}"
+                await wait_ready(url + ("/healthz" if name == "telemed" else "/socket.io/?EIO=4&transport=polling"))
+                fixed = await run_load(url, rooms, rate=args.rate, seconds=args.seconds,
+                                       tag=f"{name}-fixed")
+                closed = await run_load(url, rooms, rate=None, seconds=args.seconds,
+                                        tag=f"{name}-closed")
+                results[name] = {"fixed": fixed.row(), "closed": closed.row()}
+            finally:
+                process.terminate()
+                process.wait(timeout=10)
+
+    print(f"chat bench: {args.rooms} two-person rooms, fixed rate {args.rate:g} msg/s and "
+          f"closed loop, {args.seconds:g} s each; cores={os.cpu_count()}")
+    header = f"{'':22}{'bare':>12}{'telemed':>12}{'ratio':>10}"
+    for load in ("fixed", "closed"):
+        print(f"\n{load} load")
+        print(header)
+        for metric in ("ack_p50", "ack_p99", "delivery_p50", "delivery_p99", "msg_per_s",
+                       "delivered", "sent"):
+            bare = results["bare"][load][metric]
+            ours = results["telemed"][load][metric]
+            ratio = ours / bare if bare else float("nan")
+            unit = " ms" if "p" in metric and metric != "msg_per_s" else ""
+            print(f"{metric + unit:22}{bare:12.2f}{ours:12.2f}{ratio:10.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
