@@ -68,10 +68,13 @@ class Samples:
             return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] * 1000
 
         return {
-            "ack_p50": pct(self.ack, 50), "ack_p99": pct(self.ack, 99),
-            "delivery_p50": pct(self.delivery, 50), "delivery_p99": pct(self.delivery, 99),
+            "ack_p50": pct(self.ack, 50),
+            "ack_p99": pct(self.ack, 99),
+            "delivery_p50": pct(self.delivery, 50),
+            "delivery_p99": pct(self.delivery, 99),
             "msg_per_s": len(self.ack) / self.seconds if self.seconds else 0.0,
-            "delivered": len(self.delivery), "sent": self.sent,
+            "delivered": len(self.delivery),
+            "sent": self.sent,
         }
 
 
@@ -85,31 +88,65 @@ async def prepare_telemed(data_dir: Path, rooms: int) -> list[Room]:
     now = datetime.now(UTC)
     result = []
     async with db.transaction(factory) as session:
-        manager = await do_create_user(session, hasher=hasher, now=now, full_name="Bench Manager",
-                                       phone="+79001000000", password="Quiet-River-71",
-                                       role=Role.MANAGER)
-        centre = await do_create_centre(session, actor=manager, now=now, name="Bench",
-                                        region="Bench", profiles=["bench"])
+        manager = await do_create_user(
+            session,
+            hasher=hasher,
+            now=now,
+            full_name="Bench Manager",
+            phone="+79001000000",
+            password="Quiet-River-71",
+            role=Role.MANAGER,
+        )
+        centre = await do_create_centre(
+            session, actor=manager, now=now, name="Bench", region="Bench", profiles=["bench"]
+        )
         _, doctor_user, _ = await do_create_doctor(
-            session, hasher=hasher, actor=manager, now=now, full_name="Bench Doctor",
-            phone="+79001000001", password="Quiet-River-71", centre_id=centre.id,
-            specialty="bench", is_duty=True, must_change_password=False)
+            session,
+            hasher=hasher,
+            actor=manager,
+            now=now,
+            full_name="Bench Doctor",
+            phone="+79001000001",
+            password="Quiet-River-71",
+            centre_id=centre.id,
+            specialty="bench",
+            is_duty=True,
+            must_change_password=False,
+        )
         start = (now + timedelta(hours=1)).replace(second=0, microsecond=0)
-        slots = await check_publish_slots(session, actor=doctor_user, now=now, starts_at=start,
-                                          ends_at=start + timedelta(minutes=10 * rooms),
-                                          slot_minutes=10)
-        doctor_token, _ = await do_start_session(session, user=doctor_user, now=now,
-                                                 ttl=timedelta(days=1))
+        slots = await check_publish_slots(
+            session,
+            actor=doctor_user,
+            now=now,
+            starts_at=start,
+            ends_at=start + timedelta(minutes=10 * rooms),
+            slot_minutes=10,
+        )
+        doctor_token, _ = await do_start_session(
+            session, user=doctor_user, now=now, ttl=timedelta(days=1)
+        )
         for n in range(rooms):
-            patient = await do_create_user(session, hasher=hasher, now=now,
-                                           full_name=f"Bench Patient {n}",
-                                           phone=f"+7900200{n:04d}", password="Quiet-River-71",
-                                           role=Role.PATIENT)
+            patient = await do_create_user(
+                session,
+                hasher=hasher,
+                now=now,
+                full_name=f"Bench Patient {n}",
+                phone=f"+7900200{n:04d}",
+                password="Quiet-River-71",
+                role=Role.PATIENT,
+            )
             consultation = await check_book_duty(
-                session, actor=patient, now=now, settings=settings, slot_id=slots[n].id,
-                topic=DutyTopic.OTHER, channel=Channel.VIDEO, question="", document_ids=[])
-            token, _ = await do_start_session(session, user=patient, now=now,
-                                              ttl=timedelta(days=1))
+                session,
+                actor=patient,
+                now=now,
+                settings=settings,
+                slot_id=slots[n].id,
+                topic=DutyTopic.OTHER,
+                channel=Channel.VIDEO,
+                question="",
+                document_ids=[],
+            )
+            token, _ = await do_start_session(session, user=patient, now=now, ttl=timedelta(days=1))
             result.append(Room(str(consultation.id), token, doctor_token))
     await engine.dispose()
     return result
@@ -128,8 +165,9 @@ async def wait_ready(url: str) -> None:
     raise TimeoutError(url)
 
 
-async def open_room(url: str, room: Room) -> tuple[socketio.AsyncClient, socketio.AsyncClient,
-                                                   dict[str, float], Samples]:
+async def open_room(
+    url: str, room: Room
+) -> tuple[socketio.AsyncClient, socketio.AsyncClient, dict[str, float], Samples]:
     sent_at: dict[str, float] = {}
     samples = Samples()
     sender = socketio.AsyncClient(reconnection=False)
@@ -143,14 +181,14 @@ async def open_room(url: str, room: Room) -> tuple[socketio.AsyncClient, socketi
     receiver.on("chat:message_created", received)
     for client, token in ((sender, room.sender_token), (receiver, room.receiver_token)):
         await client.connect(url, auth={"token": token}, transports=["websocket"])
-        ack = await client.call("consultation:subscribe",
-                                {"consultation_id": room.consultation_id})
+        ack = await client.call("consultation:subscribe", {"consultation_id": room.consultation_id})
         assert ack["ok"], ack
     return sender, receiver, sent_at, samples
 
 
-async def run_load(url: str, rooms: list[Room], *, rate: float | None, seconds: float,
-                   tag: str) -> Samples:
+async def run_load(
+    url: str, rooms: list[Room], *, rate: float | None, seconds: float, tag: str
+) -> Samples:
     opened = [await open_room(url, room) for room in rooms]
     total = Samples()
     stop_at = time.perf_counter() + seconds
@@ -166,9 +204,15 @@ async def run_load(url: str, rooms: list[Room], *, rate: float | None, seconds: 
         async def send_one(client_id: str) -> None:
             started = time.perf_counter()
             sent_at[client_id] = started
-            ack = await sender.call("chat:send", {
-                "consultation_id": room.consultation_id, "client_id": client_id,
-                "body": "Benchmark message: как ваше самочувствие сегодня?"}, timeout=30)
+            ack = await sender.call(
+                "chat:send",
+                {
+                    "consultation_id": room.consultation_id,
+                    "client_id": client_id,
+                    "body": "Benchmark message: как ваше самочувствие сегодня?",
+                },
+                timeout=30,
+            )
             if ack.get("ok"):
                 samples.ack.append(time.perf_counter() - started)
 
@@ -204,8 +248,13 @@ async def run_load(url: str, rooms: list[Room], *, rate: float | None, seconds: 
 
 
 def start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 async def main() -> None:
@@ -221,10 +270,15 @@ async def main() -> None:
         rooms = await prepare_telemed(data_dir, args.rooms)
         servers = {
             "bare": (["python", "bench/bare_server.py"], {}),
-            "telemed": ([sys.executable, "-m", "telemed", "serve"],
-                        {"TELEMED_DATA_DIR": str(data_dir), "TELEMED_LOG_LEVEL": "WARNING",
-                         "TELEMED_WORKER_INTERVAL_SECONDS": "0",
-                         "TELEMED_CHAT_RATE_PER_MINUTE": "1000000"}),
+            "telemed": (
+                [sys.executable, "-m", "telemed", "serve"],
+                {
+                    "TELEMED_DATA_DIR": str(data_dir),
+                    "TELEMED_LOG_LEVEL": "WARNING",
+                    "TELEMED_WORKER_INTERVAL_SECONDS": "0",
+                    "TELEMED_CHAT_RATE_PER_MINUTE": "1000000",
+                },
+            ),
         }
         for name, (cmd, env) in servers.items():
             port = free_port()
@@ -233,24 +287,38 @@ async def main() -> None:
             process = start(full, env)
             try:
                 url = f"http://127.0.0.1:{port}"
-                await wait_ready(url + ("/healthz" if name == "telemed" else "/socket.io/?EIO=4&transport=polling"))
-                fixed = await run_load(url, rooms, rate=args.rate, seconds=args.seconds,
-                                       tag=f"{name}-fixed")
-                closed = await run_load(url, rooms, rate=None, seconds=args.seconds,
-                                        tag=f"{name}-closed")
+                await wait_ready(
+                    url
+                    + ("/healthz" if name == "telemed" else "/socket.io/?EIO=4&transport=polling")
+                )
+                fixed = await run_load(
+                    url, rooms, rate=args.rate, seconds=args.seconds, tag=f"{name}-fixed"
+                )
+                closed = await run_load(
+                    url, rooms, rate=None, seconds=args.seconds, tag=f"{name}-closed"
+                )
                 results[name] = {"fixed": fixed.row(), "closed": closed.row()}
             finally:
                 process.terminate()
                 process.wait(timeout=10)
 
-    print(f"chat bench: {args.rooms} two-person rooms, fixed rate {args.rate:g} msg/s and "
-          f"closed loop, {args.seconds:g} s each; cores={os.cpu_count()}")
+    print(
+        f"chat bench: {args.rooms} two-person rooms, fixed rate {args.rate:g} msg/s and "
+        f"closed loop, {args.seconds:g} s each; cores={os.cpu_count()}"
+    )
     header = f"{'':22}{'bare':>12}{'telemed':>12}{'ratio':>10}"
     for load in ("fixed", "closed"):
         print(f"\n{load} load")
         print(header)
-        for metric in ("ack_p50", "ack_p99", "delivery_p50", "delivery_p99", "msg_per_s",
-                       "delivered", "sent"):
+        for metric in (
+            "ack_p50",
+            "ack_p99",
+            "delivery_p50",
+            "delivery_p99",
+            "msg_per_s",
+            "delivered",
+            "sent",
+        ):
             bare = results["bare"][load][metric]
             ours = results["telemed"][load][metric]
             ratio = ours / bare if bare else float("nan")

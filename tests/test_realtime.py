@@ -255,3 +255,15 @@ def test_the_protocol_document_is_generated_from_the_event_models() -> None:
     )
     for name in ("chat:send", "consultation:subscribe", "notification:created"):
         assert f"### `{name}`" in markdown()
+
+
+async def test_a_signed_out_socket_is_cut_off(
+    client: AppClient, booked: dict[str, Any], peers: list[Peer]
+) -> None:
+    cid = booked["id"]
+    patient = await open_peer(client, peers, booked["patient"]["token"])
+    assert (await patient.call("consultation:subscribe", {"consultation_id": cid}))["ok"]
+    await ok(client, "POST", "/auth/logout", booked["patient"]["token"], status=204)
+    ack = await patient.call("consultation:subscribe", {"consultation_id": cid})
+    assert ack["ok"] is False
+    assert ack["error"]["code"] == "unauthenticated"

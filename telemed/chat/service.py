@@ -73,19 +73,46 @@ async def get_chat(
 def chat_writable(consultation: Consultation, *, now: datetime, settings: Settings) -> bool:
     """Open once a doctor is on the consultation; read-only some days after it ends, and
     at once if it is cancelled, declined or missed."""
-    if consultation.doctor_id is None:
+    return writable(
+        doctor_id=consultation.doctor_id,
+        state=consultation.state,
+        ended_at=consultation.ended_at,
+        now=now,
+        settings=settings,
+    )
+
+
+def writable(
+    *,
+    doctor_id: uuid.UUID | None,
+    state: State,
+    ended_at: datetime | None,
+    now: datetime,
+    settings: Settings,
+) -> bool:
+    if doctor_id is None:
         return False
-    if consultation.state in WRITABLE:
+    if state in WRITABLE:
         return True
-    if consultation.state in AFTER_END and consultation.ended_at is not None:
-        return now < consultation.ended_at + timedelta(days=settings.chat_open_days_after_end)
+    if state in AFTER_END and ended_at is not None:
+        return now < ended_at + timedelta(days=settings.chat_open_days_after_end)
     return False
+
+
+@dataclass(frozen=True)
+class Sender:
+    """A chat participant as its socket knows it: the user, and a doctor's profile id
+    (looked up once at connect; an archived doctor's account is closed, so their token
+    stops working)."""
+
+    user: User
+    doctor_id: uuid.UUID | None
 
 
 async def check_send(
     session: AsyncSession,
     *,
-    actor: User,
+    sender: Sender,
     now: datetime,
     settings: Settings,
     consultation_id: uuid.UUID,
@@ -95,24 +122,40 @@ async def check_send(
 ) -> tuple[ChatMessage, bool]:
     """Store a message; returns it and whether it is new.
 
-    A resend with the same ``client_id`` returns the stored message (``False``), even
-    when the chat has closed since. Raises ``NotFound``, ``InvalidState`` (chat not open)
-    and ``InvalidInput``. Attachments must be the sender's own documents.
+    Only the consultation's patient and its assigned doctor may write; to anyone else it
+    does not exist (``NotFound``). A resend with the same ``client_id`` returns the
+    stored message (``False``), even when the chat has closed since. Raises
+    ``InvalidState`` (chat not open) and ``InvalidInput``. Attachments must be the
+    sender's own documents. This is the hot path: three statements for a new message.
     """
-    seen = await get_chat(session, actor=actor, consultation_id=consultation_id)
-    existing = await _by_client_id(session, consultation_id, actor.id, client_id)
-    if existing is not None:
-        return existing, False
-    consultation = seen.consultation
-    if not chat_writable(consultation, now=now, settings=settings):
-        raise InvalidState(
-            "The chat is closed for this consultation", details={"state": consultation.state.value}
-        )
+    actor = sender.user
     text = body.strip()
     if not text and not document_ids:
         raise InvalidInput("The message is empty", details={"field": "body"})
     if len(text) > MAX_BODY:
         raise InvalidInput(f"A message is at most {MAX_BODY} characters", details={"field": "body"})
+    row = (
+        await session.exec(
+            select(
+                Consultation.patient_id,
+                Consultation.doctor_id,
+                Consultation.state,
+                Consultation.ended_at,
+            ).where(Consultation.id == consultation_id)
+        )
+    ).first()
+    if row is None:
+        raise NotFound("Consultation not found")
+    patient_id, doctor_id, state, ended_at = row[0], row[1], State(row[2]), row[3]
+    if not (actor.id == patient_id or (doctor_id is not None and doctor_id == sender.doctor_id)):
+        raise NotFound("Consultation not found")
+    if not writable(
+        doctor_id=doctor_id, state=state, ended_at=ended_at, now=now, settings=settings
+    ):
+        existing = await _by_client_id(session, consultation_id, actor.id, client_id)
+        if existing is not None:
+            return existing, False
+        raise InvalidState("The chat is closed for this consultation", details={"state": state})
     documents = list(dict.fromkeys(document_ids))
     if documents:
         owned = set(
@@ -126,30 +169,31 @@ async def check_send(
         )
         if owned != set(documents):
             raise NotFound("Document not found", details={"field": "document_ids"})
+    message = ChatMessage(
+        consultation_id=consultation_id,
+        seq=0,
+        sender_id=actor.id,
+        client_id=client_id,
+        body=text,
+        document_ids=[str(d) for d in documents],
+        created_at=now,
+    )
     try:
+        # A resend's insert breaks the unique (consultation, sender, client_id): the
+        # savepoint takes back its seq too, so seqs stay without gaps.
         async with session.begin_nested():
             table = Consultation.__table__  # type: ignore[attr-defined]  # SQLModel sets it
-            seq = (
+            message.seq = (
                 await session.exec(
                     sa.update(table)
-                    .where(table.c.id == consultation.id)
+                    .where(table.c.id == consultation_id)
                     .values(chat_seq=table.c.chat_seq + 1)
                     .returning(table.c.chat_seq)
                 )
             ).scalar_one()
-            message = ChatMessage(
-                consultation_id=consultation.id,
-                seq=seq,
-                sender_id=actor.id,
-                client_id=client_id,
-                body=text,
-                document_ids=[str(d) for d in documents],
-                created_at=now,
-            )
-            session.add(message)
-            await session.flush()
+            messages = ChatMessage.__table__  # type: ignore[attr-defined]  # SQLModel sets it
+            await session.exec(sa.insert(messages).values(message.model_dump()))
     except IntegrityError:
-        # The same resend raced the first: that one won; return it.
         existing = await _by_client_id(session, consultation_id, actor.id, client_id)
         if existing is None:
             raise
@@ -160,7 +204,7 @@ async def check_send(
             (
                 await session.exec(
                     select(ConsultationDocument.document_id).where(
-                        ConsultationDocument.consultation_id == consultation.id
+                        ConsultationDocument.consultation_id == consultation_id
                     )
                 )
             ).all()
@@ -168,7 +212,7 @@ async def check_send(
         for document_id in documents:
             if document_id not in attached:
                 session.add(
-                    ConsultationDocument(consultation_id=consultation.id, document_id=document_id)
+                    ConsultationDocument(consultation_id=consultation_id, document_id=document_id)
                 )
         audit.record(
             session,
@@ -176,8 +220,8 @@ async def check_send(
             actor_id=actor.id,
             action="chat.documents_shared",
             object_type="consultation",
-            object_id=consultation.id,
-            subject_id=consultation.patient_id,
+            object_id=consultation_id,
+            subject_id=patient_id,
             details={"documents": [str(d) for d in documents]},
         )
     return message, True

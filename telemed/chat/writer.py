@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +21,7 @@ from aiohttp import web
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed import db, keys, live
+from telemed.accounts.models import User
 from telemed.accounts.service import get_session_user
 from telemed.errors import TelemedError, Unauthenticated
 
@@ -27,8 +29,12 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 200
 
-Work = Callable[[AsyncSession, Any, datetime], Awaitable[Any]]
+Work = Callable[[AsyncSession, User, datetime], Awaitable[Any]]
 """One unit of work: given the batch's session, the caller's user and the time."""
+
+TOKEN_RECHECK_SECONDS = 5.0
+"""A socket's token is checked against the database at most this often (a sign-out cuts
+the socket off within this time)."""
 
 
 @dataclass
@@ -47,6 +53,7 @@ class BatchWriter:
         self._app = app
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._checked: dict[str, tuple[User, float]] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="telemed-chat-writer")
@@ -87,12 +94,8 @@ class BatchWriter:
                 for pending in batch:
                     try:
                         async with session.begin_nested():
-                            found = await get_session_user(session, token=pending.token, now=now)
-                            if found is None:
-                                raise Unauthenticated(
-                                    "The session has expired or was ended; sign in again"
-                                )
-                            result = await pending.work(session, found[0], now)
+                            user = await self._user(session, pending.token, now)
+                            result = await pending.work(session, user, now)
                         outcomes.append((pending, True, result))
                     except TelemedError as exc:
                         outcomes.append((pending, False, exc))
@@ -107,6 +110,20 @@ class BatchWriter:
                 pending.done.set_result(value)
             else:
                 pending.done.set_exception(value)
+
+    async def _user(self, session: AsyncSession, token: str, now: datetime) -> User:
+        cached = self._checked.get(token)
+        moment = time.monotonic()
+        if cached is not None and moment - cached[1] < TOKEN_RECHECK_SECONDS:
+            return cached[0]
+        found = await get_session_user(session, token=token, now=now)
+        if found is None:
+            self._checked.pop(token, None)
+            raise Unauthenticated("The session has expired or was ended; sign in again")
+        if len(self._checked) > 10_000:
+            self._checked.clear()
+        self._checked[token] = (found[0], moment)
+        return found[0]
 
 
 async def run_writer(app: web.Application) -> AsyncIterator[None]:

@@ -2,8 +2,9 @@
 
 A handler's return value is its ack: ``{"ok": true, "data": …}`` or ``{"ok": false,
 "error": {…}}``. Per-connection data lives in the Socket.IO session (``save_session``),
-never on a shared object. Every event re-checks the caller's session token, so a
-sign-out or a password change cuts a socket off at its next event.
+never on a shared object. Every event re-checks the caller's session token (a chat
+send at most every few seconds, see ``chat.writer``), so a sign-out or a password change
+cuts a socket off.
 """
 
 from __future__ import annotations
@@ -223,7 +224,14 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
             raise socketio.exceptions.ConnectionRefusedError(
                 error.message, {"error": error.to_wire()}
             )
-        await sio.save_session(sid, {"token": token, "user_id": str(user.id)})
+        await sio.save_session(
+            sid,
+            {
+                "token": token,
+                "user_id": str(user.id),
+                "doctor_id": str(doctor.id) if doctor is not None else None,
+            },
+        )
         await sio.enter_room(sid, f"user:{user.id}")
         if user.role is Role.DOCTOR and doctor is not None:
             await sio.enter_room(sid, f"centre:{doctor.centre_id}")
@@ -289,10 +297,12 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
         saved = await sio.get_session(sid)
         app[keys.CHAT_LIMITER].check(uuid.UUID(saved["user_id"]))
 
+        doctor_id = uuid.UUID(saved["doctor_id"]) if saved.get("doctor_id") else None
+
         async def store(session: AsyncSession, user: User, now: datetime) -> ChatMessagePublic:
             message, created = await chat.check_send(
                 session,
-                actor=user,
+                sender=chat.Sender(user, doctor_id),
                 now=now,
                 settings=app[keys.SETTINGS],
                 consultation_id=request.consultation_id,

@@ -25,8 +25,8 @@ browser send the session cookie. A refused connection gets a `connect_error` who
 is the one error shape: `{"error": {"code": "unauthenticated", "message": …, "details": {}}}`.
 Every socket joins the room of its user (for `notification:created`); a doctor's socket
 also joins its centre's room (for `consultation:updated` of the centre's requests). The
-token is checked again on every event: after a sign-out or a password change, events
-answer `unauthenticated`.
+token is checked again on every event (for `chat:send`, at most every 5 seconds): after
+a sign-out or a password change, events answer `unauthenticated`.
 
 ## Acknowledgements and errors
 
