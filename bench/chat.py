@@ -33,18 +33,18 @@ from argon2 import PasswordHasher
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from telemed import db  # noqa: E402
-from telemed.accounts.models import Role  # noqa: E402
-from telemed.accounts.service import do_create_user, do_start_session  # noqa: E402
-from telemed.scheduling.consultations import check_book_duty  # noqa: E402
-from telemed.scheduling.models import Channel, DutyTopic  # noqa: E402
-from telemed.scheduling.service import (  # noqa: E402
+from telemed import db
+from telemed.accounts.models import Role
+from telemed.accounts.service import do_create_user, do_start_session
+from telemed.scheduling.consultations import check_book_duty
+from telemed.scheduling.models import Channel, DutyTopic
+from telemed.scheduling.service import (
     check_publish_slots,
     do_create_centre,
     do_create_doctor,
 )
-from telemed.settings import Settings  # noqa: E402
-from tests.servers import free_port  # noqa: E402
+from telemed.settings import Settings
+from tests.servers import free_port
 
 
 @dataclass
