@@ -44,7 +44,7 @@ from telemed.scheduling.service import (
     do_create_doctor,
 )
 from telemed.settings import Settings
-from tests.servers import free_port
+from tests.servers import PostgresServer, free_port
 
 
 @dataclass
@@ -78,9 +78,11 @@ class Samples:
         }
 
 
-async def prepare_telemed(data_dir: Path, rooms: int) -> list[Room]:
+async def prepare_telemed(
+    data_dir: Path, rooms: int, database_url: str | None = None
+) -> list[Room]:
     """Consultations with a patient and a duty doctor each, made through the services."""
-    settings = Settings(data_dir=data_dir)
+    settings = Settings(data_dir=data_dir, database_url=database_url)
     engine = db.create_engine(settings.resolved_database_url)
     await db.upgrade(engine)
     factory = db.create_session_factory(engine)
@@ -247,14 +249,11 @@ async def run_load(
     return total
 
 
-def start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as handle:
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env={**os.environ, **env}, stdout=handle, stderr=subprocess.STDOUT
+        )
 
 
 async def main() -> None:
@@ -262,12 +261,42 @@ async def main() -> None:
     parser.add_argument("--rooms", type=int, default=20)
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="Telemed on a PostgreSQL server started for the run (else SQLite)",
+    )
     args = parser.parse_args()
+    postgres = PostgresServer.start() if args.postgres else None
+    database_url = None
+    if postgres is not None:
+        await _create_database(postgres)
+        database_url = f"{postgres.url}/bench"
+    try:
+        await _bench(args, database_url)
+    finally:
+        if postgres is not None:
+            postgres.stop()
+
+
+async def _create_database(server: PostgresServer) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(
+        host="127.0.0.1", port=server.port, user="postgres", database="postgres"
+    )
+    try:
+        await connection.execute("CREATE DATABASE bench")
+    finally:
+        await connection.close()
+
+
+async def _bench(args: argparse.Namespace, database_url: str | None) -> None:
 
     results: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
-        rooms = await prepare_telemed(data_dir, args.rooms)
+        rooms = await prepare_telemed(data_dir, args.rooms, database_url)
         servers = {
             "bare": (["python", "bench/bare_server.py"], {}),
             "telemed": (
@@ -277,6 +306,7 @@ async def main() -> None:
                     "TELEMED_LOG_LEVEL": "WARNING",
                     "TELEMED_WORKER_INTERVAL_SECONDS": "0",
                     "TELEMED_CHAT_RATE_PER_MINUTE": "1000000",
+                    **({"TELEMED_DATABASE_URL": database_url} if database_url else {}),
                 },
             ),
         }
@@ -284,7 +314,8 @@ async def main() -> None:
             port = free_port()
             full = [sys.executable if cmd[0] == "python" else cmd[0], *cmd[1:]]
             full += [str(port)] if name == "bare" else ["--port", str(port)]
-            process = start(full, env)
+            log = data_dir / f"{name}.log"
+            process = start(full, env, log)
             try:
                 url = f"http://127.0.0.1:{port}"
                 await wait_ready(
@@ -298,6 +329,9 @@ async def main() -> None:
                     url, rooms, rate=None, seconds=args.seconds, tag=f"{name}-closed"
                 )
                 results[name] = {"fixed": fixed.row(), "closed": closed.row()}
+            except Exception:
+                print(log.read_text()[-3000:], file=sys.stderr)
+                raise
             finally:
                 process.terminate()
                 process.wait(timeout=10)

@@ -18,7 +18,7 @@ from telemed.settings import Settings
 if TYPE_CHECKING:
     from telemed.api import Api  # the API layer itself reads these keys
     from telemed.chat.service import SendLimiter
-    from telemed.chat.writer import BatchWriter
+    from telemed.chat.writer import ChatWriter
     from telemed.jobs import Job
     from telemed.live import Emit
     from telemed.signaling.handlers import Presence
@@ -41,4 +41,4 @@ HEALTH_CHECKS: web.AppKey[list[tuple[str, Callable[[], Awaitable[None]]]]] = web
     "health_checks"
 )
 """Readiness checks beyond the database: each raises when its part is not working."""
-CHAT_WRITER: web.AppKey[BatchWriter] = web.AppKey("chat_writer")
+CHAT_WRITER: web.AppKey[ChatWriter] = web.AppKey("chat_writer")

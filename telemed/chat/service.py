@@ -25,7 +25,7 @@ from telemed import audit
 from telemed.accounts.models import User
 from telemed.chat.models import ChatMessage, ChatReadState
 from telemed.documents.models import Document
-from telemed.errors import InvalidInput, InvalidState, NotFound, RateLimited
+from telemed.errors import InvalidInput, InvalidState, NotFound, RateLimited, TelemedError
 from telemed.scheduling.consultations import Seen, get_consultation
 from telemed.scheduling.lifecycle import Party
 from telemed.scheduling.models import Consultation, ConsultationDocument, State
@@ -292,3 +292,141 @@ async def read_states(session: AsyncSession, consultation_id: uuid.UUID) -> dict
         select(ChatReadState).where(ChatReadState.consultation_id == consultation_id)
     )
     return {str(row.user_id): row.seq for row in rows.all()}
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    sender: Sender
+    consultation_id: uuid.UUID
+    client_id: str
+    body: str
+    document_ids: tuple[uuid.UUID, ...] = ()
+
+
+SendOutcome = tuple[ChatMessage, bool] | TelemedError
+
+
+async def store_batch(
+    session: AsyncSession, requests: Sequence[SendRequest], *, now: datetime, settings: Settings
+) -> list[SendOutcome]:
+    """Store many sends at once, with the same rules and results as ``check_send`` each.
+
+    For a group commit to pay off, the common case costs a few statements for the whole
+    batch: one read of the consultations, one of earlier messages with the same
+    ``client_id``, one seq increment per consultation and one insert of all rows. Sends
+    with attachments (rare) go through ``check_send`` one by one, in their place.
+    """
+    outcomes: list[SendOutcome | None] = [None] * len(requests)
+    ids = list({r.consultation_id for r in requests})
+    found = {
+        c.id: c
+        for c in (
+            await session.exec(select(Consultation).where(col(Consultation.id).in_(ids)))
+        ).all()
+    }
+    earlier = {
+        (m.consultation_id, m.sender_id, m.client_id): m
+        for m in (
+            await session.exec(
+                select(ChatMessage).where(
+                    col(ChatMessage.consultation_id).in_(ids),
+                    col(ChatMessage.client_id).in_({r.client_id for r in requests}),
+                )
+            )
+        ).all()
+    }
+    fresh: list[tuple[int, ChatMessage]] = []
+    in_batch: dict[tuple[uuid.UUID, uuid.UUID, str], ChatMessage] = {}
+    for index, request in enumerate(requests):
+        actor = request.sender.user
+        key = (request.consultation_id, actor.id, request.client_id)
+        consultation = found.get(request.consultation_id)
+        if consultation is None or not (
+            actor.id == consultation.patient_id
+            or (
+                consultation.doctor_id is not None
+                and consultation.doctor_id == request.sender.doctor_id
+            )
+        ):
+            outcomes[index] = NotFound("Consultation not found")
+            continue
+        if key in earlier:
+            outcomes[index] = (earlier[key], False)
+            continue
+        if key in in_batch:
+            outcomes[index] = (in_batch[key], False)
+            continue
+        if not chat_writable(consultation, now=now, settings=settings):
+            outcomes[index] = InvalidState(
+                "The chat is closed for this consultation",
+                details={"state": consultation.state.value},
+            )
+            continue
+        text = request.body.strip()
+        if not text and not request.document_ids:
+            outcomes[index] = InvalidInput("The message is empty", details={"field": "body"})
+            continue
+        if len(text) > MAX_BODY:
+            outcomes[index] = InvalidInput(
+                f"A message is at most {MAX_BODY} characters", details={"field": "body"}
+            )
+            continue
+        if request.document_ids:
+            continue  # handled one by one below, in order
+        message = ChatMessage(
+            consultation_id=request.consultation_id,
+            seq=0,
+            sender_id=actor.id,
+            client_id=request.client_id,
+            body=text,
+            document_ids=[],
+            created_at=now,
+        )
+        in_batch[key] = message
+        fresh.append((index, message))
+    await _insert_numbered(session, [m for _, m in fresh])
+    for index, message in fresh:
+        outcomes[index] = (message, True)
+    for index, request in enumerate(requests):
+        if outcomes[index] is None:
+            try:
+                async with session.begin_nested():
+                    outcomes[index] = await check_send(
+                        session,
+                        sender=request.sender,
+                        now=now,
+                        settings=settings,
+                        consultation_id=request.consultation_id,
+                        client_id=request.client_id,
+                        body=request.body,
+                        document_ids=request.document_ids,
+                    )
+            except TelemedError as exc:
+                outcomes[index] = exc
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+async def _insert_numbered(session: AsyncSession, messages: list[ChatMessage]) -> None:
+    """Give ``messages`` the next seqs of their consultations (in list order) and insert
+    them: one increment per consultation, one multi-row insert."""
+    if not messages:
+        return
+    counts: dict[uuid.UUID, int] = defaultdict(int)
+    for message in messages:
+        counts[message.consultation_id] += 1
+    table = Consultation.__table__  # type: ignore[attr-defined]  # SQLModel sets it
+    # One statement for every consultation of the batch.
+    returned = (
+        await session.exec(
+            sa.update(table)
+            .where(table.c.id.in_(list(counts)))
+            .values(chat_seq=table.c.chat_seq + sa.case(counts, value=table.c.id))
+            .returning(table.c.id, table.c.chat_seq)
+        )
+    ).all()
+    next_seq = {row[0]: row[1] - counts[row[0]] + 1 for row in returned}
+    for message in messages:
+        message.seq = next_seq[message.consultation_id]
+        next_seq[message.consultation_id] += 1
+    rows = ChatMessage.__table__  # type: ignore[attr-defined]  # SQLModel sets it
+    await session.exec(sa.insert(rows), params=[m.model_dump() for m in messages])

@@ -1,9 +1,9 @@
 """Group commits for chat messages.
 
-Committing each message on its own costs a disk flush per message. The writer takes the
-sends waiting at a moment and stores them in one transaction, each in its own savepoint
-(a refused message rolls back alone), commits once, and only then answers each sender:
-"acked" still means "stored". Live events of the batch leave after that commit.
+Committing each message on its own costs a transaction per message. The writer takes
+the sends waiting at a moment and stores them together (``chat.service.store_batch``: a
+few statements for the whole batch), commits once, and only then answers each sender:
+"acked" still means "stored". The batch's live events leave after that commit.
 """
 
 from __future__ import annotations
@@ -12,42 +12,52 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from aiohttp import web
+from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed import db, keys, live
 from telemed.accounts.models import User
 from telemed.accounts.service import get_session_user
+from telemed.chat import service as chat
+from telemed.chat.models import ChatMessage, ChatMessagePublic
 from telemed.errors import TelemedError, Unauthenticated
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 200
-
-Work = Callable[[AsyncSession, User, datetime], Awaitable[Any]]
-"""One unit of work: given the batch's session, the caller's user and the time."""
-
 TOKEN_RECHECK_SECONDS = 5.0
-"""A socket's token is checked against the database at most this often (a sign-out cuts
-the socket off within this time)."""
+"""A socket's token is checked against the database at most this often for sends (a
+sign-out cuts the socket off within this time; other events check every time)."""
+
+
+@dataclass(frozen=True)
+class Send:
+    """A ``chat:send`` as the socket received it."""
+
+    token: str
+    doctor_id: uuid.UUID | None
+    consultation_id: uuid.UUID
+    client_id: str
+    body: str
+    document_ids: tuple[uuid.UUID, ...] = ()
 
 
 @dataclass
 class _Pending:
-    token: str
-    work: Work
-    done: asyncio.Future[Any] = field(
+    send: Send
+    done: asyncio.Future[ChatMessagePublic] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
 
-class BatchWriter:
-    """Runs units of work of many callers in shared transactions (one commit per batch)."""
+class ChatWriter:
+    """Stores the chat sends of all sockets of this process in shared transactions."""
 
     def __init__(self, app: web.Application) -> None:
         self._app = app
@@ -64,10 +74,10 @@ class BatchWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def submit(self, token: str, work: Work) -> Any:
-        """Do ``work`` for the user of ``token`` in the next batch; returns its result once
-        the batch has committed, or raises its ``TelemedError``."""
-        pending = _Pending(token, work)
+    async def submit(self, send: Send) -> ChatMessagePublic:
+        """Store ``send`` in the next group commit; returns the stored message once it is
+        committed, or raises the ``TelemedError`` that refused it."""
+        pending = _Pending(send)
         await self._queue.put(pending)
         return await pending.done
 
@@ -87,29 +97,82 @@ class BatchWriter:
     async def _store(self, batch: list[_Pending]) -> None:
         app = self._app
         now = app[keys.CLOCK].now()
-        outcomes: list[tuple[_Pending, bool, Any]] = []
+        results: list[ChatMessagePublic | TelemedError] = []
         async with app[keys.SESSION_FACTORY]() as session:
             await db.begin_write(session)
             try:
+                requests: list[chat.SendRequest] = []
+                positions: list[int] = []
                 for pending in batch:
                     try:
-                        async with session.begin_nested():
-                            user = await self._user(session, pending.token, now)
-                            result = await pending.work(session, user, now)
-                        outcomes.append((pending, True, result))
+                        user = await self._user(session, pending.send.token, now)
                     except TelemedError as exc:
-                        outcomes.append((pending, False, exc))
+                        results.append(exc)
+                        continue
+                    send = pending.send
+                    positions.append(len(results))
+                    results.append(Unauthenticated("placeholder"))
+                    requests.append(
+                        chat.SendRequest(
+                            chat.Sender(user, send.doctor_id),
+                            send.consultation_id,
+                            send.client_id,
+                            send.body,
+                            send.document_ids,
+                        )
+                    )
+                for position, outcome in zip(
+                    positions, await self._store_requests(session, requests, now), strict=True
+                ):
+                    if isinstance(outcome, TelemedError):
+                        results[position] = outcome
+                        continue
+                    message, created = outcome
+                    public = ChatMessagePublic.model_validate(message)
+                    if created:
+                        _announce(session, message, public)
+                    results[position] = public
                 await session.commit()
             except BaseException:
                 live.drop(session)
                 await session.rollback()
                 raise
         await live.publish(app.get(keys.EMIT), live.take(session))
-        for pending, succeeded, value in outcomes:
-            if succeeded:
-                pending.done.set_result(value)
+        for pending, result in zip(batch, results, strict=True):
+            if isinstance(result, TelemedError):
+                pending.done.set_exception(result)
             else:
-                pending.done.set_exception(value)
+                pending.done.set_result(result)
+
+    async def _store_requests(
+        self, session: AsyncSession, requests: list[chat.SendRequest], now: datetime
+    ) -> list[chat.SendOutcome]:
+        settings = self._app[keys.SETTINGS]
+        try:
+            async with session.begin_nested():
+                return await chat.store_batch(session, requests, now=now, settings=settings)
+        except IntegrityError:
+            # Another node stored one of these client_ids at the same moment: go one by
+            # one, so that resend finds the stored message.
+            outcomes: list[chat.SendOutcome] = []
+            for request in requests:
+                try:
+                    async with session.begin_nested():
+                        outcomes.append(
+                            await chat.check_send(
+                                session,
+                                sender=request.sender,
+                                now=now,
+                                settings=settings,
+                                consultation_id=request.consultation_id,
+                                client_id=request.client_id,
+                                body=request.body,
+                                document_ids=request.document_ids,
+                            )
+                        )
+                except TelemedError as exc:
+                    outcomes.append(exc)
+            return outcomes
 
     async def _user(self, session: AsyncSession, token: str, now: datetime) -> User:
         cached = self._checked.get(token)
@@ -126,9 +189,18 @@ class BatchWriter:
         return found[0]
 
 
+def _announce(session: AsyncSession, message: ChatMessage, public: ChatMessagePublic) -> None:
+    live.queue(
+        session,
+        "chat:message_created",
+        [f"consultation:{message.consultation_id}"],
+        public.model_dump(mode="json"),
+    )
+
+
 async def run_writer(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: the writer for the app's lifetime."""
-    writer = BatchWriter(app)
+    writer = ChatWriter(app)
     app[keys.CHAT_WRITER] = writer
     writer.start()
     yield

@@ -14,7 +14,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Any, TypeVar
 
 import pydantic
@@ -31,7 +30,7 @@ from telemed.api import validation_details
 from telemed.auth import COOKIE_NAME
 from telemed.chat import service as chat
 from telemed.chat.models import ChatMessagePublic
-from telemed.chat.writer import run_writer
+from telemed.chat.writer import Send, run_writer
 from telemed.errors import ErrorCode, InvalidInput, TelemedError, Unauthenticated
 from telemed.scheduling.consultations import doctor_of, live_view
 from telemed.signaling.events import (
@@ -297,31 +296,17 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
         saved = await sio.get_session(sid)
         app[keys.CHAT_LIMITER].check(uuid.UUID(saved["user_id"]))
 
-        doctor_id = uuid.UUID(saved["doctor_id"]) if saved.get("doctor_id") else None
-
-        async def store(session: AsyncSession, user: User, now: datetime) -> ChatMessagePublic:
-            message, created = await chat.check_send(
-                session,
-                sender=chat.Sender(user, doctor_id),
-                now=now,
-                settings=app[keys.SETTINGS],
+        # Stored in the writer's next group commit; acked only once committed.
+        public = await app[keys.CHAT_WRITER].submit(
+            Send(
+                token=saved["token"],
+                doctor_id=uuid.UUID(saved["doctor_id"]) if saved.get("doctor_id") else None,
                 consultation_id=request.consultation_id,
                 client_id=request.client_id,
                 body=request.body,
-                document_ids=request.document_ids,
+                document_ids=tuple(request.document_ids),
             )
-            public = ChatMessagePublic.model_validate(message)
-            if created:
-                live.queue(
-                    session,
-                    "chat:message_created",
-                    [f"consultation:{request.consultation_id}"],
-                    public.model_dump(mode="json"),
-                )
-            return public
-
-        # Stored in the writer's next group commit; acked only once committed.
-        public = await app[keys.CHAT_WRITER].submit(saved["token"], store)
+        )
         return ok(MessageAck(message=public))
 
     async def read(sid: str, data: Any) -> Ack:
