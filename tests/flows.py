@@ -119,3 +119,36 @@ def later(clock: FakeClock, **delta: float) -> datetime:
     """A round time after the clock's now (whole minutes)."""
     moment = clock.now() + timedelta(**delta)
     return moment.replace(second=0, microsecond=0)
+
+
+async def book_slot(
+    client: AppClient,
+    duty: dict[str, Any],
+    patient: dict[str, Any],
+    starts: datetime,
+    *,
+    topic: str = "other",
+    minutes: int = 30,
+) -> dict[str, Any]:
+    """The duty doctor publishes one slot at ``starts``; the patient books it."""
+    slots = await ok(
+        client,
+        "POST",
+        "/slots",
+        duty["token"],
+        {
+            "starts_at": iso(starts),
+            "ends_at": iso(starts + timedelta(minutes=minutes)),
+            "slot_minutes": minutes,
+        },
+        status=201,
+    )
+    booked = await ok(
+        client,
+        "POST",
+        "/consultations",
+        patient["token"],
+        {"route": "duty", "slot_id": slots["items"][0]["id"], "topic": topic},
+        status=201,
+    )
+    return dict(booked)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ import socketio
 
 from telemed.clock import FakeClock
 from tests.factories import AppClient
-from tests.flows import iso, later, make_centre, make_doctor, make_patient, manager_token, ok
+from tests.flows import book_slot, later, make_centre, make_doctor, make_patient, manager_token, ok
 
 
 @dataclass
@@ -69,26 +68,8 @@ async def booked(client: AppClient, clock: FakeClock) -> dict[str, Any]:
     duty = await make_doctor(client, manager, centre["id"], duty=True)
     patient = await make_patient(client)
     outsider = await make_patient(client)
-    start = later(clock, days=1)
-    slots = await ok(
-        client,
-        "POST",
-        "/slots",
-        duty["token"],
-        {
-            "starts_at": iso(start),
-            "ends_at": iso(start + timedelta(minutes=30)),
-            "slot_minutes": 30,
-        },
-        status=201,
-    )
-    consultation = await ok(
-        client,
-        "POST",
-        "/consultations",
-        patient["token"],
-        {"route": "duty", "slot_id": slots["items"][0]["id"], "topic": "cardiovascular"},
-        status=201,
+    consultation = await book_slot(
+        client, duty, patient, later(clock, days=1), topic="cardiovascular"
     )
     return {
         "manager": manager,

@@ -14,7 +14,16 @@ from telemed.clock import FakeClock
 from telemed.jobs import run_jobs_once
 from tests.conftest import AppClient
 from tests.factories import assert_error, bearer
-from tests.flows import iso, later, make_centre, make_doctor, make_patient, manager_token, ok
+from tests.flows import (
+    book_slot,
+    iso,
+    later,
+    make_centre,
+    make_doctor,
+    make_patient,
+    manager_token,
+    ok,
+)
 
 DIAGNOSIS = "Гипертоническая болезнь II стадии, риск 3"
 
@@ -27,27 +36,7 @@ async def completed_consultation(client: AppClient, clock: FakeClock) -> dict[st
     other_doctor = await make_doctor(client, manager, centre["id"], name="Ершов Пётр")
     patient = await make_patient(client, email="patient@example.ru")
     stranger = await make_patient(client)
-    start = later(clock, days=1)
-    slots = await ok(
-        client,
-        "POST",
-        "/slots",
-        duty["token"],
-        {
-            "starts_at": iso(start),
-            "ends_at": iso(start + timedelta(minutes=30)),
-            "slot_minutes": 30,
-        },
-        status=201,
-    )
-    booked = await ok(
-        client,
-        "POST",
-        "/consultations",
-        patient["token"],
-        {"route": "duty", "slot_id": slots["items"][0]["id"], "topic": "cardiovascular"},
-        status=201,
-    )
+    booked = await book_slot(client, duty, patient, later(clock, days=1), topic="cardiovascular")
     clock.advance(timedelta(days=1))
     await ok(client, "POST", f"/consultations/{booked['id']}/start", duty["token"])
     await ok(client, "POST", f"/consultations/{booked['id']}/end", duty["token"])
@@ -182,27 +171,7 @@ async def test_reminders_go_out_once(client: AppClient, app: Any, clock: FakeClo
     centre = await make_centre(client, manager)
     duty = await make_doctor(client, manager, centre["id"], duty=True)
     patient = await make_patient(client)
-    start = later(clock, days=3)
-    slots = await ok(
-        client,
-        "POST",
-        "/slots",
-        duty["token"],
-        {
-            "starts_at": iso(start),
-            "ends_at": iso(start + timedelta(minutes=30)),
-            "slot_minutes": 30,
-        },
-        status=201,
-    )
-    await ok(
-        client,
-        "POST",
-        "/consultations",
-        patient["token"],
-        {"route": "duty", "slot_id": slots["items"][0]["id"], "topic": "other"},
-        status=201,
-    )
+    await book_slot(client, duty, patient, later(clock, days=3), topic="other")
 
     async def kinds() -> list[str]:
         bell = await ok(client, "GET", "/notifications", patient["token"])
@@ -233,27 +202,7 @@ async def test_no_show_when_the_window_closes(
     centre = await make_centre(client, manager)
     duty = await make_doctor(client, manager, centre["id"], duty=True)
     patient = await make_patient(client)
-    start = later(clock, hours=5)
-    slots = await ok(
-        client,
-        "POST",
-        "/slots",
-        duty["token"],
-        {
-            "starts_at": iso(start),
-            "ends_at": iso(start + timedelta(minutes=30)),
-            "slot_minutes": 30,
-        },
-        status=201,
-    )
-    booked = await ok(
-        client,
-        "POST",
-        "/consultations",
-        patient["token"],
-        {"route": "duty", "slot_id": slots["items"][0]["id"], "topic": "other"},
-        status=201,
-    )
+    booked = await book_slot(client, duty, patient, later(clock, hours=5), topic="other")
     clock.advance(timedelta(hours=5, minutes=40))  # within the 15-minute grace
     await run_jobs_once(app)
     assert (await ok(client, "GET", f"/consultations/{booked['id']}", patient["token"]))[

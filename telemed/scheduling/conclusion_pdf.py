@@ -23,6 +23,8 @@ from fpdf import FPDF
 from fpdf.enums import Align, MethodReturnValue, TableBordersLayout, XPos, YPos
 from fpdf.fonts import FontFace
 
+from telemed.notify.texts import EN_MONTHS, RU_MONTHS
+
 FONT_ENV: Final = "TELEMED_PDF_FONT"
 FONT_PACKAGE: Final = "fonts-dejavu-core"
 
@@ -51,37 +53,9 @@ SYSTEM_FONTS: Final[tuple[Path, ...]] = tuple(
 _FONT_SUFFIXES: Final = frozenset({".ttf", ".otf"})
 _FAMILY: Final = "ConclusionSans"
 
-_MONTHS: Final[dict[str, tuple[str, ...]]] = {
-    # Russian dates use the genitive: "3 декабря 2026 г.".
-    "ru": (
-        "января",
-        "февраля",
-        "марта",
-        "апреля",
-        "мая",
-        "июня",
-        "июля",
-        "августа",
-        "сентября",
-        "октября",
-        "ноября",
-        "декабря",
-    ),
-    "en": (
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ),
-}
+# Russian dates use the genitive ("3 декабря 2026 г."): the same month names as the
+# notification texts.
+_MONTHS: Final[dict[str, tuple[str, ...]]] = {"ru": RU_MONTHS, "en": EN_MONTHS}
 
 _LABELS: Final[dict[str, dict[str, str]]] = {
     "ru": {

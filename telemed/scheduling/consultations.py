@@ -283,6 +283,14 @@ async def check_create_request(
         params={"centre": centre.name, "due": consultation.due_at},
         consultation_id=consultation.id,
     )
+    await notify_centre_doctors(session, now=now, centre=centre, consultation=consultation)
+    return consultation
+
+
+async def notify_centre_doctors(
+    session: AsyncSession, *, now: datetime, centre: Centre, consultation: Consultation
+) -> None:
+    """Tell every doctor of the centre that a request (or referral) waits for them."""
     for doctor_user in await centre_doctors(session, centre.id):
         await do_notify(
             session,
@@ -292,7 +300,6 @@ async def check_create_request(
             params={"centre": centre.name, "due": consultation.due_at},
             consultation_id=consultation.id,
         )
-    return consultation
 
 
 async def check_book_duty(

@@ -28,7 +28,7 @@ from telemed.accounts.service import do_create_user, get_user_by_phone
 from telemed.errors import NotFound, TelemedError
 from telemed.notify.service import do_notify
 from telemed.notify.texts import NotificationKind
-from telemed.scheduling.consultations import announce, centre_doctors
+from telemed.scheduling.consultations import announce, notify_centre_doctors
 from telemed.scheduling.models import Centre, Consultation, ReferralImport, Route, State
 from telemed.scheduling.referral_table import CellError, ReferralRow, parse_referral_table
 from telemed.settings import Settings
@@ -255,15 +255,7 @@ async def _import_row(
             }
             if password is not None:
                 params["password"] = password
-            for doctor_user in await centre_doctors(session, centre.id):
-                await do_notify(
-                    session,
-                    now=now,
-                    user=doctor_user,
-                    kind=NotificationKind.NEW_REQUEST,
-                    params={"centre": centre.name, "due": consultation.due_at},
-                    consultation_id=consultation.id,
-                )
+            await notify_centre_doctors(session, now=now, centre=centre, consultation=consultation)
             await do_notify(
                 session,
                 now=now,
