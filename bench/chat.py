@@ -60,6 +60,7 @@ class Samples:
     delivery: list[float] = field(default_factory=list)
     sent: int = 0
     seconds: float = 0.0
+    server_cpu: float = 0.0
 
     def row(self) -> dict[str, float]:
         def pct(values: list[float], q: float) -> float:
@@ -75,6 +76,7 @@ class Samples:
             "msg_per_s": len(self.ack) / self.seconds if self.seconds else 0.0,
             "delivered": len(self.delivery),
             "sent": self.sent,
+            "server_cpu_ms_per_msg": self.server_cpu * 1000 / max(1, len(self.ack)),
         }
 
 
@@ -249,6 +251,12 @@ async def run_load(
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as handle:
         return subprocess.Popen(
@@ -322,12 +330,16 @@ async def _bench(args: argparse.Namespace, database_url: str | None) -> None:
                     url
                     + ("/healthz" if name == "telemed" else "/socket.io/?EIO=4&transport=polling")
                 )
+                before = cpu_seconds(process.pid)
                 fixed = await run_load(
                     url, rooms, rate=args.rate, seconds=args.seconds, tag=f"{name}-fixed"
                 )
+                middle = cpu_seconds(process.pid)
                 closed = await run_load(
                     url, rooms, rate=None, seconds=args.seconds, tag=f"{name}-closed"
                 )
+                fixed.server_cpu = middle - before
+                closed.server_cpu = cpu_seconds(process.pid) - middle
                 results[name] = {"fixed": fixed.row(), "closed": closed.row()}
             except Exception:
                 print(log.read_text()[-3000:], file=sys.stderr)
@@ -350,13 +362,14 @@ async def _bench(args: argparse.Namespace, database_url: str | None) -> None:
             "delivery_p50",
             "delivery_p99",
             "msg_per_s",
+            "server_cpu_ms_per_msg",
             "delivered",
             "sent",
         ):
             bare = results["bare"][load][metric]
             ours = results["telemed"][load][metric]
             ratio = ours / bare if bare else float("nan")
-            unit = " ms" if "p" in metric and metric != "msg_per_s" else ""
+            unit = " ms" if metric.startswith(("ack", "delivery")) else ""
             print(f"{metric + unit:22}{bare:12.2f}{ours:12.2f}{ratio:10.2f}")
 
 

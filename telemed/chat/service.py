@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -101,11 +102,11 @@ def writable(
 
 @dataclass(frozen=True)
 class Sender:
-    """A chat participant as its socket knows it: the user, and a doctor's profile id
-    (looked up once at connect; an archived doctor's account is closed, so their token
+    """A chat participant as its socket knows it: the user's id, and a doctor's profile
+    id (looked up once at connect; an archived doctor's account is closed, so their token
     stops working)."""
 
-    user: User
+    user_id: uuid.UUID
     doctor_id: uuid.UUID | None
 
 
@@ -128,7 +129,7 @@ async def check_send(
     ``InvalidState`` (chat not open) and ``InvalidInput``. Attachments must be the
     sender's own documents. This is the hot path: three statements for a new message.
     """
-    actor = sender.user
+    actor_id = sender.user_id
     text = body.strip()
     if not text and not document_ids:
         raise InvalidInput("The message is empty", details={"field": "body"})
@@ -147,12 +148,12 @@ async def check_send(
     if row is None:
         raise NotFound("Consultation not found")
     patient_id, doctor_id, state, ended_at = row[0], row[1], State(row[2]), row[3]
-    if not (actor.id == patient_id or (doctor_id is not None and doctor_id == sender.doctor_id)):
+    if not (actor_id == patient_id or (doctor_id is not None and doctor_id == sender.doctor_id)):
         raise NotFound("Consultation not found")
     if not writable(
         doctor_id=doctor_id, state=state, ended_at=ended_at, now=now, settings=settings
     ):
-        existing = await _by_client_id(session, consultation_id, actor.id, client_id)
+        existing = await _by_client_id(session, consultation_id, actor_id, client_id)
         if existing is not None:
             return existing, False
         raise InvalidState("The chat is closed for this consultation", details={"state": state})
@@ -162,7 +163,7 @@ async def check_send(
             (
                 await session.exec(
                     select(Document.id).where(
-                        col(Document.id).in_(documents), Document.owner_id == actor.id
+                        col(Document.id).in_(documents), Document.owner_id == actor_id
                     )
                 )
             ).all()
@@ -172,7 +173,7 @@ async def check_send(
     message = ChatMessage(
         consultation_id=consultation_id,
         seq=0,
-        sender_id=actor.id,
+        sender_id=actor_id,
         client_id=client_id,
         body=text,
         document_ids=[str(d) for d in documents],
@@ -194,7 +195,7 @@ async def check_send(
             messages = ChatMessage.__table__  # type: ignore[attr-defined]  # SQLModel sets it
             await session.exec(sa.insert(messages).values(message.model_dump()))
     except IntegrityError:
-        existing = await _by_client_id(session, consultation_id, actor.id, client_id)
+        existing = await _by_client_id(session, consultation_id, actor_id, client_id)
         if existing is None:
             raise
         return existing, False
@@ -217,7 +218,7 @@ async def check_send(
         audit.record(
             session,
             now=now,
-            actor_id=actor.id,
+            actor_id=actor_id,
             action="chat.documents_shared",
             object_type="consultation",
             object_id=consultation_id,
@@ -307,42 +308,45 @@ SendOutcome = tuple[ChatMessage, bool] | TelemedError
 
 
 async def store_batch(
-    session: AsyncSession, requests: Sequence[SendRequest], *, now: datetime, settings: Settings
+    connection: AsyncConnection,
+    requests: Sequence[SendRequest],
+    *,
+    now: datetime,
+    settings: Settings,
 ) -> list[SendOutcome]:
     """Store many sends at once, with the same rules and results as ``check_send`` each.
 
-    For a group commit to pay off, the common case costs a few statements for the whole
-    batch: one read of the consultations, one of earlier messages with the same
-    ``client_id``, one seq increment per consultation and one insert of all rows. Sends
-    with attachments (rare) go through ``check_send`` one by one, in their place.
+    For a group commit to pay off, the common case costs three statements for the whole
+    batch: one read of the consultations, one seq increment for all of them and one
+    insert of all rows. A resend of a stored message (rare) makes the insert fail on the
+    unique ``client_id``: the caller then rolls the batch back and stores it one by one
+    with ``check_send``, which answers resends. Sends with attachments (rare) also go
+    through ``check_send``: ``requests`` carry none. Core statements on a plain connection:
+    the ORM's per-statement work would cost more than the database's here.
     """
     outcomes: list[SendOutcome | None] = [None] * len(requests)
     ids = list({r.consultation_id for r in requests})
+    consultations = Consultation.__table__  # type: ignore[attr-defined]  # SQLModel sets it
     found = {
-        c.id: c
-        for c in (
-            await session.exec(select(Consultation).where(col(Consultation.id).in_(ids)))
-        ).all()
-    }
-    earlier = {
-        (m.consultation_id, m.sender_id, m.client_id): m
-        for m in (
-            await session.exec(
-                select(ChatMessage).where(
-                    col(ChatMessage.consultation_id).in_(ids),
-                    col(ChatMessage.client_id).in_({r.client_id for r in requests}),
-                )
-            )
-        ).all()
+        row.id: row
+        for row in await connection.execute(
+            sa.select(
+                consultations.c.id,
+                consultations.c.patient_id,
+                consultations.c.doctor_id,
+                consultations.c.state,
+                consultations.c.ended_at,
+            ).where(consultations.c.id.in_(ids))
+        )
     }
     fresh: list[tuple[int, ChatMessage]] = []
     in_batch: dict[tuple[uuid.UUID, uuid.UUID, str], ChatMessage] = {}
     for index, request in enumerate(requests):
-        actor = request.sender.user
-        key = (request.consultation_id, actor.id, request.client_id)
+        actor_id = request.sender.user_id
+        key = (request.consultation_id, actor_id, request.client_id)
         consultation = found.get(request.consultation_id)
         if consultation is None or not (
-            actor.id == consultation.patient_id
+            actor_id == consultation.patient_id
             or (
                 consultation.doctor_id is not None
                 and consultation.doctor_id == request.sender.doctor_id
@@ -350,16 +354,19 @@ async def store_batch(
         ):
             outcomes[index] = NotFound("Consultation not found")
             continue
-        if key in earlier:
-            outcomes[index] = (earlier[key], False)
-            continue
         if key in in_batch:
             outcomes[index] = (in_batch[key], False)
             continue
-        if not chat_writable(consultation, now=now, settings=settings):
+        if not writable(
+            doctor_id=consultation.doctor_id,
+            state=consultation.state,
+            ended_at=consultation.ended_at,
+            now=now,
+            settings=settings,
+        ):
             outcomes[index] = InvalidState(
                 "The chat is closed for this consultation",
-                details={"state": consultation.state.value},
+                details={"state": str(consultation.state)},
             )
             continue
         text = request.body.strip()
@@ -372,11 +379,11 @@ async def store_batch(
             )
             continue
         if request.document_ids:
-            continue  # handled one by one below, in order
+            raise ValueError("sends with attachments go through check_send")
         message = ChatMessage(
             consultation_id=request.consultation_id,
             seq=0,
-            sender_id=actor.id,
+            sender_id=actor_id,
             client_id=request.client_id,
             body=text,
             document_ids=[],
@@ -384,49 +391,45 @@ async def store_batch(
         )
         in_batch[key] = message
         fresh.append((index, message))
-    await _insert_numbered(session, [m for _, m in fresh])
+    await _insert_numbered(connection, [m for _, m in fresh])
     for index, message in fresh:
         outcomes[index] = (message, True)
-    for index, request in enumerate(requests):
-        if outcomes[index] is None:
-            try:
-                async with session.begin_nested():
-                    outcomes[index] = await check_send(
-                        session,
-                        sender=request.sender,
-                        now=now,
-                        settings=settings,
-                        consultation_id=request.consultation_id,
-                        client_id=request.client_id,
-                        body=request.body,
-                        document_ids=request.document_ids,
-                    )
-            except TelemedError as exc:
-                outcomes[index] = exc
     return [outcome for outcome in outcomes if outcome is not None]
 
 
-async def _insert_numbered(session: AsyncSession, messages: list[ChatMessage]) -> None:
+async def _insert_numbered(connection: AsyncConnection, messages: list[ChatMessage]) -> None:
     """Give ``messages`` the next seqs of their consultations (in list order) and insert
-    them: one increment per consultation, one multi-row insert."""
+    them: one increment statement for all the consultations, one multi-row insert."""
     if not messages:
         return
     counts: dict[uuid.UUID, int] = defaultdict(int)
     for message in messages:
         counts[message.consultation_id] += 1
     table = Consultation.__table__  # type: ignore[attr-defined]  # SQLModel sets it
-    # One statement for every consultation of the batch.
-    returned = (
-        await session.exec(
-            sa.update(table)
-            .where(table.c.id.in_(list(counts)))
-            .values(chat_seq=table.c.chat_seq + sa.case(counts, value=table.c.id))
-            .returning(table.c.id, table.c.chat_seq)
-        )
-    ).all()
-    next_seq = {row[0]: row[1] - counts[row[0]] + 1 for row in returned}
+    returned = await connection.execute(
+        sa.update(table)
+        .where(table.c.id.in_(list(counts)))
+        .values(chat_seq=table.c.chat_seq + sa.case(counts, value=table.c.id))
+        .returning(table.c.id, table.c.chat_seq)
+    )
+    next_seq = {row.id: row.chat_seq - counts[row.id] + 1 for row in returned}
     for message in messages:
         message.seq = next_seq[message.consultation_id]
         next_seq[message.consultation_id] += 1
     rows = ChatMessage.__table__  # type: ignore[attr-defined]  # SQLModel sets it
-    await session.exec(sa.insert(rows), params=[m.model_dump() for m in messages])
+    await connection.execute(
+        sa.insert(rows),
+        [
+            {
+                "id": m.id,
+                "consultation_id": m.consultation_id,
+                "seq": m.seq,
+                "sender_id": m.sender_id,
+                "client_id": m.client_id,
+                "body": m.body,
+                "document_ids": m.document_ids,
+                "created_at": m.created_at,
+            }
+            for m in messages
+        ],
+    )

@@ -1,9 +1,15 @@
 """Group commits for chat messages.
 
-Committing each message on its own costs a transaction per message. The writer takes
-the sends waiting at a moment and stores them together (``chat.service.store_batch``: a
-few statements for the whole batch), commits once, and only then answers each sender:
-"acked" still means "stored". The batch's live events leave after that commit.
+Committing each message on its own costs a transaction per message, and with an async
+driver every statement is a round trip through the event loop, which is busy with the
+sockets. The writer takes the sends waiting at a moment and stores them together on its
+own connection: ``BEGIN``, three statements for the whole batch
+(``chat.service.store_batch``), ``COMMIT``; only then is each sender answered: "acked"
+still means "stored". The batch's live events leave after that commit.
+
+Rare cases take the slow path, one by one through ``chat.service.check_send`` in an ORM
+session: a batch with attachments, and a batch whose insert hit a stored ``client_id``
+(a resend), which the slow path answers with the stored message.
 """
 
 from __future__ import annotations
@@ -19,11 +25,10 @@ from datetime import datetime
 
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from telemed import db, keys, live
-from telemed.accounts.models import User
-from telemed.accounts.service import get_session_user
+from telemed.accounts.service import session_user_id
 from telemed.chat import service as chat
 from telemed.chat.models import ChatMessage, ChatMessagePublic
 from telemed.errors import TelemedError, Unauthenticated
@@ -34,6 +39,8 @@ MAX_BATCH = 200
 TOKEN_RECHECK_SECONDS = 5.0
 """A socket's token is checked against the database at most this often for sends (a
 sign-out cuts the socket off within this time; other events check every time)."""
+
+Result = ChatMessagePublic | TelemedError
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,8 @@ class ChatWriter:
         self._app = app
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        self._checked: dict[str, tuple[User, float]] = {}
+        self._checked: dict[str, tuple[uuid.UUID, float]] = {}
+        self._connection: AsyncConnection | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="telemed-chat-writer")
@@ -73,6 +81,7 @@ class ChatWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._drop_connection()
 
     async def submit(self, send: Send) -> ChatMessagePublic:
         """Store ``send`` in the next group commit; returns the stored message once it is
@@ -87,113 +96,136 @@ class ChatWriter:
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                await self._store(batch)
+                results = await self._store(batch)
             except Exception as exc:
                 logger.exception("chat batch of %d failed", len(batch))
-                for pending in batch:
-                    if not pending.done.done():
-                        pending.done.set_exception(exc)
+                await self._drop_connection()
+                results = [exc] * len(batch)  # type: ignore[list-item]  # raised below
+            for pending, result in zip(batch, results, strict=True):
+                if pending.done.done():
+                    continue
+                if isinstance(result, BaseException):
+                    pending.done.set_exception(result)
+                else:
+                    pending.done.set_result(result)
 
-    async def _store(self, batch: list[_Pending]) -> None:
-        app = self._app
-        now = app[keys.CLOCK].now()
-        results: list[ChatMessagePublic | TelemedError] = []
-        async with app[keys.SESSION_FACTORY]() as session:
-            await db.begin_write(session)
-            try:
-                requests: list[chat.SendRequest] = []
-                positions: list[int] = []
-                for pending in batch:
-                    try:
-                        user = await self._user(session, pending.send.token, now)
-                    except TelemedError as exc:
-                        results.append(exc)
-                        continue
-                    send = pending.send
-                    positions.append(len(results))
-                    results.append(Unauthenticated("placeholder"))
-                    requests.append(
-                        chat.SendRequest(
-                            chat.Sender(user, send.doctor_id),
-                            send.consultation_id,
-                            send.client_id,
-                            send.body,
-                            send.document_ids,
-                        )
-                    )
-                for position, outcome in zip(
-                    positions, await self._store_requests(session, requests, now), strict=True
-                ):
-                    if isinstance(outcome, TelemedError):
-                        results[position] = outcome
-                        continue
-                    message, created = outcome
-                    public = ChatMessagePublic.model_validate(message)
-                    if created:
-                        _announce(session, message, public)
-                    results[position] = public
-                await session.commit()
-            except BaseException:
-                live.drop(session)
-                await session.rollback()
-                raise
-        await live.publish(app.get(keys.EMIT), live.take(session))
-        for pending, result in zip(batch, results, strict=True):
-            if isinstance(result, TelemedError):
-                pending.done.set_exception(result)
-            else:
-                pending.done.set_result(result)
-
-    async def _store_requests(
-        self, session: AsyncSession, requests: list[chat.SendRequest], now: datetime
-    ) -> list[chat.SendOutcome]:
-        settings = self._app[keys.SETTINGS]
+    async def _store(self, batch: list[_Pending]) -> list[Result]:
+        now = self._app[keys.CLOCK].now()
+        if any(p.send.document_ids for p in batch):
+            return await self._one_by_one(batch, now)
         try:
-            async with session.begin_nested():
-                return await chat.store_batch(session, requests, now=now, settings=settings)
+            return await self._fast(batch, now)
         except IntegrityError:
-            # Another node stored one of these client_ids at the same moment: go one by
-            # one, so that resend finds the stored message.
-            outcomes: list[chat.SendOutcome] = []
-            for request in requests:
+            return await self._one_by_one(batch, now)
+
+    async def _fast(self, batch: list[_Pending], now: datetime) -> list[Result]:
+        connection = await self._writer_connection()
+        results: list[Result] = []
+        events: list[live.LiveEvent] = []
+        async with connection.begin():
+            requests: list[chat.SendRequest] = []
+            positions: list[int] = []
+            for pending in batch:
+                send = pending.send
+                user_id = await self._user_id(connection, send.token, now)
+                if user_id is None:
+                    results.append(Unauthenticated("The session has expired; sign in again"))
+                    continue
+                positions.append(len(results))
+                results.append(Unauthenticated("not stored"))  # replaced below
+                requests.append(
+                    chat.SendRequest(
+                        chat.Sender(user_id, send.doctor_id),
+                        send.consultation_id,
+                        send.client_id,
+                        send.body,
+                    )
+                )
+            outcomes = await chat.store_batch(
+                connection, requests, now=now, settings=self._app[keys.SETTINGS]
+            )
+            for position, outcome in zip(positions, outcomes, strict=True):
+                results[position] = _result(outcome, events)
+        await live.publish(self._app.get(keys.EMIT), events)
+        return results
+
+    async def _one_by_one(self, batch: list[_Pending], now: datetime) -> list[Result]:
+        app = self._app
+        settings = app[keys.SETTINGS]
+        results: list[Result] = []
+        events: list[live.LiveEvent] = []
+        async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+            connection = await session.connection()
+            for pending in batch:
+                send = pending.send
+                user_id = await self._user_id(connection, send.token, now)
+                if user_id is None:
+                    results.append(Unauthenticated("The session has expired; sign in again"))
+                    continue
                 try:
                     async with session.begin_nested():
-                        outcomes.append(
-                            await chat.check_send(
-                                session,
-                                sender=request.sender,
-                                now=now,
-                                settings=settings,
-                                consultation_id=request.consultation_id,
-                                client_id=request.client_id,
-                                body=request.body,
-                                document_ids=request.document_ids,
-                            )
+                        outcome: chat.SendOutcome = await chat.check_send(
+                            session,
+                            sender=chat.Sender(user_id, send.doctor_id),
+                            now=now,
+                            settings=settings,
+                            consultation_id=send.consultation_id,
+                            client_id=send.client_id,
+                            body=send.body,
+                            document_ids=send.document_ids,
                         )
                 except TelemedError as exc:
-                    outcomes.append(exc)
-            return outcomes
+                    outcome = exc
+                results.append(_result(outcome, events))
+        await live.publish(app.get(keys.EMIT), events)
+        return results
 
-    async def _user(self, session: AsyncSession, token: str, now: datetime) -> User:
+    async def _user_id(
+        self, connection: AsyncConnection, token: str, now: datetime
+    ) -> uuid.UUID | None:
         cached = self._checked.get(token)
         moment = time.monotonic()
         if cached is not None and moment - cached[1] < TOKEN_RECHECK_SECONDS:
             return cached[0]
-        found = await get_session_user(session, token=token, now=now)
-        if found is None:
+        user_id = await session_user_id(connection, token=token, now=now)
+        if user_id is None:
             self._checked.pop(token, None)
-            raise Unauthenticated("The session has expired or was ended; sign in again")
+            return None
         if len(self._checked) > 10_000:
             self._checked.clear()
-        self._checked[token] = (found[0], moment)
-        return found[0]
+        self._checked[token] = (user_id, moment)
+        return user_id
+
+    async def _writer_connection(self) -> AsyncConnection:
+        if self._connection is None or self._connection.closed:
+            connection = await self._app[keys.ENGINE].connect()
+            # Begins as a writer (SQLite: BEGIN IMMEDIATE; see telemed.db).
+            await connection.execution_options(**db.WRITE)
+            self._connection = connection
+        return self._connection
+
+    async def _drop_connection(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+            self._connection = None
 
 
-def _announce(session: AsyncSession, message: ChatMessage, public: ChatMessagePublic) -> None:
-    live.queue(
-        session,
+def _result(outcome: chat.SendOutcome, events: list[live.LiveEvent]) -> Result:
+    """The sender's answer; a new message also becomes a live event (sent after commit)."""
+    if isinstance(outcome, TelemedError):
+        return outcome
+    message, created = outcome
+    public = ChatMessagePublic.model_validate(message)
+    if created:
+        events.append(_created(message, public))
+    return public
+
+
+def _created(message: ChatMessage, public: ChatMessagePublic) -> live.LiveEvent:
+    return live.LiveEvent(
         "chat:message_created",
-        [f"consultation:{message.consultation_id}"],
+        (f"consultation:{message.consultation_id}",),
         public.model_dump(mode="json"),
     )
 
