@@ -24,7 +24,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed import audit
 from telemed.accounts.models import User
-from telemed.chat.models import ChatMessage, ChatReadState
+from telemed.chat.models import ChatMessage, ChatMessagePublic, ChatReadState
+from telemed.db import new_id
 from telemed.documents.models import Document
 from telemed.errors import InvalidInput, InvalidState, NotFound, RateLimited, TelemedError
 from telemed.scheduling.consultations import Seen, get_consultation
@@ -304,7 +305,8 @@ class SendRequest:
     document_ids: tuple[uuid.UUID, ...] = ()
 
 
-SendOutcome = tuple[ChatMessage, bool] | TelemedError
+SendOutcome = tuple[ChatMessage | ChatMessagePublic, bool] | TelemedError
+"""The stored message and whether it is new, or why it was refused."""
 
 
 async def store_batch(
@@ -339,8 +341,8 @@ async def store_batch(
             ).where(consultations.c.id.in_(ids))
         )
     }
-    fresh: list[tuple[int, ChatMessage]] = []
-    in_batch: dict[tuple[uuid.UUID, uuid.UUID, str], ChatMessage] = {}
+    fresh: list[tuple[int, ChatMessagePublic]] = []
+    in_batch: dict[tuple[uuid.UUID, uuid.UUID, str], ChatMessagePublic] = {}
     for index, request in enumerate(requests):
         actor_id = request.sender.user_id
         key = (request.consultation_id, actor_id, request.client_id)
@@ -380,7 +382,9 @@ async def store_batch(
             continue
         if request.document_ids:
             raise ValueError("sends with attachments go through check_send")
-        message = ChatMessage(
+        # A plain model, not a mapped row: building ORM objects costs more than storing.
+        message = ChatMessagePublic.model_construct(
+            id=new_id(),
             consultation_id=request.consultation_id,
             seq=0,
             sender_id=actor_id,
@@ -397,7 +401,7 @@ async def store_batch(
     return [outcome for outcome in outcomes if outcome is not None]
 
 
-async def _insert_numbered(connection: AsyncConnection, messages: list[ChatMessage]) -> None:
+async def _insert_numbered(connection: AsyncConnection, messages: list[ChatMessagePublic]) -> None:
     """Give ``messages`` the next seqs of their consultations (in list order) and insert
     them: one increment statement for all the consultations, one multi-row insert."""
     if not messages:
@@ -427,7 +431,7 @@ async def _insert_numbered(connection: AsyncConnection, messages: list[ChatMessa
                 "sender_id": m.sender_id,
                 "client_id": m.client_id,
                 "body": m.body,
-                "document_ids": m.document_ids,
+                "document_ids": [str(d) for d in m.document_ids],
                 "created_at": m.created_at,
             }
             for m in messages

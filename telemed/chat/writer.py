@@ -222,7 +222,7 @@ def _result(outcome: chat.SendOutcome, events: list[live.LiveEvent]) -> Result:
     return public
 
 
-def _created(message: ChatMessage, public: ChatMessagePublic) -> live.LiveEvent:
+def _created(message: ChatMessage | ChatMessagePublic, public: ChatMessagePublic) -> live.LiveEvent:
     return live.LiveEvent(
         "chat:message_created",
         (f"consultation:{message.consultation_id}",),
