@@ -95,12 +95,14 @@ class ChatWriter:
             batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            results: list[Result | Exception]
             try:
-                results = await self._store(batch)
+                results = list(await self._store(batch))
             except Exception as exc:
+                # Not the senders' fault: each gets "internal", and nothing was acked.
                 logger.exception("chat batch of %d failed", len(batch))
                 await self._drop_connection()
-                results = [exc] * len(batch)  # type: ignore[list-item]  # raised below
+                results = [exc] * len(batch)
             for pending, result in zip(batch, results, strict=True):
                 if pending.done.done():
                     continue
