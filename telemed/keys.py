@@ -42,3 +42,5 @@ HEALTH_CHECKS: web.AppKey[list[tuple[str, Callable[[], Awaitable[None]]]]] = web
 )
 """Readiness checks beyond the database: each raises when its part is not working."""
 CHAT_WRITER: web.AppKey[ChatWriter] = web.AppKey("chat_writer")
+SOCKETS: web.AppKey[dict[str, str]] = web.AppKey("sockets")
+"""This node's connected sockets: sid → the hash of the session token they signed in with."""

@@ -101,7 +101,7 @@ def settings(tmp_path: Path, database_url: str, settings_overrides: dict[str, An
         data_dir=tmp_path / "data",
         database_url=database_url,
         secret_key="test-secret-" + "x" * 32,
-        **settings_overrides,
+        **{"worker_interval_seconds": 0, **settings_overrides},
     )
 
 

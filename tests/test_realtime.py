@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -10,9 +11,10 @@ import pytest
 import socketio
 
 from telemed.clock import FakeClock
+from telemed.jobs import run_jobs_once
 from tests.conftest import AppClient
 from tests.factories import bearer
-from tests.flows import ok
+from tests.flows import make_patient, ok
 from tests.realtime import Peer, history, open_peer, send
 
 
@@ -59,7 +61,9 @@ async def test_send_ack_receive_and_idempotent_resend(
     reply = await doctor.call("chat:send", send(cid, "d-1", "Добрый день! Слушаю вас."))
     assert reply["data"]["message"]["seq"] == 2
     await patient.wait_for(lambda: len(patient.events("chat:message_created")) == 2)
-    assert len(doctor.events("chat:message_created")) == 2  # the resend was not re-emitted
+    await doctor.wait_for(lambda: len(doctor.events("chat:message_created")) >= 2)
+    # The resend was not re-emitted: the events are seq 1 then 2, once each.
+    assert [m["seq"] for m in doctor.events("chat:message_created")] == [1, 2]
     stored = await history(client, booked["patient"]["token"], cid)
     assert [m["seq"] for m in stored] == [1, 2]
 
@@ -258,12 +262,47 @@ def test_the_protocol_document_is_generated_from_the_event_models() -> None:
 
 
 async def test_a_signed_out_socket_is_cut_off(
-    client: AppClient, booked: dict[str, Any], peers: list[Peer]
+    client: AppClient, app: Any, booked: dict[str, Any], peers: list[Peer]
 ) -> None:
     cid = booked["id"]
     patient = await open_peer(client, peers, booked["patient"]["token"])
     assert (await patient.call("consultation:subscribe", {"consultation_id": cid}))["ok"]
+    doctor = await open_peer(client, peers, booked["doctor"]["token"])
     await ok(client, "POST", "/auth/logout", booked["patient"]["token"], status=204)
     ack = await patient.call("consultation:subscribe", {"consultation_id": cid})
     assert ack["ok"] is False
     assert ack["error"]["code"] == "unauthenticated"
+    # The sweep disconnects it, so that it stops receiving too; others stay.
+    swept = await run_jobs_once(app)
+    assert swept["socket_sweep"] == 1
+    await patient.wait_for(lambda: not patient.sio.connected)
+    assert doctor.sio.connected
+    await doctor.call("chat:send", send(cid, "after", "Вы ещё здесь?"))
+    assert not patient.events("chat:message_created")
+
+
+async def test_a_temporary_password_cannot_open_a_socket(client: AppClient) -> None:
+    from sqlmodel import select
+
+    from telemed import db, keys
+    from telemed.accounts.models import User
+
+    auth = await make_patient(client)
+    assert client.app is not None
+    async with db.transaction(client.app[keys.SESSION_FACTORY]) as session:
+        user = (
+            await session.exec(select(User).where(User.id == uuid.UUID(auth["user"]["id"])))
+        ).one()
+        user.must_change_password = True
+        session.add(user)
+    refused = socketio.AsyncClient(reconnection=False)
+    errors: list[Any] = []
+    refused.on("connect_error", errors.append)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await refused.connect(
+            str(client.make_url("/")),
+            auth={"token": auth["token"]},
+            transports=["websocket"],
+            wait_timeout=5,
+        )
+    assert errors[0]["data"]["error"]["code"] == "password_change_required"

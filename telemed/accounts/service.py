@@ -179,6 +179,25 @@ async def session_user_id(
     return None if row is None else row[0]
 
 
+async def live_token_hashes(
+    session: AsyncSession, *, token_hashes: set[str], now: datetime
+) -> set[str]:
+    """Which of these token hashes still belong to a live session of an active account."""
+    if not token_hashes:
+        return set()
+    rows = await session.exec(
+        select(AuthSession.token_hash)
+        .join(User, col(User.id) == col(AuthSession.user_id))
+        .where(
+            col(AuthSession.token_hash).in_(token_hashes),
+            col(AuthSession.revoked_at).is_(None),
+            AuthSession.expires_at > now,
+            col(User.is_active).is_(True),
+        )
+    )
+    return set(rows.all())
+
+
 async def do_revoke_session(
     session: AsyncSession, *, auth_session: AuthSession, now: datetime
 ) -> None:

@@ -277,16 +277,40 @@ async def check_mark_read(
     seen = await get_chat(session, actor=actor, consultation_id=consultation_id)
     if seq < 0 or seq > seen.consultation.chat_seq:
         raise InvalidInput("No such message", details={"field": "seq"})
-    state = await session.get(ChatReadState, (consultation_id, actor.id))
+    state = await _read_state(session, consultation_id, actor.id)
     if state is None:
-        state = ChatReadState(
-            consultation_id=consultation_id, user_id=actor.id, seq=seq, updated_at=now
-        )
-    elif seq > state.seq:
+        try:
+            async with session.begin_nested():
+                state = ChatReadState(
+                    consultation_id=consultation_id, user_id=actor.id, seq=seq, updated_at=now
+                )
+                session.add(state)
+                await session.flush()
+            return state
+        except IntegrityError:  # another tab's first mark won; move it forward below
+            state = await _read_state(session, consultation_id, actor.id)
+            assert state is not None
+    if seq > state.seq:
         state.seq = seq
         state.updated_at = now
     session.add(state)
     return state
+
+
+async def _read_state(
+    session: AsyncSession, consultation_id: uuid.UUID, user_id: uuid.UUID
+) -> ChatReadState | None:
+    """The read position, locked (PostgreSQL) so that it only ever moves forward."""
+    return (
+        await session.exec(
+            select(ChatReadState)
+            .where(
+                ChatReadState.consultation_id == consultation_id,
+                ChatReadState.user_id == user_id,
+            )
+            .with_for_update()
+        )
+    ).first()
 
 
 async def read_states(session: AsyncSession, consultation_id: uuid.UUID) -> dict[str, int]:
@@ -338,7 +362,13 @@ async def store_batch(
                 consultations.c.doctor_id,
                 consultations.c.state,
                 consultations.c.ended_at,
-            ).where(consultations.c.id.in_(ids))
+            )
+            .where(consultations.c.id.in_(ids))
+            # PostgreSQL: hold the rows (in one order, so batches never deadlock) until
+            # the commit, so that a cancel cannot slip in between this check and the
+            # insert. SQLite ignores it: its writer lock already serialises.
+            .order_by(consultations.c.id)
+            .with_for_update()
         )
     }
     fresh: list[tuple[int, ChatMessagePublic]] = []
@@ -366,6 +396,10 @@ async def store_batch(
             now=now,
             settings=settings,
         ):
+            stored = await _stored(connection, key)
+            if stored is not None:  # a resend of a message stored before it closed
+                outcomes[index] = (stored, False)
+                continue
             outcomes[index] = InvalidState(
                 "The chat is closed for this consultation",
                 details={"state": str(consultation.state)},
@@ -399,6 +433,23 @@ async def store_batch(
     for index, message in fresh:
         outcomes[index] = (message, True)
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+async def _stored(
+    connection: AsyncConnection, key: tuple[uuid.UUID, uuid.UUID, str]
+) -> ChatMessagePublic | None:
+    """The message stored under (consultation, sender, client_id), if any."""
+    messages = ChatMessage.__table__  # type: ignore[attr-defined]  # SQLModel sets it
+    row = (
+        await connection.execute(
+            sa.select(messages).where(
+                messages.c.consultation_id == key[0],
+                messages.c.sender_id == key[1],
+                messages.c.client_id == key[2],
+            )
+        )
+    ).first()
+    return None if row is None else ChatMessagePublic.model_validate(dict(row._mapping))
 
 
 async def _insert_numbered(connection: AsyncConnection, messages: list[ChatMessagePublic]) -> None:

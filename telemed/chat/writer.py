@@ -31,7 +31,7 @@ from telemed import db, keys, live
 from telemed.accounts.service import session_user_id
 from telemed.chat import service as chat
 from telemed.chat.models import ChatMessage, ChatMessagePublic
-from telemed.errors import TelemedError, Unauthenticated
+from telemed.errors import TelemedError, Unauthenticated, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,11 @@ class ChatWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        # Sends still waiting are refused, not left hanging (a resend will store them).
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.done.done():
+                pending.done.set_exception(Unavailable("The server is shutting down; send again"))
         await self._drop_connection()
 
     async def submit(self, send: Send) -> ChatMessagePublic:
@@ -96,8 +101,16 @@ class ChatWriter:
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             results: list[Result | Exception]
+            events: list[live.LiveEvent] = []
             try:
-                results = list(await self._store(batch))
+                results = list(await self._store(batch, events))
+            except asyncio.CancelledError:
+                for pending in batch:
+                    if not pending.done.done():
+                        pending.done.set_exception(
+                            Unavailable("The server is shutting down; send again")
+                        )
+                raise
             except Exception as exc:
                 # Not the senders' fault: each gets "internal", and nothing was acked.
                 logger.exception("chat batch of %d failed", len(batch))
@@ -110,20 +123,25 @@ class ChatWriter:
                     pending.done.set_exception(result)
                 else:
                     pending.done.set_result(result)
+            # Answer the senders first: a slow Redis must not hold back their acks.
+            await live.publish(self._app.get(keys.EMIT), events)
 
-    async def _store(self, batch: list[_Pending]) -> list[Result]:
+    async def _store(self, batch: list[_Pending], events: list[live.LiveEvent]) -> list[Result]:
+        """Store the batch; fills ``events`` with what to emit once answered."""
         now = self._app[keys.CLOCK].now()
         if any(p.send.document_ids for p in batch):
-            return await self._one_by_one(batch, now)
+            return await self._one_by_one(batch, now, events)
         try:
-            return await self._fast(batch, now)
+            return await self._fast(batch, now, events)
         except IntegrityError:
-            return await self._one_by_one(batch, now)
+            events.clear()
+            return await self._one_by_one(batch, now, events)
 
-    async def _fast(self, batch: list[_Pending], now: datetime) -> list[Result]:
+    async def _fast(
+        self, batch: list[_Pending], now: datetime, events: list[live.LiveEvent]
+    ) -> list[Result]:
         connection = await self._writer_connection()
         results: list[Result] = []
-        events: list[live.LiveEvent] = []
         async with connection.begin():
             requests: list[chat.SendRequest] = []
             positions: list[int] = []
@@ -148,14 +166,14 @@ class ChatWriter:
             )
             for position, outcome in zip(positions, outcomes, strict=True):
                 results[position] = _result(outcome, events)
-        await live.publish(self._app.get(keys.EMIT), events)
         return results
 
-    async def _one_by_one(self, batch: list[_Pending], now: datetime) -> list[Result]:
+    async def _one_by_one(
+        self, batch: list[_Pending], now: datetime, events: list[live.LiveEvent]
+    ) -> list[Result]:
         app = self._app
         settings = app[keys.SETTINGS]
         results: list[Result] = []
-        events: list[live.LiveEvent] = []
         async with db.transaction(app[keys.SESSION_FACTORY]) as session:
             connection = await session.connection()
             for pending in batch:
@@ -179,7 +197,6 @@ class ChatWriter:
                 except TelemedError as exc:
                     outcome = exc
                 results.append(_result(outcome, events))
-        await live.publish(app.get(keys.EMIT), events)
         return results
 
     async def _user_id(

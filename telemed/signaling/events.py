@@ -65,6 +65,10 @@ class ConsultationView(BaseModel):
 class Subscribed(BaseModel):
     consultation: ConsultationView
     messages: list[ChatMessagePublic]
+    has_more: bool = Field(
+        description="More missed messages than one answer holds: subscribe again with the "
+        "last seq received"
+    )
     read: dict[str, int] = Field(description="How far each participant has read (user id → seq)")
     online: list[uuid.UUID] = Field(description="Participants connected now")
     writable: bool

@@ -14,6 +14,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any, TypeVar
 
 import pydantic
@@ -25,13 +26,21 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed import db, keys, live
 from telemed.accounts.models import Role, User
-from telemed.accounts.service import get_session_user
+from telemed.accounts.service import get_session_user, hash_token, live_token_hashes
 from telemed.api import validation_details
 from telemed.auth import COOKIE_NAME
 from telemed.chat import service as chat
 from telemed.chat.models import ChatMessagePublic
 from telemed.chat.writer import Send, run_writer
-from telemed.errors import ErrorCode, InvalidInput, TelemedError, Unauthenticated
+from telemed.errors import (
+    ErrorCode,
+    InvalidInput,
+    PasswordChangeRequired,
+    TelemedError,
+    Unauthenticated,
+    Unavailable,
+)
+from telemed.jobs import register_job
 from telemed.scheduling.consultations import doctor_of, live_view
 from telemed.signaling.events import (
     ChatRead,
@@ -95,7 +104,12 @@ def setup(app: web.Application) -> socketio.AsyncServer:
     """Create the Socket.IO server, attach it to ``app`` and register the handlers."""
     settings = app[keys.SETTINGS]
     manager = (
-        socketio.AsyncRedisManager(settings.redis_url, channel="telemed")
+        socketio.AsyncRedisManager(
+            settings.redis_url,
+            channel="telemed",
+            # A Redis that stops answering must not hang the emits that wait on it.
+            redis_options={"socket_timeout": 2, "socket_connect_timeout": 2},
+        )
         if settings.redis_url
         else None
     )
@@ -120,11 +134,28 @@ def setup(app: web.Application) -> socketio.AsyncServer:
         await sio.emit(event.event, event.payload, room=list(event.rooms))
 
     app[keys.EMIT] = emit
+    app[keys.SOCKETS] = {}
+    register_job(app, "socket_sweep", sweep_sockets)
     app.cleanup_ctx.append(run_writer)
     if settings.redis_url:
         app.cleanup_ctx.append(_redis_link)
     _register(app, sio)
     return sio
+
+
+async def sweep_sockets(app: web.Application, now: datetime) -> int:
+    """Disconnect this node's sockets whose session has ended (sign-out, password change,
+    closed account, expiry): they must stop receiving events, not only stop sending."""
+    sockets = app[keys.SOCKETS]
+    if not sockets:
+        return 0
+    async with app[keys.SESSION_FACTORY]() as session:
+        live_hashes = await live_token_hashes(session, token_hashes=set(sockets.values()), now=now)
+    dead = [sid for sid, token_hash in sockets.items() if token_hash not in live_hashes]
+    for sid in dead:
+        sockets.pop(sid, None)
+        await app[keys.SIO].disconnect(sid)
+    return len(dead)
 
 
 async def _redis_link(app: web.Application) -> AsyncIterator[None]:
@@ -218,6 +249,11 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
                 if found is not None:
                     user = found[0]
                     doctor = await doctor_of(session, user)
+        if user is not None and user.must_change_password:
+            refusal = PasswordChangeRequired("Change the temporary password before going on")
+            raise socketio.exceptions.ConnectionRefusedError(
+                refusal.message, {"error": refusal.to_wire()}
+            )
         if user is None:
             error = Unauthenticated("Sign in first: send auth {token} or the session cookie")
             raise socketio.exceptions.ConnectionRefusedError(
@@ -231,11 +267,14 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
                 "doctor_id": str(doctor.id) if doctor is not None else None,
             },
         )
+        assert token is not None  # a user was found by it
+        app[keys.SOCKETS][sid] = hash_token(token)
         await sio.enter_room(sid, f"user:{user.id}")
         if user.role is Role.DOCTOR and doctor is not None:
             await sio.enter_room(sid, f"centre:{doctor.centre_id}")
 
     async def disconnect(sid: str, reason: Any = None) -> None:
+        app[keys.SOCKETS].pop(sid, None)
         for consultation_id in presence.rooms_of(sid):
             presence.leave(consultation_id, sid)
             await _presence_changed(consultation_id)
@@ -255,26 +294,35 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
         """consultation:subscribe {consultation_id, after_seq?} → {consultation, messages, …}"""
         request = parse(Subscribe, data)
         async with _caller(app, sio, sid) as (session, user):
+            await chat.get_chat(session, actor=user, consultation_id=request.consultation_id)
+        cid = str(request.consultation_id)
+        # Join first, then read: a message committed meanwhile is in the answer, in the
+        # live stream, or in both (clients keep one per seq) — never in neither.
+        try:
+            await sio.enter_room(sid, f"consultation:{cid}")
+        except KeyError:  # the socket closed meanwhile
+            raise Unavailable("The connection has closed") from None
+        async with _caller(app, sio, sid) as (session, user):
             seen = await chat.get_chat(session, actor=user, consultation_id=request.consultation_id)
             messages = await chat.messages_after(
                 session,
                 consultation_id=seen.consultation.id,
                 after_seq=request.after_seq,
-                limit=chat.HISTORY_PAGE,
+                limit=chat.HISTORY_PAGE + 1,
             )
             read = await chat.read_states(session, seen.consultation.id)
             writable = chat.chat_writable(
                 seen.consultation, now=app[keys.CLOCK].now(), settings=app[keys.SETTINGS]
             )
-        cid = str(seen.consultation.id)
-        # Join before answering: nothing sent after this point is missed.
-        await sio.enter_room(sid, f"consultation:{cid}")
         presence.join(cid, sid, str(user.id))
         await _presence_changed(cid)
         return ok(
             Subscribed(
                 consultation=ConsultationView.model_validate(live_view(seen.consultation)),
-                messages=[ChatMessagePublic.model_validate(m) for m in messages],
+                messages=[
+                    ChatMessagePublic.model_validate(m) for m in messages[: chat.HISTORY_PAGE]
+                ],
+                has_more=len(messages) > chat.HISTORY_PAGE,
                 read=read,
                 online=[uuid.UUID(u) for u in presence.online(cid)],
                 writable=writable,
