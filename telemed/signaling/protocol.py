@@ -26,7 +26,10 @@ is the one error shape: `{"error": {"code": "unauthenticated", "message": …, "
 Every socket joins the room of its user (for `notification:created`); a doctor's socket
 also joins its centre's room (for `consultation:updated` of the centre's requests). The
 token is checked again on every event (for `chat:send`, at most every 5 seconds): after
-a sign-out or a password change, events answer `unauthenticated`.
+a sign-out or a password change, events answer `unauthenticated`, and the server
+disconnects the socket at its next background round (`TELEMED_WORKER_INTERVAL_SECONDS`).
+An account that must change its temporary password is refused with
+`password_change_required`.
 
 ## Acknowledgements and errors
 
@@ -43,7 +46,8 @@ A chat message is committed to the database with the next `seq` of its consultat
 before it is acknowledged or sent to anyone. Live events can still be lost on the way
 (a node or Redis restarting), so a client keeps the highest `seq` it holds and, after a
 reconnect (or when it sees a gap in `seq`), sends `consultation:subscribe` with
-`after_seq`: the answer carries every message it missed, in order. A resend of
+`after_seq`: the answer carries the messages it missed, in order (up to 500; `has_more`
+says to subscribe again from the last one). A resend of
 `chat:send` with the same `client_id` returns the stored message and stores nothing new,
 so a client may safely retry a send whose ack it never got.
 
