@@ -4,6 +4,7 @@ telemed.signaling.protocol > docs/realtime.md``. A test keeps the file in step."
 from __future__ import annotations
 
 import json
+import sys
 
 from pydantic import BaseModel
 
@@ -73,4 +74,4 @@ def _schema(model: type[BaseModel]) -> str:
 
 
 if __name__ == "__main__":
-    print(markdown(), end="")
+    sys.stdout.write(markdown())
