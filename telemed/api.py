@@ -48,7 +48,6 @@ logger = logging.getLogger(__name__)
 PREFIX = "/api/v1"
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
-UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class Access(StrEnum):

@@ -4,17 +4,12 @@ message goes out exactly once, and both nodes take part."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
-from typing import IO
 
 import aiohttp
-import asyncpg
 from argon2 import PasswordHasher
 from sqlmodel import col, select
 
@@ -26,71 +21,13 @@ from telemed.notify.models import OutboxMessage, OutboxStatus
 from telemed.notify.service import do_notify
 from telemed.notify.texts import NotificationKind
 from tests.factories import PASSWORD, next_phone
+from tests.nodes import fresh_database, start_node, stop_node, wait_until_ready
 from tests.notify_gateways import SmsGateway, running_gateway
 from tests.servers import PostgresServer, free_port
 
 MESSAGES = 200
 PATIENTS = 4
 DEADLINE_SECONDS = 60
-ROOT = Path(__file__).resolve().parent.parent
-
-
-async def _admin_execute(server: PostgresServer, statement: str) -> None:
-    connection = await asyncpg.connect(
-        host="127.0.0.1", port=server.port, user="postgres", database="postgres"
-    )
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def _start_node(
-    port: int, database_url: str, gateway_url: str, data_dir: Path, log: IO[bytes]
-) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "TELEMED_DATABASE_URL": database_url,
-        "TELEMED_SMS_BACKEND": "http",
-        "TELEMED_SMS_HTTP_URL": gateway_url,
-        "TELEMED_WORKER_INTERVAL_SECONDS": "0.2",
-        "TELEMED_DATA_DIR": str(data_dir),
-        "TELEMED_SECRET_KEY": "two-nodes-secret-" + "x" * 32,
-        "TELEMED_LOG_LEVEL": "WARNING",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "telemed", "serve", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-
-
-async def _wait_until_up(
-    http: aiohttp.ClientSession, port: int, node: subprocess.Popen[bytes]
-) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert node.poll() is None, "the server process exited early"
-        try:
-            async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)  # polling a starting process, not waiting for time to pass
-    raise TimeoutError(f"the node on port {port} did not start")
-
-
-def _stop(node: subprocess.Popen[bytes]) -> None:
-    if node.poll() is None:
-        node.terminate()
-        try:
-            node.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            node.kill()
-            node.wait()
 
 
 def _logs(tmp_path: Path) -> str:
@@ -100,77 +37,80 @@ def _logs(tmp_path: Path) -> str:
 async def test_two_nodes_deliver_every_message_exactly_once(
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
-    name = "t_" + uuid.uuid4().hex[:16]
-    await _admin_execute(postgres, f"CREATE DATABASE {name} TEMPLATE telemed_template")
-    database_url = f"{postgres.url}/{name}"
-    engine = db.create_engine(database_url)
-    gateway = SmsGateway(delay=0.02)  # a bit slow, so that the nodes overlap
-    nodes: list[subprocess.Popen[bytes]] = []
-    logs = [(tmp_path / f"node{index}.log").open("wb") for index in range(2)]
-    try:
-        async with running_gateway(gateway) as gateway_url, aiohttp.ClientSession() as http:
-            ports = [free_port(), free_port()]
-            for index, port in enumerate(ports):
-                data_dir = tmp_path / f"node{index}"
-                nodes.append(_start_node(port, database_url, gateway_url, data_dir, logs[index]))
-            for port, node in zip(ports, nodes, strict=True):
-                await _wait_until_up(http, port, node)
+    async with fresh_database(postgres) as database_url:
+        engine = db.create_engine(database_url)
+        gateway = SmsGateway(delay=0.02)  # a bit slow, so that the nodes overlap
+        nodes: list[subprocess.Popen[bytes]] = []
+        logs = [(tmp_path / f"node{index}.log").open("wb") for index in range(2)]
+        try:
+            async with running_gateway(gateway) as gateway_url, aiohttp.ClientSession() as http:
+                ports = [free_port(), free_port()]
+                for index, port in enumerate(ports):
+                    data_dir = tmp_path / f"node{index}"
+                    env = {
+                        "TELEMED_DATABASE_URL": database_url,
+                        "TELEMED_SMS_BACKEND": "http",
+                        "TELEMED_SMS_HTTP_URL": gateway_url,
+                        "TELEMED_WORKER_INTERVAL_SECONDS": "0.2",
+                    }
+                    nodes.append(start_node(port, env=env, data_dir=data_dir, log=logs[index]))
+                for port, node in zip(ports, nodes, strict=True):
+                    await wait_until_ready(http, port, node)
 
-            # Both nodes are polling; queue everything in one transaction.
-            factory = db.create_session_factory(engine)
-            now = SystemClock().now()
-            async with db.transaction(factory) as session:
-                users = [
-                    await do_create_user(
-                        session,
-                        hasher=PasswordHasher(),
-                        now=now,
-                        full_name="Пациентка Очереди",
-                        phone=next_phone(),
-                        password=PASSWORD,
-                        role=Role.PATIENT,
-                    )
-                    for _ in range(PATIENTS)
-                ]
-                for index in range(MESSAGES):
-                    await do_notify(
-                        session,
-                        now=now,
-                        user=users[index % PATIENTS],
-                        kind=NotificationKind.SCHEDULED,
-                        params={"when": now},
-                        sms=True,
-                    )
-
-            deadline = time.monotonic() + DEADLINE_SECONDS
-            while True:
+                # Both nodes are polling; queue everything in one transaction.
+                factory = db.create_session_factory(engine)
+                now = SystemClock().now()
                 async with db.transaction(factory) as session:
-                    rows = list((await session.exec(select(OutboxMessage))).all())
-                if all(row.status is OutboxStatus.SENT for row in rows):
-                    break
-                assert all(node.poll() is None for node in nodes), _logs(tmp_path)
-                assert time.monotonic() < deadline, (
-                    Counter(r.status for r in rows),
-                    _logs(tmp_path),
-                )
-                await asyncio.sleep(0.2)  # polling the shared database, bounded above
+                    users = [
+                        await do_create_user(
+                            session,
+                            hasher=PasswordHasher(),
+                            now=now,
+                            full_name="Пациентка Очереди",
+                            phone=next_phone(),
+                            password=PASSWORD,
+                            role=Role.PATIENT,
+                        )
+                        for _ in range(PATIENTS)
+                    ]
+                    for index in range(MESSAGES):
+                        await do_notify(
+                            session,
+                            now=now,
+                            user=users[index % PATIENTS],
+                            kind=NotificationKind.SCHEDULED,
+                            params={"when": now},
+                            sms=True,
+                        )
 
-            async with db.transaction(factory) as session:
-                claimants = (
-                    await session.exec(select(OutboxMessage.claimed_by, OutboxMessage.attempts))
-                ).all()
-                sent_ids = (
-                    await session.exec(
-                        select(OutboxMessage.id).where(col(OutboxMessage.sent_at).is_not(None))
+                deadline = time.monotonic() + DEADLINE_SECONDS
+                while True:
+                    async with db.transaction(factory) as session:
+                        rows = list((await session.exec(select(OutboxMessage))).all())
+                    if all(row.status is OutboxStatus.SENT for row in rows):
+                        break
+                    assert all(node.poll() is None for node in nodes), _logs(tmp_path)
+                    assert time.monotonic() < deadline, (
+                        Counter(r.status for r in rows),
+                        _logs(tmp_path),
                     )
-                ).all()
-    finally:
-        for node in nodes:
-            _stop(node)
-        for log in logs:
-            log.close()
-        await engine.dispose()
-        await _admin_execute(postgres, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                    await asyncio.sleep(0.2)  # polling the shared database, bounded above
+
+                async with db.transaction(factory) as session:
+                    claimants = (
+                        await session.exec(select(OutboxMessage.claimed_by, OutboxMessage.attempts))
+                    ).all()
+                    sent_ids = (
+                        await session.exec(
+                            select(OutboxMessage.id).where(col(OutboxMessage.sent_at).is_not(None))
+                        )
+                    ).all()
+        finally:
+            for node in nodes:
+                stop_node(node)
+            for log in logs:
+                log.close()
+            await engine.dispose()
 
     assert len(rows) == MESSAGES
     delivered = Counter(payload["id"] for payload in gateway.delivered)

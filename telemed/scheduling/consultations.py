@@ -188,7 +188,8 @@ async def _owned_documents(
     return wanted
 
 
-def _age(birth: date | None, today: date) -> int | None:
+def age_on(birth: date | None, today: date) -> int | None:
+    """Full years on ``today`` (None without a birth date)."""
     if birth is None:
         return None
     return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
@@ -260,7 +261,7 @@ async def check_create_request(
         patient_id=actor.id,
         centre_id=centre.id,
         full_name=full_name or actor.full_name,
-        age=age if age is not None else _age(actor.birth_date, now.date()),
+        age=age if age is not None else age_on(actor.birth_date, now.date()),
         diagnosis=diagnosis,
         complaints=complaints,
         submitted_at=now,
@@ -341,7 +342,7 @@ async def check_book_duty(
         slot_id=slot.id,
         active_slot_id=slot.id,
         full_name=actor.full_name,
-        age=_age(actor.birth_date, now.date()),
+        age=age_on(actor.birth_date, now.date()),
         topic=topic,
         question=question,
         channel=channel,
@@ -385,17 +386,20 @@ async def check_book_duty(
     return consultation
 
 
-async def _doctor_is_free(
+async def check_doctor_free(
     session: AsyncSession,
     *,
     doctor: Doctor,
     starts_at: datetime,
     ends_at: datetime,
-    except_id: uuid.UUID | None,
+    except_id: uuid.UUID | None = None,
+    any_slot: bool = False,
+    message: str = "You already have a consultation or a duty slot at that time",
 ) -> None:
-    """Raise ``Overlap`` if the doctor has another consultation or a published free duty
-    slot in ``[starts_at, ends_at)``. The doctor's row is locked first (PostgreSQL), so two
-    schedulings for one doctor are decided one after the other."""
+    """Raise ``Overlap`` if the doctor has another consultation or a published duty slot
+    (a free one; with ``any_slot``, any) in ``[starts_at, ends_at)``. The doctor's row is
+    locked first (PostgreSQL), so two changes to one doctor's time are decided one after
+    the other."""
     await session.exec(select(Doctor.id).where(Doctor.id == doctor.id).with_for_update())
     statement = select(Consultation.id).where(
         Consultation.doctor_id == doctor.id,
@@ -407,21 +411,16 @@ async def _doctor_is_free(
         statement = statement.where(Consultation.id != except_id)
     clash = (await session.exec(statement)).first()
     if clash is None:
-        clash = (
-            await session.exec(
-                select(DutySlot.id).where(
-                    DutySlot.doctor_id == doctor.id,
-                    DutySlot.status == SlotStatus.FREE,
-                    DutySlot.starts_at < ends_at,
-                    DutySlot.ends_at > starts_at,
-                )
-            )
-        ).first()
-    if clash is not None:
-        raise Overlap(
-            "You already have a consultation or a duty slot at that time",
-            details={"field": "starts_at"},
+        slots = select(DutySlot.id).where(
+            DutySlot.doctor_id == doctor.id,
+            DutySlot.starts_at < ends_at,
+            DutySlot.ends_at > starts_at,
         )
+        if not any_slot:
+            slots = slots.where(DutySlot.status == SlotStatus.FREE)
+        clash = (await session.exec(slots)).first()
+    if clash is not None:
+        raise Overlap(message, details={"field": "starts_at"})
 
 
 async def check_schedule(
@@ -457,7 +456,7 @@ async def check_schedule(
     doctor = await doctor_of(session, actor)
     assert doctor is not None  # the party is DOCTOR
     ends_at = starts_at + timedelta(minutes=duration_min)
-    await _doctor_is_free(
+    await check_doctor_free(
         session, doctor=doctor, starts_at=starts_at, ends_at=ends_at, except_id=consultation.id
     )
     previous = consultation.starts_at

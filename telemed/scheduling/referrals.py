@@ -28,7 +28,7 @@ from telemed.accounts.service import do_create_user, get_user_by_phone
 from telemed.errors import NotFound, TelemedError
 from telemed.notify.service import do_notify
 from telemed.notify.texts import NotificationKind
-from telemed.scheduling.consultations import announce, notify_centre_doctors
+from telemed.scheduling.consultations import age_on, announce, notify_centre_doctors
 from telemed.scheduling.models import Centre, Consultation, ReferralImport, Route, State
 from telemed.scheduling.referral_table import CellError, ReferralRow, parse_referral_table
 from telemed.settings import Settings
@@ -69,14 +69,6 @@ def _same_person(user: User, row: ReferralRow) -> bool:
     if row.full_name is None or _norm(user.full_name) != _norm(row.full_name):
         return False
     return user.birth_date is None or row.birth_date is None or user.birth_date == row.birth_date
-
-
-def _age(row: ReferralRow, now: datetime) -> int | None:
-    if row.birth_date is None:
-        return None
-    today = now.date()
-    born = row.birth_date
-    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
 
 
 async def check_import_referrals(
@@ -224,7 +216,7 @@ async def _import_row(
                 patient_id=patient.id,
                 centre_id=centre.id,
                 full_name=row.full_name,
-                age=_age(row, now),
+                age=age_on(row.birth_date, now.date()),
                 diagnosis=row.diagnosis or "",
                 icd10=row.icd10,
                 referring_organisation=row.referring_organisation or "",

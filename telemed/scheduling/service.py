@@ -23,10 +23,8 @@ from telemed.errors import (
     InvalidInput,
     InvalidState,
     NotFound,
-    Overlap,
 )
-from telemed.scheduling.consultations import doctor_of
-from telemed.scheduling.lifecycle import HOLDS_TIME
+from telemed.scheduling.consultations import check_doctor_free, doctor_of
 from telemed.scheduling.models import (
     Centre,
     Consultation,
@@ -335,32 +333,14 @@ async def check_publish_slots(
     if doctor is None or not doctor.is_duty:
         raise Forbidden("Only a duty doctor publishes slots")
     ranges = cut_slots(starts_at, ends_at, slot_minutes, now=now)
-    await session.exec(select(Doctor.id).where(Doctor.id == doctor.id).with_for_update())
-    span_start, span_end = ranges[0][0], ranges[-1][1]
-    clash = (
-        await session.exec(
-            select(DutySlot.id).where(
-                DutySlot.doctor_id == doctor.id,
-                DutySlot.starts_at < span_end,
-                DutySlot.ends_at > span_start,
-            )
-        )
-    ).first()
-    if clash is None:
-        clash = (
-            await session.exec(
-                select(Consultation.id).where(
-                    Consultation.doctor_id == doctor.id,
-                    col(Consultation.state).in_(list(HOLDS_TIME)),
-                    col(Consultation.starts_at) < span_end,
-                    col(Consultation.ends_at) > span_start,
-                )
-            )
-        ).first()
-    if clash is not None:
-        raise Overlap(
-            "These slots overlap your slots or consultations", details={"field": "starts_at"}
-        )
+    await check_doctor_free(
+        session,
+        doctor=doctor,
+        starts_at=ranges[0][0],
+        ends_at=ranges[-1][1],
+        any_slot=True,
+        message="These slots overlap your slots or consultations",
+    )
     slots = [DutySlot(doctor_id=doctor.id, starts_at=s, ends_at=e) for s, e in ranges]
     session.add_all(slots)
     await session.flush()
