@@ -15,6 +15,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -109,6 +110,25 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     if url.startswith("sqlite"):
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         sa.event.listen(engine.sync_engine, "begin", _sqlite_begin)
+    return engine
+
+
+def create_sqlite_writer(url: str) -> sa.Engine | None:
+    """For an SQLite database, a synchronous engine of one connection, for work that runs
+    as a whole in one worker thread (the chat writer's group commits: one hand-off from
+    the event loop per batch instead of one per statement). ``None`` for other databases.
+    Same pragmas and ``BEGIN`` rules as ``create_engine``; SQLite's own lock and
+    ``busy_timeout`` order its transactions with the async engine's."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    engine = sa.create_engine(
+        parsed.set(drivername="sqlite+pysqlite"),
+        poolclass=StaticPool,
+        connect_args={"timeout": 30, "check_same_thread": False},
+    )
+    sa.event.listen(engine, "connect", _sqlite_pragmas)
+    sa.event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 

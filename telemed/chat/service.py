@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -333,8 +332,41 @@ SendOutcome = tuple[ChatMessage | ChatMessagePublic, bool] | TelemedError
 """The stored message and whether it is new, or why it was refused."""
 
 
-async def store_batch(
-    connection: AsyncConnection,
+def _batch_statements() -> tuple[sa.Select[tuple[object, ...]], sa.Update, sa.Insert]:
+    """The statements of ``store_batch``, built once: building and compiling a statement
+    costs more than SQLite takes to run it."""
+    consultations = Consultation.__table__  # type: ignore[attr-defined]  # SQLModel sets it
+    messages = ChatMessage.__table__  # type: ignore[attr-defined]  # SQLModel sets it
+    read = (
+        sa.select(
+            consultations.c.id,
+            consultations.c.patient_id,
+            consultations.c.doctor_id,
+            consultations.c.state,
+            consultations.c.ended_at,
+            consultations.c.chat_seq,
+        )
+        .where(consultations.c.id.in_(sa.bindparam("ids", expanding=True)))
+        # PostgreSQL: hold the rows (in one order, so batches never deadlock) until the
+        # commit: no cancel slips in between this check and the insert, and ``chat_seq``
+        # read here is still the last one at the update. SQLite ignores it: its writer
+        # lock (BEGIN IMMEDIATE) already serialises.
+        .order_by(consultations.c.id)
+        .with_for_update()
+    )
+    set_seq = (
+        sa.update(consultations)
+        .where(consultations.c.id == sa.bindparam("consultation"))
+        .values(chat_seq=sa.bindparam("last_seq"))
+    )
+    return read, set_seq, sa.insert(messages)
+
+
+_READ_CONSULTATIONS, _SET_SEQ, _INSERT_MESSAGES = _batch_statements()
+
+
+def store_batch(
+    connection: sa.Connection,
     requests: Sequence[SendRequest],
     *,
     now: datetime,
@@ -343,34 +375,18 @@ async def store_batch(
     """Store many sends at once, with the same rules and results as ``check_send`` each.
 
     For a group commit to pay off, the common case costs three statements for the whole
-    batch: one read of the consultations, one seq increment for all of them and one
-    insert of all rows. A resend of a stored message (rare) makes the insert fail on the
-    unique ``client_id``: the caller then rolls the batch back and stores it one by one
-    with ``check_send``, which answers resends. Sends with attachments (rare) also go
-    through ``check_send``: ``requests`` carry none. Core statements on a plain connection:
-    the ORM's per-statement work would cost more than the database's here.
+    batch: one read of the consultations (locked), one update of their ``chat_seq`` and
+    one insert of all rows. A resend of a stored message (rare) makes the insert fail on
+    the unique ``client_id``: the caller then rolls the batch back and stores it one by
+    one with ``check_send``, which answers resends. Sends with attachments (rare) also go
+    through ``check_send``: ``requests`` carry none. Core statements built once, on a
+    plain connection: the ORM's per-statement work would cost more than the database's
+    here. Synchronous, so that the whole batch runs in one call off the event loop
+    (``chat.writer``).
     """
     outcomes: list[SendOutcome | None] = [None] * len(requests)
     ids = list({r.consultation_id for r in requests})
-    consultations = Consultation.__table__  # type: ignore[attr-defined]  # SQLModel sets it
-    found = {
-        row.id: row
-        for row in await connection.execute(
-            sa.select(
-                consultations.c.id,
-                consultations.c.patient_id,
-                consultations.c.doctor_id,
-                consultations.c.state,
-                consultations.c.ended_at,
-            )
-            .where(consultations.c.id.in_(ids))
-            # PostgreSQL: hold the rows (in one order, so batches never deadlock) until
-            # the commit, so that a cancel cannot slip in between this check and the
-            # insert. SQLite ignores it: its writer lock already serialises.
-            .order_by(consultations.c.id)
-            .with_for_update()
-        )
-    }
+    found = {row.id: row for row in connection.execute(_READ_CONSULTATIONS, {"ids": ids})}
     fresh: list[tuple[int, ChatMessagePublic]] = []
     in_batch: dict[tuple[uuid.UUID, uuid.UUID, str], ChatMessagePublic] = {}
     for index, request in enumerate(requests):
@@ -396,7 +412,7 @@ async def store_batch(
             now=now,
             settings=settings,
         ):
-            stored = await _stored(connection, key)
+            stored = _stored(connection, key)
             if stored is not None:  # a resend of a message stored before it closed
                 outcomes[index] = (stored, False)
                 continue
@@ -429,51 +445,50 @@ async def store_batch(
         )
         in_batch[key] = message
         fresh.append((index, message))
-    await _insert_numbered(connection, [m for _, m in fresh])
+    _insert_numbered(
+        connection, [m for _, m in fresh], {row.id: row.chat_seq for row in found.values()}
+    )
     for index, message in fresh:
         outcomes[index] = (message, True)
     return [outcome for outcome in outcomes if outcome is not None]
 
 
-async def _stored(
-    connection: AsyncConnection, key: tuple[uuid.UUID, uuid.UUID, str]
+def _stored(
+    connection: sa.Connection, key: tuple[uuid.UUID, uuid.UUID, str]
 ) -> ChatMessagePublic | None:
     """The message stored under (consultation, sender, client_id), if any."""
     messages = ChatMessage.__table__  # type: ignore[attr-defined]  # SQLModel sets it
-    row = (
-        await connection.execute(
-            sa.select(messages).where(
-                messages.c.consultation_id == key[0],
-                messages.c.sender_id == key[1],
-                messages.c.client_id == key[2],
-            )
+    row = connection.execute(
+        sa.select(messages).where(
+            messages.c.consultation_id == key[0],
+            messages.c.sender_id == key[1],
+            messages.c.client_id == key[2],
         )
     ).first()
     return None if row is None else ChatMessagePublic.model_validate(dict(row._mapping))
 
 
-async def _insert_numbered(connection: AsyncConnection, messages: list[ChatMessagePublic]) -> None:
-    """Give ``messages`` the next seqs of their consultations (in list order) and insert
-    them: one increment statement for all the consultations, one multi-row insert."""
+def _insert_numbered(
+    connection: sa.Connection, messages: list[ChatMessagePublic], last_seq: dict[uuid.UUID, int]
+) -> None:
+    """Give ``messages`` the next seqs of their consultations (in list order), from
+    ``last_seq`` read under the lock, and insert them."""
     if not messages:
         return
-    counts: dict[uuid.UUID, int] = defaultdict(int)
+    next_seq = dict(last_seq)
     for message in messages:
-        counts[message.consultation_id] += 1
-    table = Consultation.__table__  # type: ignore[attr-defined]  # SQLModel sets it
-    returned = await connection.execute(
-        sa.update(table)
-        .where(table.c.id.in_(list(counts)))
-        .values(chat_seq=table.c.chat_seq + sa.case(counts, value=table.c.id))
-        .returning(table.c.id, table.c.chat_seq)
-    )
-    next_seq = {row.id: row.chat_seq - counts[row.id] + 1 for row in returned}
-    for message in messages:
-        message.seq = next_seq[message.consultation_id]
         next_seq[message.consultation_id] += 1
-    rows = ChatMessage.__table__  # type: ignore[attr-defined]  # SQLModel sets it
-    await connection.execute(
-        sa.insert(rows),
+        message.seq = next_seq[message.consultation_id]
+    connection.execute(
+        _SET_SEQ,
+        [
+            {"consultation": consultation_id, "last_seq": seq}
+            for consultation_id, seq in next_seq.items()
+            if seq != last_seq[consultation_id]
+        ],
+    )
+    connection.execute(
+        _INSERT_MESSAGES,
         [
             {
                 "id": m.id,

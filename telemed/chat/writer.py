@@ -2,10 +2,14 @@
 
 Committing each message on its own costs a transaction per message, and with an async
 driver every statement is a round trip through the event loop, which is busy with the
-sockets. The writer takes the sends waiting at a moment and stores them together on its
-own connection: ``BEGIN``, three statements for the whole batch
-(``chat.service.store_batch``), ``COMMIT``; only then is each sender answered: "acked"
-still means "stored". The batch's live events leave after that commit.
+sockets. The writer takes the sends waiting at a moment and stores them together in one
+transaction: ``BEGIN``, the batch's token checks and three statements for the whole
+batch (``chat.service.store_batch``), ``COMMIT``; only then is each sender answered:
+"acked" still means "stored". On SQLite the whole transaction runs in one call on the
+writer's own thread and synchronous connection (one hand-off from the event loop per
+batch); on PostgreSQL it runs on the writer's own async connection. The batch's live
+events leave after the answers, in commit order, from a task of their own, while the
+next batch is being stored.
 
 Rare cases take the slow path, one by one through ``chat.service.check_send`` in an ORM
 session: a batch with attachments, and a batch whose insert hit a stored ``client_id``
@@ -15,22 +19,25 @@ session: a batch with attachments, and a batch whose insert hit a stored ``clien
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
+import sqlalchemy as sa
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from telemed import db, keys, live
-from telemed.accounts.service import session_user_id
+from telemed.accounts.service import session_user_ids
 from telemed.chat import service as chat
-from telemed.chat.models import ChatMessage, ChatMessagePublic
+from telemed.chat.models import ChatMessagePublic
 from telemed.errors import TelemedError, Unauthenticated, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -40,7 +47,11 @@ TOKEN_RECHECK_SECONDS = 5.0
 """A socket's token is checked against the database at most this often for sends (a
 sign-out cuts the socket off within this time; other events check every time)."""
 
-Result = ChatMessagePublic | TelemedError
+Wire = dict[str, Any]
+"""A stored message as JSON data (``ChatMessagePublic`` dumped once for the sender's ack
+and for the other sockets)."""
+
+Result = Wire | TelemedError
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,7 @@ class Send:
 @dataclass
 class _Pending:
     send: Send
-    done: asyncio.Future[ChatMessagePublic] = field(
+    done: asyncio.Future[Wire] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
@@ -70,27 +81,45 @@ class ChatWriter:
         self._app = app
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        # Committed batches' events, emitted in commit order by their own task, so that
+        # the next batch is stored while the last one is still being delivered.
+        self._delivery: asyncio.Queue[list[live.LiveEvent]] = asyncio.Queue()
+        self._deliverer: asyncio.Task[None] | None = None
         self._checked: dict[str, tuple[uuid.UUID, float]] = {}
         self._connection: AsyncConnection | None = None
+        # SQLite: batches are stored by a synchronous engine in a thread of their own.
+        self._sqlite = db.create_sqlite_writer(app[keys.SETTINGS].resolved_database_url)
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, "telemed-chat-writer")
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="telemed-chat-writer")
+        self._deliverer = asyncio.create_task(self._deliver(), name="telemed-chat-delivery")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._deliverer is not None:
+            # Committed messages still on their way are delivered (clients would catch up
+            # anyway, but there is no reason to make them).
+            await self._delivery.join()
+            self._deliverer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._deliverer
         # Sends still waiting are refused, not left hanging (a resend will store them).
         while not self._queue.empty():
             pending = self._queue.get_nowait()
             if not pending.done.done():
                 pending.done.set_exception(Unavailable("The server is shutting down; send again"))
         await self._drop_connection()
+        self._thread.shutdown(wait=True)
+        if self._sqlite is not None:
+            self._sqlite.dispose()
 
-    async def submit(self, send: Send) -> ChatMessagePublic:
-        """Store ``send`` in the next group commit; returns the stored message once it is
-        committed, or raises the ``TelemedError`` that refused it."""
+    async def submit(self, send: Send) -> Wire:
+        """Store ``send`` in the next group commit; returns the stored message (as JSON
+        data) once it is committed, or raises the ``TelemedError`` that refused it."""
         pending = _Pending(send)
         await self._queue.put(pending)
         return await pending.done
@@ -123,8 +152,18 @@ class ChatWriter:
                     pending.done.set_exception(result)
                 else:
                     pending.done.set_result(result)
-            # Answer the senders first: a slow Redis must not hold back their acks.
-            await live.publish(self._app.get(keys.EMIT), events)
+            # Senders are answered first: a slow Redis must not hold back their acks.
+            if events:
+                self._delivery.put_nowait(events)
+
+    async def _deliver(self) -> None:
+        emit = self._app.get(keys.EMIT)
+        while True:
+            events = await self._delivery.get()
+            try:
+                await live.publish(emit, events)
+            finally:
+                self._delivery.task_done()
 
     async def _store(self, batch: list[_Pending], events: list[live.LiveEvent]) -> list[Result]:
         """Store the batch; fills ``events`` with what to emit once answered."""
@@ -140,33 +179,70 @@ class ChatWriter:
     async def _fast(
         self, batch: list[_Pending], now: datetime, events: list[live.LiveEvent]
     ) -> list[Result]:
-        connection = await self._writer_connection()
-        results: list[Result] = []
-        async with connection.begin():
-            requests: list[chat.SendRequest] = []
-            positions: list[int] = []
-            for pending in batch:
-                send = pending.send
-                user_id = await self._user_id(connection, send.token, now)
-                if user_id is None:
-                    results.append(Unauthenticated("The session has expired; sign in again"))
-                    continue
-                positions.append(len(results))
-                results.append(Unauthenticated("not stored"))  # replaced below
-                requests.append(
-                    chat.SendRequest(
-                        chat.Sender(user_id, send.doctor_id),
-                        send.consultation_id,
-                        send.client_id,
-                        send.body,
-                    )
-                )
-            outcomes = await chat.store_batch(
-                connection, requests, now=now, settings=self._app[keys.SETTINGS]
+        sends = [pending.send for pending in batch]
+        known, stale = self._known_tokens(send.token for send in sends)
+        outcomes: list[chat.SendOutcome]
+        if self._sqlite is not None:
+            # The whole transaction in one hand-off to the writer's thread.
+            checked, outcomes = await asyncio.get_running_loop().run_in_executor(
+                self._thread, self._store_in_thread, sends, known, stale, now
             )
-            for position, outcome in zip(positions, outcomes, strict=True):
-                results[position] = _result(outcome, events)
-        return results
+        else:
+            connection = await self._writer_connection()
+            async with connection.begin():
+                checked, outcomes = await connection.run_sync(
+                    self._store_sync, sends, known, stale, now
+                )
+        self._remember(checked)
+        return [_result(outcome, events) for outcome in outcomes]
+
+    def _store_in_thread(
+        self,
+        sends: list[Send],
+        known: dict[str, uuid.UUID],
+        stale: set[str],
+        now: datetime,
+    ) -> tuple[dict[str, uuid.UUID], list[chat.SendOutcome]]:
+        assert self._sqlite is not None
+        with self._sqlite.connect() as connection:
+            writer = connection.execution_options(**db.WRITE)
+            with writer.begin():
+                return self._store_sync(writer, sends, known, stale, now)
+
+    def _store_sync(
+        self,
+        connection: sa.Connection,
+        sends: list[Send],
+        known: dict[str, uuid.UUID],
+        stale: set[str],
+        now: datetime,
+    ) -> tuple[dict[str, uuid.UUID], list[chat.SendOutcome]]:
+        """One transaction: the tokens not checked lately (one query for all), then the
+        sends of live tokens (``chat.service.store_batch``). Runs off the event loop."""
+        checked = session_user_ids(connection, tokens=stale, now=now) if stale else {}
+        users = known | checked
+        outcomes: list[chat.SendOutcome] = []
+        requests: list[chat.SendRequest] = []
+        positions: list[int] = []
+        for send in sends:
+            user_id = users.get(send.token)
+            if user_id is None:
+                outcomes.append(Unauthenticated("The session has expired; sign in again"))
+                continue
+            positions.append(len(outcomes))
+            outcomes.append(Unauthenticated("not stored"))  # replaced below
+            requests.append(
+                chat.SendRequest(
+                    chat.Sender(user_id, send.doctor_id),
+                    send.consultation_id,
+                    send.client_id,
+                    send.body,
+                )
+            )
+        stored = chat.store_batch(connection, requests, now=now, settings=self._app[keys.SETTINGS])
+        for position, outcome in zip(positions, stored, strict=True):
+            outcomes[position] = outcome
+        return checked, outcomes
 
     async def _one_by_one(
         self, batch: list[_Pending], now: datetime, events: list[live.LiveEvent]
@@ -199,21 +275,39 @@ class ChatWriter:
                 results.append(_result(outcome, events))
         return results
 
+    def _known_tokens(self, tokens: Iterable[str]) -> tuple[dict[str, uuid.UUID], set[str]]:
+        """The tokens checked lately (with their users) and those to check again."""
+        moment = time.monotonic()
+        known: dict[str, uuid.UUID] = {}
+        stale: set[str] = set()
+        for token in tokens:
+            cached = self._checked.get(token)
+            if cached is not None and moment - cached[1] < TOKEN_RECHECK_SECONDS:
+                known[token] = cached[0]
+            else:
+                stale.add(token)
+        for token in stale:
+            self._checked.pop(token, None)
+        return known, stale
+
+    def _remember(self, checked: dict[str, uuid.UUID]) -> None:
+        if len(self._checked) > 10_000:
+            self._checked.clear()
+        moment = time.monotonic()
+        for token, user_id in checked.items():
+            self._checked[token] = (user_id, moment)
+
     async def _user_id(
         self, connection: AsyncConnection, token: str, now: datetime
     ) -> uuid.UUID | None:
-        cached = self._checked.get(token)
-        moment = time.monotonic()
-        if cached is not None and moment - cached[1] < TOKEN_RECHECK_SECONDS:
-            return cached[0]
-        user_id = await session_user_id(connection, token=token, now=now)
-        if user_id is None:
-            self._checked.pop(token, None)
-            return None
-        if len(self._checked) > 10_000:
-            self._checked.clear()
-        self._checked[token] = (user_id, moment)
-        return user_id
+        known, stale = self._known_tokens([token])
+        if not stale:
+            return known[token]
+        checked = await connection.run_sync(
+            lambda sync: session_user_ids(sync, tokens=stale, now=now)
+        )
+        self._remember(checked)
+        return checked.get(token)
 
     async def _writer_connection(self) -> AsyncConnection:
         if self._connection is None or self._connection.closed:
@@ -235,18 +329,14 @@ def _result(outcome: chat.SendOutcome, events: list[live.LiveEvent]) -> Result:
     if isinstance(outcome, TelemedError):
         return outcome
     message, created = outcome
-    public = ChatMessagePublic.model_validate(message)
+    wire = ChatMessagePublic.model_validate(message).model_dump(mode="json")
     if created:
-        events.append(_created(message, public))
-    return public
-
-
-def _created(message: ChatMessage | ChatMessagePublic, public: ChatMessagePublic) -> live.LiveEvent:
-    return live.LiveEvent(
-        "chat:message_created",
-        (f"consultation:{message.consultation_id}",),
-        public.model_dump(mode="json"),
-    )
+        events.append(
+            live.LiveEvent(
+                "chat:message_created", (f"consultation:{message.consultation_id}",), wire
+            )
+        )
+    return wire
 
 
 async def run_writer(app: web.Application) -> AsyncIterator[None]:
