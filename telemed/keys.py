@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from telemed.chat.writer import ChatWriter
     from telemed.jobs import Job
     from telemed.live import Emit
-    from telemed.signaling.handlers import Presence
+    from telemed.signaling.presence import Presence
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)

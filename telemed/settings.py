@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # Background work (outbox, reminders, no-shows, deadlines): seconds between rounds;
     # 0 turns it off (tests drive the rounds themselves).
     worker_interval_seconds: float = Field(default=5, ge=0)
+    # With Redis: how long a node's presence entries live without a heartbeat (a node
+    # that dies stops showing its users as present after at most this long).
+    presence_seconds: float = Field(default=30, ge=3)
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     media_addresses: list[str] = Field(default_factory=list)
 

@@ -96,6 +96,26 @@ async def _login(http: aiohttp.ClientSession, port: int, phone: str, password: s
         return str((await response.json())["token"])
 
 
+async def _booked_duty(http: aiohttp.ClientSession, port: int) -> tuple[str, str, str]:
+    """The demo patient books the demo duty doctor; their tokens and the consultation."""
+    patient_token = await _login(http, port, "+79000000001", "Patient-2026")
+    doctor_token = await _login(http, port, "+79000000011", "Doctor-2026")
+    base = f"http://127.0.0.1:{port}/api/v1"
+    async with http.get(f"{base}/doctors", params={"duty": "true"}) as response:
+        doctors = (await response.json())["items"]
+    duty = next(d for d in doctors if d["full_name"].startswith("Соколова"))
+    async with http.get(f"{base}/doctors/{duty['id']}/slots") as response:
+        slot = (await response.json())["items"][0]
+    async with http.post(
+        f"{base}/consultations",
+        headers={"Authorization": f"Bearer {patient_token}"},
+        json={"route": "duty", "slot_id": slot["id"], "topic": "cardiovascular"},
+    ) as response:
+        assert response.status == 201
+        cid = str((await response.json())["id"])
+    return patient_token, doctor_token, cid
+
+
 async def test_chat_across_nodes_through_redis_outage_and_node_death(
     postgres: PostgresServer, redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -116,21 +136,7 @@ async def test_chat_across_nodes_through_redis_outage_and_node_death(
                 nodes.append(start_node(port, env=env, data_dir=tmp_path / f"n{n}", log=logs[n]))
             for port, node in zip(ports, nodes, strict=True):
                 await wait_until_ready(http, port, node)
-            patient_token = await _login(http, ports[0], "+79000000001", "Patient-2026")
-            doctor_token = await _login(http, ports[0], "+79000000011", "Doctor-2026")
-            base = f"http://127.0.0.1:{ports[0]}/api/v1"
-            async with http.get(f"{base}/doctors", params={"duty": "true"}) as response:
-                doctors = (await response.json())["items"]
-            duty = next(d for d in doctors if d["full_name"].startswith("Соколова"))
-            async with http.get(f"{base}/doctors/{duty['id']}/slots") as response:
-                slot = (await response.json())["items"][0]
-            async with http.post(
-                f"{base}/consultations",
-                headers={"Authorization": f"Bearer {patient_token}"},
-                json={"route": "duty", "slot_id": slot["id"], "topic": "cardiovascular"},
-            ) as response:
-                assert response.status == 201
-                cid = (await response.json())["id"]
+            patient_token, doctor_token, cid = await _booked_duty(http, ports[0])
 
             patient = await connect(f"http://127.0.0.1:{ports[0]}", patient_token)
             doctor = await connect(f"http://127.0.0.1:{ports[1]}", doctor_token)
@@ -220,3 +226,72 @@ async def test_readiness_reports_a_dead_redis_listener(
     body = await broken.json()
     assert broken.status == 503
     assert body["error"]["details"]["checks"]["realtime"] == "the redis listener has stopped"
+
+
+async def test_presence_is_the_same_on_both_nodes(
+    postgres: PostgresServer, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Each side sees the other present whichever node it is on; a leave, a return and
+    the death of a node reach the other node's clients."""
+    ports = [free_port(), free_port()]
+    nodes: list[subprocess.Popen[bytes]] = []
+    peers: list[Peer] = []
+    logs = [(tmp_path / f"node{n}.log").open("wb") for n in range(2)]
+    async with fresh_database(postgres) as database_url, aiohttp.ClientSession() as http:
+        await _demo(database_url, tmp_path / "demo")
+        env = {
+            "TELEMED_DATABASE_URL": database_url,
+            "TELEMED_REDIS_URL": redis_server.url,
+            "TELEMED_WORKER_INTERVAL_SECONDS": "0",
+            "TELEMED_PRESENCE_SECONDS": "3",
+        }
+        try:
+            for n, port in enumerate(ports):
+                nodes.append(start_node(port, env=env, data_dir=tmp_path / f"n{n}", log=logs[n]))
+            for port, node in zip(ports, nodes, strict=True):
+                await wait_until_ready(http, port, node)
+            patient_token, doctor_token, cid = await _booked_duty(http, ports[0])
+            me = {"consultation_id": cid}
+
+            patient = await connect(f"http://127.0.0.1:{ports[0]}", patient_token)
+            peers.append(patient)
+            alone = await patient.call("consultation:subscribe", me)
+            assert len(alone["data"]["online"]) == 1
+            patient_id = alone["data"]["online"][0]
+
+            def last_online() -> list[str] | None:
+                changes = patient.events("presence:changed")
+                return sorted(changes[-1]["online"]) if changes else None
+
+            doctor = await connect(f"http://127.0.0.1:{ports[1]}", doctor_token)
+            peers.append(doctor)
+            joined = await doctor.call("consultation:subscribe", me)
+            doctor_id = next(u for u in joined["data"]["online"] if u != patient_id)
+            both = sorted([patient_id, doctor_id])
+            assert sorted(joined["data"]["online"]) == both
+            await patient.wait_for(lambda: last_online() == both)
+
+            # The doctor leaves; node 1's patient learns it.
+            await doctor.close()
+            await patient.wait_for(lambda: last_online() == [patient_id])
+
+            # The doctor comes back on node 2, then node 2 dies without a word: its entry
+            # expires and node 1 says so at its next heartbeat.
+            doctor = await connect(f"http://127.0.0.1:{ports[1]}", doctor_token)
+            peers.append(doctor)
+            assert sorted((await doctor.call("consultation:subscribe", me))["data"]["online"]) == (
+                both
+            )
+            await patient.wait_for(lambda: last_online() == both)
+            nodes[1].kill()
+            nodes[1].wait()
+            await patient.wait_for(lambda: last_online() == [patient_id], seconds=15)
+            again = await patient.call("consultation:subscribe", me)
+            assert again["data"]["online"] == [patient_id]
+        finally:
+            for peer in peers:
+                await peer.close()
+            for node in nodes:
+                stop_node(node)
+            for log in logs:
+                log.close()

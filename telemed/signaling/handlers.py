@@ -9,9 +9,10 @@ cuts a socket off.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
-from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -55,32 +56,12 @@ from telemed.signaling.events import (
     TypingStarted,
     Unsubscribe,
 )
+from telemed.signaling.presence import Presence
 
 logger = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 Ack = dict[str, Any]
-
-
-class Presence:
-    """Which users of a consultation have a socket watching it, on this node."""
-
-    def __init__(self) -> None:
-        self._watching: dict[str, dict[str, str]] = defaultdict(dict)
-
-    def join(self, consultation_id: str, sid: str, user_id: str) -> None:
-        self._watching[consultation_id][sid] = user_id
-
-    def leave(self, consultation_id: str, sid: str) -> None:
-        self._watching[consultation_id].pop(sid, None)
-        if not self._watching[consultation_id]:
-            del self._watching[consultation_id]
-
-    def rooms_of(self, sid: str) -> list[str]:
-        return [cid for cid, sids in self._watching.items() if sid in sids]
-
-    def online(self, consultation_id: str) -> list[str]:
-        return sorted(set(self._watching.get(consultation_id, {}).values()))
 
 
 class FastJson:
@@ -142,7 +123,7 @@ def setup(app: web.Application) -> socketio.AsyncServer:
     sio.attach(app)
     app[keys.SIO] = sio
     app[keys.CHAT_LIMITER] = chat.SendLimiter(per_minute=settings.chat_rate_per_minute)
-    app[keys.PRESENCE] = Presence()
+    app[keys.PRESENCE] = Presence(app[keys.CLOCK].now)
 
     async def emit(event: live.LiveEvent) -> None:
         # One emit to all the rooms: a socket in several of them gets the event once.
@@ -173,6 +154,17 @@ async def sweep_sockets(app: web.Application, now: datetime) -> int:
     return len(dead)
 
 
+async def announce_presence(app: web.Application, consultation_id: str) -> None:
+    """Tell the consultation's room (on every node) who is present now."""
+    online = await app[keys.PRESENCE].online(consultation_id)
+    payload = PresenceChanged(
+        consultation_id=uuid.UUID(consultation_id), online=[uuid.UUID(u) for u in online]
+    )
+    await app[keys.SIO].emit(
+        "presence:changed", payload.model_dump(mode="json"), room=f"consultation:{consultation_id}"
+    )
+
+
 async def _redis_link(app: web.Application) -> AsyncIterator[None]:
     """Start the cross-node listener at once (python-socketio would wait for the first
     client), and check it in ``/readyz``: its known failure is to stop silently."""
@@ -194,7 +186,24 @@ async def _redis_link(app: web.Application) -> AsyncIterator[None]:
             raise RuntimeError("the redis listener has stopped")
 
     app[keys.HEALTH_CHECKS].extend([("redis", redis_answers), ("realtime", listener_runs)])
+
+    presence = app[keys.PRESENCE]
+    presence.share(client, node=app[keys.NODE_ID], lifetime_seconds=settings.presence_seconds)
+
+    async def heartbeats() -> None:
+        while True:
+            await asyncio.sleep(presence.heartbeat_seconds)
+            try:
+                await presence.heartbeat(lambda cid: announce_presence(app, cid))
+            except Exception:
+                logger.exception("presence heartbeat failed")
+
+    beating = asyncio.create_task(heartbeats(), name="telemed-presence")
     yield
+    beating.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await beating
+    await presence.forget_node()
     await client.aclose()
 
 
@@ -291,19 +300,11 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
     async def disconnect(sid: str, reason: Any = None) -> None:
         app[keys.SOCKETS].pop(sid, None)
         for consultation_id in presence.rooms_of(sid):
-            presence.leave(consultation_id, sid)
-            await _presence_changed(consultation_id)
+            await presence.leave(consultation_id, sid)
+            await presence_changed(consultation_id)
 
-    async def _presence_changed(consultation_id: str) -> None:
-        payload = PresenceChanged(
-            consultation_id=uuid.UUID(consultation_id),
-            online=[uuid.UUID(u) for u in presence.online(consultation_id)],
-        )
-        await sio.emit(
-            "presence:changed",
-            payload.model_dump(mode="json"),
-            room=f"consultation:{consultation_id}",
-        )
+    async def presence_changed(consultation_id: str) -> None:
+        await announce_presence(app, consultation_id)
 
     async def subscribe(sid: str, data: Any) -> Ack:
         """consultation:subscribe {consultation_id, after_seq?} → {consultation, messages, …}"""
@@ -329,8 +330,8 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
             writable = chat.chat_writable(
                 seen.consultation, now=app[keys.CLOCK].now(), settings=app[keys.SETTINGS]
             )
-        presence.join(cid, sid, str(user.id))
-        await _presence_changed(cid)
+        await presence.join(cid, sid, str(user.id))
+        await presence_changed(cid)
         return ok(
             Subscribed(
                 consultation=ConsultationView.model_validate(live_view(seen.consultation)),
@@ -339,7 +340,7 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
                 ],
                 has_more=len(messages) > chat.HISTORY_PAGE,
                 read=read,
-                online=[uuid.UUID(u) for u in presence.online(cid)],
+                online=[uuid.UUID(u) for u in await presence.online(cid)],
                 writable=writable,
             )
         )
@@ -349,8 +350,8 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
         request = parse(Unsubscribe, data)
         cid = str(request.consultation_id)
         await sio.leave_room(sid, f"consultation:{cid}")
-        presence.leave(cid, sid)
-        await _presence_changed(cid)
+        await presence.leave(cid, sid)
+        await presence_changed(cid)
         return ok()
 
     async def send(sid: str, data: Any) -> Ack:

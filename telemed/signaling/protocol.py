@@ -52,6 +52,13 @@ says to subscribe again from the last one). A resend of
 `chat:send` with the same `client_id` returns the stored message and stores nothing new,
 so a client may safely retry a send whose ack it never got.
 
+## Presence
+
+`online` (in the `consultation:subscribe` answer) and `presence:changed` list the users
+with a socket watching the consultation, on any server process. A socket that
+disconnects or unsubscribes leaves at once; the users of a process that died leave
+within `TELEMED_PRESENCE_SECONDS` (default 30).
+
 ## Events
 """
 
