@@ -82,8 +82,10 @@ class ChatWriter:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         # Committed batches' events, emitted in commit order by their own task, so that
-        # the next batch is stored while the last one is still being delivered.
-        self._delivery: asyncio.Queue[list[live.LiveEvent]] = asyncio.Queue()
+        # the next batch is stored while the last one is still being delivered. Bounded:
+        # storing never runs more than a batch or two ahead of delivering (else under
+        # load the acks would stay fast while deliveries fell ever further behind).
+        self._delivery: asyncio.Queue[list[live.LiveEvent]] = asyncio.Queue(maxsize=2)
         self._deliverer: asyncio.Task[None] | None = None
         self._checked: dict[str, tuple[uuid.UUID, float]] = {}
         self._connection: AsyncConnection | None = None
@@ -154,7 +156,7 @@ class ChatWriter:
                     pending.done.set_result(result)
             # Senders are answered first: a slow Redis must not hold back their acks.
             if events:
-                self._delivery.put_nowait(events)
+                await self._delivery.put(events)
 
     async def _deliver(self) -> None:
         emit = self._app.get(keys.EMIT)
