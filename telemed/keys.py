@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from telemed.chat.writer import ChatWriter
     from telemed.jobs import Job
     from telemed.live import Emit
+    from telemed.media.room import Rooms
     from telemed.signaling.presence import Presence
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -44,3 +45,7 @@ HEALTH_CHECKS: web.AppKey[list[tuple[str, Callable[[], Awaitable[None]]]]] = web
 CHAT_WRITER: web.AppKey[ChatWriter] = web.AppKey("chat_writer")
 SOCKETS: web.AppKey[dict[str, str]] = web.AppKey("sockets")
 """This node's connected sockets: sid → the hash of the session token they signed in with."""
+ROOMS: web.AppKey[Rooms] = web.AppKey("rooms")
+"""The video rooms whose media this node carries."""
+ROOM_DISCONNECT: web.AppKey[Callable[[str], Awaitable[None]]] = web.AppKey("room_disconnect")
+"""Takes a disconnected socket out of the rooms it was in."""

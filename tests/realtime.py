@@ -95,6 +95,15 @@ async def open_peer(client: AppClient, peers: list[Peer], token: str | None) -> 
     return peer
 
 
+def refused(ack: dict[str, Any], code: str) -> dict[str, Any]:
+    """The ack is a refusal in the one error shape with this code; returns the error."""
+    assert ack["ok"] is False, ack
+    assert set(ack["error"]) == {"code", "message", "details"}, ack
+    assert ack["error"]["code"] == code, ack
+    error: dict[str, Any] = ack["error"]
+    return error
+
+
 def send(cid: str, client_id: str, body: str, **extra: Any) -> dict[str, Any]:
     return {"consultation_id": cid, "client_id": client_id, "body": body, **extra}
 

@@ -603,6 +603,23 @@ async def check_cancel(
     return consultation
 
 
+def check_session_window(consultation: Consultation, *, now: datetime, settings: Settings) -> None:
+    """A scheduled consultation's session (its room) opens ``room_opens_minutes`` before
+    its start and closes at the end of its time plus the no-show grace."""
+    assert consultation.starts_at is not None
+    assert consultation.ends_at is not None
+    opens = consultation.starts_at - timedelta(minutes=settings.room_opens_minutes)
+    closes = consultation.ends_at + timedelta(minutes=settings.no_show_grace_minutes)
+    if now < opens:
+        raise TooLate(
+            f"It is too early: the room opens {settings.room_opens_minutes} minutes before "
+            "the consultation",
+            details={"opens_at": opens.isoformat()},
+        )
+    if now > closes:
+        raise TooLate("The consultation's time is over", details={"closed_at": closes.isoformat()})
+
+
 async def check_start(
     session: AsyncSession,
     *,
@@ -616,18 +633,7 @@ async def check_start(
     seen = await get_consultation(session, actor=actor, consultation_id=consultation_id, lock=True)
     consultation = seen.consultation
     target = check_move(consultation.state, Move.START, seen.party)
-    assert consultation.starts_at is not None
-    assert consultation.ends_at is not None
-    opens = consultation.starts_at - timedelta(minutes=settings.room_opens_minutes)
-    closes = consultation.ends_at + timedelta(minutes=settings.no_show_grace_minutes)
-    if now < opens:
-        raise TooLate(
-            "It is too early: the consultation can be started "
-            f"{settings.room_opens_minutes} minutes before its time",
-            details={"opens_at": opens.isoformat()},
-        )
-    if now > closes:
-        raise TooLate("The consultation's time is over", details={"closed_at": closes.isoformat()})
+    check_session_window(consultation, now=now, settings=settings)
     consultation.state = target
     consultation.started_at = now
     _bump(consultation, now)

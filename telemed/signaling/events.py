@@ -109,6 +109,61 @@ class Empty(BaseModel):
     pass
 
 
+# The video room (telemed.media).
+
+MAX_SDP = 64 * 1024
+
+
+class RoomJoin(EventModel):
+    consultation_id: uuid.UUID
+
+
+class RoomLeave(EventModel):
+    consultation_id: uuid.UUID
+
+
+class ConsultationEnd(EventModel):
+    consultation_id: uuid.UUID
+
+
+class RoomParticipant(BaseModel):
+    user_id: uuid.UUID
+    role: Literal["patient", "doctor"]
+
+
+class RoomJoined(BaseModel):
+    consultation: ConsultationView
+    participants: list[RoomParticipant] = Field(description="Who is in the room, you too")
+    ice_servers: list[dict[str, Any]] = Field(
+        description="For `new RTCPeerConnection({iceServers})`"
+    )
+
+
+class SessionDescription(EventModel):
+    consultation_id: uuid.UUID
+    sdp: str = Field(min_length=1, max_length=MAX_SDP)
+
+
+class Answer(BaseModel):
+    sdp: str = Field(description="The server's answer")
+
+
+class ParticipantJoined(BaseModel):
+    consultation_id: uuid.UUID
+    user_id: uuid.UUID
+    role: Literal["patient", "doctor"]
+
+
+class ParticipantLeft(BaseModel):
+    consultation_id: uuid.UUID
+    user_id: uuid.UUID
+
+
+class ServerOffer(BaseModel):
+    consultation_id: uuid.UUID
+    sdp: str
+
+
 @dataclass(frozen=True)
 class EventSpec:
     name: str
@@ -204,5 +259,75 @@ PROTOCOL: tuple[EventSpec, ...] = (
         PresenceChanged,
         None,
         "Who of a watched consultation's participants is connected.",
+    ),
+    EventSpec(
+        "room:join",
+        "client→server",
+        RoomJoin,
+        RoomJoined,
+        "Enter the consultation's video room: its patient and doctor, from "
+        "`TELEMED_ROOM_OPENS_MINUTES` before the start until the end of its time while it "
+        "is scheduled, and while it is in progress. The patient may wait for the doctor; "
+        "the doctor's entry starts the consultation. Joining again (a reload, another "
+        "device) takes over the participant's place. Then send `rtc:offer`.",
+        ("invalid_input", "not_found", "forbidden", "invalid_state", "too_late"),
+    ),
+    EventSpec(
+        "rtc:offer",
+        "client→server",
+        SessionDescription,
+        Answer,
+        "Your offer (with your camera and microphone, or receive-only): the server makes a "
+        "new media connection for you, replacing the one you had (a rejoin after a broken "
+        "connection), and answers. VP8 and Opus only. What you receive from the others "
+        "comes in the server's `rtc:offer`s.",
+        ("invalid_input", "invalid_state"),
+    ),
+    EventSpec(
+        "rtc:answer",
+        "client→server",
+        SessionDescription,
+        Empty,
+        "Your answer to the server's last `rtc:offer`.",
+        ("invalid_input", "invalid_state"),
+    ),
+    EventSpec(
+        "rtc:offer",
+        "server→client",
+        ServerOffer,
+        None,
+        "The server adds what you receive (a participant arrived or published): set it as "
+        "the remote description and reply `rtc:answer`.",
+    ),
+    EventSpec(
+        "room:leave",
+        "client→server",
+        RoomLeave,
+        Empty,
+        "Leave the room (the consultation goes on; you may join again).",
+        ("invalid_input",),
+    ),
+    EventSpec(
+        "consultation:end",
+        "client→server",
+        ConsultationEnd,
+        Empty,
+        "The doctor ends the consultation: every media connection is closed; the "
+        "conclusion comes next.",
+        ("invalid_input", "not_found", "forbidden", "invalid_state"),
+    ),
+    EventSpec(
+        "room:participant_joined",
+        "server→client",
+        ParticipantJoined,
+        None,
+        "Someone entered the room.",
+    ),
+    EventSpec(
+        "room:participant_left",
+        "server→client",
+        ParticipantLeft,
+        None,
+        "Someone left the room (or lost the connection to it).",
     ),
 )

@@ -13,37 +13,31 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-import pydantic
 import redis.asyncio
 import socketio
 from aiohttp import web
-from pydantic import BaseModel
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from telemed import db, keys, live
-from telemed.accounts.models import Role, User
+from telemed import keys, live
+from telemed.accounts.models import Role
 from telemed.accounts.service import get_session_user, hash_token, live_token_hashes
-from telemed.api import validation_details
 from telemed.auth import COOKIE_NAME
 from telemed.chat import service as chat
 from telemed.chat.models import ChatMessagePublic
 from telemed.chat.writer import Send, run_writer
 from telemed.errors import (
-    ErrorCode,
-    InvalidInput,
     PasswordChangeRequired,
-    TelemedError,
     Unauthenticated,
     Unavailable,
 )
 from telemed.jobs import register_job
 from telemed.scheduling.consultations import doctor_of, live_view
+from telemed.signaling import room_handlers
+from telemed.signaling.common import Ack, acked, caller, ok, parse
 from telemed.signaling.events import (
     ChatRead,
     ChatSend,
@@ -60,9 +54,6 @@ from telemed.signaling.presence import Presence
 
 logger = logging.getLogger(__name__)
 
-M = TypeVar("M", bound=BaseModel)
-Ack = dict[str, Any]
-
 
 class FastJson:
     """The JSON of Socket.IO packets, by orjson, with the ``json`` module's ``dumps`` and
@@ -76,23 +67,6 @@ class FastJson:
     @staticmethod
     def loads(text: str | bytes) -> Any:
         return orjson.loads(text)
-
-
-def ok(data: BaseModel | None = None) -> Ack:
-    return {"ok": True, "data": data.model_dump(mode="json") if data is not None else {}}
-
-
-def refused(error: TelemedError) -> Ack:
-    return {"ok": False, "error": error.to_wire()}
-
-
-def parse(model: type[M], data: Any) -> M:
-    try:
-        return model.model_validate(data)
-    except pydantic.ValidationError as exc:
-        raise InvalidInput(
-            "Some fields are missing or invalid", details=validation_details(exc)
-        ) from None
 
 
 def setup(app: web.Application) -> socketio.AsyncServer:
@@ -136,6 +110,7 @@ def setup(app: web.Application) -> socketio.AsyncServer:
     if settings.redis_url:
         app.cleanup_ctx.append(_redis_link)
     _register(app, sio)
+    room_handlers.register(app, sio)
     return sio
 
 
@@ -207,52 +182,8 @@ async def _redis_link(app: web.Application) -> AsyncIterator[None]:
     await client.aclose()
 
 
-@asynccontextmanager
-async def _caller(
-    app: web.Application, sio: socketio.AsyncServer, sid: str, *, write: bool = False
-) -> AsyncIterator[tuple[AsyncSession, User]]:
-    """A transaction and the socket's user, whose token must still be valid."""
-    saved = await sio.get_session(sid)
-    now = app[keys.CLOCK].now()
-    async with app[keys.SESSION_FACTORY]() as session:
-        if write:
-            await db.begin_write(session)
-        found = await get_session_user(session, token=saved["token"], now=now)
-        if found is None:
-            raise Unauthenticated("The session has expired or was ended; sign in again")
-        try:
-            yield session, found[0]
-            await session.commit()
-        except BaseException:
-            live.drop(session)
-            await session.rollback()
-            raise
-        await live.publish(app[keys.EMIT], live.take(session))
-
-
 def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
     presence = app[keys.PRESENCE]
-
-    def acked(
-        handler: Callable[[str, Any], Awaitable[Ack]],
-    ) -> Callable[[str, Any], Awaitable[Ack]]:
-        async def wrapped(sid: str, data: Any = None) -> Ack:
-            try:
-                return await handler(sid, data)
-            except TelemedError as exc:
-                return refused(exc)
-            except Exception:
-                logger.exception("socket event failed")
-                return {
-                    "ok": False,
-                    "error": {
-                        "code": ErrorCode.INTERNAL.value,
-                        "message": "Something went wrong on our side",
-                        "details": {},
-                    },
-                }
-
-        return wrapped
 
     async def token_of(environ: dict[str, Any], auth: Any) -> str | None:
         if isinstance(auth, dict) and isinstance(auth.get("token"), str):
@@ -299,6 +230,7 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
 
     async def disconnect(sid: str, reason: Any = None) -> None:
         app[keys.SOCKETS].pop(sid, None)
+        await app[keys.ROOM_DISCONNECT](sid)
         for consultation_id in presence.rooms_of(sid):
             await presence.leave(consultation_id, sid)
             await presence_changed(consultation_id)
@@ -309,7 +241,7 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
     async def subscribe(sid: str, data: Any) -> Ack:
         """consultation:subscribe {consultation_id, after_seq?} → {consultation, messages, …}"""
         request = parse(Subscribe, data)
-        async with _caller(app, sio, sid) as (session, user):
+        async with caller(app, sio, sid) as (session, user):
             await chat.get_chat(session, actor=user, consultation_id=request.consultation_id)
         cid = str(request.consultation_id)
         # Join first, then read: a message committed meanwhile is in the answer, in the
@@ -318,7 +250,7 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
             await sio.enter_room(sid, f"consultation:{cid}")
         except KeyError:  # the socket closed meanwhile
             raise Unavailable("The connection has closed") from None
-        async with _caller(app, sio, sid) as (session, user):
+        async with caller(app, sio, sid) as (session, user):
             seen = await chat.get_chat(session, actor=user, consultation_id=request.consultation_id)
             messages = await chat.messages_after(
                 session,
@@ -377,7 +309,7 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
     async def read(sid: str, data: Any) -> Ack:
         """chat:read {consultation_id, seq}"""
         request = parse(ChatRead, data)
-        async with _caller(app, sio, sid, write=True) as (session, user):
+        async with caller(app, sio, sid, write=True) as (session, user):
             state = await chat.check_mark_read(
                 session,
                 actor=user,
@@ -399,7 +331,7 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
     async def typing(sid: str, data: Any) -> Ack:
         """chat:typing {consultation_id}"""
         request = parse(ChatTyping, data)
-        async with _caller(app, sio, sid) as (session, user):
+        async with caller(app, sio, sid) as (session, user):
             await chat.get_chat(session, actor=user, consultation_id=request.consultation_id)
         event = TypingStarted(consultation_id=request.consultation_id, user_id=user.id)
         await sio.emit(

@@ -1,0 +1,1 @@
+"""The video room: the aiortc relay, media checks and recording."""

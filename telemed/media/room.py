@@ -1,0 +1,357 @@
+"""A consultation's video room on this node: one server peer connection per participant,
+encoded frames forwarded from each publisher to every other participant.
+
+Signalling (``telemed.signaling.room_handlers``): a participant's ``rtc:offer`` makes a
+new server peer connection for it (replacing the one it had: a reload or a broken
+connection is a rejoin); its tracks are tapped and forwarded. What it should receive
+from the others is added by the server, which then offers (``rtc:offer`` to the
+participant's socket) and takes the participant's ``rtc:answer``. A viewer's tracks
+belong to the publisher's identity, so a publisher's rejoin needs no renegotiation on
+the viewers' side: the new connection's frames flow into the same tracks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpCodecParameters,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.exceptions import InvalidAccessError, InvalidStateError
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.mediastreams import MediaStreamTrack
+
+from telemed.errors import InvalidInput, InvalidState
+from telemed.media.passthrough import (
+    PassthroughTrack,
+    ask_keyframe,
+    forward_keyframe_requests,
+    tap_receiver,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_PARTICIPANTS = 4
+KEYFRAME_REQUEST_GAP = 0.3
+"""Seconds between two keyframe requests to one publisher (viewers ask in bursts)."""
+KINDS = ("audio", "video")
+CODECS = {"audio": ("audio/opus",), "video": ("video/vp8", "video/rtx")}
+
+Send = Callable[[str, str, dict[str, Any]], Awaitable[None]]
+"""Emit ``event`` with ``payload`` to socket ``sid``."""
+
+
+@dataclass
+class Publication:
+    """A track a participant sends, on its current connection."""
+
+    kind: str
+    receiver: RTCRtpReceiver
+    frames: int = 0
+    _last_keyframe_request: float = 0.0
+
+    def ask_keyframe(self) -> None:
+        moment = time.monotonic()
+        if moment - self._last_keyframe_request < KEYFRAME_REQUEST_GAP:
+            return
+        self._last_keyframe_request = moment
+        task = asyncio.ensure_future(ask_keyframe(self.receiver))
+        task.add_done_callback(_log_failure)
+
+
+@dataclass
+class Participant:
+    user_id: str
+    role: str
+    sid: str
+    pc: RTCPeerConnection | None = None
+    connection: int = 0
+    """Counts this participant's peer connections (each rejoin makes a new one)."""
+    publications: dict[str, Publication] = field(default_factory=dict)
+    # (publisher's user id, kind) → what this participant receives of that publisher.
+    viewing: dict[tuple[str, str], PassthroughTrack] = field(default_factory=dict)
+    negotiating: bool = False
+    renegotiate_after: bool = False
+
+
+class Room:
+    def __init__(
+        self, consultation_id: str, *, send: Send, ice_servers: list[dict[str, Any]]
+    ) -> None:
+        self.consultation_id = consultation_id
+        self._send = send
+        self._ice_servers = [RTCIceServer(**server) for server in ice_servers]
+        self.participants: dict[str, Participant] = {}
+        self.closed = False
+
+    def join(self, *, user_id: str, role: str, sid: str) -> Participant:
+        """Enter the room, or take over one's place in it from a new socket."""
+        if self.closed:
+            raise InvalidState("The consultation's room is closed")
+        participant = self.participants.get(user_id)
+        if participant is None:
+            if len(self.participants) >= MAX_PARTICIPANTS:
+                raise InvalidState(
+                    f"A room holds at most {MAX_PARTICIPANTS} participants",
+                    details={"max": MAX_PARTICIPANTS},
+                )
+            participant = Participant(user_id=user_id, role=role, sid=sid)
+            self.participants[user_id] = participant
+        participant.sid = sid
+        return participant
+
+    async def leave(self, user_id: str) -> bool:
+        """Leave the room; returns whether the user was in it."""
+        participant = self.participants.pop(user_id, None)
+        if participant is None:
+            return False
+        await self._close_connection(participant)
+        for other in self.participants.values():
+            for kind in KINDS:
+                track = other.viewing.get((user_id, kind))
+                if track is not None:
+                    # Kept (the m-line stays) but idle; a return feeds it again.
+                    track.restart()
+        return True
+
+    async def offer(self, user_id: str, sdp: str) -> str:
+        """A participant's offer: a new server connection for it; returns the answer."""
+        participant = self._member(user_id)
+        await self._close_connection(participant)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
+        participant.pc = pc
+        participant.connection += 1
+        participant.negotiating = False
+        participant.renegotiate_after = False
+        arrived: list[Publication] = []
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            transceiver = _transceiver_of(pc, track)
+            if transceiver is None or track.kind not in KINDS:
+                return
+            publication = Publication(track.kind, transceiver.receiver)
+            tap_receiver(transceiver.receiver, self._forwarder(participant, publication))
+            participant.publications[track.kind] = publication
+            arrived.append(publication)
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if participant.pc is not pc:
+                return
+            if pc.connectionState == "connected" and participant.renegotiate_after:
+                participant.renegotiate_after = False
+                self._schedule_renegotiation(participant)
+            elif pc.connectionState == "failed":
+                # The participant rejoins with a new offer; until then nothing flows.
+                logger.info("a media connection failed in a room")
+
+        try:
+            if not _has_media(sdp):
+                raise ValueError("no media section")
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except (ValueError, KeyError, IndexError, InvalidAccessError, InvalidStateError) as exc:
+            await pc.close()
+            participant.pc = None
+            raise InvalidInput("The offer is not a valid session description") from exc
+        for transceiver in pc.getTransceivers():
+            _prefer_codecs(transceiver)
+        await pc.setLocalDescription(await pc.createAnswer())
+        for publication in arrived:
+            for other in self.participants.values():
+                track = other.viewing.get((user_id, publication.kind))
+                if track is not None:
+                    track.restart()
+            publication.ask_keyframe()
+        # What this participant should receive, and the others of its new tracks, come
+        # in server offers (this participant's once its connection is up).
+        for member in list(self.participants.values()):
+            self._schedule_renegotiation(member)
+        return str(pc.localDescription.sdp)
+
+    async def answer(self, user_id: str, sdp: str) -> None:
+        """A participant's answer to the server's last offer."""
+        participant = self._member(user_id)
+        pc = participant.pc
+        if pc is None or pc.signalingState != "have-local-offer":
+            raise InvalidState("No offer of the server is waiting for an answer")
+        try:
+            if not _has_media(sdp):
+                raise ValueError("no media section")
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        except (ValueError, KeyError, IndexError, InvalidAccessError, InvalidStateError) as exc:
+            raise InvalidInput("The answer is not a valid session description") from exc
+        participant.negotiating = False
+        if participant.renegotiate_after:
+            participant.renegotiate_after = False
+            self._schedule_renegotiation(participant)
+
+    async def close(self) -> None:
+        self.closed = True
+        for participant in list(self.participants.values()):
+            await self._close_connection(participant)
+        self.participants.clear()
+
+    def _member(self, user_id: str) -> Participant:
+        participant = self.participants.get(user_id)
+        if participant is None:
+            raise InvalidState("Join the room first (room:join)")
+        return participant
+
+    def _forwarder(
+        self, publisher: Participant, publication: Publication
+    ) -> Callable[[RTCRtpCodecParameters, JitterFrame], None]:
+        key = (publisher.user_id, publication.kind)
+
+        def forward(codec: RTCRtpCodecParameters, frame: JitterFrame) -> None:
+            publication.frames += 1
+            for viewer in self.participants.values():
+                track = viewer.viewing.get(key)
+                if track is not None:
+                    track.feed(codec, frame)
+
+        return forward
+
+    def _schedule_renegotiation(self, participant: Participant) -> None:
+        task = asyncio.ensure_future(self._renegotiate(participant))
+        task.add_done_callback(_log_failure)
+
+    async def _renegotiate(self, participant: Participant) -> None:
+        """Add what ``participant`` does not receive yet, and offer it."""
+        pc = participant.pc
+        if pc is None or pc.connectionState == "closed" or self.closed:
+            return
+        if (
+            participant.negotiating
+            or pc.signalingState != "stable"
+            # Not before the participant's side is connected: only then has it surely
+            # applied the server's answer and can take an offer.
+            or pc.connectionState != "connected"
+        ):
+            participant.renegotiate_after = True
+            return
+        added = False
+        for publisher in self.participants.values():
+            if publisher is participant:
+                continue
+            for kind, publication in publisher.publications.items():
+                key = (publisher.user_id, kind)
+                if key in participant.viewing:
+                    continue
+                track = PassthroughTrack(kind, ask_keyframe=_asker(self, key))
+                transceiver = pc.addTransceiver(track, direction="sendonly")
+                _prefer_codecs(transceiver)
+                forward_keyframe_requests(transceiver.sender, _asker(self, key))
+                participant.viewing[key] = track
+                publication.ask_keyframe()
+                added = True
+        if not added:
+            return
+        participant.negotiating = True
+        await pc.setLocalDescription(await pc.createOffer())
+        if participant.pc is not pc:  # replaced meanwhile
+            return
+        await self._send(
+            participant.sid,
+            "rtc:offer",
+            {"consultation_id": self.consultation_id, "sdp": pc.localDescription.sdp},
+        )
+
+    async def _close_connection(self, participant: Participant) -> None:
+        pc = participant.pc
+        participant.pc = None
+        participant.publications.clear()
+        for track in participant.viewing.values():
+            track.finish()
+        participant.viewing.clear()
+        if pc is not None:
+            with contextlib.suppress(Exception):
+                await pc.close()
+
+
+class Rooms:
+    """The rooms of this node, by consultation."""
+
+    def __init__(self, *, send: Send, ice_servers: list[dict[str, Any]]) -> None:
+        self._send = send
+        self._ice_servers = ice_servers
+        self._rooms: dict[str, Room] = {}
+
+    def get(self, consultation_id: str) -> Room | None:
+        return self._rooms.get(consultation_id)
+
+    def open(self, consultation_id: str) -> Room:
+        room = self._rooms.get(consultation_id)
+        if room is None:
+            room = Room(consultation_id, send=self._send, ice_servers=self._ice_servers)
+            self._rooms[consultation_id] = room
+        return room
+
+    async def close(self, consultation_id: str) -> None:
+        room = self._rooms.pop(consultation_id, None)
+        if room is not None:
+            await room.close()
+
+    async def close_all(self) -> None:
+        for consultation_id in list(self._rooms):
+            await self.close(consultation_id)
+
+    def rooms_of(self, sid: str) -> list[tuple[Room, Participant]]:
+        return [
+            (room, participant)
+            for room in self._rooms.values()
+            for participant in room.participants.values()
+            if participant.sid == sid
+        ]
+
+
+def _asker(room: Room, key: tuple[str, str]) -> Callable[[], None]:
+    """Ask the current publication of ``key`` for a keyframe (whichever connection)."""
+
+    def ask() -> None:
+        publisher = room.participants.get(key[0])
+        publication = publisher.publications.get(key[1]) if publisher else None
+        if publication is not None:
+            publication.ask_keyframe()
+
+    return ask
+
+
+def _transceiver_of(pc: RTCPeerConnection, track: MediaStreamTrack) -> RTCRtpTransceiver | None:
+    for transceiver in pc.getTransceivers():
+        if transceiver.receiver.track is track:
+            return transceiver
+    return None
+
+
+def _prefer_codecs(transceiver: RTCRtpTransceiver) -> None:
+    """VP8 and Opus only: both legs of a forwarded stream must use the same codec."""
+    kind = transceiver.kind
+    if kind not in CODECS:
+        return
+    capabilities = RTCRtpSender.getCapabilities(kind)
+    preferred = [c for c in capabilities.codecs if c.mimeType.lower() in CODECS[kind]]
+    transceiver.setCodecPreferences(preferred)
+
+
+def _has_media(sdp: str) -> bool:
+    lines = sdp.splitlines()
+    return bool(lines) and lines[0].strip() == "v=0" and any(x.startswith("m=") for x in lines)
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("room task failed", exc_info=task.exception())

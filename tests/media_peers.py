@@ -1,0 +1,180 @@
+"""aiortc client peers for room tests: a synthetic camera whose picture changes every
+frame, a sine-tone microphone, and a client that joins a room over Socket.IO and counts
+what it decodes of each other participant."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import math
+import struct
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import av
+from aiortc import (
+    AudioStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+    VideoStreamTrack,
+)
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from tests.realtime import Peer
+
+_FRAMES: dict[tuple[int, int, str], list[av.VideoFrame]] = {}
+
+
+def _rendered(width: int, height: int, source: str) -> list[av.VideoFrame]:
+    """Thirty frames of an ffmpeg test source (rendered once per process)."""
+    key = (width, height, source)
+    if key not in _FRAMES:
+        frames = []
+        with av.open(f"{source}=size={width}x{height}:rate=30", format="lavfi") as container:
+            for frame in container.decode(video=0):
+                frames.append(frame.reformat(format="yuv420p"))
+                if len(frames) == 30:
+                    break
+        _FRAMES[key] = frames
+    return _FRAMES[key]
+
+
+class SynthCamera(VideoStreamTrack):
+    """640x480 at 30 fps; ``testsrc2`` moves every frame, ``black`` is a black picture."""
+
+    def __init__(self, width: int = 640, height: int = 480, *, black: bool = False) -> None:
+        super().__init__()
+        source = "color=c=black" if black else "testsrc2"
+        self._frames = _rendered(width, height, source)
+        self._index = 0
+
+    async def recv(self) -> av.VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        frame = self._frames[self._index % len(self._frames)]
+        self._index += 1
+        frame.pts, frame.time_base = pts, time_base
+        frame.pict_type = av.video.frame.PictureType.NONE  # the encoder marks keyframes
+        return frame
+
+
+class SineMicrophone(AudioStreamTrack):
+    """A 440 Hz tone (or silence), 48 kHz stereo, 20 ms frames in real time."""
+
+    RATE = 48000
+    SAMPLES = 960
+
+    def __init__(self, *, silent: bool = False) -> None:
+        super().__init__()
+        amplitude = 0 if silent else 8000
+        pcm = b"".join(
+            struct.pack("<hh", value, value)
+            for value in (
+                int(amplitude * math.sin(2 * math.pi * 440 * i / self.RATE))
+                for i in range(self.RATE)
+            )
+        )
+        step = self.SAMPLES * 4
+        self._chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
+        self._index = 0
+        self._began: float | None = None
+        self._sent = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self._began is None:
+            self._began = time.time()
+        else:
+            self._sent += self.SAMPLES
+            await asyncio.sleep(self._began + self._sent / self.RATE - time.time())
+        frame = av.AudioFrame(format="s16", layout="stereo", samples=self.SAMPLES)
+        frame.planes[0].update(self._chunks[self._index % len(self._chunks)])
+        self._index += 1
+        frame.pts, frame.sample_rate = self._sent, self.RATE
+        frame.time_base = fractions.Fraction(1, self.RATE)
+        return frame
+
+
+class MediaClient:
+    """A room participant: joins over its socket, sends its tracks, decodes the others'."""
+
+    def __init__(
+        self,
+        peer: Peer,
+        consultation_id: str,
+        *,
+        camera: Callable[[], MediaStreamTrack] | None = None,
+        microphone: Callable[[], MediaStreamTrack] | None = None,
+    ) -> None:
+        """``camera`` and ``microphone`` make a fresh track for each peer connection."""
+        self.peer = peer
+        self.consultation_id = consultation_id
+        self.camera = camera
+        self.microphone = microphone
+        self.pc: RTCPeerConnection | None = None
+        self.decoded: dict[str, int] = defaultdict(int)
+        self.sizes: set[tuple[int, int]] = set()
+        self.server_offers = 0
+        self._consumers: list[asyncio.Task[None]] = []
+        peer.sio.on("rtc:offer", self._on_server_offer)
+
+    async def join(self) -> dict[str, Any]:
+        return await self.peer.call("room:join", {"consultation_id": self.consultation_id})
+
+    async def connect_media(self) -> dict[str, Any]:
+        """A new peer connection (the first, or a rejoin): offer it, apply the answer."""
+        if self.pc is not None:
+            await self.pc.close()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = pc
+        if self.camera is not None:
+            pc.addTrack(self.camera())
+        if self.microphone is not None:
+            pc.addTrack(self.microphone())
+        if self.camera is None and self.microphone is None:
+            pc.addTransceiver("video", direction="recvonly")
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._consumers.append(asyncio.ensure_future(self._consume(track)))
+
+        await pc.setLocalDescription(await pc.createOffer())
+        ack = await self.peer.call(
+            "rtc:offer", {"consultation_id": self.consultation_id, "sdp": pc.localDescription.sdp}
+        )
+        if ack["ok"]:
+            await pc.setRemoteDescription(
+                RTCSessionDescription(sdp=ack["data"]["sdp"], type="answer")
+            )
+        return ack
+
+    async def _on_server_offer(self, data: dict[str, Any]) -> None:
+        pc = self.pc
+        if pc is None or data["consultation_id"] != self.consultation_id:
+            return
+        self.server_offers += 1
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        ack = await self.peer.sio.call(
+            "rtc:answer",
+            {"consultation_id": self.consultation_id, "sdp": pc.localDescription.sdp},
+            timeout=10,
+        )
+        assert ack["ok"], ack
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            self.decoded[track.kind] += 1
+            if isinstance(frame, av.VideoFrame):
+                self.sizes.add((frame.width, frame.height))
+
+    async def close(self) -> None:
+        for task in self._consumers:
+            task.cancel()
+        if self.pc is not None:
+            await self.pc.close()

@@ -1,0 +1,186 @@
+"""The video room with real aiortc peers on loopback: who may enter and when, media both
+ways through the passthrough relay, renegotiation when someone arrives, rejoin, end."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from telemed import keys
+from telemed.clock import FakeClock
+from telemed.media.passthrough import check_aiortc
+from tests.factories import AppClient
+from tests.flows import ok
+from tests.media_peers import MediaClient, SineMicrophone, SynthCamera
+from tests.realtime import Peer, open_peer, refused
+
+
+@pytest.fixture
+def db_backend() -> str:
+    # The room touches the database only to admit and to start/end (covered on both
+    # backends by the consultation tests); the media needs one.
+    return "sqlite"
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {"media_addresses": ["127.0.0.1"]}
+
+
+@pytest.fixture
+async def media(peers: list[Peer]) -> AsyncIterator[list[MediaClient]]:
+    opened: list[MediaClient] = []
+    yield opened
+    for client in opened:
+        await client.close()
+
+
+async def participant(
+    client: AppClient, peers: list[Peer], media: list[MediaClient], token: str, cid: str
+) -> MediaClient:
+    peer = await open_peer(client, peers, token)
+    member = MediaClient(peer, cid, camera=SynthCamera, microphone=SineMicrophone)
+    media.append(member)
+    return member
+
+
+@pytest.fixture
+async def room(booked: dict[str, Any], client: AppClient, clock: FakeClock) -> dict[str, Any]:
+    """A booked consultation, five minutes before its start (the room is open)."""
+    consultation = await ok(
+        client, "GET", f"/consultations/{booked['id']}", booked["patient"]["token"]
+    )
+    starts = datetime.fromisoformat(consultation["starts_at"])
+    clock.advance(starts - timedelta(minutes=5) - clock.now())
+    return booked
+
+
+async def test_the_relay_checks_aiortc_internals() -> None:
+    check_aiortc()
+
+
+async def test_patient_and_doctor_see_and_hear_each_other(
+    client: AppClient, room: dict[str, Any], peers: list[Peer], media: list[MediaClient]
+) -> None:
+    cid = room["id"]
+    patient = await participant(client, peers, media, room["patient"]["token"], cid)
+    doctor = await participant(client, peers, media, room["doctor"]["token"], cid)
+
+    # The patient comes first and waits: the consultation is not started by it.
+    waiting = await patient.join()
+    assert waiting["ok"], waiting
+    assert waiting["data"]["consultation"]["state"] == "scheduled"
+    assert [p["role"] for p in waiting["data"]["participants"]] == ["patient"]
+    assert (await patient.connect_media())["ok"]
+
+    # The doctor's entry starts it.
+    entered = await doctor.join()
+    assert entered["ok"], entered
+    assert entered["data"]["consultation"]["state"] == "in_progress"
+    assert sorted(p["role"] for p in entered["data"]["participants"]) == ["doctor", "patient"]
+    await patient.peer.wait_for(lambda: bool(patient.peer.events("room:participant_joined")))
+    assert (await doctor.connect_media())["ok"]
+
+    await patient.peer.wait_for(
+        lambda: patient.decoded["video"] >= 30 and patient.decoded["audio"] >= 30, seconds=20
+    )
+    await doctor.peer.wait_for(
+        lambda: doctor.decoded["video"] >= 30 and doctor.decoded["audio"] >= 30, seconds=20
+    )
+    assert patient.sizes == {(640, 480)}
+    assert doctor.sizes == {(640, 480)}
+    assert patient.server_offers >= 1
+    assert doctor.server_offers >= 1
+
+    # Nothing was decoded or encoded on the way: the server's receivers feed no decoder.
+    rooms = client.app[keys.ROOMS]
+    server_room = rooms.get(cid)
+    assert server_room is not None
+    for member in server_room.participants.values():
+        assert set(member.publications) == {"audio", "video"}
+        assert all(p.frames > 0 for p in member.publications.values())
+        for track in member.viewing.values():
+            assert track.forwarded > 0
+
+
+async def test_who_may_enter_and_when(
+    client: AppClient, booked: dict[str, Any], clock: FakeClock, peers: list[Peer]
+) -> None:
+    cid = booked["id"]
+    outsider = await open_peer(client, peers, booked["outsider"]["token"])
+    manager = await open_peer(client, peers, booked["manager"])
+    patient = await open_peer(client, peers, booked["patient"]["token"])
+    doctor = await open_peer(client, peers, booked["doctor"]["token"])
+    join = {"consultation_id": cid}
+
+    # A day early: the room is not open yet, for either side.
+    early = refused(await patient.call("room:join", join), "too_late")
+    assert "opens_at" in early["details"]
+    refused(await doctor.call("room:join", join), "too_late")
+
+    consultation = await ok(client, "GET", f"/consultations/{cid}", booked["patient"]["token"])
+    starts = datetime.fromisoformat(consultation["starts_at"])
+    clock.advance(starts - timedelta(minutes=10) - clock.now())
+    # Not a participant: learns nothing. A manager sees it but has no place in the room.
+    refused(await outsider.call("room:join", join), "not_found")
+    refused(await manager.call("room:join", join), "forbidden")
+    # Nobody joined: no offer is taken, and nothing was started.
+    refused(
+        await outsider.call("rtc:offer", {"consultation_id": cid, "sdp": "v=0"}), "invalid_state"
+    )
+    assert client.app[keys.ROOMS].get(cid) is None
+    still = await ok(client, "GET", f"/consultations/{cid}", booked["patient"]["token"])
+    assert still["state"] == "scheduled"
+    # Malformed payloads.
+    refused(await patient.call("room:join", {"consultation_id": cid, "extra": 1}), "invalid_input")
+    assert (await patient.call("room:join", join))["ok"] is True
+    garbage = {"consultation_id": cid, "sdp": "not sdp"}
+    refused(await patient.call("rtc:offer", garbage), "invalid_input")
+
+    # After its time (and the grace), a consultation that never started is closed.
+    clock.advance(timedelta(hours=2))
+    refused(await doctor.call("room:join", join), "too_late")
+
+
+async def test_rejoin_restores_media_and_the_end_closes_the_room(
+    client: AppClient, room: dict[str, Any], peers: list[Peer], media: list[MediaClient]
+) -> None:
+    cid = room["id"]
+    patient = await participant(client, peers, media, room["patient"]["token"], cid)
+    doctor = await participant(client, peers, media, room["doctor"]["token"], cid)
+    for member in (doctor, patient):
+        assert (await member.join())["ok"]
+        assert (await member.connect_media())["ok"]
+    await doctor.peer.wait_for(lambda: doctor.decoded["video"] >= 20, seconds=20)
+
+    # The patient's connection breaks and it comes back with a new one (a reload): the
+    # doctor keeps the same incoming track, which carries the new connection's frames.
+    before = doctor.decoded["video"]
+    assert (await patient.connect_media())["ok"]
+    await doctor.peer.wait_for(lambda: doctor.decoded["video"] >= before + 30, seconds=20)
+    await patient.peer.wait_for(lambda: patient.decoded["video"] >= 20, seconds=20)
+
+    # The doctor drops its socket and comes back: still the doctor (the identity, not
+    # the connection, holds the authority), and may end the consultation.
+    await doctor.peer.close()
+    await patient.peer.wait_for(lambda: bool(patient.peer.events("room:participant_left")))
+    doctor_again = await participant(client, peers, media, room["doctor"]["token"], cid)
+    assert (await doctor_again.join())["ok"]
+    assert (await doctor_again.connect_media())["ok"]
+    await doctor_again.peer.wait_for(lambda: doctor_again.decoded["video"] >= 20, seconds=20)
+
+    # Only the doctor ends it.
+    patient_end = await patient.peer.call("consultation:end", {"consultation_id": cid})
+    refused(patient_end, "forbidden")
+    ended = await doctor_again.peer.call("consultation:end", {"consultation_id": cid})
+    assert ended["ok"], ended
+    assert client.app[keys.ROOMS].get(cid) is None
+    consultation = await ok(client, "GET", f"/consultations/{cid}", room["patient"]["token"])
+    assert consultation["state"] == "completed"
+    await patient.peer.wait_for(
+        lambda: any(e["state"] == "completed" for e in patient.peer.events("consultation:updated"))
+    )
+    refused(await patient.peer.call("room:join", {"consultation_id": cid}), "invalid_state")
