@@ -33,7 +33,8 @@ def _rendered(width: int, height: int, source: str) -> list[av.VideoFrame]:
     key = (width, height, source)
     if key not in _FRAMES:
         frames = []
-        with av.open(f"{source}=size={width}x{height}:rate=30", format="lavfi") as container:
+        spec = source.format(size=f"{width}x{height}")
+        with av.open(spec, format="lavfi") as container:
             for frame in container.decode(video=0):
                 frames.append(frame.reformat(format="yuv420p"))
                 if len(frames) == 30:
@@ -47,7 +48,7 @@ class SynthCamera(VideoStreamTrack):
 
     def __init__(self, width: int = 640, height: int = 480, *, black: bool = False) -> None:
         super().__init__()
-        source = "color=c=black" if black else "testsrc2"
+        source = "color=c=black:size={size}:rate=30" if black else "testsrc2=size={size}:rate=30"
         self._frames = _rendered(width, height, source)
         self._index = 0
 

@@ -184,3 +184,92 @@ async def test_rejoin_restores_media_and_the_end_closes_the_room(
         lambda: any(e["state"] == "completed" for e in patient.peer.events("consultation:updated"))
     )
     refused(await patient.peer.call("room:join", {"consultation_id": cid}), "invalid_state")
+
+
+def status_of(member: MediaClient, user_id: str) -> dict[str, Any] | None:
+    """The last media status the member's socket was told of ``user_id``."""
+    changes = [c for c in member.peer.events("media:status_changed") if c["user_id"] == user_id]
+    return changes[-1]["media"] if changes else None
+
+
+def checked(status: dict[str, Any] | None) -> bool:
+    return status is not None and all(
+        status[device]["state"] not in ("waiting", "checking")
+        for device in ("camera", "microphone")
+    )
+
+
+@pytest.mark.parametrize(
+    ("camera", "microphone", "expected"),
+    [
+        (SynthCamera, SineMicrophone, ("ok", "ok")),
+        (lambda: SynthCamera(black=True), SineMicrophone, ("black", "ok")),
+        (SynthCamera, lambda: SineMicrophone(silent=True), ("ok", "silent")),
+        (SynthCamera, None, ("ok", "missing")),
+    ],
+    ids=["normal", "black-picture", "silent-microphone", "no-audio-track"],
+)
+async def test_the_server_checks_camera_and_microphone(
+    client: AppClient,
+    room: dict[str, Any],
+    peers: list[Peer],
+    media: list[MediaClient],
+    camera: Any,
+    microphone: Any,
+    expected: tuple[str, str],
+) -> None:
+    cid = room["id"]
+    doctor = await participant(client, peers, media, room["doctor"]["token"], cid)
+    patient_peer = await open_peer(client, peers, room["patient"]["token"])
+    patient = MediaClient(patient_peer, cid, camera=camera, microphone=microphone)
+    media.append(patient)
+    assert (await doctor.join())["ok"]
+    joined = await patient.join()
+    patient_id = next(
+        p["user_id"] for p in joined["data"]["participants"] if p["role"] == "patient"
+    )
+    assert joined["data"]["participants"][0]["media"]["camera"]["state"] == "waiting"
+    # What the browser said of its devices reaches the room.
+    reported = await patient.peer.call(
+        "media:report", {"consultation_id": cid, "camera": "granted", "microphone": "granted"}
+    )
+    assert reported["ok"], reported
+    assert (await patient.connect_media())["ok"]
+
+    await doctor.peer.wait_for(lambda: checked(status_of(doctor, patient_id)), seconds=20)
+    status = status_of(doctor, patient_id)
+    assert status is not None
+    assert (status["camera"]["state"], status["microphone"]["state"]) == expected
+    assert status["camera"]["permission"] == "granted"
+    camera_seen = status["camera"]
+    assert camera_seen["width"] == 640
+    assert camera_seen["height"] == 480
+    assert camera_seen["frames"] >= 30
+    assert 20 <= camera_seen["fps"] <= 35
+    if expected[1] == "ok":
+        assert status["microphone"]["level_dbfs"] > -30
+    if expected[1] == "silent":
+        assert status["microphone"]["level_dbfs"] < -50
+    # Kept on the participant: someone joining later sees it at once.
+    later = (await doctor.join())["data"]["participants"]
+    kept = next(p for p in later if p["user_id"] == patient_id)["media"]
+    assert (kept["camera"]["state"], kept["microphone"]["state"]) == expected
+
+
+async def test_a_denied_camera_is_shown_to_the_room(
+    client: AppClient, room: dict[str, Any], peers: list[Peer], media: list[MediaClient]
+) -> None:
+    cid = room["id"]
+    doctor = await participant(client, peers, media, room["doctor"]["token"], cid)
+    patient = await participant(client, peers, media, room["patient"]["token"], cid)
+    assert (await doctor.join())["ok"]
+    patient_id = (await patient.join())["data"]["participants"][-1]["user_id"]
+    denied = {"consultation_id": cid, "camera": "denied", "microphone": "no_device"}
+    assert (await patient.peer.call("media:report", denied))["ok"]
+    await doctor.peer.wait_for(lambda: status_of(doctor, patient_id) is not None)
+    status = status_of(doctor, patient_id)
+    assert status is not None
+    assert status["camera"]["permission"] == "denied"
+    assert status["microphone"]["permission"] == "no_device"
+    bad = {"consultation_id": cid, "camera": "maybe", "microphone": "granted"}
+    refused(await patient.peer.call("media:report", bad), "invalid_input")

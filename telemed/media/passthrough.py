@@ -76,7 +76,7 @@ def vp8_is_keyframe(data: bytes) -> bool:
     return len(data) > 0 and (data[0] & 0x01) == 0
 
 
-class _Tap(queue.Queue[Any]):
+class Tap(queue.Queue[Any]):
     """Stands in for a receiver's decoder queue: sees every encoded frame first."""
 
     def __init__(self, sink: FrameSink) -> None:
@@ -97,11 +97,11 @@ class _Tap(queue.Queue[Any]):
             super().put(item, block, timeout)
 
 
-def tap_receiver(receiver: RTCRtpReceiver, sink: FrameSink) -> _Tap:
+def tap_receiver(receiver: RTCRtpReceiver, sink: FrameSink) -> Tap:
     """Send ``receiver``'s encoded frames to ``sink``. Call inside ``pc.on("track")``
     (before the receiver starts its decoder). Frames are decoded (for ``track.recv()``)
     only while the returned tap's ``decode`` is true."""
-    tap = _Tap(sink)
+    tap = Tap(sink)
     setattr(receiver, _DECODER_QUEUE, tap)
     return tap
 

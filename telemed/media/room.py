@@ -35,8 +35,10 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamTrack
 
 from telemed.errors import InvalidInput, InvalidState
+from telemed.media.checks import MediaStatus, Permission, check_camera, check_microphone
 from telemed.media.passthrough import (
     PassthroughTrack,
+    Tap,
     ask_keyframe,
     forward_keyframe_requests,
     tap_receiver,
@@ -52,6 +54,8 @@ CODECS = {"audio": ("audio/opus",), "video": ("video/vp8", "video/rtx")}
 
 Send = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 """Emit ``event`` with ``payload`` to socket ``sid``."""
+Announce = Callable[["Room", "Participant"], Awaitable[None]]
+"""Tell the room a participant's media status changed."""
 
 
 @dataclass
@@ -60,6 +64,8 @@ class Publication:
 
     kind: str
     receiver: RTCRtpReceiver
+    track: MediaStreamTrack
+    tap: Tap | None = None
     frames: int = 0
     _last_keyframe_request: float = 0.0
 
@@ -85,14 +91,22 @@ class Participant:
     viewing: dict[tuple[str, str], PassthroughTrack] = field(default_factory=dict)
     negotiating: bool = False
     renegotiate_after: bool = False
+    status: MediaStatus = field(default_factory=MediaStatus)
+    checks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 class Room:
     def __init__(
-        self, consultation_id: str, *, send: Send, ice_servers: list[dict[str, Any]]
+        self,
+        consultation_id: str,
+        *,
+        send: Send,
+        announce: Announce,
+        ice_servers: list[dict[str, Any]],
     ) -> None:
         self.consultation_id = consultation_id
         self._send = send
+        self._announce = announce
         self._ice_servers = [RTCIceServer(**server) for server in ice_servers]
         self.participants: dict[str, Participant] = {}
         self.closed = False
@@ -143,8 +157,10 @@ class Room:
             transceiver = _transceiver_of(pc, track)
             if transceiver is None or track.kind not in KINDS:
                 return
-            publication = Publication(track.kind, transceiver.receiver)
-            tap_receiver(transceiver.receiver, self._forwarder(participant, publication))
+            publication = Publication(track.kind, transceiver.receiver, track)
+            publication.tap = tap_receiver(
+                transceiver.receiver, self._forwarder(participant, publication)
+            )
             participant.publications[track.kind] = publication
             arrived.append(publication)
 
@@ -176,6 +192,7 @@ class Room:
                 if track is not None:
                     track.restart()
             publication.ask_keyframe()
+        self._check_media(participant)
         # What this participant should receive, and the others of its new tracks, come
         # in server offers (this participant's once its connection is up).
         for member in list(self.participants.values()):
@@ -198,6 +215,42 @@ class Room:
         if participant.renegotiate_after:
             participant.renegotiate_after = False
             self._schedule_renegotiation(participant)
+
+    async def report(self, user_id: str, *, camera: Permission, microphone: Permission) -> None:
+        """What the participant's browser said of its camera and microphone."""
+        participant = self._member(user_id)
+        participant.status.camera.permission = camera
+        participant.status.microphone.permission = microphone
+        await self._announce(self, participant)
+
+    def _check_media(self, participant: Participant) -> None:
+        """Check what the participant's new connection publishes; tell the room now
+        (checking, or missing) and once each check is done."""
+        status = participant.status
+        fresh = MediaStatus()
+        fresh.camera.permission = status.camera.permission
+        fresh.microphone.permission = status.microphone.permission
+        participant.status = status = fresh
+        video = participant.publications.get("video")
+        audio = participant.publications.get("audio")
+        status.camera.state = "checking" if video else "missing"
+        status.microphone.state = "checking" if audio else "missing"
+
+        async def run(check: Awaitable[None]) -> None:
+            await check
+            if participant.status is status and participant.pc is not None:
+                await self._announce(self, participant)
+
+        if video is not None and video.tap is not None:
+            check = check_camera(video.track, video.tap, status.camera)
+            participant.checks.append(asyncio.ensure_future(run(check)))
+        if audio is not None and audio.tap is not None:
+            check = check_microphone(audio.track, audio.tap, status.microphone)
+            participant.checks.append(asyncio.ensure_future(run(check)))
+        for task in participant.checks:
+            task.add_done_callback(_log_failure)
+        announced = asyncio.ensure_future(self._announce(self, participant))
+        announced.add_done_callback(_log_failure)
 
     async def close(self) -> None:
         self.closed = True
@@ -273,6 +326,9 @@ class Room:
     async def _close_connection(self, participant: Participant) -> None:
         pc = participant.pc
         participant.pc = None
+        for task in participant.checks:
+            task.cancel()
+        participant.checks.clear()
         participant.publications.clear()
         for track in participant.viewing.values():
             track.finish()
@@ -285,8 +341,11 @@ class Room:
 class Rooms:
     """The rooms of this node, by consultation."""
 
-    def __init__(self, *, send: Send, ice_servers: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, *, send: Send, announce: Announce, ice_servers: list[dict[str, Any]]
+    ) -> None:
         self._send = send
+        self._announce = announce
         self._ice_servers = ice_servers
         self._rooms: dict[str, Room] = {}
 
@@ -296,7 +355,12 @@ class Rooms:
     def open(self, consultation_id: str) -> Room:
         room = self._rooms.get(consultation_id)
         if room is None:
-            room = Room(consultation_id, send=self._send, ice_servers=self._ice_servers)
+            room = Room(
+                consultation_id,
+                send=self._send,
+                announce=self._announce,
+                ice_servers=self._ice_servers,
+            )
             self._rooms[consultation_id] = room
         return room
 

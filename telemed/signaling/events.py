@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from telemed.chat.models import ChatMessagePublic
+from telemed.media.checks import Permission
+from telemed.media.checks import State as CheckState
 
 
 class EventModel(BaseModel):
@@ -126,9 +128,52 @@ class ConsultationEnd(EventModel):
     consultation_id: uuid.UUID
 
 
+class CameraView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    permission: Permission = Field(description="What the browser said (`media:report`)")
+    state: CheckState = Field(
+        description="What the server saw: `waiting` (no media connection yet), `checking`, "
+        "`ok`, `black` (a black picture), `no_frames`, `missing` (no camera track sent)"
+    )
+    frames: int = Field(description="Frames decoded during the check")
+    width: int | None
+    height: int | None
+    fps: float | None
+
+
+class MicrophoneView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    permission: Permission
+    state: CheckState = Field(
+        description="`waiting`, `checking`, `ok`, `silent` (below -50 dBFS), `no_frames`, "
+        "`missing` (no microphone track sent)"
+    )
+    frames: int
+    level_dbfs: float | None = Field(description="The loudest 20 ms of the check")
+
+
+class MediaView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    camera: CameraView
+    microphone: MicrophoneView
+
+
 class RoomParticipant(BaseModel):
     user_id: uuid.UUID
     role: Literal["patient", "doctor"]
+    media: MediaView
+
+
+class MediaReport(EventModel):
+    consultation_id: uuid.UUID
+    camera: Permission = Field(description="The outcome of getUserMedia for the camera")
+    microphone: Permission
+
+
+class MediaStatusChanged(BaseModel):
+    consultation_id: uuid.UUID
+    user_id: uuid.UUID
+    media: MediaView
 
 
 class RoomJoined(BaseModel):
@@ -298,6 +343,26 @@ PROTOCOL: tuple[EventSpec, ...] = (
         None,
         "The server adds what you receive (a participant arrived or published): set it as "
         "the remote description and reply `rtc:answer`.",
+    ),
+    EventSpec(
+        "media:report",
+        "client→server",
+        MediaReport,
+        Empty,
+        "What `getUserMedia` gave: `granted`, `denied` (NotAllowedError), `no_device` "
+        "(NotFoundError), `busy` (NotReadableError), `unsupported` (no mediaDevices: not a "
+        "secure context). Shown to the room with the server's own check.",
+        ("invalid_input", "invalid_state"),
+    ),
+    EventSpec(
+        "media:status_changed",
+        "server→client",
+        MediaStatusChanged,
+        None,
+        "A participant's camera and microphone: what its browser reported and what the "
+        "server saw in the first seconds of each track (frames, resolution, frame rate, a "
+        "black picture, the sound level). Sent when a connection starts (`checking` or "
+        "`missing`), when each check ends, and on each `media:report`.",
     ),
     EventSpec(
         "room:leave",

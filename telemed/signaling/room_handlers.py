@@ -21,6 +21,9 @@ from telemed.signaling.events import (
     Answer,
     ConsultationEnd,
     ConsultationView,
+    MediaReport,
+    MediaStatusChanged,
+    MediaView,
     ParticipantJoined,
     ParticipantLeft,
     RoomJoin,
@@ -40,7 +43,19 @@ def register(app: web.Application, sio: socketio.AsyncServer) -> None:
     async def send(sid: str, event: str, payload: dict[str, Any]) -> None:
         await sio.emit(event, payload, to=sid)
 
-    rooms = Rooms(send=send, ice_servers=settings.ice_servers)
+    async def announce(room: Room, participant: Participant) -> None:
+        changed = MediaStatusChanged(
+            consultation_id=uuid.UUID(room.consultation_id),
+            user_id=uuid.UUID(participant.user_id),
+            media=MediaView.model_validate(participant.status),
+        )
+        await sio.emit(
+            "media:status_changed",
+            changed.model_dump(mode="json"),
+            room=_room(room.consultation_id),
+        )
+
+    rooms = Rooms(send=send, announce=announce, ice_servers=settings.ice_servers)
     app[keys.ROOMS] = rooms
 
     async def close_rooms(_app: web.Application) -> None:
@@ -81,7 +96,13 @@ def register(app: web.Application, sio: socketio.AsyncServer) -> None:
             RoomJoined(
                 consultation=ConsultationView.model_validate(live_view(consultation)),
                 participants=[
-                    RoomParticipant.model_validate({"user_id": p.user_id, "role": p.role})
+                    RoomParticipant.model_validate(
+                        {
+                            "user_id": p.user_id,
+                            "role": p.role,
+                            "media": MediaView.model_validate(p.status),
+                        }
+                    )
                     for p in room.participants.values()
                 ],
                 ice_servers=settings.ice_servers,
@@ -99,6 +120,13 @@ def register(app: web.Application, sio: socketio.AsyncServer) -> None:
         request = parse(SessionDescription, data)
         room, participant = await member(sid, request.consultation_id)
         await room.answer(participant.user_id, request.sdp)
+        return ok()
+
+    async def report(sid: str, data: Any) -> Ack:
+        """media:report {consultation_id, camera, microphone}"""
+        request = parse(MediaReport, data)
+        room, participant = await member(sid, request.consultation_id)
+        await room.report(participant.user_id, camera=request.camera, microphone=request.microphone)
         return ok()
 
     async def leave(sid: str, data: Any) -> Ack:
@@ -153,6 +181,7 @@ def register(app: web.Application, sio: socketio.AsyncServer) -> None:
     sio.on("room:join", handler=acked(join))
     sio.on("rtc:offer", handler=acked(offer))
     sio.on("rtc:answer", handler=acked(answer))
+    sio.on("media:report", handler=acked(report))
     sio.on("room:leave", handler=acked(leave))
     sio.on("consultation:end", handler=acked(end))
 
