@@ -16,6 +16,7 @@ from telemed.chat import views as chat_views
 from telemed.clock import Clock, SystemClock
 from telemed.documents import views as documents_views
 from telemed.documents.storage import DocumentStore
+from telemed.media import views as media_views
 from telemed.notify import views as notify_views
 from telemed.notify import worker as notify_worker
 from telemed.scheduling import consultation_views
@@ -58,6 +59,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     scheduling_jobs.setup(app)
     notify_views.setup_routes(app)
     chat_views.setup_routes(app)
+    media_views.setup_routes(app)
     signaling.setup(app)
     app.router.add_get("/api/v1/openapi.json", http.openapi)
     app.router.add_get("/healthz", http.healthz)

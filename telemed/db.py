@@ -90,6 +90,7 @@ def load_models() -> sa.MetaData:
     from telemed.accounts import models as _accounts  # noqa: F401
     from telemed.chat import models as _chat  # noqa: F401
     from telemed.documents import models as _documents  # noqa: F401
+    from telemed.media import models as _media  # noqa: F401
     from telemed.notify import models as _notify  # noqa: F401
     from telemed.scheduling import models as _scheduling  # noqa: F401
 

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     # With Redis: how long a node's presence entries live without a heartbeat (a node
     # that dies stops showing its users as present after at most this long).
     presence_seconds: float = Field(default=30, ge=3)
+    # Recordings: whether the patient may download them (the doctor and the manager may),
+    # and how many days they are kept.
+    recording_patient_access: bool = False
+    recording_retention_days: int = Field(default=30, ge=1)
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     media_addresses: list[str] = Field(default_factory=list)
 

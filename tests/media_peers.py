@@ -120,6 +120,9 @@ class MediaClient:
         self._consumers: list[asyncio.Task[None]] = []
         peer.sio.on("rtc:offer", self._on_server_offer)
 
+    def receives_video(self) -> bool:
+        return self.decoded["video"] >= 10
+
     async def join(self) -> dict[str, Any]:
         return await self.peer.call("room:join", {"consultation_id": self.consultation_id})
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +35,7 @@ from aiortc.exceptions import InvalidAccessError, InvalidStateError
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamTrack
 
-from telemed.errors import InvalidInput, InvalidState
+from telemed.errors import Forbidden, InvalidInput, InvalidState
 from telemed.media.checks import MediaStatus, Permission, check_camera, check_microphone
 from telemed.media.passthrough import (
     PassthroughTrack,
@@ -43,6 +44,8 @@ from telemed.media.passthrough import (
     forward_keyframe_requests,
     tap_receiver,
 )
+from telemed.media.recorder import RemuxRecorder
+from telemed.media.recordings import RecordingLog
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,26 @@ Send = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 """Emit ``event`` with ``payload`` to socket ``sid``."""
 Announce = Callable[["Room", "Participant"], Awaitable[None]]
 """Tell the room a participant's media status changed."""
+AnnounceRecording = Callable[["Room"], Awaitable[None]]
+"""Tell the room the recording started or stopped, or a consent changed."""
+
+
+@dataclass
+class Hooks:
+    """What a room needs from the rest of the server."""
+
+    send: Send
+    media_changed: Announce
+    recording_changed: AnnounceRecording
+    log: RecordingLog
+
+
+@dataclass
+class Segment:
+    """The file a participant is being recorded into."""
+
+    recorder: RemuxRecorder
+    recording_id: uuid.UUID
 
 
 @dataclass
@@ -97,21 +120,23 @@ class Participant:
 
 class Room:
     def __init__(
-        self,
-        consultation_id: str,
-        *,
-        send: Send,
-        announce: Announce,
-        ice_servers: list[dict[str, Any]],
+        self, consultation_id: str, *, hooks: Hooks, ice_servers: list[RTCIceServer]
     ) -> None:
         self.consultation_id = consultation_id
-        self._send = send
-        self._announce = announce
-        self._ice_servers = [RTCIceServer(**server) for server in ice_servers]
+        self._hooks = hooks
+        self._send = hooks.send
+        self._announce = hooks.media_changed
+        self._ice_servers = ice_servers
         self.participants: dict[str, Participant] = {}
         self.closed = False
+        # Recording: consents by user (identity, not connection), and each recorded
+        # participant's current file.
+        self.consents: dict[str, bool] = {}
+        self.recording = False
+        self._segments: dict[str, Segment] = {}
+        self._segment_counts: dict[str, int] = {}
 
-    def join(self, *, user_id: str, role: str, sid: str) -> Participant:
+    async def join(self, *, user_id: str, role: str, sid: str) -> Participant:
         """Enter the room, or take over one's place in it from a new socket."""
         if self.closed:
             raise InvalidState("The consultation's room is closed")
@@ -125,6 +150,9 @@ class Room:
             participant = Participant(user_id=user_id, role=role, sid=sid)
             self.participants[user_id] = participant
         participant.sid = sid
+        if self.recording and not self.consents.get(user_id, False):
+            # Everyone present must have consented: a newcomer who has not stops it.
+            await self.stop_recording()
         return participant
 
     async def leave(self, user_id: str) -> bool:
@@ -132,6 +160,7 @@ class Room:
         participant = self.participants.pop(user_id, None)
         if participant is None:
             return False
+        await self._close_segment(user_id)
         await self._close_connection(participant)
         for other in self.participants.values():
             for kind in KINDS:
@@ -144,6 +173,7 @@ class Room:
     async def offer(self, user_id: str, sdp: str) -> str:
         """A participant's offer: a new server connection for it; returns the answer."""
         participant = self._member(user_id)
+        await self._close_segment(user_id)
         await self._close_connection(participant)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
         participant.pc = pc
@@ -193,6 +223,9 @@ class Room:
                     track.restart()
             publication.ask_keyframe()
         self._check_media(participant)
+        if self.recording:
+            # A rejoin while recording: the recording goes on, in a new segment file.
+            await self._open_segment(participant)
         # What this participant should receive, and the others of its new tracks, come
         # in server offers (this participant's once its connection is up).
         for member in list(self.participants.values()):
@@ -252,7 +285,83 @@ class Room:
         announced = asyncio.ensure_future(self._announce(self, participant))
         announced.add_done_callback(_log_failure)
 
+    async def consent(self, user_id: str, *, granted: bool) -> None:
+        """A participant consents to the recording, or withdraws (which stops it)."""
+        self._member(user_id)
+        self.consents[user_id] = granted
+        if not granted and self.recording:
+            await self.stop_recording()
+        else:
+            await self._hooks.recording_changed(self)
+
+    def missing_consents(self) -> list[str]:
+        return [uid for uid in self.participants if not self.consents.get(uid, False)]
+
+    async def start_recording(self, user_id: str) -> None:
+        """The doctor starts the recording, once everyone present has consented."""
+        participant = self._member(user_id)
+        if participant.role != "doctor":
+            raise Forbidden("Only the doctor starts the recording")
+        missing = self.missing_consents()
+        if missing:
+            raise InvalidState(
+                "Everyone in the room must consent to the recording first",
+                details={"without_consent": missing},
+            )
+        if self.recording:
+            return
+        self.recording = True
+        for member in self.participants.values():
+            await self._open_segment(member)
+        await self._hooks.recording_changed(self)
+
+    async def stop_recording(self) -> None:
+        if not self.recording:
+            return
+        self.recording = False
+        for user_id in list(self._segments):
+            await self._close_segment(user_id)
+        await self._hooks.recording_changed(self)
+
+    async def _open_segment(self, participant: Participant) -> None:
+        kinds = tuple(kind for kind in KINDS if kind in participant.publications)
+        if not kinds or participant.user_id in self._segments:
+            return
+        number = self._segment_counts.get(participant.user_id, 0) + 1
+        self._segment_counts[participant.user_id] = number
+        path = (
+            self._hooks.log.root
+            / self.consultation_id
+            / f"{participant.user_id}-{number:03d}-{int(time.time())}.webm"
+        )
+        recorder = RemuxRecorder(path, kinds)
+        recording_id = await self._hooks.log.opened(
+            consultation_id=uuid.UUID(self.consultation_id),
+            user_id=uuid.UUID(participant.user_id),
+            segment=number,
+            path=path,
+        )
+        self._segments[participant.user_id] = Segment(recorder, recording_id)
+        video = participant.publications.get("video")
+        if video is not None:
+            video.ask_keyframe()  # the file starts at a keyframe: do not wait for one
+
+    async def _close_segment(self, user_id: str) -> None:
+        segment = self._segments.pop(user_id, None)
+        if segment is None:
+            return
+        recorder = segment.recorder
+        recorder.close()
+        await self._hooks.log.closed(
+            segment.recording_id,
+            path=recorder.path,
+            duration=recorder.duration,
+            video_frames=recorder.counts.video,
+            audio_frames=recorder.counts.audio,
+        )
+
     async def close(self) -> None:
+        await self.stop_recording()
         self.closed = True
         for participant in list(self.participants.values()):
             await self._close_connection(participant)
@@ -275,6 +384,9 @@ class Room:
                 track = viewer.viewing.get(key)
                 if track is not None:
                     track.feed(codec, frame)
+            segment = self._segments.get(publisher.user_id)
+            if segment is not None and publisher.publications.get(publication.kind) is publication:
+                segment.recorder.write(publication.kind, frame)
 
         return forward
 
@@ -341,12 +453,10 @@ class Room:
 class Rooms:
     """The rooms of this node, by consultation."""
 
-    def __init__(
-        self, *, send: Send, announce: Announce, ice_servers: list[dict[str, Any]]
-    ) -> None:
-        self._send = send
-        self._announce = announce
-        self._ice_servers = ice_servers
+    def __init__(self, *, hooks: Hooks, ice_servers: list[dict[str, Any]]) -> None:
+        self._hooks = hooks
+        # Checked here, at start-up: a bad TELEMED_ICE_SERVERS fails now, not at a join.
+        self._ice_servers = [RTCIceServer(**server) for server in ice_servers]
         self._rooms: dict[str, Room] = {}
 
     def get(self, consultation_id: str) -> Room | None:
@@ -355,12 +465,7 @@ class Rooms:
     def open(self, consultation_id: str) -> Room:
         room = self._rooms.get(consultation_id)
         if room is None:
-            room = Room(
-                consultation_id,
-                send=self._send,
-                announce=self._announce,
-                ice_servers=self._ice_servers,
-            )
+            room = Room(consultation_id, hooks=self._hooks, ice_servers=self._ice_servers)
             self._rooms[consultation_id] = room
         return room
 

@@ -176,8 +176,33 @@ class MediaStatusChanged(BaseModel):
     media: MediaView
 
 
+class RecordingConsent(EventModel):
+    consultation_id: uuid.UUID
+    granted: bool
+
+
+class RecordingCommand(EventModel):
+    consultation_id: uuid.UUID
+
+
+class ConsentView(BaseModel):
+    user_id: uuid.UUID
+    granted: bool
+
+
+class RecordingView(BaseModel):
+    active: bool = Field(description="The room is being recorded now")
+    consents: list[ConsentView] = Field(description="Each participant's consent, if given")
+
+
+class RecordingStateChanged(BaseModel):
+    consultation_id: uuid.UUID
+    recording: RecordingView
+
+
 class RoomJoined(BaseModel):
     consultation: ConsultationView
+    recording: RecordingView
     participants: list[RoomParticipant] = Field(description="Who is in the room, you too")
     ice_servers: list[dict[str, Any]] = Field(
         description="For `new RTCPeerConnection({iceServers})`"
@@ -311,8 +336,9 @@ PROTOCOL: tuple[EventSpec, ...] = (
         RoomJoin,
         RoomJoined,
         "Enter the consultation's video room: its patient and doctor, from "
-        "`TELEMED_ROOM_OPENS_MINUTES` before the start until the end of its time while it "
-        "is scheduled, and while it is in progress. The patient may wait for the doctor; "
+        "`TELEMED_ROOM_OPENS_MINUTES` before the start until the end of its time (plus "
+        "`TELEMED_NO_SHOW_GRACE_MINUTES`) while it is scheduled, and while it is in "
+        "progress. The patient may wait for the doctor; "
         "the doctor's entry starts the consultation. Joining again (a reload, another "
         "device) takes over the participant's place. Then send `rtc:offer`.",
         ("invalid_input", "not_found", "forbidden", "invalid_state", "too_late"),
@@ -363,6 +389,43 @@ PROTOCOL: tuple[EventSpec, ...] = (
         "server saw in the first seconds of each track (frames, resolution, frame rate, a "
         "black picture, the sound level). Sent when a connection starts (`checking` or "
         "`missing`), when each check ends, and on each `media:report`.",
+    ),
+    EventSpec(
+        "recording:consent",
+        "client→server",
+        RecordingConsent,
+        Empty,
+        "Consent to the recording of this consultation (`granted: true`) or withdraw it "
+        "(`false`: a running recording stops). Consent belongs to the user: it survives a "
+        "rejoin. Audited.",
+        ("invalid_input", "invalid_state"),
+    ),
+    EventSpec(
+        "recording:start",
+        "client→server",
+        RecordingCommand,
+        Empty,
+        "The doctor starts the recording; everyone in the room must have consented "
+        "(`invalid_state` lists `without_consent`). Each participant's audio and video go "
+        "into a WebM file of their own, as sent (no transcoding). Someone joining without "
+        "consent stops it.",
+        ("invalid_input", "forbidden", "invalid_state"),
+    ),
+    EventSpec(
+        "recording:stop",
+        "client→server",
+        RecordingCommand,
+        Empty,
+        "The doctor stops the recording (the files are closed and listed at "
+        "`GET /consultations/{id}/recordings`).",
+        ("invalid_input", "forbidden", "invalid_state"),
+    ),
+    EventSpec(
+        "recording:state_changed",
+        "server→client",
+        RecordingStateChanged,
+        None,
+        "The recording started or stopped, or a consent changed.",
     ),
     EventSpec(
         "room:leave",

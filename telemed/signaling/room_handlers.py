@@ -10,15 +10,17 @@ import aioice.ice
 import socketio
 from aiohttp import web
 
-from telemed import keys
-from telemed.errors import InvalidState
+from telemed import audit, keys, live
+from telemed.errors import Forbidden, InvalidState
 from telemed.media.passthrough import check_aiortc
-from telemed.media.room import Participant, Room, Rooms
+from telemed.media.recordings import RecordingLog
+from telemed.media.room import Hooks, Participant, Room, Rooms
 from telemed.media.service import check_join
 from telemed.scheduling.consultations import check_end, live_view
 from telemed.signaling.common import Ack, acked, caller, ok, parse
 from telemed.signaling.events import (
     Answer,
+    ConsentView,
     ConsultationEnd,
     ConsultationView,
     MediaReport,
@@ -26,6 +28,10 @@ from telemed.signaling.events import (
     MediaView,
     ParticipantJoined,
     ParticipantLeft,
+    RecordingCommand,
+    RecordingConsent,
+    RecordingStateChanged,
+    RecordingView,
     RoomJoin,
     RoomJoined,
     RoomLeave,
@@ -55,7 +61,23 @@ def register(app: web.Application, sio: socketio.AsyncServer) -> None:
             room=_room(room.consultation_id),
         )
 
-    rooms = Rooms(send=send, announce=announce, ice_servers=settings.ice_servers)
+    async def recording_changed(room: Room) -> None:
+        changed = RecordingStateChanged(
+            consultation_id=uuid.UUID(room.consultation_id), recording=recording_view(room)
+        )
+        await sio.emit(
+            "recording:state_changed",
+            changed.model_dump(mode="json"),
+            room=_room(room.consultation_id),
+        )
+
+    hooks = Hooks(
+        send=send,
+        media_changed=announce,
+        recording_changed=recording_changed,
+        log=RecordingLog(app),
+    )
+    rooms = Rooms(hooks=hooks, ice_servers=settings.ice_servers)
     app[keys.ROOMS] = rooms
 
     async def close_rooms(_app: web.Application) -> None:
@@ -78,7 +100,7 @@ def register(app: web.Application, sio: socketio.AsyncServer) -> None:
         room = rooms.open(cid)
         before = room.participants.get(str(user.id))
         previous_sid = before.sid if before is not None else None
-        participant = room.join(user_id=str(user.id), role=party.value, sid=sid)
+        participant = await room.join(user_id=str(user.id), role=party.value, sid=sid)
         if previous_sid is not None and previous_sid != sid:
             await sio.leave_room(previous_sid, _room(cid))
         await sio.enter_room(sid, _room(cid))
@@ -95,6 +117,7 @@ def register(app: web.Application, sio: socketio.AsyncServer) -> None:
         return ok(
             RoomJoined(
                 consultation=ConsultationView.model_validate(live_view(consultation)),
+                recording=recording_view(room),
                 participants=[
                     RoomParticipant.model_validate(
                         {
@@ -128,6 +151,49 @@ def register(app: web.Application, sio: socketio.AsyncServer) -> None:
         room, participant = await member(sid, request.consultation_id)
         await room.report(participant.user_id, camera=request.camera, microphone=request.microphone)
         return ok()
+
+    async def consent(sid: str, data: Any) -> Ack:
+        """recording:consent {consultation_id, granted}"""
+        request = parse(RecordingConsent, data)
+        room, participant = await member(sid, request.consultation_id)
+        await recorded(
+            sid,
+            request.consultation_id,
+            "recording.consent_" + ("given" if request.granted else "withdrawn"),
+        )
+        await room.consent(participant.user_id, granted=request.granted)
+        return ok()
+
+    async def start_recording(sid: str, data: Any) -> Ack:
+        """recording:start {consultation_id} (the doctor)"""
+        request = parse(RecordingCommand, data)
+        room, participant = await member(sid, request.consultation_id)
+        await room.start_recording(participant.user_id)
+        await recorded(sid, request.consultation_id, "recording.started")
+        return ok()
+
+    async def stop_recording(sid: str, data: Any) -> Ack:
+        """recording:stop {consultation_id} (the doctor)"""
+        request = parse(RecordingCommand, data)
+        room, participant = await member(sid, request.consultation_id)
+        if participant.role != "doctor":
+            raise Forbidden("Only the doctor stops the recording")
+        if room.recording:
+            await room.stop_recording()
+            await recorded(sid, request.consultation_id, "recording.stopped")
+        return ok()
+
+    async def recorded(sid: str, consultation_id: uuid.UUID, action: str) -> None:
+        """Audit a consent or a start/stop of the recording."""
+        async with caller(app, sio, sid, write=True) as (session, user):
+            audit.record(
+                session,
+                now=app[keys.CLOCK].now(),
+                actor_id=user.id,
+                action=action,
+                object_type="consultation",
+                object_id=consultation_id,
+            )
 
     async def leave(sid: str, data: Any) -> Ack:
         """room:leave {consultation_id}"""
@@ -178,12 +244,39 @@ def register(app: web.Application, sio: socketio.AsyncServer) -> None:
             await _leave(room, participant)
 
     app[keys.ROOM_DISCONNECT] = disconnected
+
+    # A consultation that stops taking place (ended over HTTP, cancelled, a no-show)
+    # closes its room: its connections and recordings end with it.
+    plain_emit = app[keys.EMIT]
+
+    async def emit(event: live.LiveEvent) -> None:
+        await plain_emit(event)
+        if event.event == "consultation:updated" and event.payload.get("state") not in LIVE:
+            await rooms.close(str(event.payload["id"]))
+
+    app[keys.EMIT] = emit
     sio.on("room:join", handler=acked(join))
     sio.on("rtc:offer", handler=acked(offer))
     sio.on("rtc:answer", handler=acked(answer))
     sio.on("media:report", handler=acked(report))
+    sio.on("recording:consent", handler=acked(consent))
+    sio.on("recording:start", handler=acked(start_recording))
+    sio.on("recording:stop", handler=acked(stop_recording))
     sio.on("room:leave", handler=acked(leave))
     sio.on("consultation:end", handler=acked(end))
+
+
+LIVE = frozenset({"scheduled", "in_progress"})
+
+
+def recording_view(room: Room) -> RecordingView:
+    return RecordingView(
+        active=room.recording,
+        consents=[
+            ConsentView(user_id=uuid.UUID(user_id), granted=granted)
+            for user_id, granted in room.consents.items()
+        ],
+    )
 
 
 def bind_media_addresses(addresses: list[str]) -> None:

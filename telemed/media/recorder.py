@@ -1,0 +1,102 @@
+"""Writing a participant's encoded VP8 and Opus frames into a WebM file, as they are
+(a remux: no decoding, no encoding).
+
+The file starts at a video keyframe (audio before it is left out, so that the tracks
+start together). Tracks are aligned by arrival time: each track's RTP clock is offset
+so that its first frame lands at the moment it arrived after the file began. Clusters
+are small and every packet is flushed to the file, so a file whose process was killed
+mid-recording still decodes up to shortly before the kill; a file closed normally also
+has its cues (index) and duration, so it seeks.
+"""
+
+from __future__ import annotations
+
+import fractions
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+from aiortc.jitterbuffer import JitterFrame
+
+from telemed.media.passthrough import to_packet, vp8_is_keyframe
+
+CLOCK = {"video": 90000, "audio": 48000}
+
+
+@dataclass
+class WrittenCounts:
+    video: int = 0
+    audio: int = 0
+
+
+@dataclass
+class RemuxRecorder:
+    """One WebM file of one participant's audio and video."""
+
+    path: Path
+    kinds: tuple[str, ...]
+    counts: WrittenCounts = field(default_factory=WrittenCounts)
+    started: float | None = None
+    """Monotonic time of the first written frame."""
+    last: float | None = None
+
+    def __post_init__(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._container = av.open(
+            str(self.path),
+            "w",
+            format="webm",
+            options={"flush_packets": "1", "cluster_time_limit": "500"},
+        )
+        self._streams: dict[str, av.stream.Stream] = {}
+        for kind in self.kinds:
+            if kind == "video":
+                video = self._container.add_stream("libvpx", rate=30)
+                video.width, video.height, video.pix_fmt = 640, 480, "yuv420p"
+                video.time_base = fractions.Fraction(1, CLOCK["video"])
+                self._streams[kind] = video
+            else:
+                audio = self._container.add_stream("libopus", rate=48000)
+                audio.time_base = fractions.Fraction(1, CLOCK["audio"])
+                self._streams[kind] = audio
+        self._offset: dict[str, int] = {}
+        self._waiting_for_keyframe = "video" in self.kinds
+        self._closed = False
+
+    def write(self, kind: str, frame: JitterFrame) -> None:
+        if self._closed or kind not in self._streams:
+            return
+        if self._waiting_for_keyframe:
+            if kind != "video" or not vp8_is_keyframe(frame.data):
+                return
+            self._waiting_for_keyframe = False
+        now = time.monotonic()
+        if self.started is None:
+            self.started = now
+        if kind not in self._offset:
+            self._offset[kind] = round((now - self.started) * CLOCK[kind]) - frame.timestamp
+        packet = to_packet(kind, frame)
+        packet.pts = packet.dts = frame.timestamp + self._offset[kind]
+        if packet.pts < 0:
+            return
+        if kind == "video":
+            packet.is_keyframe = vp8_is_keyframe(frame.data)
+            self.counts.video += 1
+        else:
+            self.counts.audio += 1
+        packet.stream = self._streams[kind]
+        self._container.mux(packet)
+        self.last = now
+
+    @property
+    def duration(self) -> float:
+        if self.started is None or self.last is None:
+            return 0.0
+        return self.last - self.started
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._container.close()

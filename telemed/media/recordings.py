@@ -1,0 +1,179 @@
+"""Recording metadata, who may fetch recordings, and how long they are kept.
+
+The rooms write the files (``telemed.media.recorder``); this module keeps the
+``recording`` table in step (a row when a file opens, its size, duration and SHA-256
+when it closes), answers who may list and download them (the doctor and the manager;
+the patient if ``TELEMED_RECORDING_PATIENT_ACCESS``), audits every download, and purges
+files older than ``TELEMED_RECORDING_RETENTION_DAYS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from aiohttp import web
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from telemed import audit, db, keys
+from telemed.accounts.models import User
+from telemed.errors import Forbidden, NotFound
+from telemed.media.models import Recording, RecordingState
+from telemed.scheduling.consultations import get_consultation
+from telemed.scheduling.lifecycle import Party
+from telemed.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def recordings_dir(settings: Settings) -> Path:
+    return settings.data_dir / "recordings"
+
+
+class RecordingLog:
+    """What the rooms of this process tell the database about their files."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+
+    @property
+    def root(self) -> Path:
+        return recordings_dir(self._app[keys.SETTINGS])
+
+    async def opened(
+        self, *, consultation_id: uuid.UUID, user_id: uuid.UUID, segment: int, path: Path
+    ) -> uuid.UUID:
+        recording = Recording(
+            consultation_id=consultation_id,
+            user_id=user_id,
+            segment=segment,
+            path=str(path.relative_to(self._app[keys.SETTINGS].data_dir)),
+            state=RecordingState.RECORDING,
+            started_at=self._app[keys.CLOCK].now(),
+        )
+        async with db.transaction(self._app[keys.SESSION_FACTORY]) as session:
+            session.add(recording)
+        return recording.id
+
+    async def closed(
+        self,
+        recording_id: uuid.UUID,
+        *,
+        path: Path,
+        duration: float,
+        video_frames: int,
+        audio_frames: int,
+    ) -> None:
+        size, digest = await asyncio.to_thread(_size_and_digest, path)
+        async with db.transaction(self._app[keys.SESSION_FACTORY]) as session:
+            recording = await session.get(Recording, recording_id)
+            if recording is None:
+                return
+            recording.state = RecordingState.COMPLETE
+            recording.ended_at = self._app[keys.CLOCK].now()
+            recording.duration_seconds = round(duration, 3)
+            recording.size = size
+            recording.sha256 = digest
+            recording.video_frames = video_frames
+            recording.audio_frames = audio_frames
+            session.add(recording)
+
+
+def _size_and_digest(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+async def _may_fetch(
+    session: AsyncSession, *, actor: User, consultation_id: uuid.UUID, settings: Settings
+) -> None:
+    seen = await get_consultation(session, actor=actor, consultation_id=consultation_id)
+    if seen.party is Party.PATIENT and not settings.recording_patient_access:
+        raise Forbidden("Recordings are available to the doctor and the service's manager")
+
+
+async def list_recordings(
+    session: AsyncSession, *, actor: User, consultation_id: uuid.UUID, settings: Settings
+) -> list[Recording]:
+    await _may_fetch(session, actor=actor, consultation_id=consultation_id, settings=settings)
+    rows = await session.exec(
+        select(Recording)
+        .where(Recording.consultation_id == consultation_id)
+        .order_by(col(Recording.started_at), col(Recording.segment))
+    )
+    return list(rows.all())
+
+
+async def get_recording_file(
+    session: AsyncSession,
+    *,
+    actor: User,
+    recording_id: uuid.UUID,
+    settings: Settings,
+    now: datetime,
+    address: str | None,
+) -> tuple[Recording, Path]:
+    """A recording's file for download (audited)."""
+    recording = await session.get(Recording, recording_id)
+    if recording is None:
+        raise NotFound("Recording not found")
+    try:
+        await _may_fetch(
+            session, actor=actor, consultation_id=recording.consultation_id, settings=settings
+        )
+    except NotFound:
+        raise NotFound("Recording not found") from None
+    path = settings.data_dir / recording.path
+    if not path.is_file():
+        raise NotFound("The recording's file is no longer kept")
+    consultation = await get_consultation(
+        session, actor=actor, consultation_id=recording.consultation_id
+    )
+    audit.record(
+        session,
+        now=now,
+        actor_id=actor.id,
+        action="recording.downloaded",
+        object_type="recording",
+        object_id=recording.id,
+        subject_id=consultation.consultation.patient_id,
+        address=address,
+    )
+    return recording, path
+
+
+async def purge_recordings(app: web.Application, now: datetime) -> int:
+    """Delete the recordings older than the retention period: files, then rows."""
+    settings = app[keys.SETTINGS]
+    cutoff = now - timedelta(days=settings.recording_retention_days)
+    async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+        rows = await session.exec(
+            select(Recording)
+            # A file still "recording" that old was left by a process that died.
+            .where(col(Recording.started_at) < cutoff)
+            .limit(500)
+            .with_for_update(skip_locked=True)
+        )
+        old = list(rows.all())
+        for recording in old:
+            (settings.data_dir / recording.path).unlink(missing_ok=True)
+            audit.record(
+                session,
+                now=now,
+                actor_id=None,
+                action="recording.purged",
+                object_type="recording",
+                object_id=recording.id,
+            )
+            await session.delete(recording)
+    return len(old)
