@@ -117,6 +117,7 @@ class MediaClient:
         self.decoded: dict[str, int] = defaultdict(int)
         self.sizes: set[tuple[int, int]] = set()
         self.server_offers = 0
+        self.labels: dict[str, dict[str, Any]] = {}
         self._consumers: list[asyncio.Task[None]] = []
         peer.sio.on("rtc:offer", self._on_server_offer)
 
@@ -158,6 +159,7 @@ class MediaClient:
         if pc is None or data["consultation_id"] != self.consultation_id:
             return
         self.server_offers += 1
+        self.labels = {label["mid"]: label for label in data["tracks"]}
         await pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
         ack = await self.peer.sio.call(

@@ -94,6 +94,19 @@ async def test_patient_and_doctor_see_and_hear_each_other(
     assert doctor.sizes == {(640, 480)}
     assert patient.server_offers >= 1
     assert doctor.server_offers >= 1
+    # Each received track is labelled with whose it is.
+    patient_id = next(
+        p["user_id"] for p in entered["data"]["participants"] if p["role"] == "patient"
+    )
+    doctor_id = next(p["user_id"] for p in entered["data"]["participants"] if p["role"] == "doctor")
+    assert {(x["user_id"], x["kind"]) for x in patient.labels.values()} == {
+        (doctor_id, "audio"),
+        (doctor_id, "video"),
+    }
+    assert {(x["user_id"], x["kind"]) for x in doctor.labels.values()} == {
+        (patient_id, "audio"),
+        (patient_id, "video"),
+    }
 
     # Nothing was decoded or encoded on the way: the server's receivers feed no decoder.
     rooms = client.app[keys.ROOMS]

@@ -67,6 +67,10 @@ def check_aiortc() -> None:
     next_frame = inspect.getsource(RTCRtpSender._next_encoded_frame)
     if "self.__encoder.pack(data)" not in next_frame:
         problems.append("RTCRtpSender no longer re-packetises what a track gives unencoded")
+    import aioice.ice
+
+    if not callable(getattr(aioice.ice, "get_host_addresses", None)):
+        problems.append("aioice.ice.get_host_addresses is gone (TELEMED_MEDIA_ADDRESSES)")
     if problems:
         raise RuntimeError("the media relay cannot run on this aiortc: " + "; ".join(problems))
 

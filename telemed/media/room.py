@@ -110,8 +110,10 @@ class Participant:
     connection: int = 0
     """Counts this participant's peer connections (each rejoin makes a new one)."""
     publications: dict[str, Publication] = field(default_factory=dict)
-    # (publisher's user id, kind) → what this participant receives of that publisher.
+    # (publisher's user id, kind) → what this participant receives of that publisher,
+    # and the transceiver that carries it (its mid tells the client whose track it is).
     viewing: dict[tuple[str, str], PassthroughTrack] = field(default_factory=dict)
+    carriers: dict[tuple[str, str], RTCRtpTransceiver] = field(default_factory=dict)
     negotiating: bool = False
     renegotiate_after: bool = False
     status: MediaStatus = field(default_factory=MediaStatus)
@@ -421,6 +423,7 @@ class Room:
                 _prefer_codecs(transceiver)
                 forward_keyframe_requests(transceiver.sender, _asker(self, key))
                 participant.viewing[key] = track
+                participant.carriers[key] = transceiver
                 publication.ask_keyframe()
                 added = True
         if not added:
@@ -429,10 +432,18 @@ class Room:
         await pc.setLocalDescription(await pc.createOffer())
         if participant.pc is not pc:  # replaced meanwhile
             return
+        tracks = [
+            {"mid": transceiver.mid, "user_id": user_id, "kind": kind}
+            for (user_id, kind), transceiver in participant.carriers.items()
+        ]
         await self._send(
             participant.sid,
             "rtc:offer",
-            {"consultation_id": self.consultation_id, "sdp": pc.localDescription.sdp},
+            {
+                "consultation_id": self.consultation_id,
+                "sdp": pc.localDescription.sdp,
+                "tracks": tracks,
+            },
         )
 
     async def _close_connection(self, participant: Participant) -> None:
@@ -445,6 +456,7 @@ class Room:
         for track in participant.viewing.values():
             track.finish()
         participant.viewing.clear()
+        participant.carriers.clear()
         if pc is not None:
             with contextlib.suppress(Exception):
                 await pc.close()

@@ -229,9 +229,19 @@ class ParticipantLeft(BaseModel):
     user_id: uuid.UUID
 
 
+class TrackLabel(BaseModel):
+    mid: str = Field(description="The transceiver's mid in the SDP")
+    user_id: uuid.UUID = Field(description="Whose camera or microphone it carries")
+    kind: Literal["audio", "video"]
+
+
 class ServerOffer(BaseModel):
     consultation_id: uuid.UUID
     sdp: str
+    tracks: list[TrackLabel] = Field(
+        description="Every track the server sends you, by mid: match `RTCTrackEvent."
+        "transceiver.mid` to show each participant's video in its place"
+    )
 
 
 @dataclass(frozen=True)
