@@ -28,6 +28,8 @@ from telemed.signaling import handlers as signaling
 logger = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+# socket.io-client from npm (package-lock.json; installed by ./dev), served as it is.
+VENDOR_DIR = WEB_DIR.parent / "node_modules" / "socket.io-client" / "dist"
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
@@ -64,6 +66,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.router.add_get("/api/v1/openapi.json", http.openapi)
     app.router.add_get("/healthz", http.healthz)
     app.router.add_get("/readyz", http.readyz)
+    if VENDOR_DIR.is_dir():
+        app.router.add_static("/static/vendor/socket.io/", VENDOR_DIR, follow_symlinks=False)
     if WEB_DIR.is_dir():
         app.router.add_get("/", _index)
         app.router.add_static("/static/", WEB_DIR, follow_symlinks=False)

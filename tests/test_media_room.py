@@ -12,6 +12,7 @@ import pytest
 from telemed import keys
 from telemed.clock import FakeClock
 from telemed.media.passthrough import check_aiortc
+from telemed.media.room import Numbering
 from tests.factories import AppClient
 from tests.flows import ok
 from tests.media_peers import MediaClient, SineMicrophone, SynthCamera
@@ -286,3 +287,57 @@ async def test_a_denied_camera_is_shown_to_the_room(
     assert status["microphone"]["permission"] == "no_device"
     bad = {"consultation_id": cid, "camera": "maybe", "microphone": "granted"}
     refused(await patient.peer.call("media:report", bad), "invalid_input")
+
+
+def test_server_offers_keep_the_browsers_numbers() -> None:
+    """aiortc renumbers payload types and header extensions in a new offer; the room
+    offers the participant's own numbers again (browsers refuse renumbered extensions
+    and would move their streams to renumbered payload types)."""
+    browser = "\r\n".join(
+        [
+            "v=0",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+            "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+            "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid",
+            "a=rtpmap:111 opus/48000/2",
+            "m=video 9 UDP/TLS/RTP/SAVPF 96 97",
+            "a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+            "a=rtpmap:96 VP8/90000",
+            "a=rtcp-fb:96 nack pli",
+            "a=rtpmap:97 rtx/90000",
+            "a=fmtp:97 apt=96",
+        ]
+    )
+    ours = "\r\n".join(
+        [
+            "v=0",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 96",
+            "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid",
+            "a=extmap:2 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+            "a=rtpmap:96 opus/48000/2",
+            "m=video 9 UDP/TLS/RTP/SAVPF 97 98",
+            "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid",
+            "a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+            "a=extmap:5 urn:ietf:params:rtp-hdrext:toffset",
+            "a=rtpmap:97 VP8/90000",
+            "a=rtcp-fb:97 nack pli",
+            "a=rtpmap:98 rtx/90000",
+            "a=fmtp:98 apt=97",
+        ]
+    )
+    aligned = Numbering.of(browser).apply(ours).split("\r\n")
+    assert aligned == [
+        "v=0",
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+        "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid",
+        "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+        "a=rtpmap:111 opus/48000/2",
+        "m=video 9 UDP/TLS/RTP/SAVPF 96 97",
+        "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid",
+        "a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+        "a=extmap:3 urn:ietf:params:rtp-hdrext:toffset",  # unknown to it: a free id
+        "a=rtpmap:96 VP8/90000",
+        "a=rtcp-fb:96 nack pli",
+        "a=rtpmap:97 rtx/90000",
+        "a=fmtp:97 apt=96",
+    ]

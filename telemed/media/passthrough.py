@@ -191,7 +191,8 @@ def forward_keyframe_requests(sender: RTCRtpSender, ask_publisher: Callable[[], 
 
 
 async def ask_keyframe(receiver: RTCRtpReceiver) -> None:
-    """Send a PLI to the publisher of ``receiver``'s track."""
+    """Send a PLI to the publisher of ``receiver``'s track: for every source it sends
+    from (a browser also sends retransmissions and probes from an RTX source, which a
+    PLI for does nothing; the one for the media source is what counts)."""
     for source in receiver.getSynchronizationSources():
         await receiver._send_rtcp_pli(source.source)
-        return

@@ -87,6 +87,8 @@ class RecordingLog:
 def _size_and_digest(path: Path) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
+    if not path.exists():  # nothing was written (no keyframe came): an empty recording
+        return size, digest.hexdigest()
     with path.open("rb") as handle:
         while chunk := handle.read(1024 * 1024):
             digest.update(chunk)

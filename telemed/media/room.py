@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc import (
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
@@ -117,6 +119,8 @@ class Participant:
     negotiating: bool = False
     renegotiate_after: bool = False
     status: MediaStatus = field(default_factory=MediaStatus)
+    numbering: Numbering | None = None
+    """The payload types and header extension ids the participant's side chose."""
     checks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -177,11 +181,16 @@ class Room:
         participant = self._member(user_id)
         await self._close_segment(user_id)
         await self._close_connection(participant)
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
+        # Everything on one transport, also in the server's own offers (aiortc's default
+        # policy would offer new m-lines unbundled, and browsers then move them away).
+        pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=self._ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
         participant.pc = pc
         participant.connection += 1
         participant.negotiating = False
         participant.renegotiate_after = False
+        participant.numbering = Numbering.of(sdp)
         arrived: list[Publication] = []
 
         @pc.on("track")
@@ -429,7 +438,13 @@ class Room:
         if not added:
             return
         participant.negotiating = True
-        await pc.setLocalDescription(await pc.createOffer())
+        offer = await pc.createOffer()
+        # aiortc numbers the payload types and header extensions of a new offer its own
+        # way; a browser refuses a renegotiation that renumbers header extensions, and
+        # switches its own streams to renumbered payload types, which the receivers
+        # started on the old numbers then drop. Keep the participant's numbers.
+        aligned = participant.numbering.apply(offer.sdp) if participant.numbering else offer.sdp
+        await pc.setLocalDescription(RTCSessionDescription(sdp=aligned, type="offer"))
         if participant.pc is not pc:  # replaced meanwhile
             return
         tracks = [
@@ -526,6 +541,87 @@ def _prefer_codecs(transceiver: RTCRtpTransceiver) -> None:
     capabilities = RTCRtpSender.getCapabilities(kind)
     preferred = [c for c in capabilities.codecs if c.mimeType.lower() in CODECS[kind]]
     transceiver.setCodecPreferences(preferred)
+
+
+_EXTMAP = re.compile(r"^a=extmap:(\d+)(/\w+)? (\S+)(.*)$")
+_RTPMAP = re.compile(r"^a=rtpmap:(\d+) ([^/\s]+)/(\d+)")
+_APT = re.compile(r"^a=fmtp:(\d+) apt=(\d+)")
+_PT_LINE = re.compile(r"^(a=(?:rtpmap|fmtp|rtcp-fb)):(\d+)(.*)$")
+
+
+@dataclass
+class Numbering:
+    """How one side numbered codecs and header extensions in its description, to offer
+    it the same numbers again."""
+
+    payload_types: dict[tuple[str, int], int]
+    """(codec name, clock rate) → payload type; RTX by ("rtx:" + its codec's name)."""
+    extensions: dict[str, int]
+
+    @classmethod
+    def of(cls, sdp: str) -> Numbering:
+        names: dict[int, tuple[str, int]] = {}
+        payload_types: dict[tuple[str, int], int] = {}
+        extensions: dict[str, int] = {}
+        apt: dict[int, int] = {}
+        for line in sdp.splitlines():
+            if match := _RTPMAP.match(line):
+                names[int(match.group(1))] = (match.group(2).lower(), int(match.group(3)))
+            elif match := _APT.match(line):
+                apt[int(match.group(1))] = int(match.group(2))
+            elif match := _EXTMAP.match(line):
+                extensions.setdefault(match.group(3), int(match.group(1)))
+        for pt, (name, clock) in names.items():
+            if name == "rtx":
+                continue
+            payload_types.setdefault((name, clock), pt)
+        for pt, target in apt.items():
+            if target in names and payload_types.get(names[target]) == target:
+                payload_types.setdefault(("rtx:" + names[target][0], names[target][1]), pt)
+        return cls(payload_types, extensions)
+
+    def apply(self, sdp: str) -> str:
+        """``sdp`` (an offer of ours) with these numbers; anything this side never
+        numbered gets a number it does not use."""
+        names: dict[int, tuple[str, int]] = {}
+        apt: dict[int, int] = {}
+        for line in sdp.splitlines():
+            if match := _RTPMAP.match(line):
+                names[int(match.group(1))] = (match.group(2).lower(), int(match.group(3)))
+            elif match := _APT.match(line):
+                apt[int(match.group(1))] = int(match.group(2))
+        used = set(self.payload_types.values())
+        spare = (n for n in range(96, 128) if n not in used)
+        renumber: dict[int, int] = {}
+        for pt, (name, clock) in names.items():
+            key = (name, clock)
+            if name == "rtx" and pt in apt and apt[pt] in names:
+                key = ("rtx:" + names[apt[pt]][0], names[apt[pt]][1])
+            renumber[pt] = self.payload_types.get(key) or next(spare)
+        taken = set(self.extensions.values())
+        free_ids = (n for n in range(1, 15) if n not in taken)
+        ids = dict(self.extensions)
+        lines = []
+        for line in sdp.split("\r\n"):
+            if line.startswith("m=audio ") or line.startswith("m=video "):
+                head, _, formats = line.partition(" UDP/TLS/RTP/SAVPF ")
+                if formats:
+                    numbers = " ".join(str(renumber.get(int(f), int(f))) for f in formats.split())
+                    line = f"{head} UDP/TLS/RTP/SAVPF {numbers}"
+            elif match := _PT_LINE.match(line):
+                pt = renumber.get(int(match.group(2)), int(match.group(2)))
+                rest = match.group(3)
+                if apt_match := re.match(r" apt=(\d+)(.*)", rest):
+                    target = renumber.get(int(apt_match.group(1)), int(apt_match.group(1)))
+                    rest = f" apt={target}{apt_match.group(2)}"
+                line = f"{match.group(1)}:{pt}{rest}"
+            elif match := _EXTMAP.match(line):
+                uri = match.group(3)
+                if uri not in ids:
+                    ids[uri] = next(free_ids)
+                line = f"a=extmap:{ids[uri]}{match.group(2) or ''} {uri}{match.group(4)}"
+            lines.append(line)
+        return "\r\n".join(lines)
 
 
 def _has_media(sdp: str) -> bool:
