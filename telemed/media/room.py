@@ -155,7 +155,14 @@ class Room:
                 )
             participant = Participant(user_id=user_id, role=role, sid=sid)
             self.participants[user_id] = participant
+        moved = participant.sid != sid
         participant.sid = sid
+        pc = participant.pc
+        if moved and pc is not None and pc.signalingState == "have-local-offer":
+            # The socket that should have answered the server's offer is gone: offer the
+            # new one the same description (the connection is still waiting for it).
+            resend = asyncio.ensure_future(self._send_offer(participant, pc))
+            resend.add_done_callback(_log_failure)
         if self.recording and not self.consents.get(user_id, False):
             # Everyone present must have consented: a newcomer who has not stops it.
             await self.stop_recording()
@@ -447,6 +454,9 @@ class Room:
         await pc.setLocalDescription(RTCSessionDescription(sdp=aligned, type="offer"))
         if participant.pc is not pc:  # replaced meanwhile
             return
+        await self._send_offer(participant, pc)
+
+    async def _send_offer(self, participant: Participant, pc: RTCPeerConnection) -> None:
         tracks = [
             {"mid": transceiver.mid, "user_id": user_id, "kind": kind}
             for (user_id, kind), transceiver in participant.carriers.items()
