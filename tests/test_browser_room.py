@@ -127,6 +127,15 @@ async def test_a_browser_patient_and_an_aiortc_doctor_see_each_other_and_are_rec
 
     # Recording with consent: the patient consents in the page, the doctor too, and starts.
     await page.get_by_role("button", name="Согласен(на) на запись").click()
+
+    def patient_consented() -> bool:
+        return any(
+            consent["granted"]
+            for change in doctor.peer.events("recording:state_changed")
+            for consent in change["recording"]["consents"]
+        )
+
+    await doctor.peer.wait_for(patient_consented)  # the click's event reached the server
     command = {"consultation_id": cid}
     assert (await doctor.peer.call("recording:consent", {**command, "granted": True}))["ok"]
     started = await doctor.peer.call("recording:start", command)
