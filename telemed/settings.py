@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Mode(StrEnum):
@@ -93,7 +94,9 @@ class Settings(BaseSettings):
     recording_patient_access: bool = False
     recording_retention_days: int = Field(default=30, ge=1)
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
-    media_addresses: list[str] = Field(default_factory=list)
+    # "127.0.0.1,::1" or a JSON list (NoDecode: the environment's text reaches the
+    # validator below as it is, not parsed as JSON first).
+    media_addresses: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     default_time_zone: str = "Europe/Moscow"
     default_locale: str = "ru"
@@ -103,7 +106,9 @@ class Settings(BaseSettings):
     @classmethod
     def _split_addresses(cls, value: Any) -> Any:
         # Accept "127.0.0.1,::1" as well as a JSON list.
-        if isinstance(value, str) and not value.lstrip().startswith("["):
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 

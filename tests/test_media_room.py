@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from telemed import keys
+from telemed.app import create_app
 from telemed.clock import FakeClock
 from telemed.media.passthrough import check_aiortc
 from telemed.media.room import Numbering
+from telemed.settings import Settings
 from tests.factories import AppClient
 from tests.flows import ok
 from tests.media_peers import MediaClient, SineMicrophone, SynthCamera
@@ -341,3 +344,24 @@ def test_server_offers_keep_the_browsers_numbers() -> None:
         "a=rtpmap:97 rtx/90000",
         "a=fmtp:97 apt=96",
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1", ["127.0.0.1"]),
+        ("127.0.0.1, ::1", ["127.0.0.1", "::1"]),
+        ('["10.0.0.5"]', ["10.0.0.5"]),
+    ],
+)
+def test_media_addresses_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, text: str, expected: list[str]
+) -> None:
+    monkeypatch.setenv("TELEMED_MEDIA_ADDRESSES", text)
+    assert Settings().media_addresses == expected
+
+
+def test_bad_ice_servers_stop_the_start(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, ice_servers=[{"url": "stun:example.org"}])
+    with pytest.raises(ValueError, match="TELEMED_ICE_SERVERS"):
+        create_app(settings)

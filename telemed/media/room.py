@@ -493,7 +493,7 @@ class Rooms:
     def __init__(self, *, hooks: Hooks, ice_servers: list[dict[str, Any]]) -> None:
         self._hooks = hooks
         # Checked here, at start-up: a bad TELEMED_ICE_SERVERS fails now, not at a join.
-        self._ice_servers = [RTCIceServer(**server) for server in ice_servers]
+        self._ice_servers = [_ice_server(server) for server in ice_servers]
         self._rooms: dict[str, Room] = {}
 
     def get(self, consultation_id: str) -> Room | None:
@@ -522,6 +522,16 @@ class Rooms:
             for participant in room.participants.values()
             if participant.sid == sid
         ]
+
+
+def _ice_server(server: dict[str, Any]) -> RTCIceServer:
+    try:
+        return RTCIceServer(**server)
+    except TypeError:
+        raise ValueError(
+            f"TELEMED_ICE_SERVERS: {sorted(server)} is not an ICE server: use the keys "
+            '"urls", "username" and "credential"'
+        ) from None
 
 
 def _asker(room: Room, key: tuple[str, str]) -> Callable[[], None]:
