@@ -1,5 +1,6 @@
 """Writing a participant's encoded VP8 and Opus frames into a WebM file, as they are
-(a remux: no decoding, no encoding).
+(a remux: no decoding, no encoding). The file is written by a thread of the recorder's
+own, so a slow disk never holds up the event loop that forwards everyone's media.
 
 The file starts at a video keyframe (audio before it is left out, so that the tracks
 start together). Tracks are aligned by arrival time: each track's RTP clock is offset
@@ -11,15 +12,22 @@ has its cues (index) and duration, so it seeks.
 
 from __future__ import annotations
 
+import asyncio
 import fractions
+import logging
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import av
 from aiortc.jitterbuffer import JitterFrame
 
 from telemed.media.passthrough import to_packet, vp8_is_keyframe
+
+logger = logging.getLogger(__name__)
 
 CLOCK = {"video": 90000, "audio": 48000}
 
@@ -63,6 +71,11 @@ class RemuxRecorder:
         self._offset: dict[str, int] = {}
         self._waiting_for_keyframe = "video" in self.kinds
         self._closed = False
+        self._jobs: queue.SimpleQueue[av.Packet[Any] | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(
+            target=self._write_all, name=f"recorder-{self.path.stem}", daemon=True
+        )
+        self._writer.start()
 
     def write(self, kind: str, frame: JitterFrame) -> None:
         if self._closed or kind not in self._streams:
@@ -86,7 +99,7 @@ class RemuxRecorder:
         else:
             self.counts.audio += 1
         packet.stream = self._streams[kind]
-        self._container.mux(packet)
+        self._jobs.put(packet)
         self.last = now
 
     @property
@@ -95,8 +108,20 @@ class RemuxRecorder:
             return 0.0
         return self.last - self.started
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Write what is queued, the index and the duration, and close the file."""
         if self._closed:
             return
         self._closed = True
-        self._container.close()
+        self._jobs.put(None)
+        await asyncio.to_thread(self._writer.join)
+
+    def _write_all(self) -> None:
+        try:
+            while (packet := self._jobs.get()) is not None:
+                try:
+                    self._container.mux(packet)
+                except av.error.FFmpegError:
+                    logger.exception("a recording packet could not be written")
+        finally:
+            self._container.close()

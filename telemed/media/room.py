@@ -369,7 +369,7 @@ class Room:
         if segment is None:
             return
         recorder = segment.recorder
-        recorder.close()
+        await recorder.close()
         await self._hooks.log.closed(
             segment.recording_id,
             path=recorder.path,
