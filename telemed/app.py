@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from aiohttp import web
 from argon2 import PasswordHasher
 
-from telemed import __version__, db, http, jobs, keys
+from telemed import __version__, db, http, jobs, keys, pages
 from telemed.accounts import views as accounts_views
 from telemed.api import Api
 from telemed.chat import views as chat_views
@@ -26,10 +25,6 @@ from telemed.settings import Settings
 from telemed.signaling import handlers as signaling
 
 logger = logging.getLogger(__name__)
-
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-# socket.io-client from npm (package-lock.json; installed by ./dev), served as it is.
-VENDOR_DIR = WEB_DIR.parent / "node_modules" / "socket.io-client" / "dist"
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
@@ -66,16 +61,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.router.add_get("/api/v1/openapi.json", http.openapi)
     app.router.add_get("/healthz", http.healthz)
     app.router.add_get("/readyz", http.readyz)
-    if VENDOR_DIR.is_dir():
-        app.router.add_static("/static/vendor/socket.io/", VENDOR_DIR, follow_symlinks=False)
-    if WEB_DIR.is_dir():
-        app.router.add_get("/", _index)
-        app.router.add_static("/static/", WEB_DIR, follow_symlinks=False)
+    pages.setup_routes(app)
     return app
-
-
-async def _index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(WEB_DIR / "index.html")
 
 
 async def _data_dir(app: web.Application) -> AsyncIterator[None]:

@@ -83,11 +83,19 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     headers.setdefault("Content-Security-Policy", CSP)
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("Referrer-Policy", "no-referrer")
-    headers.setdefault("X-Frame-Options", "DENY")
+    if not request.path.startswith("/embed/"):
+        # The embedded room says who may frame it in its CSP (frame-ancestors).
+        headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     headers.setdefault("Permissions-Policy", "camera=(self), microphone=(self), geolocation=()")
     if request.path.startswith("/api/"):
         headers.setdefault("Cache-Control", "no-store")
+
+
+def csp(*, frame_ancestors: list[str]) -> str:
+    """The CSP, with these origins allowed to show the page in a frame."""
+    allowed = " ".join(["'self'", *frame_ancestors])
+    return CSP.replace("frame-ancestors 'none'", f"frame-ancestors {allowed}")
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # Background work (outbox, reminders, no-shows, deadlines): seconds between rounds;
     # 0 turns it off (tests drive the rounds themselves).
     worker_interval_seconds: float = Field(default=5, ge=0)
+    # Origins of the sites and apps that may show the room in a frame (/embed/…):
+    # "https://clinic.example,https://app.example" or a JSON list; none by default.
+    embed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # With Redis: how long a node's presence entries live without a heartbeat (a node
     # that dies stops showing its users as present after at most this long).
     presence_seconds: float = Field(default=30, ge=3)
@@ -102,7 +105,7 @@ class Settings(BaseSettings):
     default_locale: str = "ru"
     log_level: str = "INFO"
 
-    @field_validator("media_addresses", mode="before")
+    @field_validator("media_addresses", "embed_origins", mode="before")
     @classmethod
     def _split_addresses(cls, value: Any) -> Any:
         # Accept "127.0.0.1,::1" as well as a JSON list.

@@ -3,8 +3,16 @@
 import { io } from "/static/vendor/socket.io/socket.io.esm.min.js";
 
 const params = new URLSearchParams(location.search);
-const consultationId = params.get("consultation");
+const embedded = location.pathname.match(/^\/embed\/consultations\/([0-9a-f-]{36})$/);
+const consultationId = embedded ? embedded[1] : params.get("consultation");
 const token = params.get("token");
+// Embedded (docs/embedding.md): events go to the host at `origin` (which the server
+// checked against TELEMED_EMBED_ORIGINS), and commands are taken from it only.
+const hostOrigin = window.parent !== window ? params.get("origin") : null;
+
+function tell(type, detail = {}) {
+  if (hostOrigin) window.parent.postMessage({ type, consultationId, ...detail }, hostOrigin);
+}
 
 const TEXT = {
   connecting: "Подключение…",
@@ -172,6 +180,24 @@ async function main() {
       state.phase = "ended";
       say(TEXT.ended);
       if (pc) pc.close();
+      tell("telemed:ended");
+    }
+  });
+
+  window.addEventListener("message", async (event) => {
+    if (!hostOrigin || event.origin !== hostOrigin || !event.data) return;
+    const { type } = event.data;
+    if (type === "telemed:leave") {
+      await call("room:leave", { consultation_id: consultationId });
+      if (pc) pc.close();
+      if (media.stream) media.stream.getTracks().forEach((t) => t.stop());
+      socket.disconnect();
+      state.phase = "left";
+      tell("telemed:left");
+    } else if (type === "telemed:mute" && media.stream) {
+      media.stream.getAudioTracks().forEach((t) => { t.enabled = !event.data.muted; });
+    } else if (type === "telemed:camera" && media.stream) {
+      media.stream.getVideoTracks().forEach((t) => { t.enabled = Boolean(event.data.enabled); });
     }
   });
 
@@ -186,6 +212,7 @@ async function main() {
         state.phase = "refused";
         state.error = joined.error.code;
         say(TEXT.error + joined.error.message);
+        tell("telemed:error", { code: joined.error.code });
         return;
       }
       await call("media:report", {
@@ -198,10 +225,15 @@ async function main() {
       else say(joined.data.participants.length > 1 ? TEXT.inRoom : TEXT.waiting);
       await connectMedia(joined.data.ice_servers);
       state.phase = "joined";
+      tell("telemed:joined", { camera: state.camera, microphone: state.microphone });
+      if (state.camera === "denied" || state.microphone === "denied") {
+        tell("telemed:permission_denied", { camera: state.camera, microphone: state.microphone });
+      }
     } catch (error) {
       state.phase = "failed";
       state.error = String(error);
       say(TEXT.error + error);
+      tell("telemed:error", { code: "internal" });
     }
   });
 }

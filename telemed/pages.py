@@ -1,0 +1,53 @@
+"""The web app's pages (files under ``web/``, no templating) and the embeddable room."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from aiohttp import web
+
+from telemed import http, keys
+from telemed.errors import Forbidden, NotFound
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+# socket.io-client from npm (package-lock.json; installed by ./dev), served as it is.
+VENDOR_DIR = WEB_DIR.parent / "node_modules" / "socket.io-client" / "dist"
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(WEB_DIR / "index.html")
+
+
+async def embedded_room(request: web.Request) -> web.FileResponse:
+    """GET /embed/consultations/{id}?token=…[&origin=…]: the video room alone, for an
+    iframe or a mobile WebView (docs/embedding.md). Only the origins of
+    ``TELEMED_EMBED_ORIGINS`` may frame it; ``origin`` names the one the room reports
+    to with ``postMessage`` and takes commands from."""
+    try:
+        uuid.UUID(request.match_info["id"])
+    except ValueError:
+        raise NotFound("Consultation not found") from None
+    allowed = request.app[keys.SETTINGS].embed_origins
+    origin = request.query.get("origin")
+    if origin is not None and origin not in allowed:
+        raise Forbidden(
+            "This origin may not embed the room (TELEMED_EMBED_ORIGINS)",
+            details={"origin": origin},
+        )
+    return web.FileResponse(
+        WEB_DIR / "room.html",
+        headers={
+            "Content-Security-Policy": http.csp(frame_ancestors=allowed),
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+def setup_routes(app: web.Application) -> None:
+    if VENDOR_DIR.is_dir():
+        app.router.add_static("/static/vendor/socket.io/", VENDOR_DIR, follow_symlinks=False)
+    if WEB_DIR.is_dir():
+        app.router.add_get("/", index)
+        app.router.add_get("/embed/consultations/{id}", embedded_room)
+        app.router.add_static("/static/", WEB_DIR, follow_symlinks=False)

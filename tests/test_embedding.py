@@ -1,0 +1,136 @@
+"""The embeddable room: only the configured origins may frame it, and a host page on
+another origin (docs/embedding-example.html, served as it is) receives the room's
+``postMessage`` events and can send it commands."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from playwright.async_api import Browser, Page
+
+from telemed.clock import FakeClock
+from tests.factories import AppClient, assert_error
+from tests.flows import ok
+from tests.media_peers import MediaClient, SineMicrophone, SynthCamera
+from tests.realtime import Peer, open_peer
+from tests.servers import free_port
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "embedding-example.html"
+
+
+@pytest.fixture
+def db_backend() -> str:
+    return "sqlite"
+
+
+@pytest.fixture
+async def host() -> AsyncIterator[TestServer]:
+    """Another origin, serving the documented example host page."""
+
+    async def page(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(EXAMPLE)
+
+    app = web.Application()
+    app.router.add_get("/clinic.html", page)
+    server = TestServer(app, host="127.0.0.1", port=free_port())
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+def origin_of(server: TestServer) -> str:
+    return str(server.make_url("/")).rstrip("/")
+
+
+@pytest.fixture
+def settings_overrides(host: TestServer) -> dict[str, Any]:
+    return {
+        "media_addresses": ["127.0.0.1"],
+        "embed_origins": ["http://clinic.test", origin_of(host)],
+    }
+
+
+async def test_only_the_configured_origins_may_frame_the_room(
+    client: AppClient, booked: dict[str, Any]
+) -> None:
+    path = f"/embed/consultations/{booked['id']}"
+    page = await client.get(path, params={"token": "x", "origin": "http://clinic.test"})
+    assert page.status == 200
+    assert "text/html" in page.headers["Content-Type"]
+    policy = page.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'self' http://clinic.test" in policy
+    assert "X-Frame-Options" not in page.headers
+    assert page.headers["Cache-Control"] == "no-store"
+    other = await client.get(path, params={"token": "x", "origin": "http://evil.test"})
+    await assert_error(other, 403, "forbidden")
+    bad = await client.get("/embed/consultations/not-an-id")
+    await assert_error(bad, 404, "not_found")
+    # Every other page still refuses to be framed.
+    home = await client.get("/")
+    assert home.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in home.headers["Content-Security-Policy"]
+
+
+async def host_received(page: Page) -> list[dict[str, Any]]:
+    received: list[dict[str, Any]] = await page.evaluate("window.received")
+    return received
+
+
+async def host_gets(page: Page, kind: str, seconds: float = 20) -> dict[str, Any]:
+    """Wait until the host page has received a message of this type; return it."""
+    async with asyncio.timeout(seconds):
+        while True:
+            for message in await host_received(page):
+                if message["type"] == kind:
+                    return message
+            await asyncio.sleep(0.1)
+
+
+async def test_a_host_page_receives_the_rooms_events(
+    browser: Browser,
+    client: AppClient,
+    booked: dict[str, Any],
+    clock: FakeClock,
+    peers: list[Peer],
+    host: TestServer,
+) -> None:
+    cid = booked["id"]
+    consultation = await ok(client, "GET", f"/consultations/{cid}", booked["patient"]["token"])
+    starts = datetime.fromisoformat(consultation["starts_at"])
+    clock.advance(starts - timedelta(minutes=5) - clock.now())
+    doctor_peer = await open_peer(client, peers, booked["doctor"]["token"])
+    doctor = MediaClient(doctor_peer, cid, camera=SynthCamera, microphone=SineMicrophone)
+    assert (await doctor.join())["ok"]
+    assert (await doctor.connect_media())["ok"]
+
+    host_origin = origin_of(host)
+    telemed = str(client.make_url("/")).rstrip("/")
+    room = (
+        f"{telemed}/embed/consultations/{cid}?token={booked['patient']['token']}"
+        f"&origin={quote(host_origin, safe='')}"
+    )
+    context = await browser.new_context()
+    # A frame's camera permission is the embedding page's (Chromium delegates it).
+    for origin in (host_origin, telemed):
+        await context.grant_permissions(["camera", "microphone"], origin=origin)
+    page = await context.new_page()
+    await page.goto(f"{host_origin}/clinic.html?room={quote(room, safe='')}")
+    joined = await host_gets(page, "telemed:joined")
+    assert joined["consultationId"] == cid
+    assert joined["camera"] == "granted"
+    await doctor.peer.wait_for(lambda: doctor.decoded["video"] >= 20, seconds=20)
+
+    # The host's command: leave. The room says so, and the doctor sees the patient go.
+    await page.get_by_role("button", name="Выйти").click()
+    await host_gets(page, "telemed:left")
+    await doctor.peer.wait_for(lambda: bool(doctor.peer.events("room:participant_left")))
+    await doctor.close()
+    await context.close()
