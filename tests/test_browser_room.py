@@ -50,7 +50,7 @@ async def doctor(
 
 
 async def open_room(
-    browser: Browser, client: AppClient, booked: dict[str, Any], *, allow: bool
+    browser: Browser, client: AppClient, booked: dict[str, Any], *, allow: bool, lang: str = ""
 ) -> Page:
     origin = str(client.make_url("/")).rstrip("/")
     context = await browser.new_context()
@@ -59,7 +59,8 @@ async def open_room(
     page = await context.new_page()
     page.on("console", lambda message: print("browser:", message.text))
     token = booked["patient"]["token"]
-    await page.goto(f"{origin}/static/room.html?consultation={booked['id']}&token={token}")
+    choice = f"&lang={lang}" if lang else ""
+    await page.goto(f"{origin}/static/room.html?consultation={booked['id']}&token={token}{choice}")
     return page
 
 
@@ -157,17 +158,21 @@ async def test_a_browser_patient_and_an_aiortc_doctor_see_each_other_and_are_rec
     await page.context.close()
 
 
+@pytest.mark.parametrize(("lang", "explained"), [("", "запрещён"), ("en", "blocked")])
 async def test_a_denied_camera_is_explained_and_shown_to_the_doctor(
     browser: Browser,
     client: AppClient,
     booked: dict[str, Any],
     doctor: MediaClient,
+    lang: str,
+    explained: str,
 ) -> None:
-    page = await open_room(browser, client, booked, allow=False)
+    page = await open_room(browser, client, booked, allow=False, lang=lang)
     await wait_in_page(page, "['joined', 'failed', 'refused'].includes(window.telemedRoom.phase)")
     state = await room_state(page)
     assert state["camera"] == "denied"
-    assert "запрещён" in await page.locator("#status").inner_text()
+    assert explained in await page.locator("#status").inner_text()
+    assert await page.evaluate("document.documentElement.lang") == (lang or "ru")
     await doctor.peer.wait_for(
         lambda: any(
             c["media"]["camera"]["permission"] == "denied"

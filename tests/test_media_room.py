@@ -14,7 +14,7 @@ from telemed import keys
 from telemed.app import create_app
 from telemed.clock import FakeClock
 from telemed.media.passthrough import check_aiortc
-from telemed.media.room import Numbering
+from telemed.media.room import Numbering, without_mdns_candidates
 from telemed.settings import Settings
 from tests.factories import AppClient
 from tests.flows import ok
@@ -365,3 +365,21 @@ def test_bad_ice_servers_stop_the_start(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, ice_servers=[{"url": "stun:example.org"}])
     with pytest.raises(ValueError, match="TELEMED_ICE_SERVERS"):
         create_app(settings)
+
+
+def test_a_browsers_mdns_candidates_are_left_out() -> None:
+    offer = "\r\n".join(
+        [
+            "v=0",
+            "m=video 9 UDP/TLS/RTP/SAVPF 96",
+            "a=candidate:1 1 udp 2122260223 0d7c53c4-8a4e.local 54321 typ host",
+            "a=candidate:2 1 udp 1686052607 203.0.113.7 54321 typ srflx raddr 0.0.0.0 rport 0",
+            "a=mid:0",
+        ]
+    )
+    assert without_mdns_candidates(offer).split("\r\n") == [
+        "v=0",
+        "m=video 9 UDP/TLS/RTP/SAVPF 96",
+        "a=candidate:2 1 udp 1686052607 203.0.113.7 54321 typ srflx raddr 0.0.0.0 rport 0",
+        "a=mid:0",
+    ]

@@ -14,21 +14,6 @@ function tell(type, detail = {}) {
   if (hostOrigin) window.parent.postMessage({ type, consultationId, ...detail }, hostOrigin);
 }
 
-const TEXT = {
-  connecting: "Подключение…",
-  waiting: "Ожидаем врача…",
-  inRoom: "Консультация идёт",
-  denied: "Доступ к камере или микрофону запрещён. Разрешите его в настройках браузера (значок замка в адресной строке) и обновите страницу.",
-  no_device: "Камера или микрофон не найдены. Подключите устройство и обновите страницу.",
-  busy: "Камера или микрофон заняты другой программой. Закройте её и обновите страницу.",
-  unsupported: "Браузер не даёт доступа к камере: откройте страницу по HTTPS.",
-  audioOnly: "Камера недоступна: консультация пойдёт только со звуком.",
-  recording: "Идёт запись",
-  notRecording: "",
-  ended: "Консультация завершена",
-  error: "Не удалось войти в комнату: ",
-};
-
 // What the tests (and an embedding host) can read.
 const state = (window.telemedRoom = {
   phase: "starting",
@@ -39,6 +24,20 @@ const state = (window.telemedRoom = {
   recording: false,
   error: null,
 });
+
+// Russian by default; English by choice (?lang=en). Both dictionaries have the same keys
+// (a test checks them, and that every key used here and in room.html exists).
+const LANG = params.get("lang") === "en" ? "en" : "ru";
+const TEXT = await (await fetch(`/static/i18n/${LANG}.json`)).json();
+document.documentElement.lang = LANG;
+document.title = TEXT.title;
+document.querySelectorAll("[data-i18n]").forEach((element) => {
+  element.textContent = TEXT[element.dataset.i18n];
+});
+document.querySelectorAll("[data-i18n-label]").forEach((element) => {
+  element.setAttribute("aria-label", TEXT[element.dataset.i18nLabel]);
+});
+
 
 const $ = (id) => document.getElementById(id);
 const say = (text) => { $("status").textContent = text; };

@@ -226,7 +226,9 @@ class Room:
         try:
             if not _has_media(sdp):
                 raise ValueError("no media section")
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            await pc.setRemoteDescription(
+                RTCSessionDescription(sdp=without_mdns_candidates(sdp), type="offer")
+            )
         except (ValueError, KeyError, IndexError, InvalidAccessError, InvalidStateError) as exc:
             await pc.close()
             participant.pc = None
@@ -259,7 +261,9 @@ class Room:
         try:
             if not _has_media(sdp):
                 raise ValueError("no media section")
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+            await pc.setRemoteDescription(
+                RTCSessionDescription(sdp=without_mdns_candidates(sdp), type="answer")
+            )
         except (ValueError, KeyError, IndexError, InvalidAccessError, InvalidStateError) as exc:
             raise InvalidInput("The answer is not a valid session description") from exc
         participant.negotiating = False
@@ -642,6 +646,16 @@ class Numbering:
                 line = f"a=extmap:{ids[uri]}{match.group(2) or ''} {uri}{match.group(4)}"
             lines.append(line)
         return "\r\n".join(lines)
+
+
+def without_mdns_candidates(sdp: str) -> str:
+    """Drop a browser's ``….local`` host candidates. A browser hides its addresses behind
+    mDNS names while it has no camera permission; a server cannot resolve them (aioice
+    would try multicast DNS, delaying the answer), and needs them not: the browser's
+    connectivity checks reveal its address to the server (peer-reflexive candidates)."""
+    lines = sdp.split("\r\n")
+    kept = [line for line in lines if not (line.startswith("a=candidate:") and ".local " in line)]
+    return "\r\n".join(kept)
 
 
 def _has_media(sdp: str) -> bool:
