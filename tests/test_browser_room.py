@@ -91,6 +91,8 @@ async def test_a_browser_patient_and_an_aiortc_doctor_see_each_other_and_are_rec
     await wait_in_page(page, "window.telemedRoom.phase === 'joined'")
     state = await room_state(page)
     assert (state["camera"], state["microphone"]) == ("granted", "granted")
+    # The level meter moves with the fake microphone's beep.
+    await wait_in_page(page, "window.telemedRoom.micLevel > 0.05")
 
     # Both directions: the doctor decodes the browser's camera and microphone, the page
     # plays the doctor's video.

@@ -21,6 +21,7 @@ const state = (window.telemedRoom = {
   microphone: "unknown",
   remoteFrames: 0,
   remoteTracks: 0,
+  micLevel: 0,
   recording: false,
   error: null,
 });
@@ -100,11 +101,32 @@ function countFrames(video) {
   video.requestVideoFrameCallback(tick);
 }
 
+function meterLevel(stream) {
+  // The microphone's level, so that the user sees it works before speaking to anyone.
+  const audio = new AudioContext();
+  const analyser = audio.createAnalyser();
+  analyser.fftSize = 512;
+  audio.createMediaStreamSource(stream).connect(analyser);
+  const samples = new Float32Array(analyser.fftSize);
+  const meter = $("level");
+  const tick = () => {
+    analyser.getFloatTimeDomainData(samples);
+    let sum = 0;
+    for (const value of samples) sum += value * value;
+    const level = Math.min(1, Math.sqrt(sum / samples.length) * 4);
+    meter.value = level;
+    state.micLevel = Math.max(state.micLevel, level);
+    requestAnimationFrame(tick);
+  };
+  audio.resume().finally(tick);
+}
+
 async function main() {
   const media = await localMedia();
   state.camera = media.camera;
   state.microphone = media.microphone;
   if (media.stream) $("local").srcObject = media.stream;
+  if (media.stream && media.stream.getAudioTracks().length) meterLevel(media.stream);
 
   const socket = io({ auth: token ? { token } : undefined, transports: ["websocket"] });
   const call = (event, data) => socket.timeout(15000).emitWithAck(event, data);
