@@ -10,10 +10,12 @@ import math
 import struct
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import av
+import pytest
 from aiortc import (
     AudioStreamTrack,
     RTCConfiguration,
@@ -23,7 +25,10 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from tests.realtime import Peer
+from telemed.clock import FakeClock
+from tests.factories import AppClient
+from tests.flows import ok
+from tests.realtime import Peer, open_peer
 
 _FRAMES: dict[tuple[int, int, str], list[av.VideoFrame]] = {}
 
@@ -184,3 +189,44 @@ class MediaClient:
             task.cancel()
         if self.pc is not None:
             await self.pc.close()
+
+
+@pytest.fixture
+async def media(peers: list[Peer]) -> AsyncIterator[list[MediaClient]]:
+    """The media clients a test opened, closed after it."""
+    opened: list[MediaClient] = []
+    yield opened
+    for client in opened:
+        await client.close()
+
+
+@pytest.fixture
+async def room(booked: dict[str, Any], client: AppClient, clock: FakeClock) -> dict[str, Any]:
+    """A booked consultation, five minutes before its start (the room is open)."""
+    consultation = await ok(
+        client, "GET", f"/consultations/{booked['id']}", booked["patient"]["token"]
+    )
+    starts = datetime.fromisoformat(consultation["starts_at"])
+    clock.advance(starts - timedelta(minutes=5) - clock.now())
+    return booked
+
+
+async def participant(
+    client: AppClient, peers: list[Peer], media: list[MediaClient], token: str, cid: str
+) -> MediaClient:
+    """A media client with the synthetic camera and microphone (not joined yet)."""
+    peer = await open_peer(client, peers, token)
+    member = MediaClient(peer, cid, camera=SynthCamera, microphone=SineMicrophone)
+    media.append(member)
+    return member
+
+
+@pytest.fixture
+async def room_doctor(
+    room: dict[str, Any], client: AppClient, peers: list[Peer], media: list[MediaClient]
+) -> MediaClient:
+    """The doctor (an aiortc peer) in the room, sending and receiving."""
+    doctor = await participant(client, peers, media, room["doctor"]["token"], room["id"])
+    assert (await doctor.join())["ok"]
+    assert (await doctor.connect_media())["ok"]
+    return doctor

@@ -6,8 +6,6 @@ recording of both decodes. With the permission denied, the page says so and the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
 from typing import Any
 
 import av
@@ -15,11 +13,9 @@ import pytest
 from playwright.async_api import Browser, Page
 
 from telemed import keys
-from telemed.clock import FakeClock
 from tests.factories import AppClient
 from tests.flows import ok
-from tests.media_peers import MediaClient, SineMicrophone, SynthCamera
-from tests.realtime import Peer, open_peer
+from tests.media_peers import MediaClient
 
 
 @pytest.fixture
@@ -30,23 +26,6 @@ def db_backend() -> str:
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     return {"media_addresses": ["127.0.0.1"]}
-
-
-@pytest.fixture
-async def doctor(
-    booked: dict[str, Any], client: AppClient, clock: FakeClock, peers: list[Peer]
-) -> AsyncIterator[MediaClient]:
-    """The doctor (an aiortc peer) in the room, five minutes before the start."""
-    cid = booked["id"]
-    consultation = await ok(client, "GET", f"/consultations/{cid}", booked["patient"]["token"])
-    starts = datetime.fromisoformat(consultation["starts_at"])
-    clock.advance(starts - timedelta(minutes=5) - clock.now())
-    peer = await open_peer(client, peers, booked["doctor"]["token"])
-    member = MediaClient(peer, cid, camera=SynthCamera, microphone=SineMicrophone)
-    assert (await member.join())["ok"]
-    assert (await member.connect_media())["ok"]
-    yield member
-    await member.close()
 
 
 async def open_room(
@@ -85,8 +64,9 @@ async def test_a_browser_patient_and_an_aiortc_doctor_see_each_other_and_are_rec
     browser: Browser,
     client: AppClient,
     booked: dict[str, Any],
-    doctor: MediaClient,
+    room_doctor: MediaClient,
 ) -> None:
+    doctor = room_doctor
     page = await open_room(browser, client, booked, allow=True)
     await wait_in_page(page, "window.telemedRoom.phase === 'joined'")
     state = await room_state(page)
@@ -165,10 +145,11 @@ async def test_a_denied_camera_is_explained_and_shown_to_the_doctor(
     browser: Browser,
     client: AppClient,
     booked: dict[str, Any],
-    doctor: MediaClient,
+    room_doctor: MediaClient,
     lang: str,
     explained: str,
 ) -> None:
+    doctor = room_doctor
     page = await open_room(browser, client, booked, allow=False, lang=lang)
     await wait_in_page(page, "['joined', 'failed', 'refused'].includes(window.telemedRoom.phase)")
     state = await room_state(page)

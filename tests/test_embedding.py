@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -16,11 +15,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page
 
-from telemed.clock import FakeClock
 from tests.factories import AppClient, assert_error
-from tests.flows import ok
-from tests.media_peers import MediaClient, SineMicrophone, SynthCamera
-from tests.realtime import Peer, open_peer
+from tests.media_peers import MediaClient
 from tests.servers import free_port
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "embedding-example.html"
@@ -98,19 +94,11 @@ async def test_a_host_page_receives_the_rooms_events(
     browser: Browser,
     client: AppClient,
     booked: dict[str, Any],
-    clock: FakeClock,
-    peers: list[Peer],
+    room_doctor: MediaClient,
     host: TestServer,
 ) -> None:
     cid = booked["id"]
-    consultation = await ok(client, "GET", f"/consultations/{cid}", booked["patient"]["token"])
-    starts = datetime.fromisoformat(consultation["starts_at"])
-    clock.advance(starts - timedelta(minutes=5) - clock.now())
-    doctor_peer = await open_peer(client, peers, booked["doctor"]["token"])
-    doctor = MediaClient(doctor_peer, cid, camera=SynthCamera, microphone=SineMicrophone)
-    assert (await doctor.join())["ok"]
-    assert (await doctor.connect_media())["ok"]
-
+    doctor = room_doctor
     host_origin = origin_of(host)
     telemed = str(client.make_url("/")).rstrip("/")
     room = (
@@ -132,5 +120,4 @@ async def test_a_host_page_receives_the_rooms_events(
     await page.get_by_role("button", name="Выйти").click()
     await host_gets(page, "telemed:left")
     await doctor.peer.wait_for(lambda: bool(doctor.peer.events("room:participant_left")))
-    await doctor.close()
     await context.close()

@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sys
-from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ from telemed.jobs import run_jobs_once
 from telemed.media.models import Recording
 from tests.factories import AppClient, assert_error, bearer
 from tests.flows import ok
-from tests.media_peers import MediaClient, SineMicrophone, SynthCamera
-from tests.realtime import Peer, open_peer, refused
+from tests.media_peers import MediaClient, participant
+from tests.realtime import Peer, refused
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,37 +38,20 @@ def settings_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def media(peers: list[Peer]) -> AsyncIterator[list[MediaClient]]:
-    opened: list[MediaClient] = []
-    yield opened
-    for client in opened:
-        await client.close()
-
-
-@pytest.fixture
 async def call(
-    booked: dict[str, Any],
-    client: AppClient,
-    clock: FakeClock,
-    peers: list[Peer],
-    media: list[MediaClient],
+    room: dict[str, Any], client: AppClient, peers: list[Peer], media: list[MediaClient]
 ) -> dict[str, Any]:
     """Patient and doctor in the room, media flowing both ways."""
-    cid = booked["id"]
-    consultation = await ok(client, "GET", f"/consultations/{cid}", booked["patient"]["token"])
-    starts = datetime.fromisoformat(consultation["starts_at"])
-    clock.advance(starts - timedelta(minutes=5) - clock.now())
+    cid = room["id"]
     members = {}
     for role in ("doctor", "patient"):
-        peer = await open_peer(client, peers, booked[role]["token"])
-        member = MediaClient(peer, cid, camera=SynthCamera, microphone=SineMicrophone)
-        media.append(member)
+        member = await participant(client, peers, media, room[role]["token"], cid)
         assert (await member.join())["ok"]
         assert (await member.connect_media())["ok"]
         members[role] = member
     for member in members.values():
         await member.peer.wait_for(member.receives_video, seconds=20)
-    return {**booked, "media": members, "cid": cid}
+    return {**room, "media": members, "cid": cid}
 
 
 def recordings_on_disk(client: AppClient) -> list[Path]:

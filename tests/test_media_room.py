@@ -3,7 +3,6 @@ ways through the passthrough relay, renegotiation when someone arrives, rejoin, 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from telemed.media.room import Numbering, without_mdns_candidates
 from telemed.settings import Settings
 from tests.factories import AppClient
 from tests.flows import ok
-from tests.media_peers import MediaClient, SineMicrophone, SynthCamera
+from tests.media_peers import MediaClient, SineMicrophone, SynthCamera, participant
 from tests.realtime import Peer, open_peer, refused
 
 
@@ -32,34 +31,6 @@ def db_backend() -> str:
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     return {"media_addresses": ["127.0.0.1"]}
-
-
-@pytest.fixture
-async def media(peers: list[Peer]) -> AsyncIterator[list[MediaClient]]:
-    opened: list[MediaClient] = []
-    yield opened
-    for client in opened:
-        await client.close()
-
-
-async def participant(
-    client: AppClient, peers: list[Peer], media: list[MediaClient], token: str, cid: str
-) -> MediaClient:
-    peer = await open_peer(client, peers, token)
-    member = MediaClient(peer, cid, camera=SynthCamera, microphone=SineMicrophone)
-    media.append(member)
-    return member
-
-
-@pytest.fixture
-async def room(booked: dict[str, Any], client: AppClient, clock: FakeClock) -> dict[str, Any]:
-    """A booked consultation, five minutes before its start (the room is open)."""
-    consultation = await ok(
-        client, "GET", f"/consultations/{booked['id']}", booked["patient"]["token"]
-    )
-    starts = datetime.fromisoformat(consultation["starts_at"])
-    clock.advance(starts - timedelta(minutes=5) - clock.now())
-    return booked
 
 
 async def test_the_relay_checks_aiortc_internals() -> None:

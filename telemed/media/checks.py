@@ -15,9 +15,9 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -32,6 +32,8 @@ BLACK_LUMA = 30
 """Mean luma (0–255, video range starts at 16) under which a picture counts as black."""
 SILENT_DBFS = -50.0
 """The loudest 20 ms of the check under this level (dB of full scale): silence."""
+
+F = TypeVar("F", av.VideoFrame, av.AudioFrame)
 
 Permission = Literal["unknown", "granted", "denied", "no_device", "busy", "unsupported"]
 State = Literal["waiting", "checking", "ok", "black", "silent", "no_frames", "missing"]
@@ -65,24 +67,17 @@ async def check_camera(track: MediaStreamTrack, tap: Tap, status: CameraStatus) 
     """Decode the first seconds of a video track into ``status``."""
     status.state = "checking"
     lumas: list[float] = []
-    started: float | None = None
-    async with _decoding(tap):
-        with contextlib.suppress(TimeoutError, MediaStreamError):
-            async with asyncio.timeout(FIRST_FRAME_SECONDS + CHECK_SECONDS):
-                while started is None or time.monotonic() - started < CHECK_SECONDS:
-                    frame = await track.recv()
-                    if not isinstance(frame, av.VideoFrame):
-                        continue
-                    if started is None:
-                        started = time.monotonic()
-                    status.frames += 1
-                    status.width, status.height = frame.width, frame.height
-                    if status.frames % 5 == 1:
-                        lumas.append(_mean_luma(frame))
-    if started is None or status.frames == 0:
+
+    def seen(frame: av.VideoFrame) -> None:
+        status.frames += 1
+        status.width, status.height = frame.width, frame.height
+        if status.frames % 5 == 1:
+            lumas.append(_mean_luma(frame))
+
+    elapsed = await _first_seconds(track, tap, av.VideoFrame, seen)
+    if elapsed is None:
         status.state = "no_frames"
         return
-    elapsed = time.monotonic() - started
     status.fps = round((status.frames - 1) / elapsed, 1) if elapsed > 0 else None
     status.state = "black" if max(lumas) < BLACK_LUMA else "ok"
 
@@ -91,23 +86,37 @@ async def check_microphone(track: MediaStreamTrack, tap: Tap, status: Microphone
     """Decode the first seconds of an audio track into ``status``."""
     status.state = "checking"
     loudest = 0.0
+
+    def heard(frame: av.AudioFrame) -> None:
+        nonlocal loudest
+        status.frames += 1
+        loudest = max(loudest, _rms(frame))
+
+    if await _first_seconds(track, tap, av.AudioFrame, heard) is None:
+        status.state = "no_frames"
+        return
+    status.level_dbfs = round(20 * math.log10(loudest / 32768), 1) if loudest > 0 else -120.0
+    status.state = "silent" if status.level_dbfs < SILENT_DBFS else "ok"
+
+
+async def _first_seconds(
+    track: MediaStreamTrack, tap: Tap, kind: type[F], take: Callable[[F], None]
+) -> float | None:
+    """Give ``take`` the frames decoded in the ``CHECK_SECONDS`` after the first one
+    (waiting at most ``FIRST_FRAME_SECONDS`` for it); returns the seconds they span, or
+    ``None`` when no frame came."""
     started: float | None = None
     async with _decoding(tap):
         with contextlib.suppress(TimeoutError, MediaStreamError):
             async with asyncio.timeout(FIRST_FRAME_SECONDS + CHECK_SECONDS):
                 while started is None or time.monotonic() - started < CHECK_SECONDS:
                     frame = await track.recv()
-                    if not isinstance(frame, av.AudioFrame):
+                    if not isinstance(frame, kind):
                         continue
                     if started is None:
                         started = time.monotonic()
-                    status.frames += 1
-                    loudest = max(loudest, _rms(frame))
-    if started is None or status.frames == 0:
-        status.state = "no_frames"
-        return
-    status.level_dbfs = round(20 * math.log10(loudest / 32768), 1) if loudest > 0 else -120.0
-    status.state = "silent" if status.level_dbfs < SILENT_DBFS else "ok"
+                    take(frame)
+    return None if started is None else time.monotonic() - started
 
 
 @contextlib.asynccontextmanager

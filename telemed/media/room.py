@@ -109,8 +109,6 @@ class Participant:
     role: str
     sid: str
     pc: RTCPeerConnection | None = None
-    connection: int = 0
-    """Counts this participant's peer connections (each rejoin makes a new one)."""
     publications: dict[str, Publication] = field(default_factory=dict)
     # (publisher's user id, kind) → what this participant receives of that publisher,
     # and the transceiver that carries it (its mid tells the client whose track it is).
@@ -194,7 +192,6 @@ class Room:
             RTCConfiguration(iceServers=self._ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
         participant.pc = pc
-        participant.connection += 1
         participant.negotiating = False
         participant.renegotiate_after = False
         participant.numbering = Numbering.of(sdp)
