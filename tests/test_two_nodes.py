@@ -10,7 +10,9 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,49 @@ async def _login(http: aiohttp.ClientSession, port: int, phone: str, password: s
         return str((await response.json())["token"])
 
 
+@dataclass
+class Cluster:
+    """Two ``telemed serve`` processes sharing a fresh database and Redis."""
+
+    http: aiohttp.ClientSession
+    ports: list[int]
+    nodes: list[subprocess.Popen[bytes]]
+    peers: list[Peer] = field(default_factory=list)
+    """Clients to close at the end."""
+
+
+@asynccontextmanager
+async def two_nodes(
+    postgres: PostgresServer, redis_server: RedisServer, tmp_path: Path, **settings: str
+) -> AsyncIterator[Cluster]:
+    """Two ready nodes on the demo data, with ``TELEMED_*`` ``settings``; stopped after."""
+    ports = [free_port(), free_port()]
+    nodes: list[subprocess.Popen[bytes]] = []
+    logs = [(tmp_path / f"node{n}.log").open("wb") for n in range(2)]
+    async with fresh_database(postgres) as database_url, aiohttp.ClientSession() as http:
+        await _demo(database_url, tmp_path / "demo")
+        env = {
+            "TELEMED_DATABASE_URL": database_url,
+            "TELEMED_REDIS_URL": redis_server.url,
+            "TELEMED_WORKER_INTERVAL_SECONDS": "0",
+            **settings,
+        }
+        cluster = Cluster(http, ports, nodes)
+        try:
+            for n, port in enumerate(ports):
+                nodes.append(start_node(port, env=env, data_dir=tmp_path / f"n{n}", log=logs[n]))
+            for port, node in zip(ports, nodes, strict=True):
+                await wait_until_ready(http, port, node)
+            yield cluster
+        finally:
+            for peer in cluster.peers:
+                await peer.close()
+            for node in nodes:
+                stop_node(node)
+            for log in logs:
+                log.close()
+
+
 async def _booked_duty(http: aiohttp.ClientSession, port: int) -> tuple[str, str, str]:
     """The demo patient books the demo duty doctor; their tokens and the consultation."""
     patient_token = await _login(http, port, "+79000000001", "Patient-2026")
@@ -119,91 +164,71 @@ async def _booked_duty(http: aiohttp.ClientSession, port: int) -> tuple[str, str
 async def test_chat_across_nodes_through_redis_outage_and_node_death(
     postgres: PostgresServer, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    ports = [free_port(), free_port()]
-    nodes: list[subprocess.Popen[bytes]] = []
-    peers: list[Peer] = []
-    logs = [(tmp_path / f"node{n}.log").open("wb") for n in range(2)]
-    async with fresh_database(postgres) as database_url, aiohttp.ClientSession() as http:
-        await _demo(database_url, tmp_path / "demo")
-        env = {
-            "TELEMED_DATABASE_URL": database_url,
-            "TELEMED_REDIS_URL": redis_server.url,
-            "TELEMED_WORKER_INTERVAL_SECONDS": "0",
-            "TELEMED_CHAT_RATE_PER_MINUTE": "1000",
-        }
-        try:
-            for n, port in enumerate(ports):
-                nodes.append(start_node(port, env=env, data_dir=tmp_path / f"n{n}", log=logs[n]))
-            for port, node in zip(ports, nodes, strict=True):
-                await wait_until_ready(http, port, node)
-            patient_token, doctor_token, cid = await _booked_duty(http, ports[0])
+    async with two_nodes(
+        postgres, redis_server, tmp_path, TELEMED_CHAT_RATE_PER_MINUTE="1000"
+    ) as cluster:
+        http, ports, nodes, peers = cluster.http, cluster.ports, cluster.nodes, cluster.peers
+        patient_token, doctor_token, cid = await _booked_duty(http, ports[0])
 
-            patient = await connect(f"http://127.0.0.1:{ports[0]}", patient_token)
-            doctor = await connect(f"http://127.0.0.1:{ports[1]}", doctor_token)
-            peers += [patient, doctor]
-            mine, theirs = Replica(patient, cid), Replica(doctor, cid)
-            await mine.catch_up()
-            await theirs.catch_up()
+        patient = await connect(f"http://127.0.0.1:{ports[0]}", patient_token)
+        doctor = await connect(f"http://127.0.0.1:{ports[1]}", doctor_token)
+        peers += [patient, doctor]
+        mine, theirs = Replica(patient, cid), Replica(doctor, cid)
+        await mine.catch_up()
+        await theirs.catch_up()
 
-            acked: dict[int, str] = {}
+        acked: dict[int, str] = {}
 
-            async def say(n: int) -> None:
-                ack = await patient.call(
-                    "chat:send",
-                    {"consultation_id": cid, "client_id": f"m{n}", "body": f"Сообщение {n}"},
-                )
-                assert ack["ok"] is True, ack
-                acked[ack["data"]["message"]["seq"]] = ack["data"]["message"]["id"]
+        async def say(n: int) -> None:
+            ack = await patient.call(
+                "chat:send",
+                {"consultation_id": cid, "client_id": f"m{n}", "body": f"Сообщение {n}"},
+            )
+            assert ack["ok"] is True, ack
+            acked[ack["data"]["message"]["seq"]] = ack["data"]["message"]["id"]
 
-            # Node 1 → Redis → node 2.
-            await say(0)
-            await doctor.wait_for(lambda: bool(doctor.events("chat:message_created")))
+        # Node 1 → Redis → node 2.
+        await say(0)
+        await doctor.wait_for(lambda: bool(doctor.events("chat:message_created")))
 
-            # Redis goes away for 5 s in the middle of a stream of messages.
-            outage_seen = False
-            for n in range(1, 41):
-                if n == 10:
-                    redis_server.stop()
-                    stopped = asyncio.get_running_loop().time()
-                if n >= 10 and redis_server.process is None:
-                    if not outage_seen:
-                        async with http.get(f"http://127.0.0.1:{ports[0]}/readyz") as response:
-                            body = await response.json()
-                            assert response.status == 503, body
-                            assert body["error"]["details"]["checks"]["redis"] != "ok"
-                            outage_seen = True
-                    if asyncio.get_running_loop().time() - stopped >= 5:
-                        redis_server.start()
-                await say(n)
-                await asyncio.sleep(0.15)  # the pace of a conversation
-            assert outage_seen
-            if redis_server.process is None:
-                redis_server.start()
-            for port, node in zip(ports, nodes, strict=True):
-                await wait_until_ready(http, port, node, seconds=90)
-            for replica in (mine, theirs):
-                await replica.catch_up()
-                assert sorted(replica.messages) == sorted(acked) == list(range(1, 42))
-                assert {m["id"] for m in replica.messages.values()} == set(acked.values())
+        # Redis goes away for 5 s in the middle of a stream of messages.
+        outage_seen = False
+        for n in range(1, 41):
+            if n == 10:
+                redis_server.stop()
+                stopped = asyncio.get_running_loop().time()
+            if n >= 10 and redis_server.process is None:
+                if not outage_seen:
+                    async with http.get(f"http://127.0.0.1:{ports[0]}/readyz") as response:
+                        body = await response.json()
+                        assert response.status == 503, body
+                        assert body["error"]["details"]["checks"]["redis"] != "ok"
+                        outage_seen = True
+                if asyncio.get_running_loop().time() - stopped >= 5:
+                    redis_server.start()
+            await say(n)
+            await asyncio.sleep(0.15)  # the pace of a conversation
+        assert outage_seen
+        if redis_server.process is None:
+            redis_server.start()
+        for port, node in zip(ports, nodes, strict=True):
+            await wait_until_ready(http, port, node, seconds=90)
+        for replica in (mine, theirs):
+            await replica.catch_up()
+            assert sorted(replica.messages) == sorted(acked) == list(range(1, 42))
+            assert {m["id"] for m in replica.messages.values()} == set(acked.values())
 
-            # Node 2 dies; its client reconnects to node 1 and catches up.
-            nodes[1].kill()
-            nodes[1].wait()
-            await doctor.wait_for(lambda: not doctor.sio.connected, seconds=30)
-            for n in range(41, 46):
-                await say(n)
-            back = await connect(f"http://127.0.0.1:{ports[0]}", doctor_token)
-            peers.append(back)
-            theirs.peer = back
-            await theirs.catch_up()
-            assert sorted(theirs.messages) == sorted(acked) == list(range(1, 47))
-        finally:
-            for peer in peers:
-                await peer.close()
-            for node in nodes:
-                stop_node(node)
-            for log in logs:
-                log.close()
+        # Node 2 dies; its client reconnects to node 1 and catches up.
+        nodes[1].kill()
+        nodes[1].wait()
+        await doctor.wait_for(lambda: not doctor.sio.connected, seconds=30)
+        for n in range(41, 46):
+            await say(n)
+        back = await connect(f"http://127.0.0.1:{ports[0]}", doctor_token)
+        peers.append(back)
+        theirs.peer = back
+        await theirs.catch_up()
+        assert sorted(theirs.messages) == sorted(acked) == list(range(1, 47))
 
 
 async def test_readiness_reports_a_dead_redis_listener(
@@ -233,65 +258,41 @@ async def test_presence_is_the_same_on_both_nodes(
 ) -> None:
     """Each side sees the other present whichever node it is on; a leave, a return and
     the death of a node reach the other node's clients."""
-    ports = [free_port(), free_port()]
-    nodes: list[subprocess.Popen[bytes]] = []
-    peers: list[Peer] = []
-    logs = [(tmp_path / f"node{n}.log").open("wb") for n in range(2)]
-    async with fresh_database(postgres) as database_url, aiohttp.ClientSession() as http:
-        await _demo(database_url, tmp_path / "demo")
-        env = {
-            "TELEMED_DATABASE_URL": database_url,
-            "TELEMED_REDIS_URL": redis_server.url,
-            "TELEMED_WORKER_INTERVAL_SECONDS": "0",
-            "TELEMED_PRESENCE_SECONDS": "3",
-        }
-        try:
-            for n, port in enumerate(ports):
-                nodes.append(start_node(port, env=env, data_dir=tmp_path / f"n{n}", log=logs[n]))
-            for port, node in zip(ports, nodes, strict=True):
-                await wait_until_ready(http, port, node)
-            patient_token, doctor_token, cid = await _booked_duty(http, ports[0])
-            me = {"consultation_id": cid}
+    async with two_nodes(postgres, redis_server, tmp_path, TELEMED_PRESENCE_SECONDS="3") as cluster:
+        http, ports, nodes, peers = cluster.http, cluster.ports, cluster.nodes, cluster.peers
+        patient_token, doctor_token, cid = await _booked_duty(http, ports[0])
+        me = {"consultation_id": cid}
 
-            patient = await connect(f"http://127.0.0.1:{ports[0]}", patient_token)
-            peers.append(patient)
-            alone = await patient.call("consultation:subscribe", me)
-            assert len(alone["data"]["online"]) == 1
-            patient_id = alone["data"]["online"][0]
+        patient = await connect(f"http://127.0.0.1:{ports[0]}", patient_token)
+        peers.append(patient)
+        alone = await patient.call("consultation:subscribe", me)
+        assert len(alone["data"]["online"]) == 1
+        patient_id = alone["data"]["online"][0]
 
-            def last_online() -> list[str] | None:
-                changes = patient.events("presence:changed")
-                return sorted(changes[-1]["online"]) if changes else None
+        def last_online() -> list[str] | None:
+            changes = patient.events("presence:changed")
+            return sorted(changes[-1]["online"]) if changes else None
 
-            doctor = await connect(f"http://127.0.0.1:{ports[1]}", doctor_token)
-            peers.append(doctor)
-            joined = await doctor.call("consultation:subscribe", me)
-            doctor_id = next(u for u in joined["data"]["online"] if u != patient_id)
-            both = sorted([patient_id, doctor_id])
-            assert sorted(joined["data"]["online"]) == both
-            await patient.wait_for(lambda: last_online() == both)
+        doctor = await connect(f"http://127.0.0.1:{ports[1]}", doctor_token)
+        peers.append(doctor)
+        joined = await doctor.call("consultation:subscribe", me)
+        doctor_id = next(u for u in joined["data"]["online"] if u != patient_id)
+        both = sorted([patient_id, doctor_id])
+        assert sorted(joined["data"]["online"]) == both
+        await patient.wait_for(lambda: last_online() == both)
 
-            # The doctor leaves; node 1's patient learns it.
-            await doctor.close()
-            await patient.wait_for(lambda: last_online() == [patient_id])
+        # The doctor leaves; node 1's patient learns it.
+        await doctor.close()
+        await patient.wait_for(lambda: last_online() == [patient_id])
 
-            # The doctor comes back on node 2, then node 2 dies without a word: its entry
-            # expires and node 1 says so at its next heartbeat.
-            doctor = await connect(f"http://127.0.0.1:{ports[1]}", doctor_token)
-            peers.append(doctor)
-            assert sorted((await doctor.call("consultation:subscribe", me))["data"]["online"]) == (
-                both
-            )
-            await patient.wait_for(lambda: last_online() == both)
-            nodes[1].kill()
-            nodes[1].wait()
-            await patient.wait_for(lambda: last_online() == [patient_id], seconds=15)
-            again = await patient.call("consultation:subscribe", me)
-            assert again["data"]["online"] == [patient_id]
-        finally:
-            for peer in peers:
-                await peer.close()
-            for node in nodes:
-                stop_node(node)
-            for log in logs:
-                log.close()
+        # The doctor comes back on node 2, then node 2 dies without a word: its entry
+        # expires and node 1 says so at its next heartbeat.
+        doctor = await connect(f"http://127.0.0.1:{ports[1]}", doctor_token)
+        peers.append(doctor)
+        assert sorted((await doctor.call("consultation:subscribe", me))["data"]["online"]) == (both)
+        await patient.wait_for(lambda: last_online() == both)
+        nodes[1].kill()
+        nodes[1].wait()
+        await patient.wait_for(lambda: last_online() == [patient_id], seconds=15)
+        again = await patient.call("consultation:subscribe", me)
+        assert again["data"]["online"] == [patient_id]
