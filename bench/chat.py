@@ -22,27 +22,17 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import socketio
-from argon2 import PasswordHasher
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from telemed import db
-from telemed.accounts.models import Role
-from telemed.accounts.service import do_create_user, do_start_session
-from telemed.scheduling.consultations import check_book_duty
-from telemed.scheduling.models import Channel, DutyTopic
-from telemed.scheduling.service import (
-    check_publish_slots,
-    do_create_centre,
-    do_create_doctor,
-)
+from bench.common import book_consultations, cpu_seconds
 from telemed.settings import Settings
 from tests.servers import PostgresServer, free_port
 
@@ -83,77 +73,16 @@ class Samples:
 async def prepare_telemed(
     data_dir: Path, rooms: int, database_url: str | None = None
 ) -> list[Room]:
-    """Consultations with a patient and a duty doctor each, made through the services."""
-    settings = Settings(data_dir=data_dir, database_url=database_url)
-    engine = db.create_engine(settings.resolved_database_url)
-    await db.upgrade(engine)
-    factory = db.create_session_factory(engine)
-    hasher = PasswordHasher(time_cost=1, memory_cost=8192)
-    now = datetime.now(UTC)
-    result = []
-    async with db.transaction(factory) as session:
-        manager = await do_create_user(
-            session,
-            hasher=hasher,
-            now=now,
-            full_name="Bench Manager",
-            phone="+79001000000",
-            password="Quiet-River-71",
-            role=Role.MANAGER,
-        )
-        centre = await do_create_centre(
-            session, actor=manager, now=now, name="Bench", region="Bench", profiles=["bench"]
-        )
-        _, doctor_user, _ = await do_create_doctor(
-            session,
-            hasher=hasher,
-            actor=manager,
-            now=now,
-            full_name="Bench Doctor",
-            phone="+79001000001",
-            password="Quiet-River-71",
-            centre_id=centre.id,
-            specialty="bench",
-            is_duty=True,
-            must_change_password=False,
-        )
-        start = (now + timedelta(hours=1)).replace(second=0, microsecond=0)
-        slots = await check_publish_slots(
-            session,
-            actor=doctor_user,
-            now=now,
-            starts_at=start,
-            ends_at=start + timedelta(minutes=10 * rooms),
-            slot_minutes=10,
-        )
-        doctor_token, _ = await do_start_session(
-            session, user=doctor_user, now=now, ttl=timedelta(days=1)
-        )
-        for n in range(rooms):
-            patient = await do_create_user(
-                session,
-                hasher=hasher,
-                now=now,
-                full_name=f"Bench Patient {n}",
-                phone=f"+7900200{n:04d}",
-                password="Quiet-River-71",
-                role=Role.PATIENT,
-            )
-            consultation = await check_book_duty(
-                session,
-                actor=patient,
-                now=now,
-                settings=settings,
-                slot_id=slots[n].id,
-                topic=DutyTopic.OTHER,
-                channel=Channel.VIDEO,
-                question="",
-                document_ids=[],
-            )
-            token, _ = await do_start_session(session, user=patient, now=now, ttl=timedelta(days=1))
-            result.append(Room(str(consultation.id), token, doctor_token))
-    await engine.dispose()
-    return result
+    """Consultations of one duty doctor, each with its own patient, made through the
+    services."""
+    booked = await book_consultations(
+        Settings(data_dir=data_dir, database_url=database_url),
+        rooms,
+        starts_in=timedelta(hours=1),
+        minutes=10,
+        doctor_each=False,
+    )
+    return [Room(b.consultation_id, b.patient_token, b.doctor_token) for b in booked]
 
 
 async def wait_ready(url: str) -> None:
@@ -249,12 +178,6 @@ async def run_load(
         await receiver.disconnect()
     total.seconds = elapsed
     return total
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

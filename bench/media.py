@@ -42,34 +42,24 @@ import json
 import math
 import os
 import pickle
-import socket
 import struct
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import av
-from argon2 import PasswordHasher
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from telemed import db
-from telemed.accounts.models import Role
-from telemed.accounts.service import do_create_user, do_start_session
-from telemed.scheduling.consultations import check_book_duty
-from telemed.scheduling.models import Channel, DutyTopic
-from telemed.scheduling.service import (
-    check_publish_slots,
-    do_create_centre,
-    do_create_doctor,
-)
+from bench.common import Booked, book_consultations, cpu_seconds, cpu_times
 from telemed.settings import Settings
+from tests.servers import free_port
 
 KINDS = ("video", "audio")
 STEP = {"video": 3000, "audio": 960}
@@ -84,13 +74,6 @@ GRACE = 2.0
 TARGET_CORE_PER_CONSULTATION = 0.05
 TARGET_CPU_RATIO = 25.0
 TARGET_DELIVERED = 0.99
-
-
-@dataclass
-class Consultation:
-    id: str
-    patient_token: str
-    doctor_token: str
 
 
 @dataclass
@@ -300,99 +283,19 @@ def encode_audio() -> list[bytes]:
 # -- Telemed's data ------------------------------------------------------------------------
 
 
-async def prepare_telemed(data_dir: Path, count: int) -> list[Consultation]:
+async def prepare_telemed(data_dir: Path, count: int) -> list[Booked]:
     """Consultations starting in a few minutes (their rooms are open), each with its own
     duty doctor and patient, made through the services."""
-    settings = Settings(data_dir=data_dir)
-    engine = db.create_engine(settings.resolved_database_url)
-    await db.upgrade(engine)
-    factory = db.create_session_factory(engine)
-    hasher = PasswordHasher(time_cost=1, memory_cost=8192)
-    now = datetime.now(UTC)
-    start = (now + timedelta(minutes=5)).replace(second=0, microsecond=0)
-    result = []
-    async with db.transaction(factory) as session:
-        manager = await do_create_user(
-            session,
-            hasher=hasher,
-            now=now,
-            full_name="Bench Manager",
-            phone="+79001000000",
-            password="Quiet-River-71",
-            role=Role.MANAGER,
-        )
-        centre = await do_create_centre(
-            session, actor=manager, now=now, name="Bench", region="Bench", profiles=["bench"]
-        )
-        for n in range(count):
-            _, doctor_user, _ = await do_create_doctor(
-                session,
-                hasher=hasher,
-                actor=manager,
-                now=now,
-                full_name=f"Bench Doctor {n}",
-                phone=f"+7900300{n:04d}",
-                password="Quiet-River-71",
-                centre_id=centre.id,
-                specialty="bench",
-                is_duty=True,
-                must_change_password=False,
-            )
-            (slot,) = await check_publish_slots(
-                session,
-                actor=doctor_user,
-                now=now,
-                starts_at=start,
-                ends_at=start + timedelta(minutes=30),
-                slot_minutes=30,
-            )
-            patient = await do_create_user(
-                session,
-                hasher=hasher,
-                now=now,
-                full_name=f"Bench Patient {n}",
-                phone=f"+7900200{n:04d}",
-                password="Quiet-River-71",
-                role=Role.PATIENT,
-            )
-            consultation = await check_book_duty(
-                session,
-                actor=patient,
-                now=now,
-                settings=settings,
-                slot_id=slot.id,
-                topic=DutyTopic.OTHER,
-                channel=Channel.VIDEO,
-                question="",
-                document_ids=[],
-            )
-            ttl = timedelta(days=1)
-            patient_token, _ = await do_start_session(session, user=patient, now=now, ttl=ttl)
-            doctor_token, _ = await do_start_session(session, user=doctor_user, now=now, ttl=ttl)
-            result.append(Consultation(str(consultation.id), patient_token, doctor_token))
-    await engine.dispose()
-    return result
+    return await book_consultations(
+        Settings(data_dir=data_dir),
+        count,
+        starts_in=timedelta(minutes=5),
+        minutes=30,
+        doctor_each=True,
+    )
 
 
 # -- processes -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def cpu_times(pid: int) -> tuple[float, float]:
-    """User and system CPU time of a process, all its threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
-
-
-def cpu_seconds(pid: int) -> float:
-    return sum(cpu_times(pid))
 
 
 async def wait_ready(url: str, server: asyncio.subprocess.Process) -> None:
@@ -691,8 +594,18 @@ async def main() -> None:
                 spec
                 for n, c in enumerate(consultations)
                 for spec in (
-                    {"name": f"p{n}", "role": "patient", "room": c.id, "token": c.patient_token},
-                    {"name": f"d{n}", "role": "doctor", "room": c.id, "token": c.doctor_token},
+                    {
+                        "name": f"p{n}",
+                        "role": "patient",
+                        "room": c.consultation_id,
+                        "token": c.patient_token,
+                    },
+                    {
+                        "name": f"d{n}",
+                        "role": "doctor",
+                        "room": c.consultation_id,
+                        "token": c.doctor_token,
+                    },
                 )
             ]
             port = free_port()

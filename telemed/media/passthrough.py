@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import functools
 import inspect
 import logging
 import queue
@@ -46,8 +47,10 @@ FrameSink = Callable[[RTCRtpCodecParameters, JitterFrame], None]
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 
 
+@functools.cache
 def check_aiortc() -> None:
-    """Fail if aiortc's internals the relay relies on are not where they were."""
+    """Fail if aiortc's internals the relay relies on are not where they were (read once
+    per process: it reads aiortc's source)."""
     import aiortc
 
     problems = []
