@@ -102,7 +102,7 @@ async def test_a_browser_patient_and_an_aiortc_doctor_see_each_other_and_are_rec
     cid = booked["id"]
     await doctor.peer.wait_for(
         lambda: any(
-            c["media"]["camera"]["state"] == "ok" and c["media"]["microphone"]["state"] == "ok"
+            c["camera"]["state"] == "ok" and c["microphone"]["state"] == "ok"
             for c in doctor.peer.events("media:status_changed")
         ),
         seconds=20,
@@ -158,7 +158,7 @@ async def test_a_denied_camera_is_explained_and_shown_to_the_doctor(
     assert await page.evaluate("document.documentElement.lang") == (lang or "ru")
     await doctor.peer.wait_for(
         lambda: any(
-            c["media"]["camera"]["permission"] == "denied"
+            c["camera"]["permission"] == "denied"
             for c in doctor.peer.events("media:status_changed")
         )
     )

@@ -177,7 +177,7 @@ async def test_rejoin_restores_media_and_the_end_closes_the_room(
 def status_of(member: MediaClient, user_id: str) -> dict[str, Any] | None:
     """The last media status the member's socket was told of ``user_id``."""
     changes = [c for c in member.peer.events("media:status_changed") if c["user_id"] == user_id]
-    return changes[-1]["media"] if changes else None
+    return changes[-1] if changes else None
 
 
 def checked(status: dict[str, Any] | None) -> bool:

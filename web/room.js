@@ -189,7 +189,7 @@ async function main() {
   });
   socket.on("room:participant_joined", () => { say(TEXT.inRoom); });
   socket.on("media:status_changed", (event) => {
-    const { camera, microphone } = event.media;
+    const { camera, microphone } = event;
     $("others").dataset[`u${event.user_id.replaceAll("-", "")}`] = `${camera.state}/${microphone.state}`;
   });
   socket.on("recording:state_changed", (event) => {

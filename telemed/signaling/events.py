@@ -170,10 +170,11 @@ class MediaReport(EventModel):
     microphone: Permission
 
 
-class MediaStatusChanged(BaseModel):
+class MediaStatusChanged(MediaView):
+    """A participant's camera and microphone (``MediaView``), in the room's words."""
+
     consultation_id: uuid.UUID
     user_id: uuid.UUID
-    media: MediaView
 
 
 class RecordingConsent(EventModel):

@@ -50,10 +50,12 @@ def register(app: web.Application, sio: socketio.AsyncServer) -> None:
         await sio.emit(event, payload, to=sid)
 
     async def announce(room: Room, participant: Participant) -> None:
+        status = MediaView.model_validate(participant.status)
         changed = MediaStatusChanged(
             consultation_id=uuid.UUID(room.consultation_id),
             user_id=uuid.UUID(participant.user_id),
-            media=MediaView.model_validate(participant.status),
+            camera=status.camera,
+            microphone=status.microphone,
         )
         await sio.emit(
             "media:status_changed",
