@@ -29,7 +29,7 @@ const state = (window.telemedRoom = {
 // Russian by default; English by choice (?lang=en). Both dictionaries have the same keys
 // (a test checks them, and that every key used here and in room.html exists).
 const LANG = params.get("lang") === "en" ? "en" : "ru";
-const TEXT = await (await fetch(`/static/i18n/${LANG}.json`)).json();
+const TEXT = await (await fetch(`/static/i18n/room.${LANG}.json`)).json();
 document.documentElement.lang = LANG;
 document.title = TEXT.title;
 document.querySelectorAll("[data-i18n]").forEach((element) => {

@@ -1,0 +1,244 @@
+// Consultations, for every role: the live list, one consultation's details with what the
+// caller may do now (the server's allowed_moves), its chat, and its conclusion.
+import { get, post, query } from "./api.js";
+import { badge, errorBox, field, form, h, showError, toast } from "./dom.js";
+import { countdown, t, timeZone, when } from "./i18n.js";
+import { go, session } from "./main.js";
+import { documentItem } from "./patient.js";
+
+const LIVE = ["requested", "scheduled", "in_progress"];
+
+// After a move: say so and show the consultation as it is now.
+function done(move) {
+  toast(t(`done.${move}`));
+  go(location.hash);
+}
+
+// A wall-clock time ("2026-11-27T10:30") in the user's time zone (not the browser's) as
+// an ISO moment with its offset.
+export function zonedIso(local, zone = timeZone()) {
+  const wall = Date.parse(local + ":00Z");
+  const offsetAt = (moment) => {
+    const parts = Object.fromEntries(new Intl.DateTimeFormat("en-US", {
+      timeZone: zone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
+    }).formatToParts(new Date(moment)).map((p) => [p.type, p.value]));
+    return Date.UTC(parts.year, parts.month - 1, parts.day, parts.hour, parts.minute, parts.second) - moment;
+  };
+  let moment = wall - offsetAt(wall);
+  moment = wall - offsetAt(moment);
+  return new Date(moment).toISOString();
+}
+
+// Refresh a page while it is shown whenever one of its consultations changes.
+export function onConsultationChange(element, ids, redraw) {
+  const listener = (event) => {
+    if (!element.isConnected) return window.removeEventListener("telemed:consultation", listener);
+    if (!ids || ids.includes(event.detail.id)) redraw();
+  };
+  window.addEventListener("telemed:consultation", listener);
+}
+
+function summary(item) {
+  const topic = item.route === "duty" ? t(`topic.${item.topic}`) : item.diagnosis;
+  return h("li", { class: "card consultation", dataset: { id: item.id, state: item.state } },
+    h("div", { class: "row" }, badge(item.state), h("span", { class: "muted" }, t(`route.${item.route}`))),
+    h("h3", {}, h("a", { href: `#/consultations/${item.id}` }, session.user.role === "patient" ? item.centre.name : item.full_name)),
+    h("p", {}, topic),
+    item.starts_at ? h("p", {}, h("strong", {}, when(item.starts_at)), item.doctor ? ` · ${item.doctor.full_name}` : "") : null,
+    item.state === "requested" && item.due_at ? h("p", { class: "deadline", dataset: { due: item.due_at } }, countdown(item.due_at)) : null);
+}
+
+// A list of consultations (filtered by the API's query), kept live.
+export async function consultationList(filters, empty) {
+  const list = h("ul", { class: "cards", id: "consultations" });
+  const refill = async () => {
+    const { items } = await get(`/consultations${query(filters)}`);
+    list.replaceChildren(...(items.length ? items.map(summary) : [h("li", { class: "muted" }, t(empty))]));
+  };
+  await refill();
+  onConsultationChange(list, null, refill);
+  // Deadlines count down while the page is open.
+  const timer = setInterval(() => {
+    if (!list.isConnected) return clearInterval(timer);
+    list.querySelectorAll(".deadline").forEach((p) => { p.textContent = countdown(p.dataset.due); });
+  }, 30000);
+  return list;
+}
+
+async function consultations({ query: search }) {
+  const state = search.get("state") || "";
+  const filter = h("nav", { class: "filters", "aria-label": t("list.filter") },
+    ["", ...LIVE, "concluded", "cancelled"].map((s) => h("a", { href: `#/consultations${s ? `?state=${s}` : ""}`, "aria-current": s === state ? "true" : null }, s ? t(`state.${s}`) : t("list.all"))));
+  return [h("h1", {}, t("list.title")), filter, await consultationList({ state }, "list.none")];
+}
+
+// --- one consultation --------------------------------------------------------------
+
+function facts(item) {
+  const rows = [
+    ["details.patient", `${item.full_name}${item.age !== null ? `, ${t("details.years", { n: item.age })}` : ""}`],
+    ["details.centre", item.centre.name],
+    ["details.doctor", item.doctor ? `${item.doctor.full_name} (${item.doctor.specialty})` : "—"],
+    ["details.route", t(`route.${item.route}`)],
+    item.route === "duty" ? ["details.topic", t(`topic.${item.topic}`)] : ["details.diagnosis", `${item.icd10 ? item.icd10 + " " : ""}${item.diagnosis}`],
+    item.complaints ? ["details.complaints", item.complaints] : null,
+    item.question ? ["details.question", item.question] : null,
+    item.referring_organisation ? ["details.referredBy", `${item.referring_organisation}, ${item.referring_doctor}`] : null,
+    ["details.submitted", when(item.submitted_at)],
+    item.starts_at ? ["details.starts", `${when(item.starts_at)} – ${when(item.ends_at, "time")} (${timeZone()})`] : null,
+    item.state === "requested" && item.due_at ? ["details.due", `${when(item.due_at)} · ${countdown(item.due_at)}`] : null,
+    item.reason ? ["details.reason", item.reason] : null,
+  ].filter(Boolean);
+  return h("dl", { class: "facts" }, rows.flatMap(([key, value]) => [h("dt", {}, t(key)), h("dd", {}, value)]));
+}
+
+function reasonForm(id, move, label) {
+  return form({ class: "inline", id: `${move}-form`, "aria-label": t(label) }, [
+    field("reason", "details.reasonLabel", { required: true, minlength: 3 }),
+  ], label, async (values) => {
+    await post(`/consultations/${id}/${move}`, { reason: values.reason });
+    done(move);
+  });
+}
+
+function scheduleForm(item) {
+  return form({ class: "inline", id: "schedule-form", "aria-label": t("details.schedule") }, [
+    field("starts_at", "details.startsAt", { type: "datetime-local", required: true, hint: "details.inYourZone" }),
+    field("duration_min", "details.duration", { type: "number", min: 5, max: 240, value: "30", required: true }),
+  ], "details.schedule", async (values) => {
+    await post(`/consultations/${item.id}/schedule`, { starts_at: zonedIso(values.starts_at), duration_min: Number(values.duration_min) });
+    done("schedule");
+  });
+}
+
+function conclusionForm(item) {
+  return form({ id: "conclusion-form", "aria-label": t("conclusion.write") }, [
+    field("diagnosis", "conclusion.diagnosis", { required: true, value: item.diagnosis }),
+    field("icd10", "conclusion.icd10", { value: item.icd10 || "", hint: "conclusion.icd10Hint" }),
+    field("findings", "conclusion.findings", { type: "textarea", required: true }),
+    field("recommendations", "conclusion.recommendations", { type: "textarea", required: true }),
+  ], "conclusion.issue", async (values) => {
+    const body = { ...values };
+    if (!body.icd10) delete body.icd10;
+    await post(`/consultations/${item.id}/conclusion`, body);
+    done("conclude");
+  });
+}
+
+async function conclusionView(item) {
+  const { current } = await get(`/consultations/${item.id}/conclusion`);
+  return h("section", { class: "card", id: "conclusion", "aria-labelledby": "conclusion-title" },
+    h("h2", { id: "conclusion-title" }, t("conclusion.title")),
+    h("dl", { class: "facts" },
+      h("dt", {}, t("conclusion.diagnosis")), h("dd", {}, `${current.icd10 ? current.icd10 + " " : ""}${current.diagnosis}`),
+      h("dt", {}, t("conclusion.findings")), h("dd", { class: "text" }, current.findings),
+      h("dt", {}, t("conclusion.recommendations")), h("dd", { class: "text" }, current.recommendations),
+      h("dt", {}, t("conclusion.issued")), h("dd", {}, when(current.issued_at))),
+    h("a", { class: "button", id: "conclusion-pdf", href: `/api/v1/consultations/${item.id}/conclusion.pdf`, download: `conclusion-${item.id}.pdf` }, t("conclusion.pdf")));
+}
+
+async function documentsOf(item) {
+  if (!item.document_ids.length) return h("p", { class: "muted" }, t("details.noDocuments"));
+  const documents = await Promise.all(item.document_ids.map((id) => get(`/documents/${id}`).catch(() => null)));
+  return h("ul", { class: "documents" }, documents.filter(Boolean).map((d) => documentItem(d)));
+}
+
+function chat(item) {
+  const me = session.user;
+  const other = me.role === "patient" ? (item.doctor ? item.doctor.full_name : t("chat.doctor")) : item.full_name;
+  const log = h("ol", { class: "chat-log", id: "chat-log", "aria-live": "polite" });
+  const box = errorBox();
+  const seen = new Set();
+  let last = 0;
+  const show = (message) => {
+    if (seen.has(message.id)) return;
+    seen.add(message.id);
+    last = Math.max(last, message.seq);
+    const mine = message.sender_id === me.id;
+    log.append(h("li", { class: mine ? "mine" : "theirs" },
+      h("span", { class: "who" }, mine ? t("chat.you") : other),
+      h("span", { class: "body" }, message.body),
+      h("time", { datetime: message.created_at }, when(message.created_at, "time"))));
+    log.scrollTop = log.scrollHeight;
+  };
+  const socket = session.socket;
+  const call = (event, data) => socket.timeout(10000).emitWithAck(event, data);
+  const subscribe = async () => {
+    const answer = await call("consultation:subscribe", { consultation_id: item.id, after_seq: last });
+    if (!answer.ok) return showError(box, answer.error);
+    answer.data.messages.forEach(show);
+  };
+  const onMessage = (message) => {
+    if (!log.isConnected) return socket.off("chat:message_created", onMessage);
+    if (message.consultation_id === item.id) show(message);
+  };
+  socket.on("chat:message_created", onMessage);
+  const onConnect = () => {
+    if (!log.isConnected) return socket.off("connect", onConnect);
+    subscribe();
+  };
+  socket.on("connect", onConnect); // after a reconnection: what was missed
+  subscribe();
+  const input = h("input", { id: "chat-input", name: "body", autocomplete: "off", required: true, maxlength: 4000 });
+  const send = h("form", { id: "chat-form", class: "chat-form", "aria-label": t("chat.title") },
+    h("label", { for: "chat-input", class: "visually-hidden" }, t("chat.message")),
+    input,
+    h("button", { type: "submit" }, t("chat.send")));
+  send.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = input.value.trim();
+    if (!body) return;
+    box.hidden = true;
+    const answer = await call("chat:send", { consultation_id: item.id, client_id: crypto.randomUUID(), body });
+    if (!answer.ok) return showError(box, answer.error);
+    input.value = "";
+    show(answer.data.message);
+  });
+  return h("section", { class: "card chat", id: "chat", "aria-labelledby": "chat-title" },
+    h("h2", { id: "chat-title" }, t("chat.title")), box, log, send);
+}
+
+async function details({ params }) {
+  const item = await get(`/consultations/${params.id}`);
+  const moves = new Set(item.allowed_moves);
+  const role = session.user.role;
+  const actions = [];
+  if (LIVE.includes(item.state) && item.state !== "requested") {
+    actions.push(h("a", { class: "button primary", id: "join-room", href: `/static/room.html?consultation=${item.id}` }, t("details.joinRoom")));
+    actions.push(h("a", { class: "button", id: "calendar", href: `/api/v1/consultations/${item.id}/calendar.ics`, download: `consultation-${item.id}.ics` }, t("details.calendar")));
+  }
+  if (moves.has("start")) {
+    actions.push(h("button", { type: "button", id: "start", onclick: async () => { await post(`/consultations/${item.id}/start`); done("start"); } }, t("details.start")));
+  }
+  if (moves.has("end")) {
+    actions.push(h("button", { type: "button", id: "end", onclick: async () => { await post(`/consultations/${item.id}/end`); done("end"); } }, t("details.end")));
+  }
+  const forms = [];
+  if (moves.has("schedule") || moves.has("reschedule")) forms.push(h("section", { class: "card" }, h("h2", {}, t("details.schedule")), scheduleForm(item)));
+  if (moves.has("decline")) forms.push(h("section", { class: "card" }, h("h2", {}, t("details.decline")), reasonForm(item.id, "decline", "details.decline")));
+  if (moves.has("conclude") && role === "doctor") forms.push(h("section", { class: "card" }, h("h2", {}, t("conclusion.write")), conclusionForm(item)));
+  if (moves.has("cancel")) {
+    const cancel = h("details", { class: "card" }, h("summary", {}, t("details.cancel")), reasonForm(item.id, "cancel", "details.cancel"));
+    forms.push(cancel);
+  }
+  const page = h("article", { class: "consultation-page", dataset: { state: item.state } },
+    h("p", {}, h("a", { href: role === "doctor" ? "#/requests" : role === "manager" ? "#/sla" : "#/consultations" }, t("back"))),
+    h("h1", {}, t("details.title"), " ", badge(item.state)),
+    facts(item),
+    actions.length ? h("p", { class: "actions" }, actions) : null,
+    item.state === "concluded" ? await conclusionView(item) : null,
+    ...forms,
+    h("section", { class: "card", "aria-labelledby": "docs-title" }, h("h2", { id: "docs-title" }, t("details.documents")), await documentsOf(item)),
+    role !== "manager" ? chat(item) : null);
+  const box = errorBox();
+  page.prepend(box);
+  onConsultationChange(page, [item.id], () => {
+    if (location.hash.startsWith(`#/consultations/${item.id}`)) go(location.hash);
+  });
+  return page;
+}
+
+export const routes = [
+  ["/consultations", consultations],
+  ["/consultations/:id", details],
+];

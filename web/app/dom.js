@@ -1,0 +1,107 @@
+// A few DOM helpers instead of a view library: h() builds elements, form() builds a
+// labelled, keyboard-friendly form whose errors are shown next to it.
+import { t } from "./i18n.js";
+
+export function h(tag, attributes = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith("on")) element.addEventListener(name.slice(2), value);
+    else if (name === "dataset") Object.assign(element.dataset, value);
+    else if (name === "text") element.textContent = value;
+    else if (value === true) element.setAttribute(name, "");
+    else element.setAttribute(name, value);
+  }
+  element.append(...children.flat().filter((child) => child !== null && child !== undefined && child !== false));
+  return element;
+}
+
+let counter = 0;
+const nextId = () => `f${++counter}`;
+
+// A labelled input: field(name, labelKey, {type, required, value, choices, hint}).
+export function field(name, label, options = {}) {
+  const id = nextId();
+  const { type = "text", choices, hint, ...rest } = options;
+  let control;
+  if (type === "textarea") {
+    control = h("textarea", { id, name, rows: 4, ...rest });
+    if (rest.value) control.value = rest.value;
+  } else if (type === "select") {
+    control = h("select", { id, name, ...rest },
+      choices.map(([value, text]) => h("option", { value, selected: String(value) === String(rest.value ?? "") }, text)));
+  } else if (type === "checkbox") {
+    control = h("input", { id, name, type, ...rest });
+    return h("p", { class: "field check" }, control, h("label", { for: id }, t(label)));
+  } else {
+    control = h("input", { id, name, type, ...rest });
+  }
+  const hintId = hint ? `${id}-hint` : null;
+  if (hintId) control.setAttribute("aria-describedby", hintId);
+  return h("p", { class: "field" },
+    h("label", { for: id }, t(label)),
+    control,
+    hint ? h("small", { id: hintId }, t(hint)) : null);
+}
+
+export function errorBox() {
+  return h("p", { class: "error", role: "alert", hidden: true });
+}
+
+export function showError(box, error) {
+  box.hidden = false;
+  const detail = error.details && error.details.fields
+    ? " " + Object.entries(error.details.fields).map(([name, text]) => `${name}: ${text}`).join("; ")
+    : "";
+  box.textContent = (error.code && t(`error.${error.code}`) !== `error.${error.code}` ? t(`error.${error.code}`) : error.message) + detail;
+}
+
+// A form whose submit handler gets the values; failures are shown in the form, and the
+// button is disabled while the request runs.
+export function form(attributes, children, submitLabel, onSubmit) {
+  const box = errorBox();
+  const button = h("button", { type: "submit" }, t(submitLabel));
+  const element = h("form", { novalidate: false, ...attributes }, box, children, h("p", {}, button));
+  element.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    box.hidden = true;
+    button.disabled = true;
+    try {
+      await onSubmit(values(element), element);
+    } catch (error) {
+      showError(box, error);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return element;
+}
+
+export function values(formElement) {
+  const result = {};
+  for (const element of formElement.elements) {
+    if (!element.name) continue;
+    if (element.type === "checkbox") result[element.name] = element.checked;
+    else if (element.type === "file") result[element.name] = element.files;
+    else if (element.multiple) result[element.name] = [...element.selectedOptions].map((o) => o.value);
+    else result[element.name] = element.value;
+  }
+  return result;
+}
+
+export function toast(text) {
+  const box = document.getElementById("toast");
+  box.textContent = text;
+  box.classList.add("shown");
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => box.classList.remove("shown"), 4000);
+}
+
+export function table(headers, rows, attributes = {}) {
+  return h("div", { class: "table-wrap" },
+    h("table", attributes,
+      h("thead", {}, h("tr", {}, headers.map((text) => h("th", { scope: "col" }, t(text))))),
+      h("tbody", {}, rows)));
+}
+
+export const badge = (state) => h("span", { class: `badge state-${state}` }, t(`state.${state}`));

@@ -1,0 +1,73 @@
+// Words and dates in the user's language and time zone. Russian by default, English by
+// choice: the signed-in user's locale, else ?lang= or the last choice on this device.
+// Words come from web/i18n/<part>.<lang>.json for the app's parts; both languages have
+// the same keys (a test checks it).
+const PARTS = ["app", "manager"];
+
+let words = {};
+let lang = "ru";
+let zone = "Europe/Moscow";
+
+export function chosenLanguage(user) {
+  const asked = new URLSearchParams(location.search).get("lang") || localStorage.getItem("telemed-lang");
+  const wanted = (user && user.locale) || asked || "ru";
+  return wanted === "en" ? "en" : "ru";
+}
+
+export async function load(language, timeZone) {
+  lang = language;
+  if (timeZone) zone = timeZone;
+  const loaded = await Promise.all(PARTS.map(async (part) => (await fetch(`/static/i18n/${part}.${lang}.json`)).json()));
+  words = Object.assign({}, ...loaded);
+  document.documentElement.lang = lang;
+  document.querySelectorAll("[data-i18n]").forEach((element) => {
+    element.textContent = t(element.dataset.i18n);
+  });
+  document.querySelectorAll("[data-i18n-label]").forEach((element) => {
+    element.setAttribute("aria-label", t(element.dataset.i18nLabel));
+  });
+}
+
+export const language = () => lang;
+export const timeZone = () => zone;
+
+// t("key", {name: "…"}) with {name} placeholders; a missing key shows itself.
+export function t(key, values = {}) {
+  const text = words[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (_, name) => String(values[name] ?? ""));
+}
+
+const formats = {
+  dateTime: { dateStyle: "medium", timeStyle: "short" },
+  date: { dateStyle: "medium" },
+  time: { timeStyle: "short" },
+  day: { weekday: "long", day: "numeric", month: "long" },
+};
+
+export function when(iso, style = "dateTime") {
+  if (!iso) return "—";
+  const locale = lang === "en" ? "en-GB" : "ru-RU";
+  return new Intl.DateTimeFormat(locale, { ...formats[style], timeZone: zone }).format(new Date(iso));
+}
+
+// The calendar date (YYYY-MM-DD) of a moment in the user's time zone.
+export function dayOf(moment) {
+  return new Intl.DateTimeFormat("en-CA", { timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit" }).format(moment);
+}
+
+// "12 h 5 min" until (or since, negative) a moment.
+export function countdown(iso, now = Date.now()) {
+  const minutes = Math.round((new Date(iso).getTime() - now) / 60000);
+  const whole = Math.abs(minutes);
+  const days = Math.floor(whole / 1440);
+  const hours = Math.floor((whole % 1440) / 60);
+  const rest = whole % 60;
+  const text = days ? t("duration.days", { d: days, h: hours }) : hours ? t("duration.hours", { h: hours, m: rest }) : t("duration.minutes", { m: rest });
+  return minutes >= 0 ? t("duration.left", { time: text }) : t("duration.overdue", { time: text });
+}
+
+export function fileSize(bytes) {
+  if (bytes < 1024) return t("size.bytes", { n: bytes });
+  if (bytes < 1024 * 1024) return t("size.kb", { n: (bytes / 1024).toFixed(0) });
+  return t("size.mb", { n: (bytes / 1024 / 1024).toFixed(1) });
+}

@@ -1,0 +1,199 @@
+// The patient's cabinet: medical documents, a new consultation by route 1 (a centre's
+// request form) or route 2 (a duty doctor's free slot).
+import { del, get, post, query, upload } from "./api.js";
+import { errorBox, field, form, h, showError, toast } from "./dom.js";
+import { dayOf, fileSize, t, timeZone, when } from "./i18n.js";
+import { go, session } from "./main.js";
+
+export const KINDS = ["discharge_summary", "doctor_conclusion", "ultrasound", "mri", "ct", "lab_results", "other"];
+const TOPICS = ["cardiovascular", "gynaecological", "healthy_lifestyle", "other"];
+
+// --- documents ---------------------------------------------------------------------
+
+export function preview(document) {
+  const url = `/api/v1/documents/${document.id}/content?inline=true`;
+  if (document.content_type.startsWith("image/")) {
+    return h("img", { src: url, alt: document.title, class: "preview" });
+  }
+  if (document.content_type === "application/pdf") {
+    return h("iframe", { src: url, title: document.title, class: "preview" });
+  }
+  return h("p", {}, t("documents.noPreview"));
+}
+
+export function documentItem(document, { onDelete } = {}) {
+  const shown = h("div", { class: "preview-box", hidden: true });
+  const toggle = h("button", {
+    type: "button", "aria-expanded": "false",
+    onclick: () => {
+      if (!shown.firstChild) shown.append(preview(document));
+      shown.hidden = !shown.hidden;
+      toggle.setAttribute("aria-expanded", String(!shown.hidden));
+    },
+  }, t("documents.preview"));
+  return h("li", { class: "document", dataset: { id: document.id } },
+    h("div", { class: "row" },
+      h("strong", {}, document.title),
+      h("span", { class: "muted" }, `${t(`kind.${document.kind}`)} · ${document.file_name} · ${fileSize(document.size)} · ${when(document.created_at, "date")}`)),
+    h("div", { class: "actions" },
+      toggle,
+      h("a", { href: `/api/v1/documents/${document.id}/content`, download: document.file_name }, t("documents.download")),
+      onDelete ? h("button", { type: "button", class: "danger", onclick: () => onDelete(document) }, t("documents.delete")) : null),
+    shown);
+}
+
+async function documents() {
+  const list = h("ul", { class: "documents", id: "documents" });
+  const refill = async () => {
+    const { items } = await get("/documents");
+    list.replaceChildren(...(items.length ? items.map((d) => documentItem(d, { onDelete: remove })) : [h("li", {}, t("documents.none"))]));
+  };
+  const remove = async (document) => {
+    if (!confirm(t("documents.confirmDelete", { title: document.title }))) return;
+    await del(`/documents/${document.id}`);
+    toast(t("documents.deleted"));
+    await refill();
+  };
+  const progress = h("progress", { max: 1, value: 0, hidden: true, "aria-label": t("documents.progress") });
+  const uploadForm = form({ "aria-label": t("documents.upload"), id: "upload-form" }, [
+    field("file", "documents.file", { type: "file", required: true, accept: ".pdf,.jpg,.jpeg,.png,.dcm,application/pdf,image/jpeg,image/png" }),
+    field("kind", "documents.kind", { type: "select", choices: KINDS.map((k) => [k, t(`kind.${k}`)]) }),
+    field("title", "documents.docTitle", { required: true }),
+    progress,
+  ], "documents.upload", async (values, element) => {
+    const file = values.file[0];
+    if (!file) throw new Error(t("documents.chooseFile"));
+    const data = new FormData();
+    data.append("kind", values.kind);
+    data.append("title", values.title || file.name);
+    data.append("file", file);
+    progress.hidden = false;
+    try {
+      await upload("/documents", data, (share) => { progress.value = share; });
+    } finally {
+      progress.hidden = true;
+      progress.value = 0;
+    }
+    element.reset();
+    toast(t("documents.uploaded"));
+    await refill();
+  });
+  await refill();
+  return [h("h1", {}, t("documents.title")), h("section", { class: "card" }, h("h2", {}, t("documents.upload")), uploadForm), list];
+}
+
+// --- a new consultation ------------------------------------------------------------
+
+function ageOf(birthDate) {
+  if (!birthDate) return "";
+  const born = new Date(birthDate);
+  const now = new Date();
+  let age = now.getFullYear() - born.getFullYear();
+  if (now < new Date(now.getFullYear(), born.getMonth(), born.getDate())) age -= 1;
+  return String(age);
+}
+
+async function documentChoice() {
+  const { items } = await get("/documents");
+  if (!items.length) return h("p", { class: "muted" }, t("new.noDocuments"), " ", h("a", { href: "#/documents" }, t("nav.documents")));
+  return h("fieldset", {}, h("legend", {}, t("new.attach")),
+    items.map((d) => {
+      const id = `doc-${d.id}`;
+      return h("p", { class: "field check" },
+        h("input", { type: "checkbox", id, name: "document_ids", value: d.id }),
+        h("label", { for: id }, `${d.title} (${t(`kind.${d.kind}`)})`));
+    }));
+}
+
+const chosenDocuments = (element) => [...element.querySelectorAll("input[name=document_ids]:checked")].map((i) => i.value);
+
+async function newConsultation({ query: search }) {
+  const { items: centres } = await get("/centres");
+  const user = session.user;
+  const chosen = search.get("centre");
+  if (chosen) {
+    const centre = centres.find((c) => c.id === chosen);
+    if (!centre) return go("#/new");
+    const requestForm = form({ "aria-label": t("new.requestTitle"), id: "request-form" }, [
+      h("p", {}, h("strong", {}, centre.name), " — ", centre.profiles.join(", ")),
+      field("full_name", "new.fullName", { required: true, value: user.full_name }),
+      field("age", "new.age", { type: "number", min: 0, max: 130, required: true, value: ageOf(user.birth_date) }),
+      field("diagnosis", "new.diagnosis", { required: true }),
+      field("complaints", "new.complaints", { type: "textarea", required: true }),
+      await documentChoice(),
+    ], "new.send", async (values, element) => {
+      const created = await post("/consultations", {
+        route: "initiative", centre_id: centre.id, full_name: values.full_name, age: Number(values.age),
+        diagnosis: values.diagnosis, complaints: values.complaints, document_ids: chosenDocuments(element),
+      });
+      toast(t("new.sent"));
+      go(`#/consultations/${created.id}`);
+    });
+    return [h("h1", {}, t("new.requestTitle")), h("p", {}, h("a", { href: "#/new" }, t("back"))), requestForm];
+  }
+  const centreList = h("ul", { class: "cards", id: "centres" }, centres.map((centre) => h("li", { class: "card" },
+    h("h3", {}, centre.name),
+    h("p", { class: "muted" }, centre.region),
+    h("p", {}, centre.profiles.map((p) => h("span", { class: "tag" }, p))),
+    centre.description ? h("p", {}, centre.description) : null,
+    h("a", { class: "button", href: `#/new?centre=${centre.id}` }, t("new.askCentre")))));
+  return [
+    h("h1", {}, t("new.title")),
+    h("section", { "aria-labelledby": "route1" }, h("h2", { id: "route1" }, t("new.route1")), h("p", {}, t("new.route1Hint")), centreList),
+    h("section", { "aria-labelledby": "route2" }, h("h2", { id: "route2" }, t("new.route2")), h("p", {}, t("new.route2Hint")), await dutyBooking()),
+  ];
+}
+
+async function dutyBooking() {
+  const { items: doctors } = await get("/doctors?duty=true");
+  if (!doctors.length) return h("p", {}, t("new.noDuty"));
+  const slots = h("div", { id: "slots" });
+  const box = errorBox();
+  const from = new Date();
+  const to = new Date(from.getTime() + 14 * 86400000);
+  const showSlots = async (doctorId) => {
+    const { items } = await get(`/doctors/${doctorId}/slots${query({ from: from.toISOString(), to: to.toISOString(), tz: timeZone() })}`);
+    const free = items.filter((s) => s.status === "free");
+    if (!free.length) {
+      slots.replaceChildren(h("p", {}, t("new.noSlots")));
+      return;
+    }
+    const byDay = new Map();
+    for (const slot of free) {
+      const day = dayOf(new Date(slot.starts_at));
+      if (!byDay.has(day)) byDay.set(day, []);
+      byDay.get(day).push(slot);
+    }
+    slots.replaceChildren(h("fieldset", {}, h("legend", {}, t("new.slot", { zone: timeZone() })),
+      [...byDay.values()].map((daySlots) => h("div", { class: "day" },
+        h("h4", {}, when(daySlots[0].starts_at, "day")),
+        daySlots.map((slot) => {
+          const id = `slot-${slot.id}`;
+          return h("span", { class: "slot" },
+            h("input", { type: "radio", name: "slot_id", id, value: slot.id, required: true }),
+            h("label", { for: id }, when(slot.starts_at, "time")));
+        })))));
+  };
+  const doctorSelect = field("doctor", "new.dutyDoctor", {
+    type: "select", choices: doctors.map((d) => [d.id, `${d.full_name} — ${d.specialty}`]),
+  });
+  doctorSelect.querySelector("select").addEventListener("change", (event) => showSlots(event.target.value).catch((e) => showError(box, e)));
+  const booking = form({ "aria-label": t("new.route2"), id: "duty-form" }, [
+    box, doctorSelect, slots,
+    field("topic", "new.topic", { type: "select", choices: TOPICS.map((k) => [k, t(`topic.${k}`)]) }),
+    field("question", "new.question", { type: "textarea" }),
+  ], "new.book", async (values, element) => {
+    const slot = element.querySelector("input[name=slot_id]:checked");
+    if (!slot) throw new Error(t("new.chooseSlot"));
+    const created = await post("/consultations", { route: "duty", slot_id: slot.value, channel: "video", topic: values.topic, question: values.question });
+    toast(t("new.booked"));
+    go(`#/consultations/${created.id}`);
+  });
+  await showSlots(doctors[0].id);
+  return booking;
+}
+
+export const routes = [
+  ["/documents", documents, { roles: ["patient"] }],
+  ["/new", newConsultation, { roles: ["patient"] }],
+];
