@@ -152,8 +152,10 @@ async function dutyBooking() {
   const from = new Date();
   const to = new Date(from.getTime() + 14 * 86400000);
   const showSlots = async (doctorId) => {
+    delete slots.dataset.doctor;
     const { items } = await get(`/doctors/${doctorId}/slots${query({ from: from.toISOString(), to: to.toISOString(), tz: timeZone() })}`);
     const free = items.filter((s) => s.status === "free");
+    slots.dataset.doctor = doctorId; // drawn (tests wait for it)
     if (!free.length) {
       slots.replaceChildren(h("p", {}, t("new.noSlots")));
       return;
