@@ -1,7 +1,7 @@
 // Signing in, registering, and the forced password change of referred patients and of
 // doctors created by the manager.
-import { get, post } from "./api.js";
-import { field, form, h } from "./dom.js";
+import { get, patch, post } from "./api.js";
+import { field, form, h, toast } from "./dom.js";
 import { t } from "./i18n.js";
 import { go, session, signedIn } from "./main.js";
 
@@ -53,7 +53,42 @@ function password() {
     }));
 }
 
+// Russia's time zones, west to east, and the browser's own if it is elsewhere.
+const ZONES = [
+  "Europe/Kaliningrad", "Europe/Moscow", "Europe/Samara", "Asia/Yekaterinburg", "Asia/Omsk", "Asia/Krasnoyarsk",
+  "Asia/Irkutsk", "Asia/Yakutsk", "Asia/Vladivostok", "Asia/Magadan", "Asia/Kamchatka",
+];
+
+function offsetOf(zone) {
+  const part = new Intl.DateTimeFormat("en-US", { timeZone: zone, timeZoneName: "shortOffset" })
+    .formatToParts(new Date()).find((p) => p.type === "timeZoneName");
+  return part ? part.value.replace("GMT", "UTC") : "";
+}
+
+function profile() {
+  const user = session.user;
+  const own = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  const zones = [...new Set([...ZONES, own, user.time_zone])];
+  return h("section", { class: "narrow" },
+    h("h1", {}, t("profile.title")),
+    h("dl", { class: "facts" },
+      h("dt", {}, t("register.fullName")), h("dd", {}, user.full_name),
+      h("dt", {}, t("register.phone")), h("dd", {}, user.phone || "—"),
+      h("dt", {}, t("register.email")), h("dd", {}, user.email || "—")),
+    form({ id: "profile-form", "aria-label": t("profile.title") }, [
+      field("locale", "language", { type: "select", value: user.locale, choices: [["ru", "Русский"], ["en", "English"]] }),
+      field("time_zone", "profile.timeZone", { type: "select", value: user.time_zone, choices: zones.map((z) => [z, `${z} (${offsetOf(z)})`]), hint: "profile.timeZoneHint" }),
+    ], "profile.save", async (values) => {
+      localStorage.setItem("telemed-lang", values.locale);
+      await signedIn(await patch("/me", values));
+      toast(t("profile.saved"));
+      go("#/profile");
+    }),
+    h("p", {}, h("a", { href: "#/password" }, t("password.title"))));
+}
+
 export const routes = [
+  ["/profile", profile],
   ["/login", login, { public: true }],
   ["/register", register, { public: true }],
   ["/password", password],

@@ -82,7 +82,7 @@ function drawNav(path) {
   $("nav").replaceChildren(...links.map(([href, key]) =>
     h("a", { href, "aria-current": path.startsWith(href.slice(1)) ? "page" : null }, t(key))));
   $("who").replaceChildren(...(user ? [
-    h("span", { class: "name" }, user.full_name),
+    h("a", { class: "name", href: "#/profile", title: t("profile.title") }, user.full_name),
     h("button", { type: "button", class: "link", onclick: signOut }, t("signOut")),
   ] : []));
 }
