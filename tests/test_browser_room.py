@@ -1,7 +1,9 @@
-"""A real browser in the video room: Chromium with a fake camera and microphone joins a
-consultation with an aiortc doctor; media flows both ways through the relay; the
-recording of both decodes. With the permission denied, the page says so and the room
-(the doctor) sees it."""
+"""A real browser in the video room: Chromium with a fake camera and microphone checks
+its devices, joins a consultation with an aiortc doctor, and media flows both ways
+through the relay; the recording of both decodes after the patient's consent in the
+page's dialog. With the permission denied, the page says so in the user's language and
+the room (the doctor) sees it. The chat, the doctor's status, mute, a dropped
+connection, the end; the doctor's own page; a phone-sized screen."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from playwright.async_api import Browser, Page
 from telemed import keys
 from tests.factories import AppClient
 from tests.flows import ok
-from tests.media_peers import MediaClient
+from tests.media_peers import MediaClient, participant
+from tests.realtime import Peer, send
 
 
 @pytest.fixture
@@ -29,18 +32,33 @@ def settings_overrides() -> dict[str, Any]:
 
 
 async def open_room(
-    browser: Browser, client: AppClient, booked: dict[str, Any], *, allow: bool, lang: str = ""
+    browser: Browser,
+    client: AppClient,
+    booked: dict[str, Any],
+    *,
+    allow: bool,
+    lang: str = "",
+    who: str = "patient",
+    width: int = 1280,
 ) -> Page:
+    """The room page of the consultation's patient (or doctor), at its pre-join check."""
     origin = str(client.make_url("/")).rstrip("/")
-    context = await browser.new_context()
+    context = await browser.new_context(viewport={"width": width, "height": 800})
     if allow:
         await context.grant_permissions(["camera", "microphone"], origin=origin)
     page = await context.new_page()
     page.on("console", lambda message: print("browser:", message.text))
-    token = booked["patient"]["token"]
+    token = booked[who]["token"]
     choice = f"&lang={lang}" if lang else ""
     await page.goto(f"{origin}/static/room.html?consultation={booked['id']}&token={token}{choice}")
+    await wait_in_page(page, "window.telemedRoom.phase === 'prejoin'")
     return page
+
+
+async def join(page: Page) -> None:
+    """Click «join» once the check is done; wait until the media connection is set up."""
+    await page.locator("#join:enabled").click()
+    await wait_in_page(page, "window.telemedRoom.phase === 'joined'")
 
 
 async def room_state(page: Page) -> dict[str, Any]:
@@ -68,11 +86,14 @@ async def test_a_browser_patient_and_an_aiortc_doctor_see_each_other_and_are_rec
 ) -> None:
     doctor = room_doctor
     page = await open_room(browser, client, booked, allow=True)
-    await wait_in_page(page, "window.telemedRoom.phase === 'joined'")
+    # The check before joining: the preview runs, the level meter moves with the fake
+    # microphone's beep, and nothing has been sent to the room yet.
     state = await room_state(page)
     assert (state["camera"], state["microphone"]) == ("granted", "granted")
-    # The level meter moves with the fake microphone's beep.
     await wait_in_page(page, "window.telemedRoom.micLevel > 0.05")
+    await wait_in_page(page, "document.getElementById('local').videoWidth > 0")
+    assert not doctor.peer.events("room:participant_joined")
+    await join(page)
 
     # Both directions: the doctor decodes the browser's camera and microphone, the page
     # plays the doctor's video.
@@ -108,8 +129,11 @@ async def test_a_browser_patient_and_an_aiortc_doctor_see_each_other_and_are_rec
         seconds=20,
     )
 
-    # Recording with consent: the patient consents in the page, the doctor too, and starts.
-    await page.get_by_role("button", name="Согласен(на) на запись").click()
+    # Recording with consent: the page asks the patient on entering; the patient agrees
+    # in the dialog, the doctor consents too, and starts.
+    assert await page.locator("#consent-dialog").is_visible()
+    assert await page.locator("#recording").is_hidden()
+    await page.get_by_role("button", name="Да, согласен(на)").click()
 
     def patient_consented() -> bool:
         return any(
@@ -124,8 +148,11 @@ async def test_a_browser_patient_and_an_aiortc_doctor_see_each_other_and_are_rec
     started = await doctor.peer.call("recording:start", command)
     assert started["ok"], started
     await wait_in_page(page, "window.telemedRoom.recording === true")
+    assert await page.locator("#recording").inner_text() == "Идёт запись"
     await asyncio.sleep(3)
     assert (await doctor.peer.call("recording:stop", command))["ok"]
+    await wait_in_page(page, "window.telemedRoom.recording === false")
+    assert await page.locator("#recording").is_hidden()
     listed = await ok(client, "GET", f"/consultations/{cid}/recordings", booked["doctor"]["token"])
     assert len(listed["items"]) == 2
     data_dir = client.app[keys.SETTINGS].data_dir
@@ -140,26 +167,228 @@ async def test_a_browser_patient_and_an_aiortc_doctor_see_each_other_and_are_rec
     await page.context.close()
 
 
-@pytest.mark.parametrize(("lang", "explained"), [("", "запрещён"), ("en", "blocked")])
+@pytest.mark.parametrize(
+    ("lang", "locale", "explained", "camera"),
+    [
+        ("", "ru", "запрещён", "Пациент: камера запрещена"),
+        ("en", "ru", "blocked", "Patient: camera blocked"),
+        ("", "en", "blocked", "Patient: camera blocked"),  # the user's own setting
+    ],
+)
 async def test_a_denied_camera_is_explained_and_shown_to_the_doctor(
     browser: Browser,
     client: AppClient,
     booked: dict[str, Any],
     room_doctor: MediaClient,
     lang: str,
+    locale: str,
     explained: str,
+    camera: str,
 ) -> None:
     doctor = room_doctor
+    await ok(client, "PATCH", "/me", booked["patient"]["token"], {"locale": locale})
+    await ok(client, "PATCH", "/me", booked["doctor"]["token"], {"locale": locale})
     page = await open_room(browser, client, booked, allow=False, lang=lang)
-    await wait_in_page(page, "['joined', 'failed', 'refused'].includes(window.telemedRoom.phase)")
     state = await room_state(page)
     assert state["camera"] == "denied"
-    assert explained in await page.locator("#status").inner_text()
-    assert await page.evaluate("document.documentElement.lang") == (lang or "ru")
+    assert explained in await page.locator("#guidance").inner_text()
+    assert await page.evaluate("document.documentElement.lang") == (lang or locale)
+    await join(page)
     await doctor.peer.wait_for(
         lambda: any(
             c["camera"]["permission"] == "denied"
             for c in doctor.peer.events("media:status_changed")
         )
     )
+    # The doctor's own page shows it in words.
+    doctor_page = await open_room(browser, client, booked, allow=True, lang=lang, who="doctor")
+    await join(doctor_page)
+    await wait_in_page(
+        doctor_page, f"document.getElementById('others').textContent.includes({camera!r})"
+    )
+    await page.context.close()
+    await doctor_page.context.close()
+
+
+async def test_the_devices_can_be_chosen_before_joining(
+    browser: Browser, client: AppClient, room: dict[str, Any]
+) -> None:
+    page = await open_room(browser, client, room, allow=True)
+    microphones = page.locator("#microphone-select option")
+    assert await microphones.count() >= 2  # Chromium's fake devices: several microphones
+    assert await page.locator("#camera-select option").count() >= 1
+    track = "document.getElementById('local').srcObject.getAudioTracks()[0]"
+    before = await page.evaluate(f"{track}.getSettings().deviceId")
+    assert await page.locator("#microphone-select").input_value() == before
+    other = next(
+        value
+        for value in await microphones.evaluate_all("options => options.map(o => o.value)")
+        if value != before
+    )
+    await page.locator("#microphone-select").select_option(other)
+    await wait_in_page(page, f"{track}.getSettings().deviceId === {other!r}")
+    await wait_in_page(page, f"{track}.readyState === 'live'")
+    await wait_in_page(page, "!document.getElementById('join').disabled")
+    assert await page.locator("#microphone-select").input_value() == other
+    await page.context.close()
+
+
+async def test_waiting_chat_status_mute_reconnection_and_the_end_on_a_phone(
+    browser: Browser,
+    client: AppClient,
+    room: dict[str, Any],
+    peers: list[Peer],
+    media: list[MediaClient],
+) -> None:
+    cid = room["id"]
+    # The doctor writes before the patient comes in: the page shows it from the history.
+    early = await participant(client, peers, media, room["doctor"]["token"], cid)
+    subscribed = await early.peer.call("consultation:subscribe", {"consultation_id": cid})
+    assert subscribed["ok"], subscribed
+    sent = await early.peer.call("chat:send", send(cid, "d-1", "Здравствуйте! Я скоро буду."))
+    assert sent["ok"], sent
+
+    page = await open_room(browser, client, room, allow=True, width=375)
+    await join(page)
+    assert await page.locator("#status").inner_text() == "Ожидаем врача…"
+    await page.locator("#consent-no").click()
+    await wait_in_page(page, "window.telemedRoom.chat === 1")
+    first = page.locator("#chat-log li").first
+    assert "Здравствуйте" in await first.inner_text()
+    assert await first.get_attribute("class") == "theirs"
+
+    # On a phone-sized screen the chat is under the video and nothing scrolls sideways.
+    stage = await page.locator(".stage").bounding_box()
+    chat_box = await page.locator("#chat").bounding_box()
+    assert stage is not None
+    assert chat_box is not None
+    assert chat_box["y"] >= stage["y"] + stage["height"]
+    assert await page.evaluate("document.scrollingElement.scrollWidth") <= 375
+
+    # The doctor comes.
+    doctor = early
+    assert (await doctor.join())["ok"]
+    assert (await doctor.connect_media())["ok"]
+    await wait_in_page(page, "window.telemedRoom.remoteFrames >= 10", seconds=30)
+    assert await page.locator("#status").inner_text() == "Консультация идёт"
+    await wait_in_page(
+        page,
+        "document.getElementById('others').textContent"
+        " === 'Врач: камера работает, микрофон работает'",
+    )
+
+    # Chat both ways, by keyboard: the input is labelled, Enter sends.
+    await page.get_by_label("Сообщение").fill("Добрый день, доктор")
+    await page.get_by_label("Сообщение").press("Enter")
+    await doctor.peer.wait_for(
+        lambda: any(
+            m["body"] == "Добрый день, доктор" for m in doctor.peer.events("chat:message_created")
+        )
+    )
+    await wait_in_page(page, "window.telemedRoom.chat === 2")
+    assert await page.locator("#chat-log li").nth(1).get_attribute("class") == "mine"
+    assert await page.locator("#chat-input").input_value() == ""
+    assert (await doctor.peer.call("chat:send", send(cid, "d-2", "Как вы себя чувствуете?")))["ok"]
+    await wait_in_page(page, "window.telemedRoom.chat === 3")
+    assert "Как вы" in await page.locator("#chat-log li").nth(2).inner_text()
+
+    # Mute and camera: toggle buttons that disable the local tracks; focus is visible.
+    mute = page.locator("#mute")
+    await mute.focus()
+    assert await mute.evaluate("b => getComputedStyle(b).outlineStyle") != "none"
+    await page.keyboard.press("Enter")
+    assert await mute.get_attribute("aria-pressed") == "true"
+    local = "document.getElementById('local').srcObject"
+    assert await page.evaluate(f"{local}.getAudioTracks().every(t => !t.enabled)")
+    await page.locator("#camera-toggle").click()
+    assert await page.locator("#camera-toggle").get_attribute("aria-pressed") == "true"
+    assert await page.evaluate(f"{local}.getVideoTracks().every(t => !t.enabled)")
+    await mute.click()
+    assert await page.evaluate(f"{local}.getAudioTracks().every(t => t.enabled)")
+
+    # A dropped connection: the server loses the page's socket. The page says so, joins
+    # again, renegotiates, and the doctor's video goes on.
+    sio = client.app[keys.SIO]
+    patient_id = (await ok(client, "GET", "/me", room["patient"]["token"]))["id"]
+    rooms = client.app[keys.ROOMS].get(cid)
+    assert rooms is not None
+    sid = rooms.participants[patient_id].sid
+    # What the status line said meanwhile (the reconnection may be quicker than a poll).
+    await page.evaluate(
+        """() => {
+          const status = document.getElementById('status');
+          window.said = [];
+          new MutationObserver(() => window.said.push(status.textContent))
+            .observe(status, {childList: true, characterData: true, subtree: true});
+        }"""
+    )
+    await sio.eio.disconnect(sio.manager.eio_sid_from_sid(sid, "/"))
+    await wait_in_page(
+        page,
+        "window.telemedRoom.reconnections === 1 && window.telemedRoom.joins === 2"
+        " && window.telemedRoom.phase === 'joined'",
+        seconds=40,
+    )
+    assert "Связь прервалась, переподключаемся…" in await page.evaluate("window.said")
+    frames = (await room_state(page))["remoteFrames"]
+    await wait_in_page(page, f"window.telemedRoom.remoteFrames >= {frames + 30}", seconds=30)
+    assert (await room_state(page))["chat"] == 3  # nothing shown twice after the resubscribe
+
+    # The doctor ends it: the page says so, stops the camera, and links to the consultation.
+    assert (await doctor.peer.call("consultation:end", {"consultation_id": cid}))["ok"]
+    await wait_in_page(page, "window.telemedRoom.phase === 'ended'")
+    assert await page.locator("#status").inner_text() == "Консультация завершена"
+    link = page.locator("#after-link")
+    assert await link.get_attribute("href") == f"/#/consultations/{cid}"
+    assert await page.evaluate(f"{local}.getTracks().every(t => t.readyState === 'ended')")
+    await page.context.close()
+
+
+async def test_the_doctor_records_with_the_patients_consent_and_ends(
+    browser: Browser,
+    client: AppClient,
+    room: dict[str, Any],
+    peers: list[Peer],
+    media: list[MediaClient],
+) -> None:
+    cid = room["id"]
+    patient = await participant(client, peers, media, room["patient"]["token"], cid)
+    assert (await patient.join())["ok"]
+    assert (await patient.connect_media())["ok"]
+    page = await open_room(browser, client, room, allow=True, who="doctor")
+    await join(page)
+    assert await page.locator("#consent-dialog").is_hidden()  # the doctor is not asked
+    assert await page.locator("#consent").is_hidden()
+    await wait_in_page(page, "window.telemedRoom.remoteFrames >= 10", seconds=30)
+
+    # The doctor asks to record: the doctor's consent reaches the patient, whose consent
+    # starts the recording.
+    await page.locator("#record-start").click()
+    await patient.peer.wait_for(
+        lambda: any(
+            c["granted"]
+            for change in patient.peer.events("recording:state_changed")
+            for c in change["recording"]["consents"]
+        )
+    )
+    await wait_in_page(page, "document.getElementById('notice').textContent.includes('не дал')")
+    consent = {"consultation_id": cid, "granted": True}
+    assert (await patient.peer.call("recording:consent", consent))["ok"]
+    await wait_in_page(page, "window.telemedRoom.recording === true")
+    assert await page.locator("#recording").is_visible()
+    assert await page.locator("#record-start").is_disabled()
+    await page.locator("#record-stop").click()
+    await wait_in_page(page, "window.telemedRoom.recording === false")
+
+    # Ending takes a confirmation; the doctor is then led to write the conclusion.
+    await page.locator("#end").click()
+    await page.locator("#end-cancel").click()
+    assert (await room_state(page))["phase"] == "joined"
+    await page.locator("#end").click()
+    await page.locator("#end-confirm").click()
+    await wait_in_page(page, "window.telemedRoom.phase === 'ended'")
+    link = page.get_by_role("link", name="Написать заключение")
+    assert await link.get_attribute("href") == f"/#/consultations/{cid}"
+    consultation = await ok(client, "GET", f"/consultations/{cid}", room["doctor"]["token"])
+    assert consultation["state"] == "completed"
     await page.context.close()
