@@ -43,7 +43,7 @@ async function slots() {
       h("td", {}, `${when(slot.starts_at)} – ${when(slot.ends_at, "time")}`),
       h("td", {}, t(`slots.${slot.status}`)),
       h("td", {}, slot.status === "free" ? h("button", {
-        type: "button", class: "danger", onclick: async () => { await del(`/slots/${slot.id}`); toast(t("slots.removed")); await refill(); },
+        type: "button", class: "danger", "aria-label": `${t("slots.remove")}: ${when(slot.starts_at)}`, onclick: async () => { await del(`/slots/${slot.id}`); toast(t("slots.removed")); await refill(); },
       }, t("slots.remove")) : "")))) : h("p", { class: "muted" }, t("slots.none")));
   };
   if (!me || !me.is_duty) return [h("h1", {}, t("nav.slots")), h("p", {}, t("slots.notDuty"))];
