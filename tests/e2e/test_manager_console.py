@@ -248,3 +248,10 @@ async def test_manager_console(
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], (path, width)
     await screenshot(page, "manager-outbox-phone", tmp_path)
+
+    # In English by choice: the same page in the other dictionary.
+    before = await rendered(page)
+    await page.get_by_label("Язык").select_option("en")
+    await redrawn_after(page, before)
+    assert await page.locator("h1").inner_text() == "Outgoing SMS and e-mail"
+    assert "cancelled" in await text_of(page, "#outbox")
