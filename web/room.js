@@ -37,6 +37,9 @@ const state = (window.telemedRoom = {
   reconnections: 0, // network drops noticed (each shows «reconnecting», then joins again)
   joinClickedAt: null, // performance.now() of the #join click
   firstRemoteFrameAt: null, // performance.now() of the first remote video frame
+  // performance.now() of each step of the first join: socket, joined, gathered (ICE),
+  // answered (rtc:offer's ack), offered (the server's rtc:offer), connected (media).
+  steps: {},
   error: null,
 });
 
@@ -408,6 +411,10 @@ function gathered(connection) {
   });
 }
 
+function step(name) {
+  if (!(name in state.steps)) state.steps[name] = performance.now();
+}
+
 function countFrames(video) {
   const tick = () => {
     if (state.firstRemoteFrameAt === null) state.firstRemoteFrameAt = performance.now();
@@ -454,6 +461,7 @@ async function connectMedia() {
     if (current !== pc) return;
     // A broken media connection is a network drop that the socket may not have noticed
     // yet (its pings take longer): join again over a new socket, with a new connection.
+    if (current.connectionState === "connected") step("connected");
     if (current.connectionState === "failed") reconnect();
     if (current.connectionState === "disconnected") {
       setTimeout(() => { if (current === pc && current.connectionState === "disconnected") reconnect(); }, 5000);
@@ -461,7 +469,9 @@ async function connectMedia() {
   };
   await current.setLocalDescription(await current.createOffer());
   await gathered(current);
+  step("gathered");
   const answer = check(await call("rtc:offer", { consultation_id: consultationId, sdp: current.localDescription.sdp }));
+  step("answered");
   if (current === pc) await current.setRemoteDescription({ type: "answer", sdp: answer.sdp });
 }
 
@@ -469,6 +479,7 @@ async function answerServer(offer) {
   // The server adds what this page receives: its offer, our answer.
   const current = pc;
   if (!current) return;
+  step("offered");
   await current.setRemoteDescription({ type: "offer", sdp: offer.sdp });
   await current.setLocalDescription(await current.createAnswer());
   await gathered(current);
@@ -501,6 +512,7 @@ async function joinRoom() {
   const stale = () => mine !== attempt || socket.disconnected;
   const joined = await call("room:join", { consultation_id: consultationId });
   if (stale()) return;
+  step("joined");
   if (!joined.ok && joined.error.code === "unavailable") throw new Unanswered(joined.error.message);
   if (!joined.ok) {
     state.phase = "refused";
@@ -571,6 +583,7 @@ function enter() {
     reconnectionDelayMax: 4000,
   });
   socket.on("connect", () => {
+    step("socket");
     negotiation = negotiation.then(joinRoom).catch(failed);
   });
   socket.on("disconnect", (reason) => {
