@@ -66,7 +66,8 @@ async def rendered(page: Page) -> int:
 async def go(page: Page, hash_path: str) -> None:
     """Follow an in-app link and wait until its page is drawn."""
     before = await rendered(page)
-    await page.evaluate(f"location.hash = {hash_path!r}")
+    target = "#" + hash_path.lstrip("#")
+    await page.evaluate(f"window.telemedGo({target!r})")
     await wait_in_page(page, f"window.telemedApp.rendered > {before}")
 
 

@@ -184,20 +184,13 @@ async def test_route_3_referral(
     await upload_form.get_by_label("Название").fill("ЭКГ от 20.11")
     await upload_form.get_by_role("button", name="Загрузить документ").click()
     await home.locator("#documents li.document", has_text="ЭКГ от 20.11").wait_for()
-    # No page attaches a document to an existing consultation yet: the API does it, as
-    # the patient (see the report).
-    signed = await ok(
-        client, "POST", "/auth/login", None, {"login": login, "password": PATIENT_PASSWORD}
-    )
-    client.session.cookie_jar.clear()
-    documents = await ok(client, "GET", "/documents", signed["token"])
-    await ok(
-        client,
-        "POST",
-        f"/consultations/{referral_id}/documents",
-        signed["token"],
-        {"document_ids": [d["id"] for d in documents["items"]]},
-    )
+    # ... and attaches it to the referral from the referral's page.
+    await go(home, f"#/consultations/{referral_id}")
+    attach = home.locator("#attach-form")
+    await attach.get_by_label("ЭКГ от 20.11", exact=False).check()
+    await click_and_draw(home, attach.get_by_role("button", name="Приложить"))
+    await home.locator("li.document", has_text="ЭКГ от 20.11").wait_for()
+    assert await home.locator("#attach-form").count() == 0  # nothing left to attach
     await go(home, "#/consultations")
 
     # The centre's doctor finds the referral among the requests and sets a time.
@@ -222,6 +215,10 @@ async def test_route_3_referral(
     # The patient's list shows the time as soon as it is set (live), and an SMS follows.
     await wait_in_page(home, "document.querySelector('#consultations [data-state=scheduled]')")
     assert "11:00" in await home.locator("#consultations li.consultation").inner_text()
+    signed = await ok(
+        client, "POST", "/auth/login", None, {"login": login, "password": PATIENT_PASSWORD}
+    )
+    client.session.cookie_jar.clear()
     consultation = await ok(client, "GET", f"/consultations/{referral_id}", signed["token"])
     assert consultation["state"] == "scheduled"
     assert datetime.fromisoformat(consultation["starts_at"]) == starts

@@ -198,6 +198,26 @@ function chat(item) {
     h("h2", { id: "chat-title" }, t("chat.title")), box, log, send);
 }
 
+// The patient adds documents from the cabinet to an open consultation.
+async function attachForm(item) {
+  const { items } = await get("/documents");
+  const free = items.filter((d) => !item.document_ids.includes(d.id));
+  if (!free.length) return h("p", { class: "muted" }, t("details.nothingToAttach"), " ", h("a", { href: "#/documents" }, t("nav.documents")));
+  return form({ id: "attach-form", "aria-label": t("details.attach") }, [
+    h("fieldset", {}, h("legend", {}, t("details.attach")), free.map((d) => {
+      const id = `attach-${d.id}`;
+      return h("p", { class: "field check" },
+        h("input", { type: "checkbox", id, name: "document_ids", value: d.id }),
+        h("label", { for: id }, `${d.title} (${t(`kind.${d.kind}`)})`));
+    })),
+  ], "details.attachSubmit", async (values, element) => {
+    const chosen = [...element.querySelectorAll("input[name=document_ids]:checked")].map((i) => i.value);
+    if (!chosen.length) throw new Error(t("details.chooseDocuments"));
+    await post(`/consultations/${item.id}/documents`, { document_ids: chosen });
+    done("attach");
+  });
+}
+
 async function details({ params }) {
   const item = await get(`/consultations/${params.id}`);
   const moves = new Set(item.allowed_moves);
@@ -228,7 +248,8 @@ async function details({ params }) {
     actions.length ? h("p", { class: "actions" }, actions) : null,
     item.state === "concluded" ? await conclusionView(item) : null,
     ...forms,
-    h("section", { class: "card", "aria-labelledby": "docs-title" }, h("h2", { id: "docs-title" }, t("details.documents")), await documentsOf(item)),
+    h("section", { class: "card", "aria-labelledby": "docs-title" }, h("h2", { id: "docs-title" }, t("details.documents")), await documentsOf(item),
+      role === "patient" && LIVE.includes(item.state) ? await attachForm(item) : null),
     role !== "manager" ? chat(item) : null);
   const box = errorBox();
   page.prepend(box);

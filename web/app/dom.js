@@ -50,9 +50,8 @@ export function errorBox() {
 
 export function showError(box, error) {
   box.hidden = false;
-  const detail = error.details && error.details.fields
-    ? " " + Object.entries(error.details.fields).map(([name, text]) => `${name}: ${text}`).join("; ")
-    : "";
+  const fields = error.details && Array.isArray(error.details.fields) ? error.details.fields : [];
+  const detail = fields.length ? " " + fields.map((f) => `${f.field}: ${f.message}`).join("; ") : "";
   box.textContent = (error.code && t(`error.${error.code}`) !== `error.${error.code}` ? t(`error.${error.code}`) : error.message) + detail;
 }
 

@@ -14,6 +14,8 @@ const $ = (id) => document.getElementById(id);
 
 // What the tests can read without eval (the CSP forbids it): the page and the bell.
 const state = (window.telemedApp = { user: null, route: null, unread: 0, rendered: 0, live: false });
+// Navigation for tests and embedding hosts: redraws even when the hash is the same.
+window.telemedGo = (hash) => go(hash);
 
 export const session = { user: null, socket: null };
 
@@ -22,7 +24,7 @@ const NAV = {
   doctor: [["#/requests", "nav.requests"], ["#/today", "nav.today"], ["#/slots", "nav.slots"], ["#/consultations", "nav.consultations"]],
   manager: [["#/centres", "nav.centres"], ["#/doctors", "nav.doctors"], ["#/imports", "nav.imports"], ["#/sla", "nav.sla"], ["#/outbox", "nav.outbox"]],
 };
-const HOME = { patient: "#/consultations", doctor: "#/requests", manager: "#/centres" };
+const HOME = { patient: "#/consultations", doctor: "#/requests", manager: "#/centres", admin: "#/profile" };
 
 const ROUTES = [
   ...auth.routes, ...patient.routes, ...doctor.routes, ...manager.routes, ...consultation.routes,
@@ -78,7 +80,7 @@ export async function render() {
 
 function drawNav(path) {
   const user = session.user;
-  const links = user && !user.must_change_password ? NAV[user.role] : [];
+  const links = user && !user.must_change_password ? NAV[user.role] || [] : [];
   $("nav").replaceChildren(...links.map(([href, key]) =>
     h("a", { href, "aria-current": path.startsWith(href.slice(1)) ? "page" : null }, t(key))));
   $("who").replaceChildren(...(user ? [
