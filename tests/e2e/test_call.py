@@ -1,0 +1,122 @@
+"""A real consultation through the web app: a patient's and a doctor's browser (fake
+camera and microphone) call each other through the relay, chat both ways in the room,
+record with the patient's consent, end; the doctor issues the conclusion and the patient
+reads and downloads it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from playwright.async_api import Browser, Page
+
+from telemed.clock import FakeClock
+from tests.e2e.app_pages import go, new_page, screenshot, sign_in, wait_in_page
+from tests.factories import PASSWORD, AppClient
+from tests.flows import (
+    NEW_PASSWORD,
+    book_slot,
+    later,
+    make_centre,
+    make_doctor,
+    make_patient,
+    manager_token,
+    ok,
+)
+
+ROOM = "window.telemedRoom"
+
+
+async def enter_room(page: Page, consultation_id: str) -> None:
+    """From the consultation's page into its video room, past the device check."""
+    await go(page, f"/consultations/{consultation_id}")
+    await page.locator("#join-room").click()
+    await page.wait_for_url("**/room.html?**")
+    await wait_in_page(page, f"{ROOM}.phase === 'prejoin'")
+    await page.locator("#join").click()
+    await wait_in_page(page, f"{ROOM}.phase === 'joined'")
+
+
+async def say_in_room(page: Page, text: str) -> None:
+    await page.locator("#chat-input").fill(text)
+    await page.locator("#chat-input").press("Enter")
+
+
+async def test_a_call_in_two_browsers_with_chat_recording_end_and_conclusion(
+    browser: Browser, client: AppClient, clock: FakeClock, tmp_path: Path
+) -> None:
+    manager = await manager_token(client)
+    centre = await make_centre(client, manager)
+    duty = await make_doctor(client, manager, centre["id"], duty=True, name="Соколова А. В.")
+    patient = await make_patient(client, full_name="Иванов Сергей Петрович")
+    booked = await book_slot(client, duty, patient, later(clock, minutes=5), topic="cardiovascular")
+    consultation_id = booked["id"]
+
+    patient_page = await new_page(browser, client, media=True, phone=True)
+    await sign_in(patient_page, client, patient["user"]["phone"], PASSWORD)
+    doctor_page = await new_page(browser, client, media=True)
+    await sign_in(doctor_page, client, duty["phone"], NEW_PASSWORD)
+
+    # The patient comes first and waits; the doctor's entry starts the consultation.
+    await enter_room(patient_page, consultation_id)
+    await enter_room(doctor_page, consultation_id)
+    # Remote video plays on both sides.
+    for page in (patient_page, doctor_page):
+        await wait_in_page(page, f"{ROOM}.remoteFrames > 15", seconds=30)
+    state = await ok(client, "GET", f"/consultations/{consultation_id}", duty["token"])
+    assert state["state"] == "in_progress"
+    # The doctor sees the patient's camera and microphone working.
+    await wait_in_page(doctor_page, "document.getElementById('others').textContent.length > 0")
+
+    # The patient, asked on joining whether the call may be recorded, says no for now.
+    await patient_page.locator("#consent-dialog #consent-no").click()
+
+    # Chat both ways, beside the video.
+    await say_in_room(patient_page, "Доктор, вы меня слышите?")
+    await doctor_page.locator("#chat-log li", has_text="вы меня слышите").wait_for()
+    await say_in_room(doctor_page, "Да, слышу и вижу вас хорошо.")
+    await patient_page.locator("#chat-log li", has_text="слышу и вижу").wait_for()
+
+    # Recording: the doctor asks again, the patient agrees, both see the indicator.
+    await doctor_page.locator("#record-start").click()
+    await patient_page.locator("#consent-dialog #consent-yes").click()
+    for page in (patient_page, doctor_page):
+        await page.locator("#recording").wait_for(state="visible", timeout=20000)
+    await screenshot(patient_page, "room-patient-phone", tmp_path)
+    await screenshot(doctor_page, "room-doctor", tmp_path)
+    await asyncio.sleep(2)  # two seconds of the call on record
+
+    # The doctor ends the consultation for everyone.
+    await doctor_page.locator("#end").click()
+    await doctor_page.locator("#end-confirm").click()
+    for page in (patient_page, doctor_page):
+        await wait_in_page(page, f"{ROOM}.phase === 'ended'")
+    recordings = await ok(
+        client, "GET", f"/consultations/{consultation_id}/recordings", duty["token"]
+    )
+    assert len({item["user_id"] for item in recordings["items"]}) == 2
+    assert all(item["size"] > 0 for item in recordings["items"])
+
+    # From the room back to the consultation, where the conclusion is written.
+    await doctor_page.locator("#after-link").click()
+    await doctor_page.wait_for_url("**/#/consultations/*")
+    await doctor_page.locator("#conclusion-form").wait_for()
+    await doctor_page.get_by_label("Диагноз").fill("Гипертоническая болезнь I стадии")
+    await doctor_page.get_by_label("Код МКБ-10").fill("I10")
+    await doctor_page.get_by_label("Результаты").fill("АД 150/95, ЧСС 78. Жалобы на головные боли.")
+    await doctor_page.get_by_label("Рекомендации").fill("Контроль давления дважды в день.")
+    await doctor_page.get_by_role("button", name="Выдать заключение").click()
+    await wait_in_page(doctor_page, "!!document.querySelector('article[data-state=concluded]')")
+
+    # The patient is told, reads it, and downloads the PDF.
+    await patient_page.goto(str(client.make_url(f"/#/consultations/{consultation_id}")))
+    conclusion = patient_page.locator("#conclusion")
+    await conclusion.wait_for()
+    await patient_page.locator("#bell .count").wait_for()
+    assert "Контроль давления" in await conclusion.inner_text()
+    await screenshot(patient_page, "patient-conclusion", tmp_path)
+    async with patient_page.expect_download() as download_info:
+        await patient_page.locator("#conclusion-pdf").click()
+    pdf = await (await download_info.value).path()
+    content = await asyncio.to_thread(Path(pdf).read_bytes)
+    assert content.startswith(b"%PDF")
