@@ -150,6 +150,7 @@ class Endpoint:
     access: Access
     roles: frozenset[Role] | None
     allow_pending_password: bool
+    allow_join_token: bool
     body_model: type[BaseModel] | None
     query_model: type[BaseModel] | None
     response_model: type[BaseModel] | None
@@ -179,13 +180,16 @@ class Routes:
         access: Access = Access.USER,
         roles: Iterable[Role] | None = None,
         allow_pending_password: bool = False,
+        allow_join_token: bool = False,
         raw_body: RawBody | None = None,
         raw_response: RawResponse | None = None,
         errors: tuple[int, ...] = (),
         writes: bool | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """``writes``: the call changes the database (default: unless it is a GET). A GET
-        that writes (an audited read) says so, so that its transaction begins as a write."""
+        that writes (an audited read) says so, so that its transaction begins as a write.
+        ``allow_join_token``: a join token (a session scoped to one consultation's room)
+        may make the call; every other endpoint refuses it."""
 
         def decorate(handler: HandlerT) -> HandlerT:
             hints = typing.get_type_hints(handler)
@@ -208,6 +212,7 @@ class Routes:
                     access=access,
                     roles=frozenset(roles) if roles is not None else None,
                     allow_pending_password=allow_pending_password,
+                    allow_join_token=allow_join_token,
                     body_model=hints.get("body"),
                     query_model=hints.get("query"),
                     response_model=response_model,
@@ -232,6 +237,20 @@ class Routes:
 
     def delete(self, path: str, **kwargs: Any) -> Callable[[HandlerT], HandlerT]:
         return self.route("DELETE", path, **kwargs)
+
+
+def check_join_token(auth_session: AuthSession | None, endpoint: Endpoint) -> None:
+    """Refuse a join token where it has no business: it is put in embed URLs and WebViews,
+    so it opens its consultation's room (Socket.IO) and reads the account's language
+    (``GET /me``), nothing else. Not 401: the token is valid, and a client told to sign
+    in again would drop it for nothing."""
+    if auth_session is None or auth_session.consultation_id is None:
+        return
+    if not endpoint.allow_join_token:
+        raise Forbidden(
+            "A join token opens its consultation's room only",
+            details={"join_token_for": str(auth_session.consultation_id)},
+        )
 
 
 def validation_details(exc: pydantic.ValidationError) -> dict[str, Any]:
@@ -282,6 +301,7 @@ class Api:
                     if endpoint.access is Access.USER:
                         if caller is None:
                             raise Unauthenticated("Sign in first")
+                        check_join_token(resolved.auth_session, endpoint)
                         if caller.must_change_password and not endpoint.allow_pending_password:
                             raise PasswordChangeRequired(
                                 "Change the temporary password before going on"

@@ -97,6 +97,7 @@ async def test_everyone_else_is_refused_and_nothing_changes(
             {"doctor"},
         ),
         ("GET", f"/consultations/{cid}/conclusion", None, {"patient", "doctor", "manager"}),
+        ("POST", f"/consultations/{cid}/join-token", None, {"patient", "doctor"}),
         ("GET", f"/consultations/{cid}/conclusion.pdf", None, {"patient", "doctor", "manager"}),
         ("GET", f"/documents/{document['id']}", None, {"patient"}),
         ("GET", f"/documents/{document['id']}/content", None, {"patient"}),

@@ -46,7 +46,12 @@ class User(SQLModel, table=True):
 
 
 class AuthSession(SQLModel, table=True):
-    """A login session. Only the SHA-256 of the token is stored."""
+    """A login session, or a join token. Only the SHA-256 of the token is stored.
+
+    A join token (``consultation_id`` set) is a session scoped to one consultation's
+    room: the HTTP API refuses it (but ``GET /me`` and ``POST /auth/logout``), and on
+    Socket.IO it acts on that consultation only.
+    """
 
     __tablename__ = "auth_session"
 
@@ -57,6 +62,9 @@ class AuthSession(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     user_agent: str | None = Field(default=None, max_length=300)
+    consultation_id: uuid.UUID | None = Field(
+        default=None, foreign_key="consultation.id", ondelete="CASCADE"
+    )
 
 
 class LoginFailure(SQLModel, table=True):

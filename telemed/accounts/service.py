@@ -120,8 +120,12 @@ async def do_start_session(
     now: datetime,
     ttl: timedelta,
     user_agent: str | None = None,
+    consultation_id: uuid.UUID | None = None,
 ) -> tuple[str, AuthSession]:
-    """A new session for ``user``; returns the token (shown once) and its row."""
+    """A new session for ``user``; returns the token (shown once) and its row.
+
+    With ``consultation_id`` it is a join token: a session for that consultation's room
+    only (see ``telemed.media.service.check_issue_join_token``)."""
     token = secrets.token_urlsafe(TOKEN_BYTES)
     auth_session = AuthSession(
         user_id=user.id,
@@ -129,6 +133,7 @@ async def do_start_session(
         created_at=now,
         expires_at=now + ttl,
         user_agent=(user_agent or "")[:300] or None,
+        consultation_id=consultation_id,
     )
     session.add(auth_session)
     return token, auth_session

@@ -141,11 +141,16 @@ async def login(call: Call, body: LoginIn) -> AuthOut:
     return _signed_in(call, token, auth_session, user)
 
 
-@routes.post("/auth/logout", allow_pending_password=True)
+@routes.post("/auth/logout", allow_pending_password=True, allow_join_token=True)
 async def logout(call: Call) -> None:
-    """POST /auth/logout: end this session (the token stops working at once)."""
+    """POST /auth/logout: end this session (the token stops working at once).
+
+    With a join token, ends that token only: the browser's own session cookie is kept.
+    """
     if call.auth_session is not None:
         await service.do_revoke_session(call.session, auth_session=call.auth_session, now=call.now)
+        if call.auth_session.consultation_id is not None:
+            return
     call.response_hooks.append(clear_session_cookie)
 
 
@@ -167,9 +172,10 @@ async def change_password(call: Call, body: PasswordChangeIn) -> None:
     )
 
 
-@routes.get("/me", allow_pending_password=True)
+@routes.get("/me", allow_pending_password=True, allow_join_token=True)
 async def me(call: Call) -> UserPublic:
-    """GET /me: the signed-in user's own account."""
+    """GET /me: the signed-in user's own account (also with a join token: the room reads
+    the user's language and role)."""
     return UserPublic.model_validate(call.user)
 
 

@@ -1,16 +1,59 @@
-"""HTTP routes of recordings: the list of a consultation's files and a file itself."""
+"""HTTP routes of the video room: join tokens, and recordings (the list of a
+consultation's files and a file itself)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from urllib.parse import urlencode
+
 from aiohttp import web
+from pydantic import BaseModel, Field
 
 from telemed import keys
 from telemed.api import Call, ListOf, RawResponse, Routes
 from telemed.jobs import register_job
 from telemed.media import recordings
 from telemed.media.models import RecordingPublic
+from telemed.media.service import check_issue_join_token
 
 routes = Routes(tag="recordings")
+room_routes = Routes(tag="room")
+
+
+class JoinTokenOut(BaseModel):
+    token: str = Field(description="For `auth: {token}` on Socket.IO; refused by the HTTP API")
+    expires_at: datetime
+    url: str = Field(
+        description="The embeddable room with this token, relative to the server: "
+        "`/embed/consultations/<id>?token=<token>`"
+    )
+
+
+@room_routes.post("/consultations/{id}/join-token", status=201, errors=(409,))
+async def issue_join_token(call: Call) -> JoinTokenOut:
+    """POST /consultations/{id}/join-token: a short-lived token for the consultation's
+    video room alone (web, embed, app), for its patient or its doctor while the room is
+    open to them.
+
+    The token lives until the planned end plus an hour (at most four hours); the HTTP
+    API refuses it (403) except ``GET /me`` and ``POST /auth/logout`` (which ends it),
+    and on Socket.IO it acts on this consultation only. It never sets the cookie.
+    """
+    consultation_id = call.path_id()
+    token, join_session = await check_issue_join_token(
+        call.session,
+        actor=call.user,
+        now=call.now,
+        settings=call.settings,
+        consultation_id=consultation_id,
+        user_agent=call.request.headers.get("User-Agent"),
+        address=call.address,
+    )
+    return JoinTokenOut(
+        token=token,
+        expires_at=join_session.expires_at,
+        url=f"/embed/consultations/{consultation_id}?{urlencode({'token': token})}",
+    )
 
 
 @routes.get("/consultations/{id}/recordings")
@@ -53,5 +96,6 @@ async def download_recording(call: Call) -> web.StreamResponse:
 
 
 def setup_routes(app: web.Application) -> None:
+    app[keys.API].include(app, room_routes)
     app[keys.API].include(app, routes)
     register_job(app, "recording_purge", recordings.purge_recordings)

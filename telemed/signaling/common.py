@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -16,7 +17,7 @@ from telemed import db, keys, live
 from telemed.accounts.models import User
 from telemed.accounts.service import get_session_user
 from telemed.api import parse_model
-from telemed.errors import ErrorCode, TelemedError, Unauthenticated
+from telemed.errors import ErrorCode, Forbidden, TelemedError, Unauthenticated
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +60,37 @@ async def caller(
         await live.publish(app[keys.EMIT], live.take(session))
 
 
+class _Aimed(BaseModel):
+    """What every client → server event names: its consultation."""
+
+    consultation_id: uuid.UUID
+
+
+async def check_scope(sio: socketio.AsyncServer, sid: str, data: Any) -> None:
+    """A socket signed in with a join token acts on its consultation only: an event that
+    names another one is ``forbidden`` (without looking it up), one that names none is
+    ``invalid_input``. The scope is fixed when the token is issued, so the one saved at
+    connect holds; expiry and revocation are checked as for any token."""
+    scope = (await sio.get_session(sid)).get("consultation_id")
+    if scope is None:
+        return
+    aimed = parse(_Aimed, data if isinstance(data, dict) else {})
+    if str(aimed.consultation_id) != scope:
+        raise Forbidden(
+            "A join token acts on its own consultation only",
+            details={"join_token_for": scope},
+        )
+
+
 def acked(
-    handler: Callable[[str, Any], Awaitable[Ack]],
+    sio: socketio.AsyncServer, handler: Callable[[str, Any], Awaitable[Ack]]
 ) -> Callable[[str, Any], Awaitable[Ack]]:
+    """The event's handler, answering with an ack (its errors in the one shape), for a
+    join token's socket only on its own consultation (``check_scope``)."""
+
     async def wrapped(sid: str, data: Any = None) -> Ack:
         try:
+            await check_scope(sio, sid, data)
             return await handler(sid, data)
         except TelemedError as exc:
             return refused(exc)

@@ -194,15 +194,18 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
         return None
 
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        """connect {auth: {token}} (or the session cookie): joins ``user:<id>``."""
+        """connect {auth: {token}} (or the session cookie): joins ``user:<id>``, unless
+        the token is a join token (its socket acts on its consultation only)."""
         token = await token_of(environ, auth)
         user = None
         doctor = None
+        scope = None
         if token:
             async with app[keys.SESSION_FACTORY]() as session:
                 found = await get_session_user(session, token=token, now=app[keys.CLOCK].now())
                 if found is not None:
-                    user = found[0]
+                    user, auth_session = found
+                    scope = auth_session.consultation_id
                     doctor = await doctor_of(session, user)
         if user is not None and user.must_change_password:
             refusal = PasswordChangeRequired("Change the temporary password before going on")
@@ -220,10 +223,16 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
                 "token": token,
                 "user_id": str(user.id),
                 "doctor_id": str(doctor.id) if doctor is not None else None,
+                # A join token's consultation (``common.check_scope``).
+                "consultation_id": str(scope) if scope is not None else None,
             },
         )
         assert token is not None  # a user was found by it
         app[keys.SOCKETS][sid] = hash_token(token)
+        if scope is not None:
+            # Not the user's nor the centre's rooms: their events are about other
+            # consultations. The room's own events come by subscribing to it.
+            return
         await sio.enter_room(sid, f"user:{user.id}")
         if user.role is Role.DOCTOR and doctor is not None:
             await sio.enter_room(sid, f"centre:{doctor.centre_id}")
@@ -344,8 +353,8 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
 
     sio.on("connect", handler=connect)
     sio.on("disconnect", handler=disconnect)
-    sio.on("consultation:subscribe", handler=acked(subscribe))
-    sio.on("consultation:unsubscribe", handler=acked(unsubscribe))
-    sio.on("chat:send", handler=acked(send))
-    sio.on("chat:read", handler=acked(read))
-    sio.on("chat:typing", handler=acked(typing))
+    sio.on("consultation:subscribe", handler=acked(sio, subscribe))
+    sio.on("consultation:unsubscribe", handler=acked(sio, unsubscribe))
+    sio.on("chat:send", handler=acked(sio, send))
+    sio.on("chat:read", handler=acked(sio, read))
+    sio.on("chat:typing", handler=acked(sio, typing))

@@ -32,12 +32,22 @@ disconnects the socket at its next background round (`TELEMED_WORKER_INTERVAL_SE
 An account that must change its temporary password is refused with
 `password_change_required`.
 
+A join token (`POST /api/v1/consultations/{id}/join-token`, for the embedded room)
+connects the same way but acts on its own consultation only: every event must name that
+consultation (`room:*`, `rtc:*`, `media:report`, `recording:*`, `chat:*`,
+`consultation:subscribe`, `consultation:end`), and one that names another is answered
+`forbidden` before anything is looked up. Its socket joins neither the user's nor the
+centre's room (no `notification:created`); it receives its consultation's events once it
+subscribes to it or joins its room. When the token expires (an hour after the
+consultation's planned end, see `docs/api.md`) or is ended, the socket is cut off like
+any other.
+
 ## Acknowledgements and errors
 
 Every client → server event is acknowledged (use `emitWithAck` / `call`):
 `{"ok": true, "data": …}` or `{"ok": false, "error": {"code", "message", "details"}}`
-with the same codes as the HTTP API (`invalid_input`, `not_found`, `invalid_state`,
-`rate_limited`, `unauthenticated`, `internal`). Payloads with unknown fields are
+with the same codes as the HTTP API (`invalid_input`, `not_found`, `forbidden`,
+`invalid_state`, `rate_limited`, `unauthenticated`, `internal`). Payloads with unknown fields are
 `invalid_input`. A consultation the user takes no part in answers `not_found`, the same as
 one that does not exist. One socket's events are handled in the order sent.
 

@@ -257,15 +257,15 @@ def register(app: web.Application, sio: socketio.AsyncServer) -> None:
             await rooms.close(str(event.payload["id"]))
 
     app[keys.EMIT] = emit
-    sio.on("room:join", handler=acked(join))
-    sio.on("rtc:offer", handler=acked(offer))
-    sio.on("rtc:answer", handler=acked(answer))
-    sio.on("media:report", handler=acked(report))
-    sio.on("recording:consent", handler=acked(consent))
-    sio.on("recording:start", handler=acked(start_recording))
-    sio.on("recording:stop", handler=acked(stop_recording))
-    sio.on("room:leave", handler=acked(leave))
-    sio.on("consultation:end", handler=acked(end))
+    sio.on("room:join", handler=acked(sio, join))
+    sio.on("rtc:offer", handler=acked(sio, offer))
+    sio.on("rtc:answer", handler=acked(sio, answer))
+    sio.on("media:report", handler=acked(sio, report))
+    sio.on("recording:consent", handler=acked(sio, consent))
+    sio.on("recording:start", handler=acked(sio, start_recording))
+    sio.on("recording:stop", handler=acked(sio, stop_recording))
+    sio.on("room:leave", handler=acked(sio, leave))
+    sio.on("consultation:end", handler=acked(sio, end))
 
 
 LIVE = frozenset({"scheduled", "in_progress"})
