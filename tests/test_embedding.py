@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page
 
 from tests.factories import AppClient, assert_error
+from tests.flows import ok
 from tests.media_peers import MediaClient
 from tests.servers import free_port
 
@@ -101,10 +102,11 @@ async def test_a_host_page_receives_the_rooms_events(
     doctor = room_doctor
     host_origin = origin_of(host)
     telemed = str(client.make_url("/")).rstrip("/")
-    room = (
-        f"{telemed}/embed/consultations/{cid}?token={booked['patient']['token']}"
-        f"&origin={quote(host_origin, safe='')}"
-    )
+    # The host's server mints a join token for the patient (never the session token).
+    path = f"/consultations/{cid}/join-token"
+    joining = await ok(client, "POST", path, booked["patient"]["token"], status=201)
+    assert joining["url"] == f"/embed/consultations/{cid}?token={joining['token']}"
+    room = f"{telemed}{joining['url']}&origin={quote(host_origin, safe='')}"
     context = await browser.new_context()
     # A frame's camera permission is the embedding page's (Chromium delegates it).
     for origin in (host_origin, telemed):

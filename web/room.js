@@ -82,7 +82,10 @@ document.querySelectorAll("[data-i18n-label]").forEach((element) => {
 
 const isDoctor = state.role === "doctor";
 const roleName = (role) => TEXT[role === "doctor" ? "roleDoctor" : role === "patient" ? "rolePatient" : "roleOther"];
-const timeFormat = new Intl.DateTimeFormat(LANG, { hour: "2-digit", minute: "2-digit" });
+// Times in the user's own time zone (the account's), as the rest of the app shows them.
+const timeFormat = new Intl.DateTimeFormat(LANG === "en" ? "en-GB" : "ru-RU", {
+  hour: "2-digit", minute: "2-digit", timeZone: (me && me.time_zone) || "Europe/Moscow",
+});
 
 // -- camera and microphone -------------------------------------------------------------
 

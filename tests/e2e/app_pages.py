@@ -87,6 +87,7 @@ async def screenshot(page: Page, name: str, tmp_path: Path) -> Path:
     folder = SCREENSHOTS if os.environ.get("TELEMED_SCREENSHOTS") == "1" else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
+    await page.evaluate("window.scrollTo(0, 0)")
     await page.screenshot(path=str(path), full_page=False)
     assert path.stat().st_size > 5000, "an empty screenshot"
     return path
