@@ -87,7 +87,10 @@ async def screenshot(page: Page, name: str, tmp_path: Path) -> Path:
     folder = SCREENSHOTS if os.environ.get("TELEMED_SCREENSHOTS") == "1" else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    await page.evaluate("window.scrollTo(0, 0)")
+    await page.evaluate(
+        "window.scrollTo(0, 0); document.getElementById('toast')?.classList.remove('shown')"
+    )
+    await page.wait_for_timeout(300)  # the toast's fade
     await page.screenshot(path=str(path), full_page=False)
     assert path.stat().st_size > 5000, "an empty screenshot"
     return path

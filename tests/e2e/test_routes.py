@@ -104,9 +104,9 @@ async def test_route_1_register_upload_request_schedule_notify(
     await wait_in_page(patient, f"window.telemedApp.unread > {before}")
     await patient.locator("article[data-state=scheduled]").wait_for()
     assert "10:00" in await patient.locator("dl.facts").inner_text()
-    await patient.locator("#bell").click()
-    assert await patient.locator("#bell-panel li").count() >= 1
     await screenshot(patient, "patient-consultation", tmp_path)
+    await patient.locator("#bell").click()
+    assert await patient.locator("#bell-panel li", has_text="Консультация назначена").count() == 1
     # The calendar file of the appointment.
     async with patient.expect_download() as download_info:
         await patient.locator("#calendar").click()
