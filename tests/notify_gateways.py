@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
@@ -86,3 +87,19 @@ def running_smtp(capture: SmtpCapture) -> Iterator[int]:
         yield port
     finally:
         controller.stop()
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[tuple[SmsGateway, str]]:
+    """A running SMS gateway and its webhook URL (for ``TELEMED_SMS_HTTP_URL``)."""
+    gw = SmsGateway()
+    async with running_gateway(gw) as url:
+        yield gw, url
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[SmtpCapture, int]]:
+    """A running SMTP server that keeps what it is given, and its port."""
+    capture = SmtpCapture()
+    with running_smtp(capture) as port:
+        yield capture, port

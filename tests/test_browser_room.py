@@ -15,6 +15,7 @@ import pytest
 from playwright.async_api import Browser, Page
 
 from telemed import keys
+from tests.browser import wait_in_page
 from tests.factories import AppClient
 from tests.flows import ok
 from tests.media_peers import MediaClient, participant
@@ -64,18 +65,6 @@ async def join(page: Page) -> None:
 async def room_state(page: Page) -> dict[str, Any]:
     state: dict[str, Any] = await page.evaluate("window.telemedRoom")
     return state
-
-
-async def wait_in_page(page: Page, expression: str, seconds: float = 20) -> None:
-    """Poll ``expression`` from here: the page's CSP forbids the eval that Playwright's
-    ``wait_for_function`` uses, and the test must not lift the CSP it checks."""
-    try:
-        async with asyncio.timeout(seconds):
-            while not await page.evaluate(expression):  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
-    except TimeoutError:
-        status = await page.locator("#status").inner_text()
-        raise AssertionError(f"{expression}: {await room_state(page)} «{status}»") from None
 
 
 async def test_a_browser_patient_and_an_aiortc_doctor_see_each_other_and_are_recorded(

@@ -10,7 +10,7 @@ import email.policy
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -31,7 +31,7 @@ from telemed.notify.texts import NotificationKind, format_datetime, format_short
 from telemed.notify.worker import claim
 from tests.conftest import AppClient
 from tests.factories import assert_error, bearer, register, staff
-from tests.notify_gateways import SmsGateway, SmtpCapture, running_gateway, running_smtp
+from tests.notify_gateways import SmsGateway, SmtpCapture
 
 API = "/api/v1"
 RETRY_BASE = 10
@@ -42,20 +42,6 @@ WHEN = datetime(2026, 12, 3, 11, 30, tzinfo=UTC)  # 14:30 in Moscow
 
 
 # ── fixtures ────────────────────────────────────────────────────────────────────────
-
-
-@pytest.fixture
-async def gateway() -> AsyncIterator[tuple[SmsGateway, str]]:
-    gw = SmsGateway()
-    async with running_gateway(gw) as url:
-        yield gw, url
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[SmtpCapture, int]]:
-    capture = SmtpCapture()
-    with running_smtp(capture) as port:
-        yield capture, port
 
 
 @pytest.fixture

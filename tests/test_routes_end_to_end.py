@@ -6,7 +6,6 @@ from __future__ import annotations
 import email
 import io
 import re
-from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from email.message import Message
 from typing import Any
@@ -29,23 +28,9 @@ from tests.flows import (
     ok,
     upload,
 )
-from tests.notify_gateways import SmsGateway, SmtpCapture, running_gateway, running_smtp
+from tests.notify_gateways import SmsGateway, SmtpCapture
 
 DIAGNOSIS = "Ишемическая болезнь сердца: стабильная стенокардия напряжения, ФК II"
-
-
-@pytest.fixture
-async def gateway() -> AsyncIterator[tuple[SmsGateway, str]]:
-    gw = SmsGateway()
-    async with running_gateway(gw) as url:
-        yield gw, url
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[SmtpCapture, int]]:
-    capture = SmtpCapture()
-    with running_smtp(capture) as port:
-        yield capture, port
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from typing import Any
 
 from playwright.async_api import Browser, BrowserContext, Page, ViewportSize
 
+from tests.browser import wait_in_page as wait_in_page  # for the e2e tests
 from tests.factories import AppClient
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -41,17 +42,6 @@ async def new_page(
 async def app_state(page: Page) -> dict[str, Any]:
     state: dict[str, Any] = await page.evaluate("window.telemedApp")
     return state
-
-
-async def wait_in_page(page: Page, expression: str, seconds: float = 20) -> None:
-    """Poll ``expression`` in the page until it holds."""
-    try:
-        async with asyncio.timeout(seconds):
-            while not await page.evaluate(expression):  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
-    except TimeoutError:
-        text = await page.locator("body").inner_text()
-        raise AssertionError(f"{expression} never held; the page says: {text[:2000]}") from None
 
 
 async def open_app(page: Page, client: AppClient, hash_path: str = "/") -> None:

@@ -6,7 +6,9 @@ reads and downloads it."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from playwright.async_api import Browser, Page
 
@@ -25,6 +27,7 @@ from tests.flows import (
 )
 
 ROOM = "window.telemedRoom"
+MOSCOW = ZoneInfo("Europe/Moscow")
 
 
 async def enter_room(page: Page, consultation_id: str) -> None:
@@ -56,6 +59,13 @@ async def test_a_call_in_two_browsers_with_chat_recording_end_and_conclusion(
     await sign_in(patient_page, client, patient["user"]["phone"], PASSWORD)
     doctor_page = await new_page(browser, client, media=True)
     await sign_in(doctor_page, client, duty["phone"], NEW_PASSWORD)
+
+    # The doctor's day lists it (unless it starts after midnight in Moscow).
+    await go(doctor_page, "/today")
+    starts = datetime.fromisoformat(booked["starts_at"]).astimezone(MOSCOW)
+    listed = doctor_page.locator(f"#consultations li[data-id='{consultation_id}']")
+    same_day = starts.date() == datetime.now(UTC).astimezone(MOSCOW).date()
+    assert await listed.count() == (1 if same_day else 0)
 
     # The patient comes first and waits; the doctor's entry starts the consultation.
     await enter_room(patient_page, consultation_id)

@@ -7,7 +7,6 @@ consultation; the patient sees the time. The manager's outbox never shows the pa
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from tests.conftest import AppClient
 from tests.e2e.app_pages import app_state, go, new_page, screenshot, sign_in, wait_in_page
 from tests.factories import PASSWORD, staff
 from tests.flows import NEW_PASSWORD, make_centre, make_doctor, ok
-from tests.notify_gateways import SmsGateway, running_gateway
+from tests.notify_gateways import SmsGateway
 
 PATIENT = "Воронин Алексей Игоревич"
 PATIENT_PHONE = "+79005550101"
@@ -44,13 +43,6 @@ TABLE = "\r\n".join(
         "ГБУЗ СО «Сысертская ЦРБ»;Мельников Артём Сергеевич;кардиология",
     ]
 )
-
-
-@pytest.fixture
-async def gateway() -> AsyncIterator[tuple[SmsGateway, str]]:
-    gw = SmsGateway()
-    async with running_gateway(gw) as url:
-        yield gw, url
 
 
 @pytest.fixture

@@ -15,8 +15,9 @@ from playwright.async_api import Browser, Page
 from telemed.clock import FakeClock
 from tests import samples
 from tests.e2e.app_pages import go, new_page, screenshot, sign_in, wait_in_page
+from tests.factories import PASSWORD as API_PASSWORD
 from tests.factories import AppClient, next_phone
-from tests.flows import NEW_PASSWORD, make_centre, make_doctor, manager_token
+from tests.flows import NEW_PASSWORD, make_centre, make_doctor, make_patient, manager_token, ok
 
 PASSWORD = "Patient-Own-2026"
 
@@ -60,6 +61,12 @@ async def test_route_1_register_upload_request_schedule_notify(
     await item.get_by_role("button", name="Просмотр").click()
     assert await item.locator("iframe.preview").count() == 1
     await screenshot(patient, "patient-documents", tmp_path)
+    # A document uploaded by mistake is deleted (after the page asks to confirm).
+    await upload_document(patient, tmp_path, "Не тот файл")
+    mistake = patient.locator("#documents li.document", has_text="Не тот файл")
+    await mistake.get_by_role("button", name="Удалить").click()
+    await mistake.wait_for(state="detached")
+    assert await patient.locator("#documents li.document").count() == 1
 
     # Route 1: the centre is picked from the list, with its profiles shown.
     await go(patient, "/new")
@@ -170,3 +177,53 @@ async def test_route_2_publish_slots_book_and_chat_before(
     await desk.goto(str(client.make_url("/#/slots")))
     await desk.locator("#my-slots tbody tr", has_text="Занято").wait_for()
     assert await desk.locator("#my-slots tbody tr", has_text="Занято").count() == 1
+
+    # The patient cancels with a reason; the doctor's open page shows it at once, and
+    # the time is free again.
+    await desk.goto(consultation_url)
+    await desk.locator("article[data-state=scheduled]").wait_for()
+    await patient.locator("summary", has_text="Отменить консультацию").click()
+    await patient.get_by_label("Причина").fill("Заболела, приду в другой день")
+    await patient.get_by_role("button", name="Отменить консультацию").click()
+    await patient.locator("article[data-state=cancelled]").wait_for()
+    await desk.locator("article[data-state=cancelled]").wait_for()
+    assert "Заболела, приду в другой день" in await desk.locator("dl.facts").inner_text()
+    await desk.goto(str(client.make_url("/#/slots")))
+    await desk.locator("#my-slots tbody tr").nth(3).wait_for()
+    assert await desk.locator("#my-slots tbody tr", has_text="Занято").count() == 0
+
+
+async def test_the_doctor_declines_a_request_with_a_reason(
+    browser: Browser, client: AppClient
+) -> None:
+    manager = await manager_token(client)
+    centre = await make_centre(client, manager, "Кардиоцентр")
+    doctor = await make_doctor(client, manager, centre["id"])
+    patient = await make_patient(client)
+    body = {
+        "route": "initiative",
+        "centre_id": centre["id"],
+        "full_name": "Петрова Мария Ивановна",
+        "age": 46,
+        "diagnosis": "Мигрень",
+        "complaints": "Головные боли",
+    }
+    created = await ok(client, "POST", "/consultations", patient["token"], body, status=201)
+
+    desk = await new_page(browser, client)
+    await sign_in(desk, client, doctor["phone"], NEW_PASSWORD)
+    await go(desk, f"/consultations/{created['id']}")
+    decline = desk.locator("#decline-form")
+    await decline.get_by_label("Причина").fill("Нужен невролог: обратитесь в неврологический центр")
+    await decline.get_by_role("button", name="Отклонить заявку").click()
+    await desk.locator("article[data-state=declined]").wait_for()
+    # Nothing more to do with it: no forms are left on the page.
+    assert await desk.locator("#schedule-form, #decline-form").count() == 0
+
+    home = await new_page(browser, client, phone=True)
+    await sign_in(home, client, patient["user"]["phone"], API_PASSWORD)
+    card = home.locator("#consultations li.consultation")
+    assert await card.get_attribute("data-state") == "declined"
+    await card.get_by_role("link").click()
+    await home.locator("article[data-state=declined]").wait_for()
+    assert "Нужен невролог" in await home.locator("dl.facts").inner_text()
