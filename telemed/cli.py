@@ -124,7 +124,7 @@ async def _demo(settings: Settings) -> str:
             logins = await load_demo(session, hasher=PasswordHasher(), now=SystemClock().now())
     finally:
         await engine.dispose()
-    lines = ["Demo logins (POST /api/v1/auth/login with login = phone):"]
+    lines = ["Demo logins (sign in on the web page with the phone, or POST /api/v1/auth/login):"]
     lines += [f"  {d.role:<14} {d.phone}  {d.password}   {d.full_name}" for d in logins]
     return "\n".join(lines)
 
