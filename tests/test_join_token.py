@@ -186,9 +186,16 @@ async def test_the_http_api_refuses_a_join_token(
     await open_the_room(client, booked, clock)
     joining = (await mint(client, cid, patient["token"]))["token"]
 
-    me = await ok(client, "GET", "/me", joining)  # the room reads the user's language
-    assert me["id"] == patient["user"]["id"]
+    # The room reads the user's language and role, and nothing personal.
+    me = await ok(client, "GET", "/me/preferences", joining)
+    assert me == {
+        "id": patient["user"]["id"],
+        "role": "patient",
+        "locale": "ru",
+        "time_zone": "Europe/Moscow",
+    }
     refusals = [
+        ("GET", "/api/v1/me", None),
         ("GET", "/api/v1/consultations", None),
         ("GET", f"/api/v1/consultations/{cid}", None),
         ("GET", f"/api/v1/consultations/{cid}/messages", None),
@@ -227,7 +234,7 @@ async def test_the_http_api_refuses_a_join_token(
     assert response.status == 204
     assert "Set-Cookie" not in response.headers
     await assert_error(
-        await client.get("/api/v1/me", headers=bearer(joining)), 401, "unauthenticated"
+        await client.get("/api/v1/me/preferences", headers=bearer(joining)), 401, "unauthenticated"
     )
     await ok(client, "GET", "/consultations", patient["token"])
 
@@ -242,7 +249,7 @@ async def test_the_http_api_refuses_a_join_token(
         status=204,
     )
     await assert_error(
-        await client.get("/api/v1/me", headers=bearer(other)), 401, "unauthenticated"
+        await client.get("/api/v1/me/preferences", headers=bearer(other)), 401, "unauthenticated"
     )
 
 
@@ -319,9 +326,8 @@ async def test_a_join_token_expires(
 
     clock.advance(datetime.fromisoformat(minted["expires_at"]) - clock.now() + timedelta(seconds=1))
     refused(await room.call("consultation:subscribe", {"consultation_id": cid}), "unauthenticated")
-    await assert_error(
-        await client.get("/api/v1/me", headers=bearer(minted["token"])), 401, "unauthenticated"
-    )
+    expired = await client.get("/api/v1/me/preferences", headers=bearer(minted["token"]))
+    await assert_error(expired, 401, "unauthenticated")
     swept = await run_jobs_once(client.app)
     assert swept["socket_sweep"] == 1
     await room.wait_for(lambda: not room.sio.connected)

@@ -20,7 +20,7 @@ function tell(type, detail = {}) {
 const state = (window.telemedRoom = {
   phase: "starting", // prejoin, joining, joined, reconnecting, ended, left, refused, failed
   lang: "ru",
-  role: null, // from GET /api/v1/me: "patient" or "doctor"
+  role: null, // from GET /api/v1/me/preferences: "patient" or "doctor"
   userId: null,
   camera: "unknown", // what getUserMedia gave: granted, denied, no_device, busy, unsupported
   microphone: "unknown",
@@ -53,7 +53,7 @@ const notice = (text) => { $("notice").textContent = text; };
 async function signedIn() {
   // The session cookie, or the token the page was given (an app's or an embedding's).
   try {
-    const response = await fetch("/api/v1/me", {
+    const response = await fetch("/api/v1/me/preferences", {
       headers: token ? { Authorization: `Bearer ${token}` } : {},
     });
     return response.ok ? await response.json() : null;

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime
 from zoneinfo import available_timezones
 
 from aiohttp import web
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from telemed import audit, keys
 from telemed.accounts import service
@@ -172,11 +173,29 @@ async def change_password(call: Call, body: PasswordChangeIn) -> None:
     )
 
 
-@routes.get("/me", allow_pending_password=True, allow_join_token=True)
+@routes.get("/me", allow_pending_password=True)
 async def me(call: Call) -> UserPublic:
-    """GET /me: the signed-in user's own account (also with a join token: the room reads
-    the user's language and role)."""
+    """GET /me: the signed-in user's own account."""
     return UserPublic.model_validate(call.user)
+
+
+class UserPreferences(BaseModel):
+    """What a page needs to speak to the user: who they are, in which language and time
+    zone. No personal data: a join token (in an embed URL) may read it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    role: Role
+    locale: Locale
+    time_zone: str
+
+
+@routes.get("/me/preferences", allow_pending_password=True, allow_join_token=True)
+async def my_preferences(call: Call) -> UserPreferences:
+    """GET /me/preferences: the user's id, role, language and time zone (also with a join
+    token: the video room reads them)."""
+    return UserPreferences.model_validate(call.user)
 
 
 @routes.patch("/me", allow_pending_password=True)
