@@ -3,7 +3,7 @@
 import { get, post, query } from "./api.js";
 import { badge, errorBox, field, form, h, showError, toast } from "./dom.js";
 import { countdown, t, timeZone, when } from "./i18n.js";
-import { go, session } from "./main.js";
+import { go, onLeave, session } from "./main.js";
 import { documentItem } from "./patient.js";
 
 const LIVE = ["requested", "scheduled", "in_progress"];
@@ -30,12 +30,18 @@ export function zonedIso(local, zone = timeZone()) {
 }
 
 // Refresh a page while it is shown whenever one of its consultations changes.
-export function onConsultationChange(element, ids, redraw) {
+export function onConsultationChange(ids, redraw) {
   const listener = (event) => {
-    if (!element.isConnected) return window.removeEventListener("telemed:consultation", listener);
     if (!ids || ids.includes(event.detail.id)) redraw();
   };
   window.addEventListener("telemed:consultation", listener);
+  onLeave(() => window.removeEventListener("telemed:consultation", listener));
+}
+
+// Whether the user has typed or ticked something in the page's forms.
+function edited(element) {
+  return [...element.querySelectorAll("input, textarea")].some((field) =>
+    field.type === "checkbox" || field.type === "radio" ? field.checked !== field.defaultChecked : field.value !== field.defaultValue);
 }
 
 function summary(item) {
@@ -48,27 +54,34 @@ function summary(item) {
     item.state === "requested" && item.due_at ? h("p", { class: "deadline", dataset: { due: item.due_at } }, countdown(item.due_at)) : null);
 }
 
-// A list of consultations (filtered by the API's query), kept live.
-export async function consultationList(filters, empty) {
+const byStart = (a, b) => (a.starts_at || "").localeCompare(b.starts_at || "");
+
+// A list of consultations (filtered by the API's query), kept live; `earliestFirst`
+// orders it by start time (the API answers the newest first).
+export async function consultationList(filters, empty, { earliestFirst = false } = {}) {
   const list = h("ul", { class: "cards", id: "consultations" });
+  let asked = 0;
   const refill = async () => {
+    const mine = ++asked;
     const { items } = await get(`/consultations${query(filters)}`);
+    if (mine !== asked) return; // a later refill is on its way
+    if (earliestFirst) items.sort(byStart);
     list.replaceChildren(...(items.length ? items.map(summary) : [h("li", { class: "muted" }, t(empty))]));
   };
   await refill();
-  onConsultationChange(list, null, refill);
+  onConsultationChange(null, refill);
   // Deadlines count down while the page is open.
   const timer = setInterval(() => {
-    if (!list.isConnected) return clearInterval(timer);
     list.querySelectorAll(".deadline").forEach((p) => { p.textContent = countdown(p.dataset.due); });
   }, 30000);
+  onLeave(() => clearInterval(timer));
   return list;
 }
 
 async function consultations({ query: search }) {
   const state = search.get("state") || "";
   const filter = h("nav", { class: "filters", "aria-label": t("list.filter") },
-    ["", ...LIVE, "concluded", "cancelled"].map((s) => h("a", { href: `#/consultations${s ? `?state=${s}` : ""}`, "aria-current": s === state ? "true" : null }, s ? t(`state.${s}`) : t("list.all"))));
+    ["", ...LIVE, "completed", "concluded", "cancelled", "declined", "no_show"].map((s) => h("a", { href: `#/consultations${s ? `?state=${s}` : ""}`, "aria-current": s === state ? "true" : null }, s ? t(`state.${s}`) : t("list.all"))));
   return [h("h1", {}, t("list.title")), filter, await consultationList({ state }, "list.none")];
 }
 
@@ -162,22 +175,32 @@ function chat(item) {
     log.scrollTop = log.scrollHeight;
   };
   const socket = session.socket;
-  const call = (event, data) => socket.timeout(10000).emitWithAck(event, data);
+  // A request the server never answered (the link is down) says so instead of hanging.
+  const call = async (event, data) => {
+    try {
+      return await socket.timeout(10000).emitWithAck(event, data);
+    } catch {
+      return { ok: false, error: { code: "unavailable", message: t("error.unavailable") } };
+    }
+  };
   const subscribe = async () => {
-    const answer = await call("consultation:subscribe", { consultation_id: item.id, after_seq: last });
-    if (!answer.ok) return showError(box, answer.error);
-    answer.data.messages.forEach(show);
+    // Everything after the last message held, page by page.
+    for (;;) {
+      const answer = await call("consultation:subscribe", { consultation_id: item.id, after_seq: last });
+      if (!answer.ok) return showError(box, answer.error);
+      answer.data.messages.forEach(show);
+      if (!answer.data.has_more || !answer.data.messages.length) return;
+    }
   };
   const onMessage = (message) => {
-    if (!log.isConnected) return socket.off("chat:message_created", onMessage);
     if (message.consultation_id === item.id) show(message);
   };
   socket.on("chat:message_created", onMessage);
-  const onConnect = () => {
-    if (!log.isConnected) return socket.off("connect", onConnect);
-    subscribe();
-  };
-  socket.on("connect", onConnect); // after a reconnection: what was missed
+  socket.on("connect", subscribe); // after a reconnection: what was missed
+  onLeave(() => {
+    socket.off("chat:message_created", onMessage);
+    socket.off("connect", subscribe);
+  });
   subscribe();
   const input = h("input", { id: "chat-input", name: "body", autocomplete: "off", required: true, maxlength: 4000 });
   const send = h("form", { id: "chat-form", class: "chat-form", "aria-label": t("chat.title") },
@@ -223,7 +246,7 @@ async function details({ params }) {
   const moves = new Set(item.allowed_moves);
   const role = session.user.role;
   const actions = [];
-  if (LIVE.includes(item.state) && item.state !== "requested") {
+  if (LIVE.includes(item.state) && item.state !== "requested" && role !== "manager") {
     actions.push(h("a", { class: "button primary", id: "join-room", href: `/static/room.html?consultation=${item.id}` }, t("details.joinRoom")));
     actions.push(h("a", { class: "button", id: "calendar", href: `/api/v1/consultations/${item.id}/calendar.ics`, download: `consultation-${item.id}.ics` }, t("details.calendar")));
   }
@@ -251,10 +274,14 @@ async function details({ params }) {
     h("section", { class: "card", "aria-labelledby": "docs-title" }, h("h2", { id: "docs-title" }, t("details.documents")), await documentsOf(item),
       role === "patient" && LIVE.includes(item.state) ? await attachForm(item) : null),
     role !== "manager" ? chat(item) : null);
-  const box = errorBox();
-  page.prepend(box);
-  onConsultationChange(page, [item.id], () => {
-    if (location.hash.startsWith(`#/consultations/${item.id}`)) go(location.hash);
+  // Drawn again when the consultation changes, unless that would throw away what the
+  // user is typing: then a notice offers to reload.
+  const notice = h("p", { class: "notice", role: "status", hidden: true }, t("details.changed"), " ",
+    h("button", { type: "button", onclick: () => go(location.hash) }, t("details.reload")));
+  page.prepend(notice);
+  onConsultationChange([item.id], () => {
+    if (edited(page)) notice.hidden = false;
+    else go(location.hash);
   });
   return page;
 }

@@ -14,16 +14,20 @@ async function requests() {
   ];
 }
 
+// Today in the doctor's own time zone: from its midnight to the next.
 function todayBounds() {
   const day = dayOf(new Date());
-  return { from: zonedIso(`${day}T00:00`), to: zonedIso(`${day}T23:59`) };
+  const next = dayOf(new Date(Date.parse(zonedIso(`${day}T12:00`)) + 86400000));
+  return { from: zonedIso(`${day}T00:00`), to: zonedIso(`${next}T00:00`) };
 }
 
 async function today() {
   const { from, to } = todayBounds();
+  // Consultations that take place today (not requests or cancellations), earliest first.
+  const state = "scheduled,in_progress,completed,concluded";
   return [
     h("h1", {}, t("doctor.today"), " ", h("small", {}, when(new Date().toISOString(), "day"))),
-    await consultationList({ from, to }, "doctor.nothingToday"),
+    await consultationList({ from, to, state }, "doctor.nothingToday", { earliestFirst: true }),
   ];
 }
 

@@ -45,8 +45,17 @@ export function go(hash) {
   else location.hash = hash;
 }
 
+// What the page on screen must undo when the next one is drawn: listeners, timers.
+let cleanups = [];
+export function onLeave(undo) {
+  cleanups.push(undo);
+}
+
 let renderCount = 0;
 export async function render() {
+  const leaving = cleanups;
+  cleanups = [];
+  leaving.forEach((undo) => undo());
   const [path, search = ""] = (location.hash.slice(1) || "/").split("?");
   const user = session.user;
   if (path === "/") return go(user ? (user.must_change_password ? "#/password" : HOME[user.role]) : "#/login");
@@ -70,8 +79,9 @@ export async function render() {
     const heading = view.querySelector("h1");
     if (heading) document.title = `${heading.textContent} — Telemed`;
   } catch (error) {
+    if (mine !== renderCount) return;
     if (error instanceof ApiError && error.status === 401) {
-      session.user = null;
+      await signedIn(null); // the session ended elsewhere: close the live link too
       return go("#/login");
     }
     view.replaceChildren(h("h1", {}, t("error.title")), h("p", { class: "error", role: "alert" }, error.message));

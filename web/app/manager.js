@@ -4,7 +4,7 @@
 import { del, get, patch, post, query, upload } from "./api.js";
 import { errorBox, field, form, h, showError, table, toast } from "./dom.js";
 import { countdown, t, when } from "./i18n.js";
-import { go } from "./main.js";
+import { go, onLeave } from "./main.js";
 
 const MANAGER = { roles: ["manager"] };
 
@@ -383,9 +383,9 @@ async function sla() {
       report.by_doctor.length ? countsTable("sla-by-doctor", "sla.doctor", report.by_doctor) : h("p", { class: "muted" }, t("sla.empty"))),
   ];
   const timer = setInterval(() => {
-    if (!page[0].isConnected) return clearInterval(timer);
     document.querySelectorAll("#view td.deadline").forEach((cell) => { cell.textContent = countdown(cell.dataset.due, serverNow()); });
   }, 30000);
+  onLeave(() => clearInterval(timer));
   return page;
 }
 

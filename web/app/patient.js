@@ -86,10 +86,10 @@ async function documents() {
 
 function ageOf(birthDate) {
   if (!birthDate) return "";
-  const born = new Date(birthDate);
+  const [year, month, day] = birthDate.split("-").map(Number); // a calendar date, no zone
   const now = new Date();
-  let age = now.getFullYear() - born.getFullYear();
-  if (now < new Date(now.getFullYear(), born.getMonth(), born.getDate())) age -= 1;
+  let age = now.getFullYear() - year;
+  if (now < new Date(now.getFullYear(), month - 1, day)) age -= 1;
   return String(age);
 }
 
@@ -151,9 +151,12 @@ async function dutyBooking() {
   const box = errorBox();
   const from = new Date();
   const to = new Date(from.getTime() + 14 * 86400000);
+  let asked = 0;
   const showSlots = async (doctorId) => {
+    const mine = ++asked;
     delete slots.dataset.doctor;
     const { items } = await get(`/doctors/${doctorId}/slots${query({ from: from.toISOString(), to: to.toISOString(), tz: timeZone() })}`);
+    if (mine !== asked) return; // another doctor was chosen meanwhile
     const free = items.filter((s) => s.status === "free");
     slots.dataset.doctor = doctorId; // drawn (tests wait for it)
     if (!free.length) {
