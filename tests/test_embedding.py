@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page
 
+from tests.browser import wait_in_page
 from tests.factories import AppClient, assert_error
 from tests.flows import ok
 from tests.media_peers import MediaClient
@@ -122,4 +123,60 @@ async def test_a_host_page_receives_the_rooms_events(
     await page.get_by_role("button", name="Выйти").click()
     await host_gets(page, "telemed:left")
     await doctor.peer.wait_for(lambda: bool(doctor.peer.events("room:participant_left")))
+    await context.close()
+
+
+# What an iOS app's WKScriptMessageHandler named "telemed" looks like to the page.
+NATIVE_BRIDGE = """
+window.nativeReceived = [];
+const telemed = { postMessage: (m) => window.nativeReceived.push(m) };
+window.webkit = { messageHandlers: { telemed } };
+"""
+
+
+async def test_a_mobile_webview_gets_events_through_its_bridge_and_sends_commands(
+    browser: Browser,
+    client: AppClient,
+    booked: dict[str, Any],
+    room_doctor: MediaClient,
+) -> None:
+    cid = booked["id"]
+    telemed = str(client.make_url("/")).rstrip("/")
+    joining = await ok(
+        client, "POST", f"/consultations/{cid}/join-token", booked["patient"]["token"], status=201
+    )
+    context = await browser.new_context()
+    await context.grant_permissions(["camera", "microphone"], origin=telemed)
+    await context.add_init_script(NATIVE_BRIDGE)
+    page = await context.new_page()
+    # A WebView loads the room itself: no frame, no `origin`.
+    await page.goto(f"{telemed}{joining['url']}")
+    await wait_in_page(page, "window.nativeReceived.some((m) => m.type === 'telemed:joined')")
+    joined = await page.evaluate("window.nativeReceived.find((m) => m.type === 'telemed:joined')")
+    assert joined["consultationId"] == cid
+    # The app's commands: mute, then leave.
+    await page.evaluate("telemedCommand({type: 'telemed:mute', muted: true})")
+    await wait_in_page(page, "window.telemedRoom.muted === true")
+    await page.evaluate("telemedCommand({type: 'telemed:leave'})")
+    await wait_in_page(page, "window.nativeReceived.some((m) => m.type === 'telemed:left')")
+    doctor = room_doctor
+    await doctor.peer.wait_for(lambda: bool(doctor.peer.events("room:participant_left")))
+    await context.close()
+
+
+async def test_too_early_is_said_in_the_users_words_with_the_opening_time(
+    browser: Browser, client: AppClient, booked: dict[str, Any]
+) -> None:
+    # The consultation is tomorrow: the room opens 15 minutes before it.
+    telemed = str(client.make_url("/")).rstrip("/")
+    context = await browser.new_context()
+    await context.grant_permissions(["camera", "microphone"], origin=telemed)
+    page = await context.new_page()
+    token = booked["patient"]["token"]
+    await page.goto(f"{telemed}/embed/consultations/{booked['id']}?token={token}")
+    await wait_in_page(page, "window.telemedRoom.phase === 'refused'")
+    status = await page.locator("#status").inner_text()
+    assert status.startswith("Комната консультации откроется ")
+    assert "Оставьте страницу открытой" in status
+    assert await page.evaluate("window.telemedRoom.error") == "too_late"
     await context.close()

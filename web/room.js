@@ -13,7 +13,16 @@ const token = params.get("token");
 const hostOrigin = window.parent !== window ? params.get("origin") : null;
 
 function tell(type, detail = {}) {
-  if (hostOrigin) window.parent.postMessage({ type, consultationId, ...detail }, hostOrigin);
+  const message = { type, consultationId, ...detail };
+  if (hostOrigin) {
+    window.parent.postMessage(message, hostOrigin);
+  } else if (embedded) {
+    // A mobile app's WebView: its native bridge, if it registered one (docs/embedding.md).
+    if (window.webkit && window.webkit.messageHandlers && window.webkit.messageHandlers.telemed) {
+      window.webkit.messageHandlers.telemed.postMessage(message);
+    }
+    if (window.TelemedAndroid) window.TelemedAndroid.postMessage(JSON.stringify(message));
+  }
 }
 
 // What the tests, the benchmark and an embedding host can read.
@@ -83,9 +92,18 @@ document.querySelectorAll("[data-i18n-label]").forEach((element) => {
 const isDoctor = state.role === "doctor";
 const roleName = (role) => TEXT[role === "doctor" ? "roleDoctor" : role === "patient" ? "rolePatient" : "roleOther"];
 // Times in the user's own time zone (the account's), as the rest of the app shows them.
-const timeFormat = new Intl.DateTimeFormat(LANG === "en" ? "en-GB" : "ru-RU", {
-  hour: "2-digit", minute: "2-digit", timeZone: (me && me.time_zone) || "Europe/Moscow",
-});
+const zoneOptions = { timeZone: (me && me.time_zone) || "Europe/Moscow" };
+const LOCALE = LANG === "en" ? "en-GB" : "ru-RU";
+const timeFormat = new Intl.DateTimeFormat(LOCALE, { hour: "2-digit", minute: "2-digit", ...zoneOptions });
+const momentFormat = new Intl.DateTimeFormat(LOCALE, { dateStyle: "medium", timeStyle: "short", ...zoneOptions });
+
+// A refusal in the user's words (the server's message is English), with when the room
+// opens if it is too early.
+function explain(error) {
+  const opens = error.details && error.details.opens_at;
+  if (error.code === "too_late" && opens) return TEXT.refused_too_early.replace("{time}", momentFormat.format(new Date(opens)));
+  return TEXT[`refused_${error.code}`] || TEXT.error + error.message;
+}
 
 // -- camera and microphone -------------------------------------------------------------
 
@@ -270,7 +288,7 @@ function showRecording(view, { asking = false } = {}) {
 
 async function giveConsent(granted) {
   const done = await call("recording:consent", { consultation_id: consultationId, granted });
-  if (!done.ok) notice(done.error.message);
+  if (!done.ok) notice(explain(done.error));
 }
 
 $("consent").addEventListener("click", () => giveConsent(!state.consented));
@@ -300,7 +318,7 @@ async function startRecording() {
   recordingStarting = false;
   if (started.ok) return notice("");
   const waiting = started.error.details && started.error.details.without_consent;
-  notice(waiting ? TEXT.waitingConsent : started.error.message);
+  notice(waiting ? TEXT.waitingConsent : explain(started.error));
 }
 
 $("record-start").addEventListener("click", askToRecord);
@@ -313,7 +331,7 @@ $("end-cancel").addEventListener("click", () => $("end-dialog").close());
 $("end-confirm").addEventListener("click", async () => {
   $("end-dialog").close();
   const done = await call("consultation:end", { consultation_id: consultationId });
-  if (!done.ok) notice(done.error.message);
+  if (!done.ok) notice(explain(done.error));
 });
 
 // -- chat -------------------------------------------------------------------------------
@@ -349,7 +367,7 @@ async function subscribeChat() {
   for (;;) {
     const answer = await call("consultation:subscribe", { consultation_id: consultationId, after_seq: chat.lastSeq });
     if (!answer.ok) {
-      $("chat-error").textContent = answer.error.message;
+      $("chat-error").textContent = explain(answer.error);
       return;
     }
     answer.data.messages.forEach(showMessage);
@@ -366,7 +384,7 @@ $("chat-form").addEventListener("submit", async (event) => {
   if (!body) return;
   const sent = await call("chat:send", { consultation_id: consultationId, client_id: crypto.randomUUID(), body });
   if (!sent.ok) {
-    $("chat-error").textContent = sent.error.message;
+    $("chat-error").textContent = explain(sent.error);
     return;
   }
   $("chat-error").textContent = "";
@@ -510,6 +528,19 @@ function failed(error) {
   tell("telemed:error", { code: "internal" });
 }
 
+// Come too early, the page stays and joins by itself when the room opens (within a day).
+function retryWhenOpen(error) {
+  const opens = error.code === "too_late" && error.details && Date.parse(error.details.opens_at);
+  const wait = opens ? opens - Date.now() + 1000 : -1;
+  if (wait <= 0 || wait > 86400000) return;
+  setTimeout(() => {
+    if (state.phase !== "refused" || socket.disconnected) return;
+    state.phase = "joining";
+    say(TEXT.connecting);
+    negotiation = negotiation.then(joinRoom).catch(failed);
+  }, wait);
+}
+
 async function joinRoom() {
   const mine = ++attempt;
   const stale = () => mine !== attempt || socket.disconnected;
@@ -520,8 +551,9 @@ async function joinRoom() {
   if (!joined.ok) {
     state.phase = "refused";
     state.error = joined.error.code;
-    say(TEXT.error + joined.error.message);
-    tell("telemed:error", { code: joined.error.code });
+    say(explain(joined.error));
+    tell("telemed:error", { code: joined.error.code, details: joined.error.details });
+    retryWhenOpen(joined.error);
     return;
   }
   state.joins += 1;
@@ -600,7 +632,7 @@ function enter() {
     if (error && error.data && error.data.error) {
       state.phase = "refused";
       state.error = error.data.error.code;
-      say(TEXT.error + error.data.error.message);
+      say(explain(error.data.error));
       tell("telemed:error", { code: state.error });
     }
   });
@@ -645,9 +677,8 @@ function enter() {
   });
 }
 
-window.addEventListener("message", async (event) => {
-  if (!hostOrigin || event.origin !== hostOrigin || !event.data) return;
-  const { type } = event.data;
+async function command(data) {
+  const { type } = data;
   if (type === "telemed:leave") {
     await call("room:leave", { consultation_id: consultationId });
     state.phase = "left";
@@ -655,11 +686,19 @@ window.addEventListener("message", async (event) => {
     finish(TEXT.openConsultation);
     tell("telemed:left");
   } else if (type === "telemed:mute") {
-    setMuted(Boolean(event.data.muted));
+    setMuted(Boolean(data.muted));
   } else if (type === "telemed:camera") {
-    setCameraOff(!event.data.enabled);
+    setCameraOff(!data.enabled);
   }
+}
+
+window.addEventListener("message", (event) => {
+  if (!hostOrigin || event.origin !== hostOrigin || !event.data) return;
+  command(event.data);
 });
+// A mobile app's WebView (no host frame) sends the same commands with
+// evaluateJavaScript("telemedCommand({type: 'telemed:mute', muted: true})").
+if (embedded && !hostOrigin) window.telemedCommand = (data) => command(data || {});
 
 // -- start ------------------------------------------------------------------------------
 
