@@ -60,12 +60,24 @@ async def test_a_call_in_two_browsers_with_chat_recording_end_and_conclusion(
     doctor_page = await new_page(browser, client, media=True)
     await sign_in(doctor_page, client, duty["phone"], NEW_PASSWORD)
 
-    # The doctor's day lists it (unless it starts after midnight in Moscow).
+    # The doctor's day lists it (unless it starts after midnight in Moscow), and not the
+    # centre's requests that came in today.
+    request = {
+        "route": "initiative",
+        "centre_id": centre["id"],
+        "full_name": "Петрова Мария Ивановна",
+        "age": 46,
+        "diagnosis": "Мигрень",
+        "complaints": "Головные боли",
+    }
+    other = await make_patient(client)
+    await ok(client, "POST", "/consultations", other["token"], request, status=201)
     await go(doctor_page, "/today")
     starts = datetime.fromisoformat(booked["starts_at"]).astimezone(MOSCOW)
-    listed = doctor_page.locator(f"#consultations li[data-id='{consultation_id}']")
     same_day = starts.date() == datetime.now(UTC).astimezone(MOSCOW).date()
-    assert await listed.count() == (1 if same_day else 0)
+    listed = await doctor_page.locator("#consultations li.consultation").all()
+    ids = [await item.get_attribute("data-id") for item in listed]
+    assert ids == ([consultation_id] if same_day else [])
 
     # The patient comes first and waits; the doctor's entry starts the consultation.
     await enter_room(patient_page, consultation_id)
@@ -76,7 +88,9 @@ async def test_a_call_in_two_browsers_with_chat_recording_end_and_conclusion(
     state = await ok(client, "GET", f"/consultations/{consultation_id}", duty["token"])
     assert state["state"] == "in_progress"
     # The doctor sees the patient's camera and microphone working.
-    await wait_in_page(doctor_page, "document.getElementById('others').textContent.length > 0")
+    await doctor_page.locator(
+        "#others", has_text="Пациент: камера работает, микрофон работает"
+    ).wait_for()
 
     # The patient, asked on joining whether the call may be recorded, says no for now.
     await patient_page.locator("#consent-dialog #consent-no").click()
@@ -101,11 +115,16 @@ async def test_a_call_in_two_browsers_with_chat_recording_end_and_conclusion(
     await doctor_page.locator("#end-confirm").click()
     for page in (patient_page, doctor_page):
         await wait_in_page(page, f"{ROOM}.phase === 'ended'")
-    recordings = await ok(
-        client, "GET", f"/consultations/{consultation_id}/recordings", duty["token"]
-    )
-    assert len({item["user_id"] for item in recordings["items"]}) == 2
-    assert all(item["size"] > 0 for item in recordings["items"])
+    # Both sides' recordings are closed and complete (the files close after the room).
+    path = f"/consultations/{consultation_id}/recordings"
+    async with asyncio.timeout(20):
+        while True:
+            items = (await ok(client, "GET", path, duty["token"]))["items"]
+            if items and all(item["state"] == "complete" for item in items):
+                break
+            await asyncio.sleep(0.2)
+    assert len({item["user_id"] for item in items}) == 2
+    assert all(item["size"] > 0 and item["video_frames"] > 0 for item in items)
 
     # From the room back to the consultation, where the conclusion is written.
     await doctor_page.locator("#after-link").click()
@@ -122,7 +141,8 @@ async def test_a_call_in_two_browsers_with_chat_recording_end_and_conclusion(
     await patient_page.goto(str(client.make_url(f"/#/consultations/{consultation_id}")))
     conclusion = patient_page.locator("#conclusion")
     await conclusion.wait_for()
-    await patient_page.locator("#bell .count").wait_for()
+    await patient_page.locator("#bell").click()
+    await patient_page.locator("#bell-panel li.unread", has_text="Заключение готово").wait_for()
     assert "Контроль давления" in await conclusion.inner_text()
     await screenshot(patient_page, "patient-conclusion", tmp_path)
     async with patient_page.expect_download() as download_info:

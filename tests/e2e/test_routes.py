@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Locator, Page
 
 from telemed.clock import FakeClock
 from tests import samples
@@ -42,6 +42,23 @@ async def upload_document(page: Page, tmp_path: Path, title: str) -> None:
     await page.locator("#documents li.document", has_text=title).wait_for()
 
 
+async def shows_the_preview(page: Page, item: Locator) -> None:
+    """The PDF opens inside the page: the file is served for a frame of the app's own
+    pages, and the frame holds it."""
+    async with page.expect_response(lambda r: "/content?inline=true" in r.url) as answer:
+        await item.get_by_role("button", name="Просмотр").click()
+    response = await answer.value
+    assert response.status == 200
+    assert response.headers["content-type"] == "application/pdf"
+    assert response.headers["x-frame-options"] == "SAMEORIGIN"
+    assert "frame-ancestors 'self';" in response.headers["content-security-policy"] + ";"
+    frame = await item.locator("iframe.preview").element_handle()
+    assert frame is not None
+    content = await frame.content_frame()
+    assert content is not None
+    assert content.url.endswith("/content?inline=true")
+
+
 async def unread(page: Page) -> int:
     return int(await page.evaluate("window.telemedApp.unread"))
 
@@ -58,8 +75,7 @@ async def test_route_1_register_upload_request_schedule_notify(
     await upload_document(patient, tmp_path, "Выписка из стационара")
     # The upload is listed, and its preview opens in the page.
     item = patient.locator("#documents li.document", has_text="Выписка из стационара")
-    await item.get_by_role("button", name="Просмотр").click()
-    assert await item.locator("iframe.preview").count() == 1
+    await shows_the_preview(patient, item)
     await screenshot(patient, "patient-documents", tmp_path)
     # A document uploaded by mistake is deleted (after the page asks to confirm).
     await upload_document(patient, tmp_path, "Не тот файл")
@@ -96,9 +112,7 @@ async def test_route_1_register_upload_request_schedule_notify(
     await request.get_by_role("link").click()
     await desk.locator("#schedule-form").wait_for()
     assert "Головные боли" in await desk.locator("dl.facts").inner_text()
-    document = desk.locator("li.document", has_text="Выписка из стационара")
-    await document.get_by_role("button", name="Просмотр").click()
-    assert await document.locator("iframe.preview").count() == 1
+    await shows_the_preview(desk, desk.locator("li.document", has_text="Выписка из стационара"))
 
     # The doctor schedules it, in the doctor's own time zone (Moscow).
     await desk.get_by_label("Дата и время").fill(tomorrow_at_ten())
