@@ -10,7 +10,7 @@ from playwright.async_api import Browser, Page
 
 from tests.e2e.app_pages import go, new_page, open_app, screenshot, sign_in, wait_in_page
 from tests.factories import PASSWORD, AppClient
-from tests.flows import make_centre, make_doctor, make_patient, manager_token, ok
+from tests.flows import NEW_PASSWORD, make_centre, make_doctor, make_patient, manager_token, ok
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 
@@ -96,3 +96,44 @@ async def test_signing_in_from_the_keyboard_alone(browser: Browser, client: AppC
     alert = page.get_by_role("alert")
     await alert.wait_for()
     assert await alert.inner_text() == "Неверный логин или пароль."
+
+
+async def test_every_patient_and_doctor_page_fits_a_phone(
+    browser: Browser, client: AppClient
+) -> None:
+    manager = await manager_token(client)
+    centre = await make_centre(client, manager)
+    duty = await make_doctor(client, manager, centre["id"], duty=True, name="Белова М. С.")
+    patient = await make_patient(client)
+    tomorrow = datetime.now(UTC).astimezone(MOSCOW).date() + timedelta(days=1)
+    nine = datetime(tomorrow.year, tomorrow.month, tomorrow.day, 9, tzinfo=MOSCOW)
+    body = {"starts_at": nine.isoformat(), "ends_at": (nine + timedelta(hours=1)).isoformat()}
+    slots = await ok(client, "POST", "/slots", duty["token"], {**body, "slot_minutes": 30}, 201)
+    booking = {"route": "duty", "slot_id": slots["items"][0]["id"], "topic": "other"}
+    booked = await ok(client, "POST", "/consultations", patient["token"], booking, status=201)
+
+    for login, password, paths in [
+        (
+            patient["user"]["phone"],
+            PASSWORD,
+            ["/consultations", "/new", "/documents", "/profile", f"/consultations/{booked['id']}"],
+        ),
+        (
+            duty["phone"],
+            NEW_PASSWORD,
+            ["/requests", "/today", "/slots", "/consultations", f"/consultations/{booked['id']}"],
+        ),
+    ]:
+        page = await new_page(browser, client, phone=True)
+        await sign_in(page, client, login, password)
+        for path in paths:
+            await go(page, path)
+            await no_sideways_scroll(page)
+            # Every field the page shows has a label.
+            unlabelled = await page.evaluate(
+                "[...document.querySelectorAll('#view input, #view select, #view textarea')]"
+                ".filter((e) => e.type !== 'hidden' && !(e.labels && e.labels.length)"
+                " && !e.getAttribute('aria-label')).map((e) => e.name || e.id)"
+            )
+            assert unlabelled == [], (path, unlabelled)
+        await page.context.close()

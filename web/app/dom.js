@@ -26,7 +26,7 @@ export function field(name, label, options = {}) {
   let control;
   if (type === "textarea") {
     control = h("textarea", { id, name, rows: 4, ...rest });
-    if (rest.value) control.value = rest.value;
+    if (rest.value) control.defaultValue = rest.value; // its text, so that a reset keeps it
   } else if (type === "select") {
     control = h("select", { id, name, ...rest },
       choices.map(([value, text]) => h("option", { value, selected: String(value) === String(rest.value ?? "") }, text)));
