@@ -123,3 +123,14 @@ def cpu_times(pid: int) -> tuple[float, float]:
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc)."""
     return sum(cpu_times(pid))
+
+
+def server_env(data_dir: Path) -> dict[str, str]:
+    """The settings a benchmark's ``telemed serve`` runs with: its own data, quiet logs,
+    no background rounds, media on loopback."""
+    return {
+        "TELEMED_DATA_DIR": str(data_dir),
+        "TELEMED_LOG_LEVEL": "WARNING",
+        "TELEMED_WORKER_INTERVAL_SECONDS": "0",
+        "TELEMED_MEDIA_ADDRESSES": "127.0.0.1",
+    }

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
-from bench.common import Booked, book_consultations
+from bench.common import Booked, book_consultations, server_env
 from bench.media import stop_process, wait_ready
 from telemed.settings import Settings
 from tests.browser import ARGS, CHROMIUM
@@ -192,13 +192,7 @@ async def main() -> None:
                 sys.executable,
                 *("-m", "telemed", "serve", "--port", str(port)),
                 cwd=ROOT,
-                env={
-                    **os.environ,
-                    "TELEMED_DATA_DIR": str(data_dir),
-                    "TELEMED_LOG_LEVEL": "WARNING",
-                    "TELEMED_WORKER_INTERVAL_SECONDS": "0",
-                    "TELEMED_MEDIA_ADDRESSES": "127.0.0.1",
-                },
+                env={**os.environ, **server_env(data_dir)},
                 stdout=handle,
                 stderr=asyncio.subprocess.STDOUT,
             )

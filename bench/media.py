@@ -57,7 +57,7 @@ import av
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import Booked, book_consultations, cpu_seconds, cpu_times
+from bench.common import Booked, book_consultations, cpu_seconds, cpu_times, server_env
 from telemed.settings import Settings
 from tests.servers import free_port
 
@@ -612,12 +612,7 @@ async def main() -> None:
             results["telemed"] = await measure(
                 design="telemed",
                 server_cmd=[sys.executable, "-m", "telemed", "serve", "--port", str(port)],
-                env={
-                    "TELEMED_DATA_DIR": str(data_dir),
-                    "TELEMED_LOG_LEVEL": "WARNING",
-                    "TELEMED_WORKER_INTERVAL_SECONDS": "0",
-                    "TELEMED_MEDIA_ADDRESSES": "127.0.0.1",
-                },
+                env=server_env(data_dir),
                 port=port,
                 health="/healthz",
                 specs=specs,
