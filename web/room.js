@@ -692,6 +692,9 @@ async function command(data) {
   }
 }
 
+// Leaving is not ending: the consultation goes on, and the way back is the link shown.
+$("leave").addEventListener("click", () => command({ type: "telemed:leave" }));
+
 window.addEventListener("message", (event) => {
   if (!hostOrigin || event.origin !== hostOrigin || !event.data) return;
   command(event.data);

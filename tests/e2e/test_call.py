@@ -110,6 +110,17 @@ async def test_a_call_in_two_browsers_with_chat_recording_end_and_conclusion(
     await screenshot(doctor_page, "room-doctor", tmp_path)
     await asyncio.sleep(2)  # two seconds of the call on record
 
+    # The patient leaves the room (the consultation goes on) and comes back through the
+    # consultation's page: the call picks up again, still recorded with their consent.
+    await patient_page.locator("#leave").click()
+    await wait_in_page(patient_page, f"{ROOM}.phase === 'left'")
+    await patient_page.locator("#after-link").click()
+    await wait_in_page(patient_page, "window.telemedApp && window.telemedApp.rendered > 0")
+    await enter_room(patient_page, consultation_id)
+    await wait_in_page(patient_page, f"{ROOM}.remoteFrames > 15", seconds=30)
+    await patient_page.locator("#recording").wait_for(state="visible")
+    assert not await patient_page.locator("#consent-dialog").is_visible()
+
     # The doctor ends the consultation for everyone.
     await doctor_page.locator("#end").click()
     await doctor_page.locator("#end-confirm").click()
@@ -124,6 +135,8 @@ async def test_a_call_in_two_browsers_with_chat_recording_end_and_conclusion(
                 break
             await asyncio.sleep(0.2)
     assert len({item["user_id"] for item in items}) == 2
+    # The patient's rejoin started a second segment of their recording.
+    assert len([item for item in items if item["user_id"] == patient["user"]["id"]]) == 2
     assert all(item["size"] > 0 and item["video_frames"] > 0 for item in items)
 
     # From the room back to the consultation, where the conclusion is written.
