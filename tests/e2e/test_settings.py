@@ -87,6 +87,14 @@ async def test_signing_in_from_the_keyboard_alone(browser: Browser, client: AppC
     await page.keyboard.type(PASSWORD)
     await page.keyboard.press("Enter")
     await wait_in_page(page, "window.telemedApp.route === '/consultations'")
+    # The bell opens from the keyboard and Escape closes it, back on the bell.
+    await page.locator("#bell").focus()
+    await page.keyboard.press("Enter")
+    await page.locator("#bell-panel").wait_for(state="visible")
+    assert await page.locator("#bell").get_attribute("aria-expanded") == "true"
+    await page.keyboard.press("Escape")
+    await page.locator("#bell-panel").wait_for(state="hidden")
+    assert await page.evaluate("document.activeElement.id") == "bell"
     # A wrong password is said in the form, in words, and changes nothing.
     await page.get_by_role("button", name="Выйти").click()
     await wait_in_page(page, "window.telemedApp.route === '/login'")

@@ -139,6 +139,21 @@ function drawBell() {
   $("bell-box").replaceChildren(button, panel);
 }
 
+// The panel closes with Escape (focus back on the bell) or a click elsewhere.
+function closeBell(refocus) {
+  const panel = $("bell-panel");
+  if (!panel || panel.hidden) return;
+  panel.hidden = true;
+  $("bell").setAttribute("aria-expanded", "false");
+  if (refocus) $("bell").focus();
+}
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") closeBell(true);
+});
+document.addEventListener("click", (event) => {
+  if (!event.target.closest("#bell-box")) closeBell(false);
+});
+
 async function read(item) {
   if (!item.read_at) {
     await post(`/notifications/${item.id}/read`);
