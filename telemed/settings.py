@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     recording_patient_access: bool = False
     recording_retention_days: int = Field(default=30, ge=1)
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
+    # TURN with short-lived credentials for each join (coturn's use-auth-secret): the
+    # shared secret, the server's turn:/turns: URLs, and how long a credential lasts.
+    turn_secret: str | None = None
+    turn_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    turn_ttl_hours: float = Field(default=6, gt=0, le=48)
     # "127.0.0.1,::1" or a JSON list (NoDecode: the environment's text reaches the
     # validator below as it is, not parsed as JSON first).
     media_addresses: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -105,7 +110,7 @@ class Settings(BaseSettings):
     default_locale: str = "ru"
     log_level: str = "INFO"
 
-    @field_validator("media_addresses", "embed_origins", mode="before")
+    @field_validator("media_addresses", "embed_origins", "turn_urls", mode="before")
     @classmethod
     def _split_addresses(cls, value: Any) -> Any:
         # Accept "127.0.0.1,::1" as well as a JSON list.
@@ -122,6 +127,12 @@ class Settings(BaseSettings):
                 raise ValueError("TELEMED_SECRET_KEY must be set (32+ characters) in production")
             if not self.database_url:
                 raise ValueError("TELEMED_DATABASE_URL must be set in production")
+        if bool(self.turn_secret) != bool(self.turn_urls):
+            raise ValueError("TELEMED_TURN_SECRET and TELEMED_TURN_URLS go together")
+        if self.turn_secret and len(self.turn_secret) < 16:
+            raise ValueError("TELEMED_TURN_SECRET must be 16+ characters")
+        if any(not url.startswith(("turn:", "turns:")) for url in self.turn_urls):
+            raise ValueError("TELEMED_TURN_URLS must be turn: or turns: URLs")
         if self.sms_backend is SmsBackend.HTTP and not self.sms_http_url:
             raise ValueError("TELEMED_SMS_HTTP_URL must be set for the http SMS backend")
         return self

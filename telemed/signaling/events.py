@@ -206,7 +206,8 @@ class RoomJoined(BaseModel):
     recording: RecordingView
     participants: list[RoomParticipant] = Field(description="Who is in the room, you too")
     ice_servers: list[dict[str, Any]] = Field(
-        description="For `new RTCPeerConnection({iceServers})`"
+        description="For `new RTCPeerConnection({iceServers})`: the configured servers, and "
+        "with TELEMED_TURN_SECRET a TURN entry with credentials minted for this join"
     )
 
 

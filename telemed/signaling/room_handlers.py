@@ -16,6 +16,7 @@ from telemed.media.passthrough import check_aiortc
 from telemed.media.recordings import RecordingLog
 from telemed.media.room import Hooks, Participant, Room, Rooms
 from telemed.media.service import check_join
+from telemed.media.turn import ice_servers_for
 from telemed.scheduling.consultations import check_end, live_view
 from telemed.signaling.common import Ack, acked, caller, ok, parse
 from telemed.signaling.events import (
@@ -130,7 +131,7 @@ def register(app: web.Application, sio: socketio.AsyncServer) -> None:
                     )
                     for p in room.participants.values()
                 ],
-                ice_servers=settings.ice_servers,
+                ice_servers=ice_servers_for(settings, user_id=user.id, now=app[keys.CLOCK].now()),
             )
         )
 
