@@ -36,7 +36,7 @@ async def issue_join_token(call: Call) -> JoinTokenOut:
     open to them.
 
     The token lives until the planned end plus an hour (at most four hours); the HTTP
-    API refuses it (403) except ``GET /me`` and ``POST /auth/logout`` (which ends it),
+    API refuses it (403) except ``GET /me/preferences`` and ``POST /auth/logout`` (which ends it),
     and on Socket.IO it acts on this consultation only. It never sets the cookie.
     """
     consultation_id = call.path_id()

@@ -149,11 +149,19 @@ async def test_a_call_in_two_browsers_with_chat_recording_end_and_conclusion(
     await doctor_page.get_by_label("Рекомендации").fill("Контроль давления дважды в день.")
     await doctor_page.get_by_role("button", name="Выдать заключение").click()
     await wait_in_page(doctor_page, "!!document.querySelector('article[data-state=concluded]')")
+    # The doctor finds the recordings on the page and downloads one (a WebM file).
+    recorded = doctor_page.locator("#recordings li[data-state=complete]")
+    assert await recorded.count() == 3
+    async with doctor_page.expect_download() as download_info:
+        await recorded.first.get_by_role("link", name="Скачать").click()
+    webm = await (await download_info.value).path()
+    assert (await asyncio.to_thread(Path(webm).read_bytes))[:4] == b"\x1a\x45\xdf\xa3"
 
     # The patient is told, reads it, and downloads the PDF.
     await patient_page.goto(str(client.make_url(f"/#/consultations/{consultation_id}")))
     conclusion = patient_page.locator("#conclusion")
     await conclusion.wait_for()
+    assert await patient_page.locator("#recordings").count() == 0  # not the patient's to see
     await patient_page.locator("#bell").click()
     await patient_page.locator("#bell-panel li.unread", has_text="Заключение готово").wait_for()
     assert "Контроль давления" in await conclusion.inner_text()

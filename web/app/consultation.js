@@ -2,7 +2,7 @@
 // caller may do now (the server's allowed_moves), its chat, and its conclusion.
 import { get, post, query } from "./api.js";
 import { badge, errorBox, field, form, h, showError, toast } from "./dom.js";
-import { countdown, t, timeZone, when } from "./i18n.js";
+import { countdown, fileSize, t, timeZone, when } from "./i18n.js";
 import { go, onLeave, session } from "./main.js";
 import { documentItem } from "./patient.js";
 
@@ -221,6 +221,26 @@ function chat(item) {
     h("h2", { id: "chat-title" }, t("chat.title")), box, log, send);
 }
 
+// The consultation's recordings, for those the server lets see them (the doctor and the
+// manager; the patient if the service allows it): nothing is shown to the others.
+async function recordingsOf(item) {
+  let items;
+  try {
+    ({ items } = await get(`/consultations/${item.id}/recordings`));
+  } catch (error) {
+    if (error.status === 403 || error.status === 404) return null;
+    throw error;
+  }
+  if (!items.length) return null;
+  const who = (userId) => (userId === item.patient.id ? t("details.patient") : t("details.doctor"));
+  return h("section", { class: "card", id: "recordings", "aria-labelledby": "recordings-title" },
+    h("h2", { id: "recordings-title" }, t("recordings.title")),
+    h("ul", { class: "documents" }, items.map((r) => h("li", { class: "document", dataset: { state: r.state } },
+      h("strong", {}, `${who(r.user_id)} · ${when(r.started_at)}`),
+      h("span", { class: "muted" }, ` ${t(`recordings.${r.state}`)}${r.duration_seconds ? ` · ${Math.round(r.duration_seconds)} ${t("recordings.seconds")}` : ""}${r.size ? ` · ${fileSize(r.size)}` : ""}`),
+      r.state === "complete" ? h("p", { class: "actions" }, h("a", { href: `/api/v1/recordings/${r.id}/file`, download: `recording-${r.id}.webm` }, t("documents.download"))) : null))));
+}
+
 // The patient adds documents from the cabinet to an open consultation.
 async function attachForm(item) {
   const { items } = await get("/documents");
@@ -270,6 +290,7 @@ async function details({ params }) {
     facts(item),
     actions.length ? h("p", { class: "actions" }, actions) : null,
     item.state === "concluded" ? await conclusionView(item) : null,
+    ["completed", "concluded", "in_progress"].includes(item.state) ? await recordingsOf(item) : null,
     ...forms,
     h("section", { class: "card", "aria-labelledby": "docs-title" }, h("h2", { id: "docs-title" }, t("details.documents")), await documentsOf(item),
       role === "patient" && LIVE.includes(item.state) ? await attachForm(item) : null),
