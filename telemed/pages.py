@@ -11,8 +11,10 @@ from telemed import http, keys
 from telemed.errors import Forbidden, NotFound
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-# socket.io-client from npm (package-lock.json; installed by ./dev), served as it is.
+# socket.io-client and pdf.js from npm (package-lock.json; installed by ./dev), served
+# as they are.
 VENDOR_DIR = WEB_DIR.parent / "node_modules" / "socket.io-client" / "dist"
+PDFJS_DIR = WEB_DIR.parent / "node_modules" / "pdfjs-dist"
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -47,6 +49,8 @@ async def embedded_room(request: web.Request) -> web.FileResponse:
 def setup_routes(app: web.Application) -> None:
     if VENDOR_DIR.is_dir():
         app.router.add_static("/static/vendor/socket.io/", VENDOR_DIR, follow_symlinks=False)
+    if PDFJS_DIR.is_dir():
+        app.router.add_static("/static/vendor/pdfjs/", PDFJS_DIR, follow_symlinks=False)
     if WEB_DIR.is_dir():
         app.router.add_get("/", index)
         app.router.add_get("/embed/consultations/{id}", embedded_room)

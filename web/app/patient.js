@@ -10,13 +10,43 @@ const TOPICS = ["cardiovascular", "gynaecological", "healthy_lifestyle", "other"
 
 // --- documents ---------------------------------------------------------------------
 
+const PDFJS = "/static/vendor/pdfjs";
+const PDF_PAGES = 5;
+
+// A PDF drawn page by page with pdf.js (from npm), the same in every browser: phones and
+// app WebViews show no PDF in a frame. Fonts become paths (no FontFace, which the CSP
+// would refuse as data: URLs); the standard fonts and CMaps come from the same package.
+async function drawPdf(url, box) {
+  const pdfjs = await import(`${PDFJS}/build/pdf.min.mjs`);
+  pdfjs.GlobalWorkerOptions.workerSrc = `${PDFJS}/build/pdf.worker.min.mjs`;
+  const pdf = await pdfjs.getDocument({
+    url,
+    withCredentials: true,
+    disableFontFace: true,
+    standardFontDataUrl: `${PDFJS}/standard_fonts/`,
+    cMapUrl: `${PDFJS}/cmaps/`,
+  }).promise;
+  const shown = Math.min(pdf.numPages, PDF_PAGES);
+  for (let number = 1; number <= shown; number += 1) {
+    const page = await pdf.getPage(number);
+    const viewport = page.getViewport({ scale: 1.5 });
+    const canvas = h("canvas", { width: Math.floor(viewport.width), height: Math.floor(viewport.height), class: "pdf-page" });
+    box.append(canvas);
+    await page.render({ canvas, viewport }).promise;
+  }
+  if (pdf.numPages > shown) box.append(h("p", { class: "muted" }, t("documents.morePages", { n: pdf.numPages - shown })));
+  box.dataset.pages = String(pdf.numPages);
+}
+
 export function preview(document) {
   const url = `/api/v1/documents/${document.id}/content?inline=true`;
   if (document.content_type.startsWith("image/")) {
     return h("img", { src: url, alt: document.title, class: "preview" });
   }
   if (document.content_type === "application/pdf") {
-    return h("iframe", { src: url, title: document.title, class: "preview" });
+    const box = h("div", { class: "preview pdf", role: "img", "aria-label": document.title });
+    drawPdf(url, box).catch(() => box.replaceChildren(h("p", {}, t("documents.noPreview"))));
+    return box;
   }
   return h("p", {}, t("documents.noPreview"));
 }
