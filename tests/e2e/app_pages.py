@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Browser, BrowserContext, Page, ViewportSize
+from playwright.async_api import Browser, BrowserContext, Locator, Page, ViewportSize
 
 from tests.browser import wait_in_page as wait_in_page  # for the e2e tests
 from tests.factories import AppClient
@@ -71,15 +71,18 @@ async def sign_in(page: Page, client: AppClient, login: str, password: str) -> N
     await wait_in_page(page, f"window.telemedApp.rendered > {before} && window.telemedApp.user")
 
 
-async def screenshot(page: Page, name: str, tmp_path: Path) -> Path:
-    """A screenshot for the README: written to docs/screenshots when
-    TELEMED_SCREENSHOTS=1 (then committed), else to the test's folder."""
+async def screenshot(page: Page, name: str, tmp_path: Path, at: Locator | None = None) -> Path:
+    """A screenshot for the README (from the top of the page, or with ``at`` at the top):
+    written to docs/screenshots when TELEMED_SCREENSHOTS=1 (then committed), else to
+    the test's folder."""
     folder = SCREENSHOTS if os.environ.get("TELEMED_SCREENSHOTS") == "1" else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
     await page.evaluate(
         "window.scrollTo(0, 0); document.getElementById('toast')?.classList.remove('shown')"
     )
+    if at is not None:
+        await at.evaluate("(element) => element.scrollIntoView({block: 'start'})")
     await page.wait_for_timeout(300)  # the toast's fade
     await page.screenshot(path=str(path), full_page=False)
     assert path.stat().st_size > 5000, "an empty screenshot"

@@ -165,7 +165,8 @@ async def test_a_call_in_two_browsers_with_chat_recording_end_and_conclusion(
     await patient_page.locator("#bell").click()
     await patient_page.locator("#bell-panel li.unread", has_text="Заключение готово").wait_for()
     assert "Контроль давления" in await conclusion.inner_text()
-    await screenshot(patient_page, "patient-conclusion", tmp_path)
+    await patient_page.keyboard.press("Escape")
+    await screenshot(patient_page, "patient-conclusion", tmp_path, at=conclusion)
     async with patient_page.expect_download() as download_info:
         await patient_page.locator("#conclusion-pdf").click()
     pdf = await (await download_info.value).path()
