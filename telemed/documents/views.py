@@ -10,7 +10,7 @@ from urllib.parse import quote, unquote
 from aiohttp import BodyPartReader, web
 from pydantic import Field
 
-from telemed import http, keys
+from telemed import keys
 from telemed.api import Call, ListOf, RawBody, RawResponse, RequestModel, Routes, parse_model
 from telemed.documents import service
 from telemed.documents.filetypes import EXTENSIONS
@@ -173,16 +173,14 @@ async def download_document(call: Call, query: ContentQuery) -> web.StreamRespon
         address=call.address,
     )
     path = call.app[keys.DOCUMENT_STORE].path_of(document.id)
-    headers = {
-        "Content-Type": document.content_type,
-        "Content-Disposition": content_disposition(document.file_name, inline=query.inline),
-        "Cache-Control": "private, no-store",
-    }
-    if query.inline:
-        # A preview may be shown in a frame of the app's own pages, never of another site.
-        headers["Content-Security-Policy"] = http.csp(frame_ancestors=[])
-        headers["X-Frame-Options"] = "SAMEORIGIN"
-    return web.FileResponse(path, headers=headers)
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": document.content_type,
+            "Content-Disposition": content_disposition(document.file_name, inline=query.inline),
+            "Cache-Control": "private, no-store",
+        },
+    )
 
 
 @routes.delete("/documents/{id}")
