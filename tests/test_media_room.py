@@ -259,8 +259,42 @@ async def test_a_denied_camera_is_shown_to_the_room(
     assert status is not None
     assert status["camera"]["permission"] == "denied"
     assert status["microphone"]["permission"] == "no_device"
+    assert (status["camera"]["enabled"], status["microphone"]["enabled"]) == (True, True)
     bad = {"consultation_id": cid, "camera": "maybe", "microphone": "granted"}
     refused(await patient.peer.call("media:report", bad), "invalid_input")
+
+
+async def test_switching_the_camera_or_microphone_off_is_shown_to_the_room(
+    client: AppClient, room: dict[str, Any], peers: list[Peer], media: list[MediaClient]
+) -> None:
+    cid = room["id"]
+    doctor = await participant(client, peers, media, room["doctor"]["token"], cid)
+    patient = await participant(client, peers, media, room["patient"]["token"], cid)
+    assert (await doctor.join())["ok"]
+    patient_id = (await patient.join())["data"]["participants"][-1]["user_id"]
+    muted = {
+        "consultation_id": cid,
+        "camera": "granted",
+        "microphone": "granted",
+        "camera_enabled": True,
+        "microphone_enabled": False,
+    }
+    assert (await patient.peer.call("media:report", muted))["ok"]
+
+    def microphone_enabled() -> bool | None:
+        status = status_of(doctor, patient_id)
+        return None if status is None else bool(status["microphone"]["enabled"])
+
+    await doctor.peer.wait_for(lambda: microphone_enabled() is False)
+    status = status_of(doctor, patient_id)
+    assert status is not None
+    assert status["camera"]["enabled"] is True
+    # Kept for who joins later, and switched on again.
+    later = (await doctor.join())["data"]["participants"]
+    kept = next(p for p in later if p["user_id"] == patient_id)["media"]
+    assert kept["microphone"]["enabled"] is False
+    assert (await patient.peer.call("media:report", {**muted, "microphone_enabled": True}))["ok"]
+    await doctor.peer.wait_for(lambda: microphone_enabled() is True)
 
 
 def test_server_offers_keep_the_browsers_numbers() -> None:

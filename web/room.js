@@ -224,16 +224,30 @@ const meter = (() => {
   };
 })();
 
+// What the browser gave, and what the user has switched off: the others see it in words.
+function reportMedia() {
+  if (!socket || !socket.connected) return; // the next join reports it
+  call("media:report", {
+    consultation_id: consultationId,
+    camera: state.camera,
+    microphone: state.microphone,
+    camera_enabled: !state.cameraOff,
+    microphone_enabled: !state.muted,
+  });
+}
+
 function setMuted(muted) {
   state.muted = muted;
   if (local.stream) local.stream.getAudioTracks().forEach((t) => { t.enabled = !muted; });
   $("mute").setAttribute("aria-pressed", String(muted));
+  reportMedia();
 }
 
 function setCameraOff(off) {
   state.cameraOff = off;
   if (local.stream) local.stream.getVideoTracks().forEach((t) => { t.enabled = !off; });
   $("camera-toggle").setAttribute("aria-pressed", String(off));
+  reportMedia();
 }
 
 $("mute").addEventListener("click", () => setMuted(!state.muted));
@@ -244,6 +258,7 @@ $("camera-toggle").addEventListener("click", () => setCameraOff(!state.cameraOff
 function deviceText(kind, view) {
   // The browser's refusal says more than the server's check of a track never sent.
   const refused = view.permission !== "granted" && view.permission !== "unknown";
+  if (!refused && view.enabled === false) return TEXT[`${kind}_off`];
   return TEXT[`${kind}_${refused ? view.permission : view.state}`] || TEXT[`${kind}_waiting`];
 }
 
@@ -567,7 +582,7 @@ async function joinRoom() {
   consentAsked = true;
   showRecording(joined.data.recording, { asking: firstJoin });
   // Neither needs to hold up the media connection.
-  call("media:report", { consultation_id: consultationId, camera: state.camera, microphone: state.microphone });
+  reportMedia();
   subscribeChat();
   await connectMedia();
   if (stale()) return;

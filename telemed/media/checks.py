@@ -42,6 +42,7 @@ State = Literal["waiting", "checking", "ok", "black", "silent", "no_frames", "mi
 @dataclass
 class CameraStatus:
     permission: Permission = "unknown"
+    enabled: bool = True  # the user's own switch in the page
     state: State = "waiting"
     frames: int = 0
     width: int | None = None
@@ -52,6 +53,7 @@ class CameraStatus:
 @dataclass
 class MicrophoneStatus:
     permission: Permission = "unknown"
+    enabled: bool = True  # the user's own switch in the page (muted: False)
     state: State = "waiting"
     frames: int = 0
     level_dbfs: float | None = None

@@ -268,11 +268,22 @@ class Room:
             participant.renegotiate_after = False
             self._schedule_renegotiation(participant)
 
-    async def report(self, user_id: str, *, camera: Permission, microphone: Permission) -> None:
-        """What the participant's browser said of its camera and microphone."""
+    async def report(
+        self,
+        user_id: str,
+        *,
+        camera: Permission,
+        microphone: Permission,
+        camera_enabled: bool = True,
+        microphone_enabled: bool = True,
+    ) -> None:
+        """What the participant's browser said of its camera and microphone, and whether
+        the user has switched them off."""
         participant = self._member(user_id)
         participant.status.camera.permission = camera
         participant.status.microphone.permission = microphone
+        participant.status.camera.enabled = camera_enabled
+        participant.status.microphone.enabled = microphone_enabled
         await self._announce(self, participant)
 
     def _check_media(self, participant: Participant) -> None:
@@ -282,6 +293,8 @@ class Room:
         fresh = MediaStatus()
         fresh.camera.permission = status.camera.permission
         fresh.microphone.permission = status.microphone.permission
+        fresh.camera.enabled = status.camera.enabled
+        fresh.microphone.enabled = status.microphone.enabled
         participant.status = status = fresh
         video = participant.publications.get("video")
         audio = participant.publications.get("audio")

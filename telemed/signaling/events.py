@@ -131,6 +131,7 @@ class ConsultationEnd(EventModel):
 class CameraView(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     permission: Permission = Field(description="What the browser said (`media:report`)")
+    enabled: bool = Field(description="Switched on by the user (`media:report`); off: no picture")
     state: CheckState = Field(
         description="What the server saw: `waiting` (no media connection yet), `checking`, "
         "`ok`, `black` (a black picture), `no_frames`, `missing` (no camera track sent)"
@@ -144,6 +145,7 @@ class CameraView(BaseModel):
 class MicrophoneView(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     permission: Permission
+    enabled: bool = Field(description="Switched on by the user; off: muted")
     state: CheckState = Field(
         description="`waiting`, `checking`, `ok`, `silent` (below -50 dBFS), `no_frames`, "
         "`missing` (no microphone track sent)"
@@ -168,6 +170,10 @@ class MediaReport(EventModel):
     consultation_id: uuid.UUID
     camera: Permission = Field(description="The outcome of getUserMedia for the camera")
     microphone: Permission
+    camera_enabled: bool = Field(
+        default=True, description="False while the user has switched the camera off"
+    )
+    microphone_enabled: bool = Field(default=True, description="False while the user is muted")
 
 
 class MediaStatusChanged(MediaView):

@@ -149,10 +149,17 @@ def register(app: web.Application, sio: socketio.AsyncServer) -> None:
         return ok()
 
     async def report(sid: str, data: Any) -> Ack:
-        """media:report {consultation_id, camera, microphone}"""
+        """media:report {consultation_id, camera, microphone, camera_enabled?,
+        microphone_enabled?}"""
         request = parse(MediaReport, data)
         room, participant = await member(sid, request.consultation_id)
-        await room.report(participant.user_id, camera=request.camera, microphone=request.microphone)
+        await room.report(
+            participant.user_id,
+            camera=request.camera,
+            microphone=request.microphone,
+            camera_enabled=request.camera_enabled,
+            microphone_enabled=request.microphone_enabled,
+        )
         return ok()
 
     async def consent(sid: str, data: Any) -> Ack:

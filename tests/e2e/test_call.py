@@ -94,6 +94,12 @@ async def test_a_call_in_two_browsers_with_chat_recording_end_and_conclusion(
 
     # The patient, asked on joining whether the call may be recorded, says no for now.
     await patient_page.locator("#consent-dialog #consent-no").click()
+    # The patient mutes, and the doctor reads it; then unmutes.
+    others = doctor_page.locator("#others")
+    await patient_page.locator("#mute").click()
+    await others.filter(has_text="Пациент: камера работает, микрофон выключен").wait_for()
+    await patient_page.locator("#mute").click()
+    await others.filter(has_text="Пациент: камера работает, микрофон работает").wait_for()
 
     # Chat both ways, beside the video.
     await say_in_room(patient_page, "Доктор, вы меня слышите?")
