@@ -242,7 +242,7 @@ class Routes:
 def check_join_token(auth_session: AuthSession | None, endpoint: Endpoint) -> None:
     """Refuse a join token where it has no business: it is put in embed URLs and WebViews,
     so it opens its consultation's room (Socket.IO) and reads the account's language
-    (``GET /me``), nothing else. Not 401: the token is valid, and a client told to sign
+    (``GET /me/preferences``), nothing else. Not 401: the token is valid, and a client told to sign
     in again would drop it for nothing."""
     if auth_session is None or auth_session.consultation_id is None:
         return
