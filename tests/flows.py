@@ -111,6 +111,26 @@ async def upload(
     return dict(await response.json())
 
 
+async def request_to_centre(
+    client: AppClient,
+    patient: dict[str, Any],
+    centre_id: str,
+    *,
+    diagnosis: str = "Мигрень",
+    complaints: str = "Головные боли",
+) -> dict[str, Any]:
+    """A patient's route 1 request to a centre, through the API."""
+    body = {
+        "route": "initiative",
+        "centre_id": centre_id,
+        "full_name": patient["user"]["full_name"],
+        "age": 46,
+        "diagnosis": diagnosis,
+        "complaints": complaints,
+    }
+    return dict(await ok(client, "POST", "/consultations", patient["token"], body, status=201))
+
+
 def iso(moment: datetime) -> str:
     return moment.isoformat()
 

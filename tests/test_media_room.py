@@ -244,14 +244,24 @@ async def test_the_server_checks_camera_and_microphone(
     assert (kept["camera"]["state"], kept["microphone"]["state"]) == expected
 
 
-async def test_a_denied_camera_is_shown_to_the_room(
+async def doctor_then_patient(
     client: AppClient, room: dict[str, Any], peers: list[Peer], media: list[MediaClient]
-) -> None:
+) -> tuple[MediaClient, MediaClient, str]:
+    """The doctor, then the patient, in the room (no media connections); and the
+    patient's user id."""
     cid = room["id"]
     doctor = await participant(client, peers, media, room["doctor"]["token"], cid)
     patient = await participant(client, peers, media, room["patient"]["token"], cid)
     assert (await doctor.join())["ok"]
     patient_id = (await patient.join())["data"]["participants"][-1]["user_id"]
+    return doctor, patient, str(patient_id)
+
+
+async def test_a_denied_camera_is_shown_to_the_room(
+    client: AppClient, room: dict[str, Any], peers: list[Peer], media: list[MediaClient]
+) -> None:
+    cid = room["id"]
+    doctor, patient, patient_id = await doctor_then_patient(client, room, peers, media)
     denied = {"consultation_id": cid, "camera": "denied", "microphone": "no_device"}
     assert (await patient.peer.call("media:report", denied))["ok"]
     await doctor.peer.wait_for(lambda: status_of(doctor, patient_id) is not None)
@@ -268,10 +278,7 @@ async def test_switching_the_camera_or_microphone_off_is_shown_to_the_room(
     client: AppClient, room: dict[str, Any], peers: list[Peer], media: list[MediaClient]
 ) -> None:
     cid = room["id"]
-    doctor = await participant(client, peers, media, room["doctor"]["token"], cid)
-    patient = await participant(client, peers, media, room["patient"]["token"], cid)
-    assert (await doctor.join())["ok"]
-    patient_id = (await patient.join())["data"]["participants"][-1]["user_id"]
+    doctor, patient, patient_id = await doctor_then_patient(client, room, peers, media)
     muted = {
         "consultation_id": cid,
         "camera": "granted",

@@ -24,6 +24,7 @@ from tests.flows import (
     make_patient,
     manager_token,
     ok,
+    request_to_centre,
 )
 
 ROOM = "window.telemedRoom"
@@ -62,16 +63,7 @@ async def test_a_call_in_two_browsers_with_chat_recording_end_and_conclusion(
 
     # The doctor's day lists it (unless it starts after midnight in Moscow), and not the
     # centre's requests that came in today.
-    request = {
-        "route": "initiative",
-        "centre_id": centre["id"],
-        "full_name": "Петрова Мария Ивановна",
-        "age": 46,
-        "diagnosis": "Мигрень",
-        "complaints": "Головные боли",
-    }
-    other = await make_patient(client)
-    await ok(client, "POST", "/consultations", other["token"], request, status=201)
+    await request_to_centre(client, await make_patient(client), centre["id"])
     await go(doctor_page, "/today")
     starts = datetime.fromisoformat(booked["starts_at"]).astimezone(MOSCOW)
     same_day = starts.date() == datetime.now(UTC).astimezone(MOSCOW).date()

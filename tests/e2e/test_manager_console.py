@@ -19,7 +19,7 @@ from telemed.jobs import run_jobs_once
 from tests.conftest import AppClient
 from tests.e2e.app_pages import PHONE, app_state, go, new_page, screenshot, sign_in, wait_in_page
 from tests.factories import PASSWORD, next_phone, register, staff
-from tests.flows import make_centre, make_doctor, ok
+from tests.flows import make_centre, make_doctor, ok, request_to_centre
 
 WEB = Path(__file__).resolve().parents[2] / "web" / "i18n"
 APP_RU: dict[str, str] = json.loads((WEB / "app.ru.json").read_text("utf-8"))
@@ -44,18 +44,12 @@ async def request_consultation(
 ) -> tuple[str, str]:
     """A patient's route 1 request through the API; returns its id and the phone."""
     patient = await register(client)
-    created = await ok(
+    created = await request_to_centre(
         client,
-        "POST",
-        "/consultations",
-        patient["token"],
-        {
-            "route": "initiative",
-            "centre_id": centre_id,
-            "diagnosis": diagnosis,
-            "complaints": "Одышка при подъёме на второй этаж",
-        },
-        status=201,
+        patient,
+        centre_id,
+        diagnosis=diagnosis,
+        complaints="Одышка при подъёме на второй этаж",
     )
     return str(created["id"]), str(patient["user"]["phone"])
 

@@ -17,7 +17,14 @@ from tests import samples
 from tests.e2e.app_pages import go, new_page, screenshot, sign_in, wait_in_page
 from tests.factories import PASSWORD as API_PASSWORD
 from tests.factories import AppClient, next_phone
-from tests.flows import NEW_PASSWORD, make_centre, make_doctor, make_patient, manager_token, ok
+from tests.flows import (
+    NEW_PASSWORD,
+    make_centre,
+    make_doctor,
+    make_patient,
+    manager_token,
+    request_to_centre,
+)
 
 PASSWORD = "Patient-Own-2026"
 
@@ -223,15 +230,7 @@ async def test_the_doctor_declines_a_request_with_a_reason(
     centre = await make_centre(client, manager, "Кардиоцентр")
     doctor = await make_doctor(client, manager, centre["id"])
     patient = await make_patient(client)
-    body = {
-        "route": "initiative",
-        "centre_id": centre["id"],
-        "full_name": "Петрова Мария Ивановна",
-        "age": 46,
-        "diagnosis": "Мигрень",
-        "complaints": "Головные боли",
-    }
-    created = await ok(client, "POST", "/consultations", patient["token"], body, status=201)
+    created = await request_to_centre(client, patient, centre["id"])
 
     desk = await new_page(browser, client)
     await sign_in(desk, client, doctor["phone"], NEW_PASSWORD)
