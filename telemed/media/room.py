@@ -583,6 +583,19 @@ _APT = re.compile(r"^a=fmtp:(\d+) apt=(\d+)")
 _PT_LINE = re.compile(r"^(a=(?:rtpmap|fmtp|rtcp-fb)):(\d+)(.*)$")
 
 
+def _payload_types(sdp: str) -> tuple[dict[int, tuple[str, int]], dict[int, int]]:
+    """An SDP's payload types (number → (codec name, clock rate)) and its RTX payload
+    types' ``apt`` (number → the number they repeat)."""
+    names: dict[int, tuple[str, int]] = {}
+    apt: dict[int, int] = {}
+    for line in sdp.splitlines():
+        if match := _RTPMAP.match(line):
+            names[int(match.group(1))] = (match.group(2).lower(), int(match.group(3)))
+        elif match := _APT.match(line):
+            apt[int(match.group(1))] = int(match.group(2))
+    return names, apt
+
+
 @dataclass
 class Numbering:
     """How one side numbered codecs and header extensions in its description, to offer
@@ -594,16 +607,11 @@ class Numbering:
 
     @classmethod
     def of(cls, sdp: str) -> Numbering:
-        names: dict[int, tuple[str, int]] = {}
+        names, apt = _payload_types(sdp)
         payload_types: dict[tuple[str, int], int] = {}
         extensions: dict[str, int] = {}
-        apt: dict[int, int] = {}
         for line in sdp.splitlines():
-            if match := _RTPMAP.match(line):
-                names[int(match.group(1))] = (match.group(2).lower(), int(match.group(3)))
-            elif match := _APT.match(line):
-                apt[int(match.group(1))] = int(match.group(2))
-            elif match := _EXTMAP.match(line):
+            if match := _EXTMAP.match(line):
                 extensions.setdefault(match.group(3), int(match.group(1)))
         for pt, (name, clock) in names.items():
             if name == "rtx":
@@ -617,13 +625,7 @@ class Numbering:
     def apply(self, sdp: str) -> str:
         """``sdp`` (an offer of ours) with these numbers; anything this side never
         numbered gets a number it does not use."""
-        names: dict[int, tuple[str, int]] = {}
-        apt: dict[int, int] = {}
-        for line in sdp.splitlines():
-            if match := _RTPMAP.match(line):
-                names[int(match.group(1))] = (match.group(2).lower(), int(match.group(3)))
-            elif match := _APT.match(line):
-                apt[int(match.group(1))] = int(match.group(2))
+        names, apt = _payload_types(sdp)
         used = set(self.payload_types.values())
         spare = (n for n in range(96, 128) if n not in used)
         renumber: dict[int, int] = {}
