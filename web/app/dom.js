@@ -1,6 +1,6 @@
 // A few DOM helpers instead of a view library: h() builds elements, form() builds a
 // labelled, keyboard-friendly form whose errors are shown next to it.
-import { t } from "./i18n.js";
+import { t, tOr } from "./i18n.js";
 
 export function h(tag, attributes = {}, ...children) {
   const element = document.createElement(tag);
@@ -52,7 +52,7 @@ export function showError(box, error) {
   box.hidden = false;
   const fields = error.details && Array.isArray(error.details.fields) ? error.details.fields : [];
   const detail = fields.length ? " " + fields.map((f) => `${f.field}: ${f.message}`).join("; ") : "";
-  box.textContent = (error.code && t(`error.${error.code}`) !== `error.${error.code}` ? t(`error.${error.code}`) : error.message) + detail;
+  box.textContent = (error.code ? tOr(`error.${error.code}`, error.message) : error.message) + detail;
 }
 
 // A form whose submit handler gets the values; failures are shown in the form, and the

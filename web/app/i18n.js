@@ -37,6 +37,12 @@ export function t(key, values = {}) {
   return text.replace(/\{(\w+)\}/g, (_, name) => String(values[name] ?? ""));
 }
 
+// The word for ``key``, or ``fallback`` when the dictionary has none (a value the server
+// names that has no word yet, an error code the server added).
+export function tOr(key, fallback) {
+  return key in words ? t(key) : fallback;
+}
+
 const formats = {
   dateTime: { dateStyle: "medium", timeStyle: "short" },
   date: { dateStyle: "medium" },
@@ -44,10 +50,17 @@ const formats = {
   day: { weekday: "long", day: "numeric", month: "long" },
 };
 
+// Formatters are made once per language, zone and style (a list formats many dates).
+const formatters = new Map();
+
 export function when(iso, style = "dateTime") {
   if (!iso) return "—";
-  const locale = lang === "en" ? "en-GB" : "ru-RU";
-  return new Intl.DateTimeFormat(locale, { ...formats[style], timeZone: zone }).format(new Date(iso));
+  const id = `${lang} ${zone} ${style}`;
+  if (!formatters.has(id)) {
+    const locale = lang === "en" ? "en-GB" : "ru-RU";
+    formatters.set(id, new Intl.DateTimeFormat(locale, { ...formats[style], timeZone: zone }));
+  }
+  return formatters.get(id).format(new Date(iso));
 }
 
 // The calendar date (YYYY-MM-DD) of a moment in the user's time zone.

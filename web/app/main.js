@@ -26,14 +26,17 @@ const NAV = {
 };
 const HOME = { patient: "#/consultations", doctor: "#/requests", manager: "#/centres", admin: "#/profile" };
 
+// Each module's [pattern, view, options], with its pattern made a regular expression once.
 const ROUTES = [
   ...auth.routes, ...patient.routes, ...doctor.routes, ...manager.routes, ...consultation.routes,
-];
+].map(([pattern, view, options = {}]) => {
+  const names = [];
+  const regex = new RegExp("^" + pattern.replace(/:(\w+)/g, (_, name) => { names.push(name); return "([^/]+)"; }) + "$");
+  return { regex, names, view, options };
+});
 
 function match(path) {
-  for (const [pattern, view, options = {}] of ROUTES) {
-    const names = [];
-    const regex = new RegExp("^" + pattern.replace(/:(\w+)/g, (_, name) => { names.push(name); return "([^/]+)"; }) + "$");
+  for (const { regex, names, view, options } of ROUTES) {
     const found = path.match(regex);
     if (found) return { view, options, params: Object.fromEntries(names.map((name, i) => [name, decodeURIComponent(found[i + 1])])) };
   }

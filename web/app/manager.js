@@ -3,7 +3,7 @@
 // decides everything; these pages ask and show.
 import { del, get, patch, post, query, upload } from "./api.js";
 import { errorBox, field, form, h, showError, table, toast } from "./dom.js";
-import { countdown, t, when } from "./i18n.js";
+import { countdown, t, tOr, when } from "./i18n.js";
 import { go, onLeave } from "./main.js";
 
 const MANAGER = { roles: ["manager"] };
@@ -13,11 +13,7 @@ const redraw = () => go(location.hash);
 
 // A word for a value the server names (a status, a column), or the value itself when the
 // dictionary has no word for it yet.
-function word(prefix, value) {
-  const key = `${prefix}.${value}`;
-  const text = t(key);
-  return text === key ? value : text;
-}
+const word = (prefix, value) => tOr(`${prefix}.${value}`, value);
 
 const profilesOf = (text) => text.split(/[,;\n]/).map((p) => p.trim()).filter(Boolean);
 
