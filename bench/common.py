@@ -12,7 +12,7 @@ from argon2 import PasswordHasher
 
 from telemed import db
 from telemed.accounts.models import Role
-from telemed.accounts.service import do_create_user, do_start_session
+from telemed.accounts.service import check_new_account, do_create_user, do_start_session
 from telemed.scheduling.consultations import check_book_duty
 from telemed.scheduling.models import Channel, DutyTopic
 from telemed.scheduling.service import check_publish_slots, do_create_centre, do_create_doctor
@@ -42,7 +42,7 @@ async def book_consultations(
     engine = db.create_engine(settings.resolved_database_url)
     await db.upgrade(engine)
     factory = db.create_session_factory(engine)
-    hasher = PasswordHasher(time_cost=1, memory_cost=8192)
+    password_hash = PasswordHasher(time_cost=1, memory_cost=8192).hash(PASSWORD)
     now = datetime.now(UTC)
     start = (now + starts_in).replace(second=0, microsecond=0)
     day = timedelta(days=1)
@@ -50,12 +50,12 @@ async def book_consultations(
     async with db.transaction(factory) as session:
         manager = await do_create_user(
             session,
-            hasher=hasher,
-            now=now,
-            full_name="Bench Manager",
-            phone="+79001000000",
-            password=PASSWORD,
+            account=check_new_account(
+                full_name="Bench Manager", phone="+79001000000", password=PASSWORD
+            ),
+            password_hash=password_hash,
             role=Role.MANAGER,
+            now=now,
         )
         centre = await do_create_centre(
             session, actor=manager, now=now, name="Bench", region="Bench", profiles=["bench"]
@@ -64,12 +64,12 @@ async def book_consultations(
         for n in range(count if doctor_each else 1):
             _, doctor_user, _ = await do_create_doctor(
                 session,
-                hasher=hasher,
+                account=check_new_account(
+                    full_name=f"Bench Doctor {n}", phone=f"+7900300{n:04d}", password=PASSWORD
+                ),
+                password_hash=password_hash,
                 actor=manager,
                 now=now,
-                full_name=f"Bench Doctor {n}",
-                phone=f"+7900300{n:04d}",
-                password=PASSWORD,
                 centre_id=centre.id,
                 specialty="bench",
                 is_duty=True,
@@ -82,6 +82,7 @@ async def book_consultations(
                 starts_at=start,
                 ends_at=start + timedelta(minutes=minutes * (1 if doctor_each else count)),
                 slot_minutes=minutes,
+                horizon=settings.booking_horizon,
             )
             token, _ = await do_start_session(session, user=doctor_user, now=now, ttl=day)
             doctors.append((slots, token))
@@ -89,12 +90,12 @@ async def book_consultations(
             slots, doctor_token = doctors[n] if doctor_each else doctors[0]
             patient = await do_create_user(
                 session,
-                hasher=hasher,
-                now=now,
-                full_name=f"Bench Patient {n}",
-                phone=f"+7900200{n:04d}",
-                password=PASSWORD,
+                account=check_new_account(
+                    full_name=f"Bench Patient {n}", phone=f"+7900200{n:04d}", password=PASSWORD
+                ),
+                password_hash=password_hash,
                 role=Role.PATIENT,
+                now=now,
             )
             consultation = await check_book_duty(
                 session,

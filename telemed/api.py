@@ -13,20 +13,22 @@ from these same annotations, so it cannot drift from the code.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import re
 import typing
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import pydantic
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PlainValidator, WithJsonSchema
 from pydantic.json_schema import models_json_schema
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -38,9 +40,11 @@ from telemed.errors import (
     InvalidInput,
     NotFound,
     PasswordChangeRequired,
+    RequestTimeout,
     TooLarge,
     Unauthenticated,
 )
+from telemed.http import client_address
 from telemed.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -79,36 +83,104 @@ class ErrorEnvelope(BaseModel):
     error: ErrorDetail
 
 
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+"""The times the API accepts: from 2000-01-01 to 2100-01-01 (UTC). Nothing the service
+does lies outside, and arithmetic on times near year 1 or 9999 overflows."""
+
+_RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _instant(value: object) -> datetime:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        moment = value
+    elif isinstance(value, str) and (found := _RFC3339.fullmatch(value)):
+        whole, fraction, offset = found.groups()
+        try:
+            moment = datetime.fromisoformat(
+                whole.upper() + (fraction or "")[:7] + offset.upper().replace("Z", "+00:00")
+            )
+        except ValueError:
+            raise ValueError("not a real date and time") from None
+    else:
+        raise ValueError("an RFC 3339 date and time with an offset, like 2026-05-04T10:30:00+03:00")
+    if not EARLIEST <= moment < LATEST:
+        raise ValueError("a time between 2000-01-01 and 2100-01-01")
+    return moment
+
+
+Instant = Annotated[
+    datetime,
+    PlainValidator(_instant),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "description": "RFC 3339 with an offset, from 2000-01-01 to 2100-01-01",
+        },
+        mode="validation",
+    ),
+]
+"""A point in time as clients send it: an RFC 3339 string with an offset, in range (a
+number is not taken for a Unix time)."""
+
+
+def _flag(value: object) -> bool:
+    if value is True or value == "true":
+        return True
+    if value is False or value == "false":
+        return False
+    raise ValueError("true or false")
+
+
+QueryFlag = Annotated[
+    bool, PlainValidator(_flag), WithJsonSchema({"type": "boolean"}, mode="validation")
+]
+"""A yes/no query parameter: ``true`` or ``false``, nothing else."""
+
+
 @dataclass
 class Call:
-    """One API call: the request, its transaction, its time and its caller."""
+    """One API call: the request, its time, its caller, and its transactions.
+
+    Most endpoints run in one transaction that the API layer opens once the caller is
+    known and the input is read (``session``). An endpoint declared with
+    ``transaction=False`` opens short ones itself (``transaction()``), to do slow work
+    (a password hash) between them instead of inside one.
+    """
 
     request: web.Request
-    session: AsyncSession
+    endpoint: Endpoint
     now: datetime
     settings: Settings
-    caller: User | None
-    auth_session: AuthSession | None
+    address: str | None
+    caller: User | None = None
+    auth_session: AuthSession | None = None
+    via_cookie: bool = False
     # Changes to the response the handler asks for (cookies), applied after the commit.
     response_hooks: list[Callable[[web.StreamResponse], None]] = field(default_factory=list)
-    # Work that must happen only once the transaction is committed (removing files,
-    # sending events), and clean-up for when it is rolled back (files written early).
+    # Work that must happen only once a transaction is committed (removing files), and
+    # clean-up for when it is rolled back (files written early).
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     on_rollback: list[Callable[[], None]] = field(default_factory=list)
+    _session: AsyncSession | None = None
 
     @property
     def app(self) -> web.Application:
         return self.request.app
 
     @property
+    def session(self) -> AsyncSession:
+        """The open transaction's session."""
+        if self._session is None:
+            raise RuntimeError(f"{self.endpoint.operation_id}: no transaction is open")
+        return self._session
+
+    @property
     def user(self) -> User:
         if self.caller is None:
             raise Unauthenticated("Sign in first")
         return self.caller
-
-    @property
-    def address(self) -> str | None:
-        return self.request.remote
 
     def path_id(self, name: str = "id") -> uuid.UUID:
         """A UUID path parameter; one that is not a UUID names nothing, hence 404."""
@@ -117,17 +189,89 @@ class Call:
         except ValueError:
             raise NotFound("Not found") from None
 
+    async def identify(self, session: AsyncSession) -> None:
+        """Who calls, read in ``session``, and whether they may make this call: signed
+        in, not held by a temporary password, of an allowed role, not with a join token
+        where it has no business, and from our own origin when a cookie speaks for them.
+        """
+        from telemed.auth import check_origin, resolve_caller
+
+        resolved = await resolve_caller(self.request, session, now=self.now)
+        check_origin(self.request, self.settings, via_cookie=resolved.via_cookie)
+        caller = resolved.user
+        if caller is None:
+            raise Unauthenticated("Sign in first")
+        check_join_token(resolved.auth_session, self.endpoint)
+        if caller.must_change_password and not self.endpoint.allow_pending_password:
+            raise PasswordChangeRequired("Change the temporary password before going on")
+        roles = self.endpoint.roles
+        if roles is not None and caller.role not in roles and caller.role is not Role.ADMIN:
+            raise Forbidden("This action is not allowed for your role")
+        self.caller, self.auth_session, self.via_cookie = (
+            caller,
+            resolved.auth_session,
+            resolved.via_cookie,
+        )
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+        """One transaction, committed when the block ends and rolled back on any error.
+
+        The caller is identified again inside it (so ``user`` belongs to this session,
+        and a session ended meanwhile is refused). Live events queued in it are sent, and
+        ``after_commit`` steps run, once it has committed; ``on_rollback`` steps run if it
+        fails. The block must not wait on the client: its input is read before.
+        """
+        async with self.app[keys.SESSION_FACTORY]() as session:
+            try:
+                if write:
+                    await begin_write(session)
+                if self.endpoint.access is Access.USER:
+                    await self.identify(session)
+                self._session = session
+                yield session
+                await session.commit()
+            except BaseException:
+                live.drop(session)
+                await session.rollback()
+                undo, self.on_rollback = self.on_rollback, []
+                for step in undo:
+                    step()
+                raise
+            finally:
+                self._session = None
+        await live.publish(self.app.get(keys.EMIT), live.take(session))
+        done, self.after_commit = self.after_commit, []
+        for step in done:
+            try:
+                step()
+            except Exception:
+                # The change is committed: tell the client so, and log the clean-up.
+                logger.exception("after-commit step of %s failed", self.endpoint.operation_id)
+
 
 Handler = Callable[..., Awaitable[Any]]
 HandlerT = TypeVar("HandlerT", bound=Handler)
 
 
+B = TypeVar("B")
+
+
+def _keep(_body: Any) -> None:
+    return None
+
+
 @dataclass(frozen=True)
-class RawBody:
-    """A request body that the handler reads itself (multipart uploads), for OpenAPI."""
+class RawBody(Generic[B]):
+    """A request body that is not JSON (multipart uploads): ``read`` takes it in before
+    any transaction begins (streaming a file to disk, say) and its result is the
+    handler's ``body``; ``discard`` undoes what ``read`` left behind if the call then
+    fails. ``content_type`` and ``schema`` describe it in OpenAPI."""
 
     content_type: str
     schema: dict[str, Any]
+    read: Callable[[Call], Awaitable[B]]
+    discard: Callable[[B], None] = _keep
 
 
 @dataclass(frozen=True)
@@ -154,10 +298,16 @@ class Endpoint:
     body_model: type[BaseModel] | None
     query_model: type[BaseModel] | None
     response_model: type[BaseModel] | None
-    raw_body: RawBody | None
+    raw_body: RawBody[Any] | None
     raw_response: RawResponse | None
     errors: tuple[int, ...]
     writes: bool
+    transaction: bool
+    limit: str | None
+
+    @property
+    def reads_body(self) -> bool:
+        return self.body_model is not None or self.raw_body is not None
 
     @property
     def operation_id(self) -> str:
@@ -181,21 +331,32 @@ class Routes:
         roles: Iterable[Role] | None = None,
         allow_pending_password: bool = False,
         allow_join_token: bool = False,
-        raw_body: RawBody | None = None,
+        raw_body: RawBody[Any] | None = None,
         raw_response: RawResponse | None = None,
         errors: tuple[int, ...] = (),
         writes: bool | None = None,
+        transaction: bool = True,
+        limit: str | None = "write",
     ) -> Callable[[HandlerT], HandlerT]:
         """``writes``: the call changes the database (default: unless it is a GET). A GET
         that writes (an audited read) says so, so that its transaction begins as a write.
         ``allow_join_token``: a join token (a session scoped to one consultation's room)
-        may make the call; every other endpoint refuses it."""
+        may make the call; every other endpoint refuses it. ``transaction=False``: the
+        handler opens its own short transactions (``Call.transaction``). ``limit``: the
+        rate limit a writing call counts against (``telemed.limits``): ``"write"`` is
+        ``write.user``, or ``write.address`` for a call without signing in."""
 
         def decorate(handler: HandlerT) -> HandlerT:
             hints = typing.get_type_hints(handler)
             returned = hints.get("return")
             response_model = (
                 returned if inspect.isclass(returned) and issubclass(returned, BaseModel) else None
+            )
+            body = hints.get("body")
+            body_model = (
+                body
+                if raw_body is None and inspect.isclass(body) and issubclass(body, BaseModel)
+                else None
             )
             doc = inspect.getdoc(handler) or handler.__name__
             first, _, rest = doc.partition("\n")
@@ -213,13 +374,17 @@ class Routes:
                     roles=frozenset(roles) if roles is not None else None,
                     allow_pending_password=allow_pending_password,
                     allow_join_token=allow_join_token,
-                    body_model=hints.get("body"),
+                    body_model=body_model,
                     query_model=hints.get("query"),
                     response_model=response_model,
                     raw_body=raw_body,
                     raw_response=raw_response,
                     errors=errors,
-                    writes=method != "GET" if writes is None else writes,
+                    writes=(method != "GET" if writes is None else writes),
+                    transaction=transaction,
+                    limit=_limit_name(limit, access)
+                    if (method != "GET" if writes is None else writes)
+                    else None,
                 )
             )
             return handler
@@ -237,6 +402,12 @@ class Routes:
 
     def delete(self, path: str, **kwargs: Any) -> Callable[[HandlerT], HandlerT]:
         return self.route("DELETE", path, **kwargs)
+
+
+def _limit_name(limit: str | None, access: Access) -> str | None:
+    if limit == "write":
+        return "write.user" if access is Access.USER else "write.address"
+    return limit
 
 
 def check_join_token(auth_session: AuthSession | None, endpoint: Endpoint) -> None:
@@ -278,86 +449,79 @@ class Api:
             )
 
     def _wrap(self, endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        from telemed.auth import ResolvedCaller, check_origin, resolve_caller
-
         async def handle(request: web.Request) -> web.StreamResponse:
-            app = request.app
-            settings = app[keys.SETTINGS]
-            now = app[keys.CLOCK].now()
-            kwargs: dict[str, Any] = {}
-            call: Call | None = None
-            async with app[keys.SESSION_FACTORY]() as session:
-                try:
-                    if endpoint.writes:
-                        await begin_write(session)
-                    if endpoint.access is Access.PUBLIC:
-                        # Public endpoints ignore credentials: a stale cookie must not
-                        # stand in the way of signing in again.
-                        resolved = ResolvedCaller(None, None, via_cookie=False)
-                    else:
-                        resolved = await resolve_caller(request, session, now=now)
-                    check_origin(request, settings, via_cookie=resolved.via_cookie)
-                    caller = resolved.user
-                    if endpoint.access is Access.USER:
-                        if caller is None:
-                            raise Unauthenticated("Sign in first")
-                        check_join_token(resolved.auth_session, endpoint)
-                        if caller.must_change_password and not endpoint.allow_pending_password:
-                            raise PasswordChangeRequired(
-                                "Change the temporary password before going on"
-                            )
-                        if (
-                            endpoint.roles is not None
-                            and caller.role not in endpoint.roles
-                            and caller.role is not Role.ADMIN
-                        ):
-                            raise Forbidden("This action is not allowed for your role")
-                    # Input is looked at only once the caller may make the call.
-                    if endpoint.query_model is not None:
-                        kwargs["query"] = parse_model(endpoint.query_model, _query_values(request))
-                    if endpoint.body_model is not None:
-                        kwargs["body"] = parse_model(endpoint.body_model, await _read_json(request))
-                    call = Call(
-                        request=request,
-                        session=session,
-                        now=now,
-                        settings=settings,
-                        caller=caller,
-                        auth_session=resolved.auth_session,
-                    )
-                    result = await endpoint.handler(call, **kwargs)
-                    await session.commit()
-                except BaseException:
-                    live.drop(session)
-                    await session.rollback()
-                    for undo in call.on_rollback if call is not None else ():
-                        undo()
-                    raise
-            await live.publish(app.get(keys.EMIT), live.take(session))
-            for done in call.after_commit:
-                try:
-                    done()
-                except Exception:
-                    # The change is committed: tell the client so, and log the clean-up.
-                    logger.exception("after-commit step of %s failed", endpoint.operation_id)
-            response: web.StreamResponse
-            if isinstance(result, web.StreamResponse):
-                response = result
-            elif result is None:
-                response = web.Response(status=204)
-            elif isinstance(result, BaseModel):
-                response = web.Response(
-                    text=result.model_dump_json(),
-                    status=endpoint.status,
-                    content_type="application/json",
-                )
-            else:
-                raise TypeError(f"{endpoint.operation_id} returned {type(result).__name__}")
-            for hook in call.response_hooks:
-                hook(response)
-            return response
+            return await self._handle(endpoint, request)
 
         return handle
+
+    async def _handle(self, endpoint: Endpoint, request: web.Request) -> web.StreamResponse:
+        """One call, in three steps. No transaction is open while the client sends.
+
+        1. Who calls: for a call that writes or sends a body, found in a short read of
+           its own, so that nobody may make us read a body before they are known, and
+           the call is counted against its rate limit.
+        2. The input: the query, and the body read (bounded in size and time) and
+           validated, or streamed to a temporary file (``RawBody``).
+        3. The work: one transaction (or the handler's own short ones), in which the
+           caller is identified again.
+        """
+        from telemed.auth import check_origin
+
+        app = request.app
+        settings = app[keys.SETTINGS]
+        call = Call(
+            request=request,
+            endpoint=endpoint,
+            now=app[keys.CLOCK].now(),
+            settings=settings,
+            address=client_address(request, settings.trusted_proxies),
+        )
+        if endpoint.access is Access.PUBLIC:
+            # Public endpoints ignore credentials: a stale cookie must not stand in the
+            # way of signing in again.
+            check_origin(request, settings, via_cookie=False)
+        elif endpoint.writes or endpoint.reads_body:
+            async with app[keys.SESSION_FACTORY]() as session:
+                await call.identify(session)
+        if endpoint.limit is not None:
+            who = f"user:{call.caller.id}" if call.caller is not None else f"addr:{call.address}"
+            await app[keys.LIMITER].hit(endpoint.limit, who)
+
+        kwargs: dict[str, Any] = {}
+        if endpoint.query_model is not None:
+            kwargs["query"] = parse_model(endpoint.query_model, _query_values(request))
+        if endpoint.body_model is not None:
+            raw = await _read_json(request, seconds=settings.request_body_timeout_seconds)
+            kwargs["body"] = parse_json(endpoint.body_model, raw)
+        elif endpoint.raw_body is not None:
+            kwargs["body"] = await endpoint.raw_body.read(call)
+
+        try:
+            if endpoint.transaction:
+                async with call.transaction(write=endpoint.writes):
+                    result = await endpoint.handler(call, **kwargs)
+            else:
+                result = await endpoint.handler(call, **kwargs)
+        except BaseException:
+            if endpoint.raw_body is not None:
+                endpoint.raw_body.discard(kwargs["body"])
+            raise
+        response: web.StreamResponse
+        if isinstance(result, web.StreamResponse):
+            response = result
+        elif result is None:
+            response = web.Response(status=204)
+        elif isinstance(result, BaseModel):
+            response = web.Response(
+                text=result.model_dump_json(),
+                status=endpoint.status,
+                content_type="application/json",
+            )
+        else:
+            raise TypeError(f"{endpoint.operation_id} returned {type(result).__name__}")
+        for hook in call.response_hooks:
+            hook(response)
+        return response
 
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI 3.1 document, generated from the endpoints' models."""
@@ -437,10 +601,16 @@ class Api:
             error_statuses = set(endpoint.errors)
             if endpoint.body_model or endpoint.query_model or endpoint.raw_body:
                 error_statuses.add(400)
+            if endpoint.reads_body:
+                error_statuses.update({408, 413})
             if endpoint.access is Access.USER:
                 error_statuses.update({401, 403})
+            elif endpoint.writes:
+                error_statuses.add(403)  # a foreign Origin
             if "{" in endpoint.path:
                 error_statuses.add(404)
+            if endpoint.limit is not None:
+                error_statuses.add(429)
             for status in sorted(error_statuses):
                 responses[str(status)] = {
                     "description": _REASONS.get(status, "Error"),
@@ -471,6 +641,7 @@ _REASONS = {
     401: "Not signed in",
     403: "Not allowed",
     404: "Not found",
+    408: "The body did not arrive in time",
     409: "Conflict with the current state",
     413: "Too large",
     415: "Unsupported type",
@@ -485,9 +656,25 @@ def _path_schema(name: str) -> dict[str, Any]:
 
 
 def parse_model(model: type[M], data: Any) -> M:
+    """Validate decoded data (a query, a Socket.IO payload) against ``model``."""
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
+        raise InvalidInput(
+            "Some fields are missing or invalid", details=validation_details(exc)
+        ) from None
+    except RecursionError:
+        raise InvalidInput("The data is nested too deeply") from None
+
+
+def parse_json(model: type[M], raw: bytes) -> M:
+    """Validate a JSON body against ``model``, strictly: a JSON value must have the type
+    the schema names (``0`` is not ``false``, ``"5"`` is not ``5``)."""
+    try:
+        return model.model_validate_json(raw, strict=True)
+    except pydantic.ValidationError as exc:
+        if any(error["type"] == "json_invalid" for error in exc.errors()):
+            raise InvalidInput("The body is not valid JSON") from None
         raise InvalidInput(
             "Some fields are missing or invalid", details=validation_details(exc)
         ) from None
@@ -502,12 +689,17 @@ def _query_values(request: web.Request) -> dict[str, str | list[str]]:
     return values
 
 
-async def _read_json(request: web.Request) -> Any:
+async def _read_json(request: web.Request, *, seconds: float) -> bytes:
+    """The whole body of a JSON request: at most the app's ``client_max_size`` (413), and
+    within ``seconds`` (408)."""
     if request.content_type != "application/json":
         raise InvalidInput("Send the body as application/json")
     try:
-        return await request.json()
+        async with asyncio.timeout(seconds):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise TooLarge("The request body is too large") from None
-    except ValueError:
-        raise InvalidInput("The body is not valid JSON") from None
+    except TimeoutError:
+        raise RequestTimeout(
+            "The request body did not arrive in time", details={"seconds": seconds}
+        ) from None

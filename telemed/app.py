@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from aiohttp import web
-from argon2 import PasswordHasher
 
 from telemed import __version__, db, http, jobs, keys, pages
 from telemed.accounts import views as accounts_views
+from telemed.accounts.passwords import hasher_for
 from telemed.api import Api
 from telemed.chat import views as chat_views
 from telemed.clock import Clock, SystemClock
 from telemed.documents import views as documents_views
 from telemed.documents.storage import DocumentStore
+from telemed.limits import Limiter
 from telemed.media import views as media_views
 from telemed.notify import views as notify_views
 from telemed.notify import worker as notify_worker
@@ -34,9 +36,17 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     """
     app = web.Application(middlewares=[http.error_middleware], client_max_size=1024 * 1024)
     app[keys.SETTINGS] = settings
-    app[keys.CLOCK] = clock or SystemClock()
-    app[keys.PASSWORD_HASHER] = PasswordHasher()
-    app[keys.DOCUMENT_STORE] = DocumentStore(settings.documents_dir)
+    time_source: Clock = clock or SystemClock()
+    app[keys.CLOCK] = time_source
+    app[keys.PASSWORD_HASHER] = hasher_for(
+        time_cost=settings.password_hash_time_cost,
+        memory_kib=settings.password_hash_memory_kib,
+        parallelism=settings.password_hash_parallelism,
+    )
+    app[keys.LIMITER] = Limiter(settings.limits, now=lambda: time_source.now().timestamp())
+    app[keys.DOCUMENT_STORE] = DocumentStore(
+        settings.documents_dir, abandoned_after=timedelta(hours=settings.upload_abandoned_hours)
+    )
     api = Api(title="Telemed API", version=__version__)
     app[keys.API] = api
     app[keys.JOBS] = []

@@ -16,10 +16,11 @@ from pydantic import ValidationError
 
 from telemed import db
 from telemed.accounts.models import Role
-from telemed.accounts.service import do_create_user
+from telemed.accounts.passwords import hash_password, hasher_for
+from telemed.accounts.service import check_new_account, do_create_user
 from telemed.app import create_app
 from telemed.clock import SystemClock
-from telemed.demo import load_demo
+from telemed.demo import demo_password_hashes, load_demo
 from telemed.errors import TelemedError
 from telemed.http import AccessLogger
 from telemed.logs import configure_logging
@@ -73,25 +74,30 @@ async def _upgrade(settings: Settings) -> None:
 
 
 async def _create_user(settings: Settings, args: argparse.Namespace) -> str:
+    role = Role(args.role)
+    if role is Role.DOCTOR and (args.centre_id is None or not args.specialty):
+        raise SystemExit("telemed: a doctor needs --centre-id and --specialty")
+    account = check_new_account(
+        full_name=args.name,
+        phone=args.phone,
+        password=args.password,
+        email=args.email,
+        birth_date=args.birth_date,
+    )
+    password_hash = await hash_password(_hasher(settings), args.password)
     engine = db.create_engine(settings.resolved_database_url)
     try:
         await db.upgrade(engine)
         factory = db.create_session_factory(engine)
-        role = Role(args.role)
         now = SystemClock().now()
         async with db.transaction(factory) as session:
             if role is Role.DOCTOR:
-                if args.centre_id is None or not args.specialty:
-                    raise SystemExit("telemed: a doctor needs --centre-id and --specialty")
                 _, user, _ = await do_create_doctor(
                     session,
-                    hasher=PasswordHasher(),
+                    account=account,
+                    password_hash=password_hash,
                     actor=None,
                     now=now,
-                    full_name=args.name,
-                    phone=args.phone,
-                    password=args.password,
-                    email=args.email,
                     centre_id=args.centre_id,
                     specialty=args.specialty,
                     is_duty=args.duty,
@@ -100,14 +106,10 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> str:
             else:
                 user = await do_create_user(
                     session,
-                    hasher=PasswordHasher(),
-                    now=now,
-                    full_name=args.name,
-                    phone=args.phone,
-                    password=args.password,
+                    account=account,
+                    password_hash=password_hash,
                     role=role,
-                    email=args.email,
-                    birth_date=args.birth_date,
+                    now=now,
                     time_zone=settings.default_time_zone,
                 )
         return f"created {role.value} {user.id} ({user.phone})"
@@ -115,13 +117,22 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> str:
         await engine.dispose()
 
 
+def _hasher(settings: Settings) -> PasswordHasher:
+    return hasher_for(
+        time_cost=settings.password_hash_time_cost,
+        memory_kib=settings.password_hash_memory_kib,
+        parallelism=settings.password_hash_parallelism,
+    )
+
+
 async def _demo(settings: Settings) -> str:
     engine = db.create_engine(settings.resolved_database_url)
     try:
         await db.upgrade(engine)
         factory = db.create_session_factory(engine)
+        hashes = await demo_password_hashes(_hasher(settings))
         async with db.transaction(factory) as session:
-            logins = await load_demo(session, hasher=PasswordHasher(), now=SystemClock().now())
+            logins = await load_demo(session, password_hashes=hashes, now=SystemClock().now())
     finally:
         await engine.dispose()
     lines = ["Demo logins (sign in on the web page with the phone, or POST /api/v1/auth/login):"]

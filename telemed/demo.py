@@ -12,7 +12,8 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed.accounts.models import Role
-from telemed.accounts.service import do_create_user, get_user_by_phone
+from telemed.accounts.passwords import hash_password
+from telemed.accounts.service import check_new_account, do_create_user, get_user_by_phone
 from telemed.scheduling.models import Centre, Doctor, DutySlot
 from telemed.scheduling.service import do_create_doctor
 
@@ -85,10 +86,17 @@ SLOT_HOURS = (time(9, 0), time(13, 0))  # Moscow time
 SLOT_MINUTES = 30
 
 
+async def demo_password_hashes(hasher: PasswordHasher) -> dict[str, str]:
+    """The demo passwords' hashes, made before the transaction of ``load_demo``."""
+    passwords = {DOCTOR_PASSWORD, MANAGER[2], PATIENT[2]}
+    return {password: await hash_password(hasher, password) for password in passwords}
+
+
 async def load_demo(
-    session: AsyncSession, *, hasher: PasswordHasher, now: datetime
+    session: AsyncSession, *, password_hashes: dict[str, str], now: datetime
 ) -> list[DemoLogin]:
-    """Create what is missing of the demo data; return the demo logins."""
+    """Create what is missing of the demo data; return the demo logins.
+    ``password_hashes`` come from ``demo_password_hashes``."""
     logins: list[DemoLogin] = []
     centres = []
     for name, profiles, description in CENTRES:
@@ -106,12 +114,12 @@ async def load_demo(
         if user is None:
             doctor, user, _ = await do_create_doctor(
                 session,
-                hasher=hasher,
+                account=check_new_account(
+                    full_name=full_name, phone=phone, password=DOCTOR_PASSWORD
+                ),
+                password_hash=password_hashes[DOCTOR_PASSWORD],
                 actor=None,
                 now=now,
-                full_name=full_name,
-                phone=phone,
-                password=DOCTOR_PASSWORD,
                 centre_id=centres[centre_index].id,
                 specialty=specialty,
                 is_duty=duty,
@@ -133,13 +141,12 @@ async def load_demo(
         if await get_user_by_phone(session, phone) is None:
             await do_create_user(
                 session,
-                hasher=hasher,
-                now=now,
-                full_name=full_name,
-                phone=phone,
-                password=password,
+                account=check_new_account(
+                    full_name=full_name, phone=phone, password=password, birth_date=birth
+                ),
+                password_hash=password_hashes[password],
                 role=role,
-                birth_date=birth,
+                now=now,
             )
         logins.append(DemoLogin(role.value, full_name, phone, password))
     return logins

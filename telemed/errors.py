@@ -31,6 +31,7 @@ class ErrorCode(StrEnum):
     SLOT_TAKEN = "slot_taken"
     OVERLAP = "overlap"
     TOO_LATE = "too_late"
+    REQUEST_TIMEOUT = "request_timeout"
     TOO_LARGE = "too_large"
     QUOTA_EXCEEDED = "quota_exceeded"
     UNSUPPORTED_TYPE = "unsupported_type"
@@ -131,6 +132,10 @@ class Overlap(TelemedError):
 
 class TooLate(TelemedError):
     code, http_status = ErrorCode.TOO_LATE, 409
+
+
+class RequestTimeout(TelemedError):
+    code, http_status = ErrorCode.REQUEST_TIMEOUT, 408
 
 
 class TooLarge(TelemedError):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -35,6 +37,7 @@ _HTTP_CODES = {
     403: ErrorCode.FORBIDDEN,
     404: ErrorCode.NOT_FOUND,
     405: ErrorCode.METHOD_NOT_ALLOWED,
+    408: ErrorCode.REQUEST_TIMEOUT,
     413: ErrorCode.TOO_LARGE,
     415: ErrorCode.UNSUPPORTED_TYPE,
     429: ErrorCode.RATE_LIMITED,
@@ -75,6 +78,43 @@ async def error_middleware(
             "unhandled error in %s %s", request.method, route.canonical if route else "?"
         )
         return _error_response(500, ErrorCode.INTERNAL, "Something went wrong on our side")
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.lru_cache(maxsize=16)
+def _networks(trusted: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(item, strict=False) for item in trusted)
+
+
+def _trusted(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def client_address(request: web.BaseRequest, trusted_proxies: Sequence[str]) -> str | None:
+    """The client's address: the peer's, or, when the peer is a trusted reverse proxy,
+    the nearest address in ``X-Forwarded-For`` that is not a trusted proxy (the ones
+    further left are the client's to write, and cannot be believed)."""
+    remote = request.remote
+    if not trusted_proxies or remote is None:
+        return remote
+    networks = _networks(tuple(trusted_proxies))
+    if not _trusted(remote, networks):
+        return remote
+    forwarded = ",".join(request.headers.getall("X-Forwarded-For", []))
+    hops = [hop.strip() for hop in forwarded.split(",")]
+    for hop in reversed([hop for hop in hops if hop]):
+        if not _trusted(hop, networks):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return remote  # garbage where an address should be: trust nothing
+    return remote
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:

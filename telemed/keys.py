@@ -17,9 +17,9 @@ from telemed.settings import Settings
 
 if TYPE_CHECKING:
     from telemed.api import Api  # the API layer itself reads these keys
-    from telemed.chat.service import SendLimiter
     from telemed.chat.writer import ChatWriter
     from telemed.jobs import Job
+    from telemed.limits import Limiter
     from telemed.live import Emit
     from telemed.media.room import Rooms
     from telemed.signaling.presence import Presence
@@ -36,7 +36,8 @@ NODE_ID = web.AppKey("node_id", str)
 EMIT: web.AppKey[Emit] = web.AppKey("emit")
 """Sends a committed live event to its Socket.IO rooms (set by the signaling server)."""
 SIO = web.AppKey("socketio", socketio.AsyncServer)
-CHAT_LIMITER: web.AppKey[SendLimiter] = web.AppKey("chat_limiter")
+LIMITER: web.AppKey[Limiter] = web.AppKey("limiter")
+"""The rate limits of frequent actions (``telemed.limits``), shared through Redis if any."""
 PRESENCE: web.AppKey[Presence] = web.AppKey("presence")
 HEALTH_CHECKS: web.AppKey[list[tuple[str, Callable[[], Awaitable[None]]]]] = web.AppKey(
     "health_checks"

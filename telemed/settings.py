@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import secrets
 from datetime import timedelta
@@ -11,6 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from telemed.limits import Limit, resolve_limits
 
 
 class Mode(StrEnum):
@@ -52,9 +55,24 @@ class Settings(BaseSettings):
     login_window_minutes: int = Field(default=15, ge=1)
     login_max_failures_per_account: int = Field(default=5, ge=1)
     login_max_failures_per_address: int = Field(default=20, ge=1)
+    # Other rate limits by name, overriding ``telemed.limits.DEFAULT_LIMITS``:
+    # '{"register.address": "10/3600"}' (count/seconds).
+    rate_limits: dict[str, str] = Field(default_factory=dict)
+    # Reverse proxies whose X-Forwarded-For names the real client (addresses or networks,
+    # "127.0.0.1,10.0.0.0/8"): rate limits and the audit trail see the client, not the proxy.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A JSON body must arrive whole within this time; an upload may pause this long.
+    request_body_timeout_seconds: float = Field(default=30, gt=0)
+    upload_idle_timeout_seconds: float = Field(default=60, gt=0)
+    # Password hashing (argon2id): production strength by default; lower only for tests.
+    password_hash_time_cost: int = Field(default=3, ge=1)
+    password_hash_memory_kib: int = Field(default=64 * 1024, ge=8)
+    password_hash_parallelism: int = Field(default=4, ge=1)
 
     document_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     document_quota_bytes: int = Field(default=500 * 1024 * 1024, ge=1024)
+    # An unfinished upload's temporary file older than this is certainly abandoned.
+    upload_abandoned_hours: float = Field(default=24, gt=0)
 
     # Consultations: response deadlines, cancellation notice, the no-show window.
     sla_initiative_days: float = Field(default=3, gt=0)
@@ -67,6 +85,8 @@ class Settings(BaseSettings):
     chat_open_days_after_end: float = Field(default=7, ge=0)
     chat_rate_per_minute: int = Field(default=30, ge=1)
     max_consultation_minutes: int = Field(default=120, ge=5)
+    # How far ahead duty slots may be published and consultations scheduled.
+    booking_horizon_days: int = Field(default=365, ge=1, le=3650)
 
     # Notifications: where SMS and e-mail go, and how the outbox retries.
     sms_backend: SmsBackend = SmsBackend.OUTBOX
@@ -110,7 +130,9 @@ class Settings(BaseSettings):
     default_locale: str = "ru"
     log_level: str = "INFO"
 
-    @field_validator("media_addresses", "embed_origins", "turn_urls", mode="before")
+    @field_validator(
+        "media_addresses", "embed_origins", "turn_urls", "trusted_proxies", mode="before"
+    )
     @classmethod
     def _split_addresses(cls, value: Any) -> Any:
         # Accept "127.0.0.1,::1" as well as a JSON list.
@@ -118,6 +140,22 @@ class Settings(BaseSettings):
             if value.lstrip().startswith("["):
                 return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _known_limits(cls, value: dict[str, str]) -> dict[str, str]:
+        resolve_limits(value)  # raises on an unknown name or a malformed limit
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"not an address or a network: {item!r}") from None
         return value
 
     @model_validator(mode="after")
@@ -166,6 +204,17 @@ class Settings(BaseSettings):
     @property
     def login_window(self) -> timedelta:
         return timedelta(minutes=self.login_window_minutes)
+
+    @property
+    def limits(self) -> dict[str, Limit]:
+        limits = resolve_limits(self.rate_limits)
+        if "chat.send" not in self.rate_limits:
+            limits["chat.send"] = Limit(self.chat_rate_per_minute, 60)
+        return limits
+
+    @property
+    def booking_horizon(self) -> timedelta:
+        return timedelta(days=self.booking_horizon_days)
 
     def resolved_secret_key(self) -> str:
         """The secret key: given, or generated once into the data dir (development only)."""

@@ -95,13 +95,26 @@ def settings_overrides() -> dict[str, Any]:
     return {}
 
 
+TEST_SETTINGS: dict[str, Any] = {
+    "worker_interval_seconds": 0,
+    # A cheap password hash: tests sign in hundreds of times (``test_accounts`` checks
+    # the production parameters).
+    "password_hash_time_cost": 1,
+    "password_hash_memory_kib": 1024,
+    "password_hash_parallelism": 1,
+    # Tests register many patients from one address; the limit has tests of its own.
+    "rate_limits": {"register.address": "1000/60"},
+}
+"""What every test's settings have, unless its module overrides them."""
+
+
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str, settings_overrides: dict[str, Any]) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
         database_url=database_url,
         secret_key="test-secret-" + "x" * 32,
-        **{"worker_interval_seconds": 0, **settings_overrides},
+        **{**TEST_SETTINGS, **settings_overrides},
     )
 
 

@@ -10,7 +10,8 @@ from aiohttp.test_utils import TestClient
 
 from telemed import db, keys
 from telemed.accounts.models import Role
-from telemed.accounts.service import do_create_user
+from telemed.accounts.passwords import hash_password
+from telemed.accounts.service import check_new_account, do_create_user
 
 AppClient = TestClient[web.Request, web.Application]
 
@@ -59,15 +60,15 @@ async def staff(client: AppClient, role: Role) -> dict[str, Any]:
     app = client.app
     assert app is not None
     phone = next_phone()
+    account = check_new_account(full_name="Сотрудник Службы", phone=phone, password=PASSWORD)
+    password_hash = await hash_password(app[keys.PASSWORD_HASHER], PASSWORD)
     async with db.transaction(app[keys.SESSION_FACTORY]) as session:
         await do_create_user(
             session,
-            hasher=app[keys.PASSWORD_HASHER],
-            now=app[keys.CLOCK].now(),
-            full_name="Сотрудник Службы",
-            phone=phone,
-            password=PASSWORD,
+            account=account,
+            password_hash=password_hash,
             role=role,
+            now=app[keys.CLOCK].now(),
         )
     response = await client.post("/api/v1/auth/login", json={"login": phone, "password": PASSWORD})
     assert response.status == 200, await response.text()

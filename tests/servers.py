@@ -7,14 +7,18 @@ the server runs as the ``postgres`` user, since PostgreSQL refuses to run as roo
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -115,6 +119,35 @@ class PostgresServer:
             capture_output=True,
         )
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def http(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    """One request to the local server; answers (status, JSON body)."""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    # Only http://127.0.0.1 URLs built by these tests reach urllib (S310).
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())
+
+
+def wait_until_healthy(base: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"the server exited:\n{log.read_text()}"
+        try:
+            if http("GET", f"{base}/healthz")[0] == 200:
+                return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.1)  # the server is starting: poll again
+    raise AssertionError(f"/healthz did not answer 200 in 30 s:\n{log.read_text()}")
 
 
 def wait_for_port(port: int, timeout: float = 20.0) -> None:

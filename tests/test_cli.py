@@ -3,22 +3,18 @@ database backend): demo data, accounts, migrations and the server itself."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from telemed.demo import CENTRES, DOCTOR_PASSWORD, DOCTORS, MANAGER, PATIENT
-from tests.servers import free_port
+from tests.servers import free_port, http, wait_until_healthy
 
 TABLES = ("user_account", "centre", "doctor", "duty_slot")
 # "  patient        +79000000001  Patient-2026   Иванов Сергей Петрович"
@@ -195,7 +191,8 @@ def test_create_user_refuses_bad_input_and_creates_nothing(tmp_path: Path) -> No
     )
     assert unknown_role.returncode == 2
     assert "invalid choice" in unknown_role.stderr
-    assert counts(data) == dict.fromkeys(TABLES, 0)
+    # Refused before the database is even opened: no file, or one with nothing in it.
+    assert not (data / "telemed.db").exists() or counts(data) == dict.fromkeys(TABLES, 0)
 
 
 def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
@@ -208,35 +205,6 @@ def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
     tables = {row[0] for row in query(data, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert set(TABLES) <= tables
     assert counts(data) == dict.fromkeys(TABLES, 0)
-
-
-def http(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
-    """One request to the local server; answers (status, JSON body)."""
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    # Only http://127.0.0.1 URLs built by these tests reach urllib (S310).
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, json.loads(error.read())
-
-
-def wait_until_healthy(base: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"the server exited:\n{log.read_text()}"
-        try:
-            if http("GET", f"{base}/healthz")[0] == 200:
-                return
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.1)  # the server is starting: poll again
-    raise AssertionError(f"/healthz did not answer 200 in 30 s:\n{log.read_text()}")
 
 
 def test_serve_with_demo_data_answers_and_signs_in(tmp_path: Path) -> None:

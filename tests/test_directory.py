@@ -13,7 +13,7 @@ from aiohttp import web
 from telemed import db, keys
 from telemed.accounts.models import Role
 from telemed.clock import FakeClock
-from telemed.demo import load_demo
+from telemed.demo import demo_password_hashes, load_demo
 from tests.conftest import AppClient
 from tests.factories import PASSWORD, assert_error, bearer, next_phone, register, staff
 
@@ -460,8 +460,9 @@ def check_slot(slot: dict[str, Any], doctor_id: str, start: datetime, end: datet
 async def test_demo_duty_doctors_have_free_slots(
     client: AppClient, app: web.Application, clock: FakeClock
 ) -> None:
+    hashes = await demo_password_hashes(app[keys.PASSWORD_HASHER])
     async with db.transaction(app[keys.SESSION_FACTORY]) as session:
-        await load_demo(session, hasher=app[keys.PASSWORD_HASHER], now=clock.now())
+        await load_demo(session, password_hashes=hashes, now=clock.now())
     now = clock.now()
     duty = (await get(client, "/doctors", duty="true"))["items"]
     assert len(duty) == 2

@@ -15,7 +15,7 @@ from sqlmodel import col, select
 
 from telemed import db
 from telemed.accounts.models import Role
-from telemed.accounts.service import do_create_user
+from telemed.accounts.service import check_new_account, do_create_user
 from telemed.clock import SystemClock
 from telemed.notify.models import OutboxMessage, OutboxStatus
 from telemed.notify.service import do_notify
@@ -60,16 +60,17 @@ async def test_two_nodes_deliver_every_message_exactly_once(
                 # Both nodes are polling; queue everything in one transaction.
                 factory = db.create_session_factory(engine)
                 now = SystemClock().now()
+                password_hash = PasswordHasher(time_cost=1, memory_cost=1024).hash(PASSWORD)
                 async with db.transaction(factory) as session:
                     users = [
                         await do_create_user(
                             session,
-                            hasher=PasswordHasher(),
-                            now=now,
-                            full_name="Пациентка Очереди",
-                            phone=next_phone(),
-                            password=PASSWORD,
+                            account=check_new_account(
+                                full_name="Пациентка Очереди", phone=next_phone(), password=PASSWORD
+                            ),
+                            password_hash=password_hash,
                             role=Role.PATIENT,
+                            now=now,
                         )
                         for _ in range(PATIENTS)
                     ]

@@ -67,18 +67,20 @@ class AuthSession(SQLModel, table=True):
     )
 
 
-class LoginFailure(SQLModel, table=True):
-    """One failed login, counted per account and per address to rate-limit guessing.
+class RateEvent(SQLModel, table=True):
+    """One counted attempt at an action whose limit must hold across processes and
+    restarts: a failed sign-in, a registration, a wrong current password.
 
-    ``key`` is ``acct:<sha256 of the normalised login>`` or ``addr:<ip>``: no login
-    identifier is stored in the clear.
+    ``key`` names what is counted: ``login:acct:<account>``, ``login:addr:<ip>``,
+    ``register:addr:<ip>``, ``password:user:<id>``. Accounts unknown by the database are
+    named by the SHA-256 of the login: no login identifier is stored in the clear.
     """
 
-    __tablename__ = "login_failure"
-    __table_args__ = (sa.Index("ix_login_failure_key_at", "key", "at"),)
+    __tablename__ = "rate_event"
+    __table_args__ = (sa.Index("ix_rate_event_key_at", "key", "at"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    key: str = Field(max_length=80)
+    key: str = Field(max_length=100)
     at: datetime = Field(sa_type=UTCDateTime)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import secrets
 
@@ -87,9 +88,37 @@ def check_password(
         )
 
 
+def hasher_for(*, time_cost: int, memory_kib: int, parallelism: int) -> PasswordHasher:
+    """The argon2id hasher of the settings (``TELEMED_PASSWORD_HASH_*``)."""
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
+
+
+TEMPORARY_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+"""For passwords the server generates (``generate_password``: 10 characters from 56, about
+58 bits of chance): guessing one is out of reach at any hashing cost, so a light hash
+(half a millisecond) lets an import of thousands of referred patients finish in seconds
+instead of minutes. The patient must replace it at the first sign-in, and that password
+is hashed with the full cost; a sign-in with it also re-hashes it at full cost."""
+
+
 async def hash_password(hasher: PasswordHasher, password: str) -> str:
-    # argon2 is deliberately slow: keep it off the event loop.
+    # argon2 is deliberately slow: keep it off the event loop (it releases the GIL, so
+    # other threads and the loop go on meanwhile).
     return await asyncio.to_thread(hasher.hash, password)
+
+
+@functools.cache
+def _dummy_hash(time_cost: int, memory_cost: int, parallelism: int) -> str:
+    hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism)
+    return hasher.hash(secrets.token_urlsafe(16))
+
+
+async def dummy_hash(hasher: PasswordHasher) -> str:
+    """A hash with the hasher's parameters that no password matches: checked for an
+    unknown login, so that the answer takes as long as for a real account."""
+    return await asyncio.to_thread(
+        _dummy_hash, hasher.time_cost, hasher.memory_cost, hasher.parallelism
+    )
 
 
 async def verify_password(hasher: PasswordHasher, password_hash: str, password: str) -> bool:

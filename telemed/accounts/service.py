@@ -11,19 +11,20 @@ import math
 import secrets
 import uuid
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed import audit
-from telemed.accounts.models import AuthSession, Locale, LoginFailure, Role, User
-from telemed.accounts.passwords import check_password, hash_password, verify_password
+from telemed.accounts.models import AuthSession, Locale, RateEvent, Role, User
+from telemed.accounts.passwords import check_password
 from telemed.accounts.phones import looks_like_phone, normalise_phone
 from telemed.errors import (
+    Conflict,
     EmailTaken,
     InvalidCredentials,
     InvalidInput,
@@ -58,26 +59,28 @@ async def get_user_by_phone(session: AsyncSession, phone: str) -> User | None:
     return result.first()
 
 
-async def do_create_user(
-    session: AsyncSession,
+@dataclass(frozen=True)
+class NewAccount:
+    """An account's identity, normalised and checked, ready to be stored."""
+
+    full_name: str
+    phone: str
+    email: str | None
+    birth_date: date | None
+
+
+def check_new_account(
     *,
-    hasher: PasswordHasher,
-    now: datetime,
     full_name: str,
     phone: str,
     password: str,
-    role: Role,
-    birth_date: date | None = None,
     email: str | None = None,
-    must_change_password: bool = False,
-    locale: Locale = Locale.RU,
-    time_zone: str = "Europe/Moscow",
-) -> User:
-    """Create an account after checking phone, e-mail and the password policy.
+    birth_date: date | None = None,
+) -> NewAccount:
+    """Normalise the phone (E.164), the e-mail and the name, and check the password
+    policy; pure, so that it runs before any transaction and any hash.
 
-    Raises ``InvalidPhone``, ``InvalidInput``, ``WeakPassword``, ``PhoneTaken`` or
-    ``EmailTaken``. Uniqueness is settled by the database's constraints, so two
-    concurrent registrations of one phone cannot both succeed.
+    Raises ``InvalidPhone``, ``InvalidInput`` or ``WeakPassword``.
     """
     phone = normalise_phone(phone)
     email = normalise_email(email)
@@ -85,12 +88,32 @@ async def do_create_user(
     if not full_name:
         raise InvalidInput("Enter the full name", details={"field": "full_name"})
     check_password(password, personal=(phone, full_name, *([email] if email else [])))
+    return NewAccount(full_name=full_name, phone=phone, email=email, birth_date=birth_date)
+
+
+async def do_create_user(
+    session: AsyncSession,
+    *,
+    account: NewAccount,
+    password_hash: str,
+    role: Role,
+    now: datetime,
+    must_change_password: bool = False,
+    locale: Locale = Locale.RU,
+    time_zone: str = "Europe/Moscow",
+) -> User:
+    """Store a checked account (``check_new_account``) with its password hashed beforehand
+    (``hash_password``, outside the transaction: a hash must not hold the write lock).
+
+    Raises ``PhoneTaken`` or ``EmailTaken``. Uniqueness is settled by the database's
+    constraints, so two concurrent registrations of one phone cannot both succeed.
+    """
     user = User(
-        full_name=full_name,
-        birth_date=birth_date,
-        phone=phone,
-        email=email,
-        password_hash=await hash_password(hasher, password),
+        full_name=account.full_name,
+        birth_date=account.birth_date,
+        phone=account.phone,
+        email=account.email,
+        password_hash=password_hash,
         role=role,
         locale=locale,
         time_zone=time_zone,
@@ -231,8 +254,48 @@ async def do_revoke_user_sessions(
     await session.exec(statement)
 
 
-def _account_key(login: str) -> str:
-    return "acct:" + hashlib.sha256(login.encode()).hexdigest()[:60]
+async def reserve_attempt(
+    session: AsyncSession, *, key: str, limit: int, window: timedelta, now: datetime
+) -> RateEvent:
+    """Count one attempt under ``key``, or raise ``RateLimited`` (with the seconds to
+    wait) if ``limit`` attempts were counted in the last ``window``.
+
+    The attempt is counted before the costly work it stands for (a password hash), and
+    in a transaction of its own: concurrent attempts cannot all slip under the limit
+    before any of them is counted, and a failure cannot be forgotten by a rollback.
+    """
+    since = now - window
+    result = await session.exec(
+        select(sa.func.count(), sa.func.min(RateEvent.at)).where(
+            RateEvent.key == key, RateEvent.at > since
+        )
+    )
+    count, oldest = result.one()
+    if count >= limit and oldest is not None:
+        if oldest.tzinfo is None:  # aggregate results bypass the column type on SQLite
+            oldest = oldest.replace(tzinfo=now.tzinfo)
+        retry_after = max(1, math.ceil((oldest + window - now).total_seconds()))
+        raise RateLimited("Too many attempts; try again later", retry_after_seconds=retry_after)
+    event = RateEvent(key=key, at=now)
+    session.add(event)
+    await session.flush()
+    return event
+
+
+async def do_forget_attempts(
+    session: AsyncSession, *, keys: Collection[str] = (), ids: Collection[int] = ()
+) -> None:
+    """Uncount attempts: every one under ``keys``, and the single ones ``ids``."""
+    if keys:
+        await session.exec(sa.delete(RateEvent).where(col(RateEvent.key).in_(list(keys))))
+    if ids:
+        await session.exec(sa.delete(RateEvent).where(col(RateEvent.id).in_(list(ids))))
+
+
+async def do_prune_attempts(session: AsyncSession, *, before: datetime) -> int:
+    """Drop counted attempts older than any window (``before``)."""
+    result = await session.exec(sa.delete(RateEvent).where(col(RateEvent.at) < before))
+    return int(result.rowcount or 0)
 
 
 def _normalise_login(login: str) -> str:
@@ -245,104 +308,114 @@ def _normalise_login(login: str) -> str:
     return login.lower()
 
 
-async def _check_rate(
-    session: AsyncSession, *, key: str, limit: int, window: timedelta, now: datetime
-) -> None:
-    since = now - window
-    result = await session.exec(
-        select(sa.func.count(), sa.func.min(LoginFailure.at)).where(
-            LoginFailure.key == key, LoginFailure.at > since
-        )
-    )
-    count, oldest = result.one()
-    if count >= limit and oldest is not None:
-        if oldest.tzinfo is None:  # aggregate results bypass the column type on SQLite
-            oldest = oldest.replace(tzinfo=now.tzinfo)
-        retry_after = max(1, math.ceil((oldest + window - now).total_seconds()))
-        raise RateLimited(
-            "Too many failed sign-in attempts; try again later",
-            retry_after_seconds=retry_after,
-        )
+@dataclass(frozen=True)
+class LoginAttempt:
+    """A sign-in between its two transactions: counted as failed until the password
+    proves right (``do_finish_login`` uncounts it)."""
+
+    user_id: uuid.UUID | None
+    password_hash: str
+    account_key: str
+    counted: tuple[int, ...]
 
 
-async def check_login(
+async def check_login_attempt(
     session: AsyncSession,
     *,
-    hasher: PasswordHasher,
     login: str,
-    password: str,
     address: str | None,
     now: datetime,
     window: timedelta,
     max_per_account: int,
     max_per_address: int,
-) -> User:
-    """Verify credentials, under per-account and per-address limits on failures.
+    dummy_hash: str,
+) -> LoginAttempt:
+    """Find the account and count the attempt, per account and per address, before the
+    password is checked. Raises ``RateLimited`` when a limit is reached.
 
-    On failure the attempt is recorded in ``session`` before ``InvalidCredentials`` is
-    raised: the caller must commit it even though the call fails. Raises ``RateLimited``
-    (with the seconds to wait) when a limit is reached, before checking the password.
+    One account is one count, whether it is named by its phone or by its e-mail; an
+    unknown login is counted under its own name. The caller commits this, then checks the
+    password outside any transaction (``verify_password``), then calls
+    ``do_finish_login``. For an unknown login the returned hash is ``dummy_hash``, so
+    that the answer takes as long as for a real account.
     """
     normalised = _normalise_login(login)
-    keys = [(_account_key(normalised), max_per_account)]
-    if address:
-        keys.append(("addr:" + address[:70], max_per_address))
-    for key, limit in keys:
-        await _check_rate(session, key=key, limit=limit, window=window, now=now)
-
     if looks_like_phone(normalised):
         statement = select(User).where(User.phone == normalised)
     else:
         statement = select(User).where(User.email == normalised)
     user = (await session.exec(statement)).first()
-    # Verify against a real hash even for unknown logins, so timing tells nothing.
-    stored = user.password_hash if user is not None else _DUMMY_HASH
-    valid = await verify_password(hasher, stored, password)
-    if user is None or not valid or not user.is_active:
-        for key, _ in keys:
-            session.add(LoginFailure(key=key, at=now))
+    if user is not None:
+        account_key = f"login:acct:{user.id}"
+    else:
+        account_key = "login:acct:" + hashlib.sha256(normalised.encode()).hexdigest()[:64]
+    limits = [(account_key, max_per_account)]
+    if address:
+        limits.append((f"login:addr:{address[:70]}", max_per_address))
+    counted = []
+    for key, limit in limits:
+        event = await reserve_attempt(session, key=key, limit=limit, window=window, now=now)
+        assert event.id is not None
+        counted.append(event.id)
+    return LoginAttempt(
+        user_id=user.id if user is not None else None,
+        password_hash=user.password_hash if user is not None else dummy_hash,
+        account_key=account_key,
+        counted=tuple(counted),
+    )
+
+
+async def do_finish_login(
+    session: AsyncSession,
+    *,
+    attempt: LoginAttempt,
+    password_ok: bool,
+    new_hash: str | None = None,
+) -> User:
+    """The end of a sign-in whose password was checked: the account, if the password was
+    right and the account is still active with that password. Its failures are then
+    forgotten (the address keeps its earlier failures, but not this attempt) and, with
+    ``new_hash``, the password is stored again with today's hashing parameters.
+
+    Raises ``InvalidCredentials`` otherwise; the attempt then stays counted.
+    """
+    user = await session.get(User, attempt.user_id) if attempt.user_id is not None else None
+    if (
+        user is None
+        or not password_ok
+        or not user.is_active
+        or user.password_hash != attempt.password_hash
+    ):
         raise InvalidCredentials("Wrong login or password")
-    # A success clears the account's failures (the address keeps its count).
-    await session.exec(sa.delete(LoginFailure).where(col(LoginFailure.key) == keys[0][0]))
-    if hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = await hash_password(hasher, password)
+    await do_forget_attempts(session, keys=[attempt.account_key], ids=attempt.counted)
+    if new_hash is not None:
+        user.password_hash = new_hash
         session.add(user)
     return user
 
 
-async def check_change_password(
+async def do_change_password(
     session: AsyncSession,
     *,
-    hasher: PasswordHasher,
     user: User,
-    current_password: str,
-    new_password: str,
+    checked_hash: str,
+    new_hash: str,
     keep_session: uuid.UUID | None,
     now: datetime,
     address: str | None,
 ) -> None:
-    """Change the password; every other session of the user is ended.
-
-    Raises ``InvalidCredentials`` for a wrong current password and ``WeakPassword``.
+    """Store a new password hash (made outside the transaction) and end every other
+    session of the user. ``checked_hash`` is the hash the current password was checked
+    against: if the password changed in between, nothing is changed (``Conflict``).
     """
-    if not await verify_password(hasher, user.password_hash, current_password):
-        raise InvalidCredentials(
-            "The current password is wrong", details={"field": "current_password"}
-        )
-    if new_password == current_password:
-        raise InvalidInput(
-            "The new password must differ from the current one", details={"field": "new_password"}
-        )
-    check_password(
-        new_password,
-        personal=(user.phone, user.full_name, *([user.email] if user.email else [])),
-        field="new_password",
-    )
-    user.password_hash = await hash_password(hasher, new_password)
+    if user.password_hash != checked_hash:
+        raise Conflict("The password was changed meanwhile; sign in again")
+    user.password_hash = new_hash
     user.must_change_password = False
     user.password_changed_at = now
     session.add(user)
     await do_revoke_user_sessions(session, user_id=user.id, now=now, keep=keep_session)
+    await do_forget_attempts(session, keys=[f"password:user:{user.id}"])
     audit.record(
         session,
         now=now,
@@ -355,7 +428,14 @@ async def check_change_password(
     )
 
 
-_DUMMY_HASH = (
-    "$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHRzb21lc2FsdA$"
-    "oAGadQgJoCUnkcUbXOa9shs5al/hdEHy7XtcQku7QUI"
-)
+def check_new_password(user: User, *, current_password: str, new_password: str) -> None:
+    """The new password differs from the current one and meets the policy (pure)."""
+    if new_password == current_password:
+        raise InvalidInput(
+            "The new password must differ from the current one", details={"field": "new_password"}
+        )
+    check_password(
+        new_password,
+        personal=(user.phone, user.full_name, *([user.email] if user.email else [])),
+        field="new_password",
+    )

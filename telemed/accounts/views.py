@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from zoneinfo import available_timezones
 
 from aiohttp import web
@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from telemed import audit, keys
 from telemed.accounts import service
 from telemed.accounts.models import AuthSession, Locale, Role, User, UserPublic
+from telemed.accounts.passwords import dummy_hash, hash_password, verify_password
 from telemed.api import Access, Call, RequestModel, Routes
 from telemed.auth import clear_session_cookie, set_session_cookie
 from telemed.errors import InvalidCredentials, InvalidInput
@@ -69,76 +70,100 @@ def _signed_in(call: Call, token: str, auth_session: AuthSession, user: User) ->
     )
 
 
-@routes.post("/auth/register", status=201, access=Access.PUBLIC, errors=(409,))
+@routes.post("/auth/register", status=201, access=Access.PUBLIC, errors=(409,), transaction=False)
 async def register(call: Call, body: RegisterIn) -> AuthOut:
     """POST /auth/register: create a patient account and sign in.
 
     The phone is stored in E.164; the password must meet the policy. Answers the
-    session token (for apps) and sets the session cookie (for browsers).
+    session token (for apps) and sets the session cookie (for browsers). Registrations
+    are limited per client address (429 with ``Retry-After``).
     """
-    user = await service.do_create_user(
-        call.session,
-        hasher=call.app[keys.PASSWORD_HASHER],
-        now=call.now,
+    account = service.check_new_account(
         full_name=body.full_name,
         phone=body.phone,
         password=body.password,
-        role=Role.PATIENT,
-        birth_date=body.birth_date,
         email=body.email,
-        locale=body.locale,
-        time_zone=call.settings.default_time_zone,
+        birth_date=body.birth_date,
     )
-    token, auth_session = await service.do_start_session(
-        call.session,
-        user=user,
-        now=call.now,
-        ttl=call.settings.session_ttl,
-        user_agent=call.request.headers.get("User-Agent"),
-    )
-    audit.record(
-        call.session,
-        now=call.now,
-        actor_id=user.id,
-        action="user.registered",
-        object_type="user",
-        object_id=user.id,
-        subject_id=user.id,
-        address=call.address,
-    )
+    limit = call.settings.limits["register.address"]
+    async with call.transaction() as session:
+        await service.reserve_attempt(
+            session,
+            key=f"register:addr:{call.address}",
+            limit=limit.count,
+            window=timedelta(seconds=limit.seconds),
+            now=call.now,
+        )
+    password_hash = await hash_password(call.app[keys.PASSWORD_HASHER], body.password)
+    async with call.transaction() as session:
+        user = await service.do_create_user(
+            session,
+            account=account,
+            password_hash=password_hash,
+            role=Role.PATIENT,
+            now=call.now,
+            locale=body.locale,
+            time_zone=call.settings.default_time_zone,
+        )
+        token, auth_session = await service.do_start_session(
+            session,
+            user=user,
+            now=call.now,
+            ttl=call.settings.session_ttl,
+            user_agent=call.request.headers.get("User-Agent"),
+        )
+        audit.record(
+            session,
+            now=call.now,
+            actor_id=user.id,
+            action="user.registered",
+            object_type="user",
+            object_id=user.id,
+            subject_id=user.id,
+            address=call.address,
+        )
     return _signed_in(call, token, auth_session, user)
 
 
-@routes.post("/auth/login", access=Access.PUBLIC, errors=(429,))
+@routes.post("/auth/login", access=Access.PUBLIC, errors=(401, 429), transaction=False)
 async def login(call: Call, body: LoginIn) -> AuthOut:
     """POST /auth/login: sign in with phone or e-mail and password.
 
-    Failed attempts are limited per account and per address: past the limit the answer
-    is 429 with ``Retry-After``.
+    Failed attempts are limited per account (its phone and its e-mail count together)
+    and per address: past the limit the answer is 429 with ``Retry-After``.
     """
     settings = call.settings
-    try:
-        user = await service.check_login(
-            call.session,
-            hasher=call.app[keys.PASSWORD_HASHER],
+    hasher = call.app[keys.PASSWORD_HASHER]
+    dummy = await dummy_hash(hasher)
+    async with call.transaction() as session:
+        attempt = await service.check_login_attempt(
+            session,
             login=body.login,
-            password=body.password,
             address=call.address,
             now=call.now,
             window=settings.login_window,
             max_per_account=settings.login_max_failures_per_account,
             max_per_address=settings.login_max_failures_per_address,
+            dummy_hash=dummy,
         )
-    except InvalidCredentials:
-        await call.session.commit()  # the failure must count even though the call fails
-        raise
-    token, auth_session = await service.do_start_session(
-        call.session,
-        user=user,
-        now=call.now,
-        ttl=settings.session_ttl,
-        user_agent=call.request.headers.get("User-Agent"),
-    )
+    # The hash is checked between two short transactions, never inside one.
+    password_ok = await verify_password(hasher, attempt.password_hash, body.password)
+    if not password_ok or attempt.user_id is None:
+        raise InvalidCredentials("Wrong login or password")
+    new_hash = None
+    if hasher.check_needs_rehash(attempt.password_hash):
+        new_hash = await hash_password(hasher, body.password)
+    async with call.transaction() as session:
+        user = await service.do_finish_login(
+            session, attempt=attempt, password_ok=password_ok, new_hash=new_hash
+        )
+        token, auth_session = await service.do_start_session(
+            session,
+            user=user,
+            now=call.now,
+            ttl=settings.session_ttl,
+            user_agent=call.request.headers.get("User-Agent"),
+        )
     return _signed_in(call, token, auth_session, user)
 
 
@@ -155,22 +180,43 @@ async def logout(call: Call) -> None:
     call.response_hooks.append(clear_session_cookie)
 
 
-@routes.post("/auth/password", allow_pending_password=True, errors=(401,))
+@routes.post("/auth/password", allow_pending_password=True, errors=(401, 409), transaction=False)
 async def change_password(call: Call, body: PasswordChangeIn) -> None:
     """POST /auth/password: change the password; every other session is ended.
 
-    This is also how a temporary password (referred patients) is replaced.
+    This is also how a temporary password (referred patients) is replaced. Wrong current
+    passwords are limited per user (429 with ``Retry-After``).
     """
-    await service.check_change_password(
-        call.session,
-        hasher=call.app[keys.PASSWORD_HASHER],
-        user=call.user,
-        current_password=body.current_password,
-        new_password=body.new_password,
-        keep_session=call.auth_session.id if call.auth_session else None,
-        now=call.now,
-        address=call.address,
+    hasher = call.app[keys.PASSWORD_HASHER]
+    limit = call.settings.limits["password.user"]
+    user = call.user
+    service.check_new_password(
+        user, current_password=body.current_password, new_password=body.new_password
     )
+    async with call.transaction() as session:
+        checked_hash = call.user.password_hash
+        await service.reserve_attempt(
+            session,
+            key=f"password:user:{call.user.id}",
+            limit=limit.count,
+            window=timedelta(seconds=limit.seconds),
+            now=call.now,
+        )
+    if not await verify_password(hasher, checked_hash, body.current_password):
+        raise InvalidCredentials(
+            "The current password is wrong", details={"field": "current_password"}
+        )
+    new_hash = await hash_password(hasher, body.new_password)
+    async with call.transaction() as session:
+        await service.do_change_password(
+            session,
+            user=call.user,
+            checked_hash=checked_hash,
+            new_hash=new_hash,
+            keep_session=call.auth_session.id if call.auth_session else None,
+            now=call.now,
+            address=call.address,
+        )
 
 
 @routes.get("/me", allow_pending_password=True)

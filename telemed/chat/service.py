@@ -9,11 +9,9 @@ whichever node stores them.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections import defaultdict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -26,7 +24,7 @@ from telemed.accounts.models import User
 from telemed.chat.models import ChatMessage, ChatMessagePublic, ChatReadState
 from telemed.db import new_id
 from telemed.documents.models import Document
-from telemed.errors import InvalidInput, InvalidState, NotFound, RateLimited, TelemedError
+from telemed.errors import InvalidInput, InvalidState, NotFound, TelemedError
 from telemed.scheduling.consultations import Seen, get_consultation
 from telemed.scheduling.lifecycle import Party
 from telemed.scheduling.models import Consultation, ConsultationDocument, State
@@ -36,26 +34,6 @@ MAX_BODY = 4000
 HISTORY_PAGE = 500
 WRITABLE = frozenset({State.SCHEDULED, State.IN_PROGRESS})
 AFTER_END = frozenset({State.COMPLETED, State.CONCLUDED})
-
-
-@dataclass
-class SendLimiter:
-    """Messages per user per minute, in this process (a sender's socket is on one node)."""
-
-    per_minute: int
-    _sent: dict[uuid.UUID, deque[float]] = field(default_factory=lambda: defaultdict(deque))
-
-    def check(self, user_id: uuid.UUID, *, now: float | None = None) -> None:
-        moment = time.monotonic() if now is None else now
-        window = self._sent[user_id]
-        while window and window[0] <= moment - 60:
-            window.popleft()
-        if len(window) >= self.per_minute:
-            raise RateLimited(
-                "You are sending messages too fast; wait a little",
-                retry_after_seconds=max(1, int(window[0] + 60 - moment) + 1),
-            )
-        window.append(moment)
 
 
 async def get_chat(

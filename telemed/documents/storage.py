@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,17 +33,35 @@ class StoredUpload:
 
 
 class DocumentStore:
-    """Files under ``root``: ``<root>/<first two hex digits>/<document id>``."""
+    """Files under ``root``: ``<root>/<first two hex digits>/<document id>``.
 
-    def __init__(self, root: Path) -> None:
+    Uploads arrive under ``<root>/incoming/<host>.<pid>.<random>``: several processes
+    (on several machines, with shared storage) may receive uploads into one directory,
+    and each must recognise the leftovers that are certainly abandoned.
+    """
+
+    def __init__(self, root: Path, *, abandoned_after: timedelta = timedelta(hours=24)) -> None:
         self.root = root
         self.incoming = root / "incoming"
+        self.abandoned_after = abandoned_after
+        self._prefix = f"{_host()}.{os.getpid()}."
 
-    def prepare(self) -> None:
+    def prepare(self) -> int:
+        """Create the directories and remove the uploads that a crash cut off: those of
+        a process of this machine that is gone, and anyone's older than
+        ``abandoned_after`` (no upload takes that long). Uploads in flight in other
+        processes are left alone. Returns how many were removed."""
         self.incoming.mkdir(parents=True, exist_ok=True)
-        # Uploads cut off by a crash are never referenced: clear them at start.
+        removed = 0
+        oldest = time.time() - self.abandoned_after.total_seconds()
         for leftover in self.incoming.iterdir():
-            leftover.unlink(missing_ok=True)
+            try:
+                if _abandoned(leftover.name) or leftover.stat().st_mtime < oldest:
+                    leftover.unlink(missing_ok=True)
+                    removed += 1
+            except FileNotFoundError:
+                continue  # finished (moved into place) meanwhile
+        return removed
 
     def path_of(self, document_id: uuid.UUID) -> Path:
         return self.root / document_id.hex[:2] / document_id.hex
@@ -52,7 +73,7 @@ class DocumentStore:
         accepted type, and ``TooLarge`` as soon as ``max_bytes`` is passed; in both
         cases the partial file is removed.
         """
-        path = self.incoming / uuid.uuid4().hex
+        path = self.incoming / (self._prefix + uuid.uuid4().hex)
         digest = hashlib.sha256()
         size = 0
         head = b""
@@ -92,6 +113,28 @@ class DocumentStore:
 
     def remove(self, document_id: uuid.UUID) -> None:
         self.path_of(document_id).unlink(missing_ok=True)
+
+
+def _host() -> str:
+    return socket.gethostname().replace(".", "_")[:60] or "host"
+
+
+def _abandoned(name: str) -> bool:
+    """Whether an incoming file belongs to a process of this machine that has ended."""
+    host, _, rest = name.partition(".")
+    pid_text, _, _ = rest.partition(".")
+    if host != _host() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, under another user
+    return False
 
 
 def _accepted(head: bytes) -> str:

@@ -4,36 +4,86 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 from pydantic import Field
 
 from telemed import keys
-from telemed.api import Call, ListOf, RawBody, RawResponse, RequestModel, Routes, parse_model
+from telemed.api import (
+    Call,
+    ListOf,
+    QueryFlag,
+    RawBody,
+    RawResponse,
+    RequestModel,
+    Routes,
+    parse_model,
+)
 from telemed.documents import service
 from telemed.documents.filetypes import EXTENSIONS
 from telemed.documents.models import DocumentKind, DocumentPublic
 from telemed.documents.storage import StoredUpload
 from telemed.errors import InvalidInput, TooLarge
+from telemed.forms import read_form
 
 routes = Routes(tag="documents")
 
-CHUNK = 64 * 1024
-MAX_FIELD_BYTES = 4096
 # Multipart boundaries and part headers around the file.
 MULTIPART_OVERHEAD = 16 * 1024
 
 
 class DocumentFields(RequestModel):
     kind: DocumentKind
-    title: str = Field(min_length=1, max_length=200)
+    title: str = Field(min_length=1, max_length=200, pattern=r"\S")
 
 
 class ContentQuery(RequestModel):
-    inline: bool = Field(
+    inline: QueryFlag = Field(
         default=False, description="Show in the browser (preview) instead of downloading"
+    )
+
+
+@dataclass
+class DocumentUpload:
+    """A received upload: the file in its temporary place, and its description."""
+
+    stored: StoredUpload
+    kind: DocumentKind
+    title: str
+    file_name: str
+
+
+async def read_upload(call: Call) -> DocumentUpload:
+    """The upload form, the file streamed to a temporary file as it arrives (before any
+    transaction begins). Type and size are checked on the way: 415, 413."""
+    limit = call.settings.document_max_bytes
+    request = call.request
+    if request.content_length is not None and request.content_length > limit + MULTIPART_OVERHEAD:
+        raise TooLarge("The file is larger than allowed", details={"max_bytes": limit})
+    store = call.app[keys.DOCUMENT_STORE]
+    form = await read_form(
+        request,
+        file_field="file",
+        receive=lambda chunks: store.receive(chunks, max_bytes=limit),
+        discard=StoredUpload.discard,
+        text_fields=("kind", "title"),
+        idle_timeout=call.settings.upload_idle_timeout_seconds,
+    )
+    try:
+        if form.file is None:
+            raise InvalidInput("Attach the file", details={"field": "file"})
+        meta = parse_model(DocumentFields, form.fields)
+    except BaseException:
+        if form.file is not None:
+            form.file.discard()
+        raise
+    return DocumentUpload(
+        stored=form.file,
+        kind=meta.kind,
+        title=meta.title,
+        file_name=clean_file_name(form.file_name, form.file.content_type),
     )
 
 
@@ -45,9 +95,11 @@ UPLOAD_BODY = RawBody(
         "properties": {
             "file": {"type": "string", "format": "binary"},
             "kind": {"type": "string", "enum": [kind.value for kind in DocumentKind]},
-            "title": {"type": "string", "maxLength": 200},
+            "title": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"},
         },
     },
+    read=read_upload,
+    discard=lambda upload: upload.stored.discard(),
 )
 
 
@@ -71,65 +123,27 @@ def content_disposition(file_name: str, *, inline: bool) -> str:
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
 
 
-async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
-    while chunk := await part.read_chunk(CHUNK):
-        yield chunk
-
-
 @routes.post("/documents", status=201, raw_body=UPLOAD_BODY, errors=(413, 415))
-async def upload_document(call: Call) -> DocumentPublic:
+async def upload_document(call: Call, body: DocumentUpload) -> DocumentPublic:
     """POST /documents: upload a medical document (multipart: file, kind, title).
 
-    The file is streamed to disk, never held whole in memory. Its type comes from its
-    content: PDF, JPEG, PNG or DICOM Part 10, anything else is 415. A file over the size
-    limit, or one that would pass the owner's quota, is 413; nothing is kept either way.
+    The file is streamed to disk, never held whole in memory, before the transaction
+    begins. Its type comes from its content: PDF, JPEG, PNG or DICOM Part 10, anything
+    else is 415. A file over the size limit, or one that would pass the owner's quota, is
+    413; nothing is kept either way.
     """
-    settings = call.settings
     store = call.app[keys.DOCUMENT_STORE]
-    request = call.request
-    limit = settings.document_max_bytes
-    if request.content_length is not None and request.content_length > limit + MULTIPART_OVERHEAD:
-        raise TooLarge("The file is larger than allowed", details={"max_bytes": limit})
-    if not request.content_type.startswith("multipart/"):
-        raise InvalidInput("Send the document as multipart/form-data")
-    reader = await request.multipart()
-    fields: dict[str, str] = {}
-    upload: StoredUpload | None = None
-    file_name: str | None = None
-    try:
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise InvalidInput("Nested multipart is not supported")
-            if part.name == "file":
-                if upload is not None:
-                    raise InvalidInput("Send one file per upload", details={"field": "file"})
-                upload = await store.receive(_chunks(part), max_bytes=limit)
-                file_name = part.filename
-            elif part.name in ("kind", "title"):
-                value = await part.read(decode=True)
-                if len(value) > MAX_FIELD_BYTES:
-                    raise InvalidInput("The field is too long", details={"field": part.name})
-                fields[part.name] = value.decode("utf-8", errors="strict")
-            else:
-                raise InvalidInput("Unknown form field", details={"field": str(part.name)})
-        if upload is None:
-            raise InvalidInput("Attach the file", details={"field": "file"})
-        meta = parse_model(DocumentFields, fields)
-        document = await service.do_add_document(
-            call.session,
-            store=store,
-            owner=call.user,
-            upload=upload,
-            kind=meta.kind,
-            title=meta.title,
-            file_name=clean_file_name(file_name, upload.content_type),
-            quota_bytes=settings.document_quota_bytes,
-            now=call.now,
-        )
-    except BaseException:
-        if upload is not None:
-            upload.discard()
-        raise
+    document = await service.do_add_document(
+        call.session,
+        store=store,
+        owner=call.user,
+        upload=body.stored,
+        kind=body.kind,
+        title=body.title,
+        file_name=body.file_name,
+        quota_bytes=call.settings.document_quota_bytes,
+        now=call.now,
+    )
     call.on_rollback.append(lambda: store.remove(document.id))
     return DocumentPublic.model_validate(document)
 

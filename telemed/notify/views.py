@@ -7,7 +7,7 @@ from pydantic import Field
 
 from telemed import keys
 from telemed.accounts.models import Role
-from telemed.api import Call, ListOf, RequestModel, Routes
+from telemed.api import Call, ListOf, QueryFlag, RequestModel, Routes
 from telemed.notify import service
 from telemed.notify.models import OutboxChannel, OutboxStatus
 from telemed.notify.service import NotificationPublic, OutboxMessagePublic
@@ -18,7 +18,7 @@ MANAGERS = (Role.MANAGER,)
 
 
 class NotificationQuery(RequestModel):
-    unread: bool = Field(default=False, description="Only notifications not yet read")
+    unread: QueryFlag = Field(default=False, description="Only notifications not yet read")
     limit: int = Field(default=50, ge=1, le=200)
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     Field,
@@ -19,9 +20,10 @@ from pydantic import (
 
 from telemed import keys
 from telemed.accounts.models import Role, User
-from telemed.api import Call, ListOf, RawBody, RawResponse, RequestModel, Routes
+from telemed.api import Call, Instant, ListOf, QueryFlag, RawBody, RawResponse, RequestModel, Routes
 from telemed.documents.views import content_disposition
 from telemed.errors import InvalidInput, TooLarge
+from telemed.forms import read_form
 from telemed.scheduling import conclusions, consultations, referrals, service, sla
 from telemed.scheduling.lifecycle import allowed_moves
 from telemed.scheduling.models import (
@@ -85,8 +87,8 @@ class ConsultationIn(RootModel[Annotated[InitiativeIn | DutyIn, Field(discrimina
 class ConsultationQuery(RequestModel):
     state: list[State] | None = Field(default=None, description="Comma-separated states")
     route: Route | None = None
-    from_: AwareDatetime | None = Field(default=None, alias="from")
-    to: AwareDatetime | None = None
+    from_: Instant | None = Field(default=None, alias="from")
+    to: Instant | None = None
 
     @field_validator("state", mode="before")
     @classmethod
@@ -99,7 +101,7 @@ class AttachIn(RequestModel):
 
 
 class ScheduleIn(RequestModel):
-    starts_at: AwareDatetime
+    starts_at: Instant
     duration_min: int = Field(default=30, ge=5, le=240)
 
 
@@ -122,8 +124,8 @@ class ConclusionIn(RequestModel):
 
 
 class SlotsIn(RequestModel):
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
+    starts_at: Instant
+    ends_at: Instant
     slot_minutes: int = Field(ge=10, le=120)
 
 
@@ -132,12 +134,12 @@ class PdfQuery(RequestModel):
 
 
 class ImportQuery(RequestModel):
-    dry_run: bool = False
+    dry_run: QueryFlag = False
 
 
 class SlaQuery(RequestModel):
-    from_: AwareDatetime | None = Field(default=None, alias="from")
-    to: AwareDatetime | None = None
+    from_: Instant | None = Field(default=None, alias="from")
+    to: Instant | None = None
 
 
 class PersonRef(BaseModel):
@@ -559,6 +561,7 @@ async def publish_slots(call: Call, body: SlotsIn) -> ListOf[SlotPublic]:
         starts_at=body.starts_at,
         ends_at=body.ends_at,
         slot_minutes=body.slot_minutes,
+        horizon=call.settings.booking_horizon,
     )
     return ListOf[SlotPublic](items=[SlotPublic.model_validate(s) for s in slots])
 
@@ -569,6 +572,37 @@ async def delete_slot(call: Call) -> None:
     await service.check_delete_slot(
         call.session, actor=call.user, now=call.now, slot_id=call.path_id()
     )
+
+
+@dataclass
+class ReferralTable:
+    """An uploaded referral table, whole in memory (at most ``MAX_TABLE_BYTES``)."""
+
+    data: bytes
+    file_name: str
+
+
+async def _collect_table(chunks: AsyncIterator[bytes]) -> bytes:
+    data = bytearray()
+    async for chunk in chunks:
+        data += chunk
+        if len(data) > MAX_TABLE_BYTES:
+            raise TooLarge("The table is larger than 5 MB", details={"max_bytes": MAX_TABLE_BYTES})
+    return bytes(data)
+
+
+async def read_table(call: Call) -> ReferralTable:
+    """The import form's one field ``file``, read before any transaction begins."""
+    form = await read_form(
+        call.request,
+        file_field="file",
+        receive=_collect_table,
+        discard=lambda _data: None,
+        idle_timeout=call.settings.upload_idle_timeout_seconds,
+    )
+    if form.file is None:
+        raise InvalidInput("Attach the table as the field 'file'", details={"field": "file"})
+    return ReferralTable(data=form.file, file_name=(form.file_name or "referrals")[:255])
 
 
 IMPORT_BODY = RawBody(
@@ -584,6 +618,7 @@ IMPORT_BODY = RawBody(
             }
         },
     },
+    read=read_table,
 )
 
 
@@ -608,43 +643,29 @@ def _report(record: ReferralImport) -> ImportReport:
     )
 
 
-@routes.post("/referral-imports", status=201, roles=MANAGERS, raw_body=IMPORT_BODY, errors=(413,))
-async def import_referrals(call: Call, query: ImportQuery) -> ImportReport:
+@routes.post(
+    "/referral-imports",
+    status=201,
+    roles=MANAGERS,
+    raw_body=IMPORT_BODY,
+    errors=(413,),
+    transaction=False,
+)
+async def import_referrals(call: Call, query: ImportQuery, body: ReferralTable) -> ImportReport:
     """POST /referral-imports: import a referral table (manager); ``?dry_run=true`` only
-    reports. Answers the report row by row."""
+    reports. Answers the report row by row.
+
+    A large table goes in several short transactions, so that other users' changes are
+    not held up while it is imported."""
     request = call.request
-    if not request.content_type.startswith("multipart/"):
-        raise InvalidInput("Send the table as multipart/form-data with the field 'file'")
-    reader = await request.multipart()
-    data: bytes | None = None
-    file_name = "referrals"
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader) or part.name != "file":
-            raise InvalidInput(
-                "Send only the field 'file'", details={"field": str(getattr(part, "name", ""))}
-            )
-        chunks = []
-        size = 0
-        while chunk := await part.read_chunk(64 * 1024):
-            size += len(chunk)
-            if size > MAX_TABLE_BYTES:
-                raise TooLarge(
-                    "The table is larger than 5 MB", details={"max_bytes": MAX_TABLE_BYTES}
-                )
-            chunks.append(chunk)
-        data = b"".join(chunks)
-        file_name = (part.filename or file_name)[:255]
-    if data is None:
-        raise InvalidInput("Attach the table as the field 'file'", details={"field": "file"})
     base = (call.settings.public_url or f"{request.scheme}://{request.host}").rstrip("/")
-    record = await referrals.check_import_referrals(
-        call.session,
+    record = await referrals.import_referrals(
+        call.transaction,
         actor=call.user,
         now=call.now,
         settings=call.settings,
-        hasher=call.app[keys.PASSWORD_HASHER],
-        data=data,
-        file_name=file_name,
+        data=body.data,
+        file_name=body.file_name,
         dry_run=query.dry_run,
         login_url=base + "/",
     )

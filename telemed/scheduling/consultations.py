@@ -448,6 +448,11 @@ async def check_schedule(
         raise InvalidState("A duty booking keeps its slot; cancel it instead")
     if starts_at <= now:
         raise InvalidInput("Choose a time in the future", details={"field": "starts_at"})
+    if starts_at > now + settings.booking_horizon:
+        raise InvalidInput(
+            f"Choose a time within {settings.booking_horizon_days} days",
+            details={"field": "starts_at", "horizon_days": settings.booking_horizon_days},
+        )
     if not 5 <= duration_min <= settings.max_consultation_minutes:
         raise InvalidInput(
             f"The duration must be 5 to {settings.max_consultation_minutes} minutes",

@@ -13,18 +13,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
-from argon2 import PasswordHasher
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed import audit
 from telemed.accounts.models import Role, User
-from telemed.accounts.passwords import generate_password
-from telemed.accounts.service import do_create_user, get_user_by_phone
+from telemed.accounts.passwords import TEMPORARY_HASHER, generate_password
+from telemed.accounts.service import check_new_account, do_create_user, get_user_by_phone
 from telemed.errors import NotFound, TelemedError
 from telemed.notify.service import do_notify
 from telemed.notify.texts import NotificationKind
@@ -71,13 +72,21 @@ def _same_person(user: User, row: ReferralRow) -> bool:
     return user.birth_date is None or row.birth_date is None or user.birth_date == row.birth_date
 
 
-async def check_import_referrals(
-    session: AsyncSession,
+Transaction = Callable[..., AbstractAsyncContextManager[AsyncSession]]
+"""Opens one short transaction: ``transaction()`` writes, ``transaction(write=False)``
+only reads (``telemed.api.Call.transaction``)."""
+
+CHUNK_ROWS = 50
+"""Rows imported per transaction: other users' writes go in between chunks, so a large
+table never holds the write lock for long (about 0.1 s per chunk)."""
+
+
+async def import_referrals(
+    transaction: Transaction,
     *,
     actor: User,
     now: datetime,
     settings: Settings,
-    hasher: PasswordHasher,
     data: bytes,
     file_name: str,
     dry_run: bool,
@@ -85,55 +94,90 @@ async def check_import_referrals(
 ) -> ReferralImport:
     """Import a referral table (CSV or XLSX) and keep the per-row report.
 
-    Raises ``InvalidInput`` when the file as a whole cannot be read. Each row runs in a
-    savepoint: a row that fails rolls back alone.
+    Raises ``InvalidInput`` when the file as a whole cannot be read. The rows go in
+    ``CHUNK_ROWS`` at a time, each chunk in a transaction of its own, and each row in a
+    savepoint: a row that fails rolls back alone. A new patient's temporary password is
+    made and hashed between transactions (``TEMPORARY_HASHER``). Importing the same rows
+    again creates nothing (the referral's fingerprint is unique), so an import cut off
+    half-way is finished by importing the table again.
     """
     # Parsing a large table takes a second or more: not on the event loop.
     rows = await asyncio.to_thread(
         parse_referral_table, data, file_name=file_name, today=now.date()
     )
-    centres = CentreIndex(
-        list((await session.exec(select(Centre).where(col(Centre.archived_at).is_(None)))).all())
-    )
-    record = ReferralImport(
-        created_by_id=actor.id,
-        created_at=now,
-        file_name=file_name,
-        sha256=hashlib.sha256(data).hexdigest(),
-        dry_run=dry_run,
-        total_rows=len(rows),
-        created=0,
-    )
-    session.add(record)
-    await session.flush()
-    report: list[dict[str, Any]] = []
-    for row in rows:
-        entry = await _import_row(
-            session,
-            row=row,
-            centres=centres,
-            record=record,
-            now=now,
-            settings=settings,
-            hasher=hasher,
+    async with transaction() as session:
+        record = ReferralImport(
+            created_by_id=actor.id,
+            created_at=now,
+            file_name=file_name,
+            sha256=hashlib.sha256(data).hexdigest(),
             dry_run=dry_run,
-            login_url=login_url,
+            total_rows=len(rows),
+            created=0,
         )
-        if entry["status"] in ("created", "linked", "would_create"):
-            record.created += 1
-        report.append(entry)
-    record.rows = report
-    session.add(record)
-    audit.record(
-        session,
-        now=now,
-        actor_id=actor.id,
-        action="referrals.imported",
-        object_type="referral_import",
-        object_id=record.id,
-        details={"dry_run": dry_run, "rows": len(rows), "created": record.created},
-    )
-    return record
+        session.add(record)
+    report: list[dict[str, Any]] = []
+    for start in range(0, len(rows), CHUNK_ROWS):
+        chunk = rows[start : start + CHUNK_ROWS]
+        async with transaction(write=False) as session:
+            centres = await _centre_index(session)
+            known = await _patients_by_phone(session, [row.phone for row in chunk if row.phone])
+        # Passwords for the rows whose phone has no account yet, hashed outside any
+        # transaction (a race that creates the account meanwhile only wastes a hash).
+        passwords = {
+            row.row: generate_password()
+            for row in chunk
+            if not dry_run and row.phone and not row.errors and row.phone not in known
+        }
+        hashes = await asyncio.to_thread(_hash_all, passwords)
+        async with transaction(write=not dry_run) as session:
+            for row in chunk:
+                report.append(
+                    await _import_row(
+                        session,
+                        row=row,
+                        centres=centres,
+                        record=record,
+                        now=now,
+                        settings=settings,
+                        dry_run=dry_run,
+                        login_url=login_url,
+                        new_password=(passwords[row.row], hashes[row.row])
+                        if row.row in passwords
+                        else None,
+                    )
+                )
+    async with transaction() as session:
+        stored = await session.get(ReferralImport, record.id)
+        assert stored is not None
+        stored.rows = report
+        stored.created = sum(
+            1 for entry in report if entry["status"] in ("created", "linked", "would_create")
+        )
+        session.add(stored)
+        audit.record(
+            session,
+            now=now,
+            actor_id=actor.id,
+            action="referrals.imported",
+            object_type="referral_import",
+            object_id=stored.id,
+            details={"dry_run": dry_run, "rows": len(rows), "created": stored.created},
+        )
+    return stored
+
+
+async def _centre_index(session: AsyncSession) -> CentreIndex:
+    centres = await session.exec(select(Centre).where(col(Centre.archived_at).is_(None)))
+    return CentreIndex(list(centres.all()))
+
+
+async def _patients_by_phone(session: AsyncSession, phones: list[str]) -> set[str]:
+    """Which of these phones already have an account."""
+    if not phones:
+        return set()
+    found = await session.exec(select(User.phone).where(col(User.phone).in_(phones)))
+    return set(found.all())
 
 
 async def _import_row(
@@ -144,9 +188,9 @@ async def _import_row(
     record: ReferralImport,
     now: datetime,
     settings: Settings,
-    hasher: PasswordHasher,
     dry_run: bool,
     login_url: str,
+    new_password: tuple[str, str] | None,
 ) -> dict[str, Any]:
     errors = list(row.errors)
     centre: Centre | None = None
@@ -196,17 +240,20 @@ async def _import_row(
             password = None
             patient = existing_user
             if patient is None:
-                password = generate_password()
+                # Made before the transaction; only an account deleted meanwhile is not.
+                password, password_hash = new_password or _new_password()
                 patient = await do_create_user(
                     session,
-                    hasher=hasher,
-                    now=now,
-                    full_name=row.full_name,
-                    phone=row.phone,
-                    password=password,
+                    account=check_new_account(
+                        full_name=row.full_name,
+                        phone=row.phone,
+                        password=password,
+                        email=row.email,
+                        birth_date=row.birth_date,
+                    ),
+                    password_hash=password_hash,
                     role=Role.PATIENT,
-                    birth_date=row.birth_date,
-                    email=row.email,
+                    now=now,
                     must_change_password=True,
                     time_zone=settings.default_time_zone,
                 )
@@ -279,6 +326,15 @@ async def _import_row(
     if existing_user is not None:
         entry["status"] = "linked"
     return entry
+
+
+def _hash_all(passwords: dict[int, str]) -> dict[int, str]:
+    return {row: TEMPORARY_HASHER.hash(password) for row, password in passwords.items()}
+
+
+def _new_password() -> tuple[str, str]:
+    password = generate_password()
+    return password, TEMPORARY_HASHER.hash(password)
 
 
 async def get_import(session: AsyncSession, import_id: uuid.UUID) -> ReferralImport:

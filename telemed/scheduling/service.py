@@ -7,10 +7,9 @@ Removing a centre or a doctor archives it: consultations will keep pointing at i
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -198,20 +197,18 @@ async def get_doctor(session: AsyncSession, doctor_id: uuid.UUID) -> tuple[Docto
 async def do_create_doctor(
     session: AsyncSession,
     *,
-    hasher: PasswordHasher,
+    account: accounts.NewAccount,
+    password_hash: str,
     actor: User | None,
     now: datetime,
-    full_name: str,
-    phone: str,
-    password: str,
     centre_id: uuid.UUID,
     specialty: str,
     is_duty: bool,
     bio: str = "",
-    email: str | None = None,
     must_change_password: bool = True,
 ) -> tuple[Doctor, User, Centre]:
-    """Create a doctor's account (role doctor) and profile at a live centre.
+    """Create a doctor's account (role doctor, checked by ``check_new_account``, its
+    password hashed beforehand) and profile at a live centre.
 
     The manager sets the first password, so by default the doctor must change it at
     the first sign-in. Raises ``NotFound`` (centre) and the account errors.
@@ -219,13 +216,10 @@ async def do_create_doctor(
     centre = await get_centre(session, centre_id)
     user = await accounts.do_create_user(
         session,
-        hasher=hasher,
-        now=now,
-        full_name=full_name,
-        phone=phone,
-        password=password,
+        account=account,
+        password_hash=password_hash,
         role=Role.DOCTOR,
-        email=email,
+        now=now,
         must_change_password=must_change_password,
     )
     doctor = Doctor(
@@ -326,13 +320,14 @@ async def check_publish_slots(
     starts_at: datetime,
     ends_at: datetime,
     slot_minutes: int,
+    horizon: timedelta,
 ) -> list[DutySlot]:
-    """A duty doctor publishes free slots. Refused (``Overlap``) where they would overlap
-    the doctor's existing slots or scheduled consultations."""
+    """A duty doctor publishes free slots, up to ``horizon`` ahead. Refused (``Overlap``)
+    where they would overlap the doctor's existing slots or scheduled consultations."""
     doctor = await doctor_of(session, actor)
     if doctor is None or not doctor.is_duty:
         raise Forbidden("Only a duty doctor publishes slots")
-    ranges = cut_slots(starts_at, ends_at, slot_minutes, now=now)
+    ranges = cut_slots(starts_at, ends_at, slot_minutes, now=now, horizon=horizon)
     await check_doctor_free(
         session,
         doctor=doctor,

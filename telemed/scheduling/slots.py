@@ -12,11 +12,16 @@ MAX_RANGE = timedelta(hours=24)
 
 
 def cut_slots(
-    starts_at: datetime, ends_at: datetime, slot_minutes: int, *, now: datetime
+    starts_at: datetime,
+    ends_at: datetime,
+    slot_minutes: int,
+    *,
+    now: datetime,
+    horizon: timedelta,
 ) -> list[tuple[datetime, datetime]]:
     """Consecutive ``slot_minutes`` slots from ``starts_at``; a remainder shorter than one
-    slot at the end is left out. Raises ``InvalidInput`` for a range in the past, reversed,
-    longer than a day, or slots of odd length."""
+    slot at the end is left out. Raises ``InvalidInput`` for a range in the past, further
+    ahead than ``horizon``, reversed, longer than a day, or slots of odd length."""
     if not MIN_SLOT_MINUTES <= slot_minutes <= MAX_SLOT_MINUTES:
         raise InvalidInput(
             f"A slot lasts {MIN_SLOT_MINUTES} to {MAX_SLOT_MINUTES} minutes",
@@ -28,6 +33,11 @@ def cut_slots(
         raise InvalidInput("Publish at most one day at a time", details={"field": "ends_at"})
     if starts_at <= now:
         raise InvalidInput("Slots must be in the future", details={"field": "starts_at"})
+    if ends_at > now + horizon:
+        raise InvalidInput(
+            f"Slots can be published up to {horizon.days} days ahead",
+            details={"field": "ends_at", "horizon_days": horizon.days},
+        )
     step = timedelta(minutes=slot_minutes)
     slots = []
     start = starts_at

@@ -8,11 +8,13 @@ from typing import Annotated
 from zoneinfo import ZoneInfo, available_timezones
 
 from aiohttp import web
-from pydantic import AwareDatetime, Field, StringConstraints, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from telemed import keys
 from telemed.accounts.models import Role
-from telemed.api import Access, Call, ListOf, RequestModel, Routes
+from telemed.accounts.passwords import hash_password
+from telemed.accounts.service import check_new_account
+from telemed.api import Access, Call, Instant, ListOf, QueryFlag, RequestModel, Routes
 from telemed.scheduling import service
 from telemed.scheduling.models import CentrePublic, DoctorPublic, SlotPublic
 
@@ -65,12 +67,12 @@ class DoctorUpdate(RequestModel):
 
 class DoctorQuery(RequestModel):
     centre_id: uuid.UUID | None = None
-    duty: bool | None = None
+    duty: QueryFlag | None = None
 
 
 class SlotQuery(RequestModel):
-    from_: AwareDatetime | None = Field(default=None, alias="from")
-    to: AwareDatetime | None = None
+    from_: Instant | None = Field(default=None, alias="from")
+    to: Instant | None = None
     tz: str | None = Field(
         default=None,
         description="IANA time zone to express the times in (default: the service's zone)",
@@ -157,26 +159,28 @@ async def get_doctor(call: Call) -> DoctorPublic:
     return service.doctor_public(*await service.get_doctor(call.session, call.path_id()))
 
 
-@routes.post("/doctors", status=201, roles=MANAGERS, errors=(409,))
+@routes.post("/doctors", status=201, roles=MANAGERS, errors=(404, 409), transaction=False)
 async def create_doctor(call: Call, body: DoctorIn) -> DoctorPublic:
     """POST /doctors: add a doctor with a new account (manager).
 
     The doctor signs in with the phone and the given password, and must change it then.
     """
-    created = await service.do_create_doctor(
-        call.session,
-        hasher=call.app[keys.PASSWORD_HASHER],
-        actor=call.user,
-        now=call.now,
-        full_name=body.full_name,
-        phone=body.phone,
-        password=body.password,
-        email=body.email,
-        centre_id=body.centre_id,
-        specialty=body.specialty,
-        is_duty=body.is_duty,
-        bio=body.bio,
+    account = check_new_account(
+        full_name=body.full_name, phone=body.phone, password=body.password, email=body.email
     )
+    password_hash = await hash_password(call.app[keys.PASSWORD_HASHER], body.password)
+    async with call.transaction() as session:
+        created = await service.do_create_doctor(
+            session,
+            account=account,
+            password_hash=password_hash,
+            actor=call.user,
+            now=call.now,
+            centre_id=body.centre_id,
+            specialty=body.specialty,
+            is_duty=body.is_duty,
+            bio=body.bio,
+        )
     return service.doctor_public(*created)
 
 

@@ -82,20 +82,32 @@ async def check_scope(sio: socketio.AsyncServer, sid: str, data: Any) -> None:
         )
 
 
-def acked(
-    sio: socketio.AsyncServer, handler: Callable[[str, Any], Awaitable[Ack]]
-) -> Callable[[str, Any], Awaitable[Ack]]:
-    """The event's handler, answering with an ack (its errors in the one shape), for a
-    join token's socket only on its own consultation (``check_scope``)."""
+def on(
+    app: web.Application,
+    sio: socketio.AsyncServer,
+    event: str,
+    handler: Callable[[str, Any], Awaitable[Ack]],
+) -> None:
+    """Register ``handler`` for a client → server ``event``: it answers with an ack (its
+    errors in the one shape), counts against the caller's rate limits (``event.user``
+    for every event, and the event's own, ``chat:typing`` → ``chat.typing``, where
+    ``telemed.limits`` names one), and a join token's socket acts on its own
+    consultation only (``check_scope``)."""
+    limiter = app[keys.LIMITER]
+    own_limit = event.replace(":", ".")
+    limits = ["event.user", *([own_limit] if own_limit in limiter.limits else [])]
 
     async def wrapped(sid: str, data: Any = None) -> Ack:
         try:
+            saved = await sio.get_session(sid)
+            for name in limits:
+                await limiter.hit(name, f"user:{saved['user_id']}")
             await check_scope(sio, sid, data)
             return await handler(sid, data)
         except TelemedError as exc:
             return refused(exc)
         except Exception:
-            logger.exception("socket event failed")
+            logger.exception("socket event %s failed", event)
             return {
                 "ok": False,
                 "error": {
@@ -105,4 +117,4 @@ def acked(
                 },
             }
 
-    return wrapped
+    sio.on(event, handler=wrapped)

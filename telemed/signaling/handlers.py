@@ -37,7 +37,7 @@ from telemed.errors import (
 from telemed.jobs import register_job
 from telemed.scheduling.consultations import doctor_of, live_view
 from telemed.signaling import room_handlers
-from telemed.signaling.common import Ack, acked, caller, ok, parse
+from telemed.signaling.common import Ack, caller, ok, on, parse
 from telemed.signaling.events import (
     ChatRead,
     ChatSend,
@@ -96,7 +96,6 @@ def setup(app: web.Application) -> socketio.AsyncServer:
     )
     sio.attach(app)
     app[keys.SIO] = sio
-    app[keys.CHAT_LIMITER] = chat.SendLimiter(per_minute=settings.chat_rate_per_minute)
     app[keys.PRESENCE] = Presence(app[keys.CLOCK].now)
 
     async def emit(event: live.LiveEvent) -> None:
@@ -164,6 +163,7 @@ async def _redis_link(app: web.Application) -> AsyncIterator[None]:
 
     presence = app[keys.PRESENCE]
     presence.share(client, node=app[keys.NODE_ID], lifetime_seconds=settings.presence_seconds)
+    app[keys.LIMITER].share(client)
 
     async def heartbeats() -> None:
         while True:
@@ -299,7 +299,6 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
         """chat:send {consultation_id, client_id, body, document_ids?} → {message}"""
         request = parse(ChatSend, data)
         saved = await sio.get_session(sid)
-        app[keys.CHAT_LIMITER].check(uuid.UUID(saved["user_id"]))
 
         # Stored in the writer's next group commit; acked only once committed. The
         # answer is ``MessageAck``, already as JSON data (made once for ack and broadcast).
@@ -353,8 +352,8 @@ def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
 
     sio.on("connect", handler=connect)
     sio.on("disconnect", handler=disconnect)
-    sio.on("consultation:subscribe", handler=acked(sio, subscribe))
-    sio.on("consultation:unsubscribe", handler=acked(sio, unsubscribe))
-    sio.on("chat:send", handler=acked(sio, send))
-    sio.on("chat:read", handler=acked(sio, read))
-    sio.on("chat:typing", handler=acked(sio, typing))
+    on(app, sio, "consultation:subscribe", subscribe)
+    on(app, sio, "consultation:unsubscribe", unsubscribe)
+    on(app, sio, "chat:send", send)
+    on(app, sio, "chat:read", read)
+    on(app, sio, "chat:typing", typing)

@@ -18,7 +18,7 @@ from telemed.media.room import Hooks, Participant, Room, Rooms
 from telemed.media.service import check_join
 from telemed.media.turn import ice_servers_for
 from telemed.scheduling.consultations import check_end, live_view
-from telemed.signaling.common import Ack, acked, caller, ok, parse
+from telemed.signaling.common import Ack, caller, ok, on, parse
 from telemed.signaling.events import (
     Answer,
     ConsentView,
@@ -166,6 +166,8 @@ def register(app: web.Application, sio: socketio.AsyncServer) -> None:
         """recording:consent {consultation_id, granted}"""
         request = parse(RecordingConsent, data)
         room, participant = await member(sid, request.consultation_id)
+        if room.consents.get(participant.user_id, False) == request.granted:
+            return ok()  # no change: nothing to tell or to audit
         await recorded(
             sid,
             request.consultation_id,
@@ -265,15 +267,15 @@ def register(app: web.Application, sio: socketio.AsyncServer) -> None:
             await rooms.close(str(event.payload["id"]))
 
     app[keys.EMIT] = emit
-    sio.on("room:join", handler=acked(sio, join))
-    sio.on("rtc:offer", handler=acked(sio, offer))
-    sio.on("rtc:answer", handler=acked(sio, answer))
-    sio.on("media:report", handler=acked(sio, report))
-    sio.on("recording:consent", handler=acked(sio, consent))
-    sio.on("recording:start", handler=acked(sio, start_recording))
-    sio.on("recording:stop", handler=acked(sio, stop_recording))
-    sio.on("room:leave", handler=acked(sio, leave))
-    sio.on("consultation:end", handler=acked(sio, end))
+    on(app, sio, "room:join", join)
+    on(app, sio, "rtc:offer", offer)
+    on(app, sio, "rtc:answer", answer)
+    on(app, sio, "media:report", report)
+    on(app, sio, "recording:consent", consent)
+    on(app, sio, "recording:start", start_recording)
+    on(app, sio, "recording:stop", stop_recording)
+    on(app, sio, "room:leave", leave)
+    on(app, sio, "consultation:end", end)
 
 
 LIVE = frozenset({"scheduled", "in_progress"})
