@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import re
 import typing
@@ -22,13 +23,15 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Self, TypeVar
+from zoneinfo import available_timezones
 
+import orjson
 import pydantic
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, PlainValidator, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, PlainValidator, WithJsonSchema, model_validator
 from pydantic.json_schema import models_json_schema
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -59,10 +62,31 @@ class Access(StrEnum):
     USER = "user"  # a signed-in user (optionally of given roles)
 
 
-class RequestModel(BaseModel):
-    """Base of every request body and query: unknown fields are an error, not ignored."""
+NONBLANK = r"[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+"""The pattern of a string that must not be blank: it holds a character that is not a
+space by any definition (Python's, JavaScript's, Unicode's), so that the OpenAPI
+document and the server agree on every string."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+class RequestModel(BaseModel):
+    """Base of every request body and query: unknown fields are an error, not ignored.
+
+    Strings are validated as sent (their length, and ``pattern=NONBLANK`` for those that
+    must hold something), exactly as the OpenAPI document describes them, and only then
+    stripped of surrounding spaces."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _strip_strings(self) -> Self:
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            # Exactly str: an enum member is a str too, and must stay what it is.
+            if type(value) is str:
+                setattr(self, name, value.strip())
+            elif isinstance(value, list) and all(type(item) is str for item in value):
+                setattr(self, name, [item.strip() for item in value])
+        return self
 
 
 class ListOf(BaseModel, Generic[T]):
@@ -83,30 +107,31 @@ class ErrorEnvelope(BaseModel):
     error: ErrorDetail
 
 
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-LATEST = datetime(2100, 1, 1, tzinfo=UTC)
-"""The times the API accepts: from 2000-01-01 to 2100-01-01 (UTC). Nothing the service
-does lies outside, and arithmetic on times near year 1 or 9999 overflows."""
-
-_RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+INSTANT_PATTERN = (
+    r"^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]"
+    r":[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+"""What ``Instant`` accepts, also as a pattern for OpenAPI: RFC 3339 with an offset, in
+the years 2000 to 2099 as written (a leap second is not taken). Nothing the service does
+lies outside, and arithmetic on times near year 1 or 9999 overflows."""
+_INSTANT = re.compile(INSTANT_PATTERN)
 
 
 def _instant(value: object) -> datetime:
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        moment = value
-    elif isinstance(value, str) and (found := _RFC3339.fullmatch(value)):
-        whole, fraction, offset = found.groups()
+    if isinstance(value, datetime) and value.tzinfo is not None and 2000 <= value.year < 2100:
+        return value
+    if isinstance(value, str) and _INSTANT.match(value):
+        # 2026-05-04T10:30:00 [.fraction] Z|±hh:mm; Python takes at most six digits.
+        zulu = value[-1] in "Zz"
+        offset = "+00:00" if zulu else value[-6:]
+        fraction = value[19 : len(value) - (1 if zulu else 6)]
         try:
-            moment = datetime.fromisoformat(
-                whole.upper() + (fraction or "")[:7] + offset.upper().replace("Z", "+00:00")
-            )
+            return datetime.fromisoformat(value[:10] + "T" + value[11:19] + fraction[:7] + offset)
         except ValueError:
             raise ValueError("not a real date and time") from None
-    else:
-        raise ValueError("an RFC 3339 date and time with an offset, like 2026-05-04T10:30:00+03:00")
-    if not EARLIEST <= moment < LATEST:
-        raise ValueError("a time between 2000-01-01 and 2100-01-01")
-    return moment
+    raise ValueError(
+        "an RFC 3339 date and time with an offset in 2000-2099, like 2026-05-04T10:30:00+03:00"
+    )
 
 
 Instant = Annotated[
@@ -116,7 +141,8 @@ Instant = Annotated[
         {
             "type": "string",
             "format": "date-time",
-            "description": "RFC 3339 with an offset, from 2000-01-01 to 2100-01-01",
+            "pattern": INSTANT_PATTERN,
+            "description": "RFC 3339 with an offset, in the years 2000 to 2099",
         },
         mode="validation",
     ),
@@ -137,6 +163,22 @@ QueryFlag = Annotated[
     bool, PlainValidator(_flag), WithJsonSchema({"type": "boolean"}, mode="validation")
 ]
 """A yes/no query parameter: ``true`` or ``false``, nothing else."""
+
+ZONES = frozenset(available_timezones())
+
+
+def _zone(value: object) -> str:
+    if not isinstance(value, str) or value not in ZONES:
+        raise ValueError("an IANA time zone, like Europe/Moscow")
+    return value
+
+
+TimeZoneName = Annotated[
+    str,
+    PlainValidator(_zone),
+    WithJsonSchema({"type": "string", "enum": sorted(ZONES)}, mode="validation"),
+]
+"""An IANA time zone name (``Europe/Moscow``)."""
 
 
 @dataclass
@@ -535,7 +577,8 @@ class Api:
             if endpoint.response_model is not None:
                 models.append((endpoint.response_model, "serialization"))
         refs, schema = models_json_schema(
-            list(dict.fromkeys(models)), ref_template="#/components/schemas/{model}"
+            list(dict.fromkeys(models)),
+            ref_template="#/components/schemas/{model}",
         )
         components = schema.get("$defs", {})
         error_ref = refs[(ErrorEnvelope, "serialization")]
@@ -602,7 +645,7 @@ class Api:
             if endpoint.body_model or endpoint.query_model or endpoint.raw_body:
                 error_statuses.add(400)
             if endpoint.reads_body:
-                error_statuses.update({408, 413})
+                error_statuses.update({408, 413, 422})
             if endpoint.access is Access.USER:
                 error_statuses.update({401, 403})
             elif endpoint.writes:
@@ -643,6 +686,7 @@ _REASONS = {
     404: "Not found",
     408: "The body did not arrive in time",
     409: "Conflict with the current state",
+    422: "A value breaks a rule",
     413: "Too large",
     415: "Unsupported type",
     429: "Too many attempts",
@@ -669,15 +713,32 @@ def parse_model(model: type[M], data: Any) -> M:
 
 def parse_json(model: type[M], raw: bytes) -> M:
     """Validate a JSON body against ``model``, strictly: a JSON value must have the type
-    the schema names (``0`` is not ``false``, ``"5"`` is not ``5``)."""
+    the schema names (``0`` is not ``false``, ``"5"`` is not ``5``). As in JSON Schema,
+    ``5.0`` is an integer."""
     try:
-        return model.model_validate_json(raw, strict=True)
+        data = _integral(orjson.loads(raw))
+    except orjson.JSONDecodeError:
+        raise InvalidInput("The body is not valid JSON") from None
+    except RecursionError:
+        raise InvalidInput("The body is nested too deeply") from None
+    try:
+        # The standard encoder: orjson refuses integers beyond 64 bits, JSON does not.
+        return model.model_validate_json(json.dumps(data), strict=True)
     except pydantic.ValidationError as exc:
-        if any(error["type"] == "json_invalid" for error in exc.errors()):
-            raise InvalidInput("The body is not valid JSON") from None
         raise InvalidInput(
             "Some fields are missing or invalid", details=validation_details(exc)
         ) from None
+
+
+def _integral(value: Any) -> Any:
+    """JSON numbers with no fractional part as integers (``5.0`` → ``5``)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    return value
 
 
 def _query_values(request: web.Request) -> dict[str, str | list[str]]:

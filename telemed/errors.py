@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 class ErrorCode(StrEnum):
     INVALID_INPUT = "invalid_input"
+    INVALID_VALUE = "invalid_value"
     WEAK_PASSWORD = "weak_password"
     INVALID_PHONE = "invalid_phone"
     UNAUTHENTICATED = "unauthenticated"
@@ -63,15 +64,25 @@ class TelemedError(Exception):
 
 
 class InvalidInput(TelemedError):
+    """The request does not follow the API's schema (or is malformed): a client's bug."""
+
     code, http_status = ErrorCode.INVALID_INPUT, 400
 
 
-class WeakPassword(TelemedError):
-    code, http_status = ErrorCode.WEAK_PASSWORD, 400
+class InvalidValue(TelemedError):
+    """A request the schema allows, with a value that a rule refuses (a time in the
+    past, a slot range longer than a day): the user's to correct. ``details.field``
+    names the field."""
+
+    code, http_status = ErrorCode.INVALID_VALUE, 422
 
 
-class InvalidPhone(TelemedError):
-    code, http_status = ErrorCode.INVALID_PHONE, 400
+class WeakPassword(InvalidValue):
+    code, http_status = ErrorCode.WEAK_PASSWORD, 422
+
+
+class InvalidPhone(InvalidValue):
+    code, http_status = ErrorCode.INVALID_PHONE, 422
 
 
 class Unauthenticated(TelemedError):

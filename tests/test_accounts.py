@@ -60,13 +60,13 @@ async def test_register_sets_an_httponly_cookie(client: AppClient) -> None:
 @pytest.mark.parametrize(
     ("change", "status", "code"),
     [
-        ({"phone": "12"}, 400, "invalid_phone"),
-        ({"phone": "+7 000 000"}, 400, "invalid_phone"),
-        ({"password": "short1"}, 400, "weak_password"),
-        ({"password": "onlyletters"}, 400, "weak_password"),
-        ({"password": "12345678901"}, 400, "weak_password"),
-        ({"password": "qwerty123"}, 400, "weak_password"),
-        ({"email": "not-an-email"}, 400, "invalid_input"),
+        ({"phone": "12"}, 422, "invalid_phone"),
+        ({"phone": "+7 000 000"}, 422, "invalid_phone"),
+        ({"password": "short1"}, 422, "weak_password"),
+        ({"password": "onlyletters"}, 422, "weak_password"),
+        ({"password": "12345678901"}, 422, "weak_password"),
+        ({"password": "qwerty123"}, 422, "weak_password"),
+        ({"email": "not-an-email"}, 422, "invalid_value"),
         ({"birth_date": "1980-13-40"}, 400, "invalid_input"),
         ({"birth_date": "2999-01-01"}, 400, "invalid_input"),
         ({"full_name": ""}, 400, "invalid_input"),
@@ -124,7 +124,7 @@ async def test_password_must_not_contain_the_phone(client: AppClient) -> None:
             "password": "a" + phone[-7:] + "x",
         },
     )
-    error = await assert_error(response, 400, "weak_password")
+    error = await assert_error(response, 422, "weak_password")
     assert "not your phone number, e-mail or name" in error["details"]["requirements"]
 
 
@@ -256,13 +256,13 @@ async def test_password_change_refusals_change_nothing(client: AppClient) -> Non
         headers=headers,
         json={"current_password": PASSWORD, "new_password": "weak"},
     )
-    await assert_error(weak, 400, "weak_password")
+    await assert_error(weak, 422, "weak_password")
     same = await client.post(
         "/api/v1/auth/password",
         headers=headers,
         json={"current_password": PASSWORD, "new_password": PASSWORD},
     )
-    await assert_error(same, 400, "invalid_input")
+    await assert_error(same, 422, "invalid_value")
     missing = await client.post("/api/v1/auth/password", headers=headers, json={})
     await assert_error(missing, 400, "invalid_input")
     anonymous = await client.post(

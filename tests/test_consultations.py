@@ -196,7 +196,7 @@ async def test_scheduling_rules(client: AppClient, world: dict[str, Any], clock:
         json={"starts_at": iso(clock.now() - timedelta(hours=1))},
         headers=bearer(doctor["token"]),
     )
-    await assert_error(past, 400, "invalid_input")
+    await assert_error(past, 422, "invalid_value")
     naive = await client.post(
         "/api/v1" + path, json={"starts_at": "2030-01-01T10:00:00"}, headers=bearer(doctor["token"])
     )

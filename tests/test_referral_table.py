@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from openpyxl import Workbook
 
-from telemed.errors import InvalidInput
+from telemed.errors import InvalidValue
 from telemed.scheduling.referral_table import (
     MAX_ROWS,
     CellError,
@@ -263,7 +263,7 @@ def test_headers_ignore_case_spaces_punctuation_yo_and_remarks() -> None:
         "ignored: organisation is already known",
     ]
     # The second spelling of a known column would be ambiguous, so it is refused...
-    with pytest.raises(InvalidInput) as refused:
+    with pytest.raises(InvalidValue) as refused:
         parse(table(header, row))
     assert refused.value.details["duplicate_columns"] == ["referring_organisation"]
     assert "Направившая организация (referring_organisation)" in refused.value.message
@@ -656,34 +656,34 @@ def test_header_only_table_has_no_rows() -> None:
     ],
 )
 def test_files_that_are_not_tables(data: bytes, message: str) -> None:
-    with pytest.raises(InvalidInput) as refused:
+    with pytest.raises(InvalidValue) as refused:
         parse_referral_table(data, today=TODAY)
     assert refused.value.message == message
-    assert refused.value.http_status == 400
+    assert refused.value.http_status == 422
 
 
 def test_a_docx_or_other_zip_is_not_a_workbook() -> None:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as archive:
         archive.writestr("word/document.xml", "<document/>")
-    with pytest.raises(InvalidInput, match="not a readable XLSX workbook"):
+    with pytest.raises(InvalidValue, match="not a readable XLSX workbook"):
         parse_referral_table(out.getvalue(), file_name="list.docx", today=TODAY)
 
 
 def test_an_empty_workbook_has_no_header_row() -> None:
-    with pytest.raises(InvalidInput, match="no header row"):
+    with pytest.raises(InvalidValue, match="no header row"):
         parse_referral_table(xlsx([]), today=TODAY)
 
 
 def test_a_file_named_like_a_workbook_says_so() -> None:
-    with pytest.raises(InvalidInput) as refused:
+    with pytest.raises(InvalidValue) as refused:
         parse_referral_table(bytes(range(256)), file_name="Список.xlsx", today=TODAY)
     assert "Список.xlsx is named like a workbook, but is not one" in refused.value.message
 
 
 def test_missing_required_columns_are_listed_with_the_columns_found() -> None:
     header = [h for h in RU_HEADER if h not in ("Телефон", "Профиль")] + ["Примечание"]
-    with pytest.raises(InvalidInput) as refused:
+    with pytest.raises(InvalidValue) as refused:
         parse(table(header, GOOD))
     assert refused.value.message == (
         "The table lacks required columns: Телефон (phone), Профиль (profile)"
@@ -704,7 +704,7 @@ def test_missing_required_columns_are_listed_with_the_columns_found() -> None:
 
 
 def test_a_table_without_a_header_lists_what_it_found() -> None:
-    with pytest.raises(InvalidInput) as refused:
+    with pytest.raises(InvalidValue) as refused:
         parse(table(GOOD, GOOD))
     assert len(refused.value.details["missing_columns"]) == 7
     assert refused.value.details["found_columns"][0] == "Иванов Иван Петрович"
@@ -712,7 +712,7 @@ def test_a_table_without_a_header_lists_what_it_found() -> None:
 
 def test_too_many_rows_are_refused() -> None:
     assert len(parse(table(RU_HEADER, *[GOOD] * MAX_ROWS))) == MAX_ROWS
-    with pytest.raises(InvalidInput) as refused:
+    with pytest.raises(InvalidValue) as refused:
         parse(table(RU_HEADER, *[GOOD] * (MAX_ROWS + 1)))
     assert refused.value.details == {"max_rows": MAX_ROWS}
 

@@ -274,10 +274,10 @@ async def test_bad_tables_and_callers_are_refused(
 ) -> None:
     manager = centres["manager"]
     response = await upload_table(client, manager, b"\x00\x01garbage", "x.csv", dry_run=True)
-    await assert_error(response, 400, "invalid_input")
+    await assert_error(response, 422, "invalid_value")
     missing = "ФИО;Телефон\r\nИванов;+79005550101\r\n".encode()
     response = await upload_table(client, manager, missing, "x.csv", dry_run=True)
-    error = await assert_error(response, 400, "invalid_input")
+    error = await assert_error(response, 422, "invalid_value")
     assert "birth_date" in error["details"]["missing_columns"]
     patient = await register(client)
     response = await upload_table(client, patient["token"], csv_bytes([]), "x.csv", dry_run=True)

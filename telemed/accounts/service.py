@@ -27,8 +27,8 @@ from telemed.errors import (
     Conflict,
     EmailTaken,
     InvalidCredentials,
-    InvalidInput,
     InvalidPhone,
+    InvalidValue,
     PhoneTaken,
     RateLimited,
 )
@@ -46,7 +46,7 @@ def normalise_email(raw: str | None) -> str | None:
     email = raw.strip().lower()
     local, at, domain = email.partition("@")
     if not at or not local or "." not in domain or " " in email or len(email) > 254:
-        raise InvalidInput("This is not an e-mail address", details={"field": "email"})
+        raise InvalidValue("This is not an e-mail address", details={"field": "email"})
     return email
 
 
@@ -86,7 +86,7 @@ def check_new_account(
     email = normalise_email(email)
     full_name = " ".join(full_name.split())
     if not full_name:
-        raise InvalidInput("Enter the full name", details={"field": "full_name"})
+        raise InvalidValue("Enter the full name", details={"field": "full_name"})
     check_password(password, personal=(phone, full_name, *([email] if email else [])))
     return NewAccount(full_name=full_name, phone=phone, email=email, birth_date=birth_date)
 
@@ -431,7 +431,7 @@ async def do_change_password(
 def check_new_password(user: User, *, current_password: str, new_password: str) -> None:
     """The new password differs from the current one and meets the policy (pure)."""
     if new_password == current_password:
-        raise InvalidInput(
+        raise InvalidValue(
             "The new password must differ from the current one", details={"field": "new_password"}
         )
     check_password(

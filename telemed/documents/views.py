@@ -12,6 +12,7 @@ from pydantic import Field
 
 from telemed import keys
 from telemed.api import (
+    NONBLANK,
     Call,
     ListOf,
     QueryFlag,
@@ -36,7 +37,7 @@ MULTIPART_OVERHEAD = 16 * 1024
 
 class DocumentFields(RequestModel):
     kind: DocumentKind
-    title: str = Field(min_length=1, max_length=200, pattern=r"\S")
+    title: str = Field(min_length=1, max_length=200, pattern=NONBLANK)
 
 
 class ContentQuery(RequestModel):
@@ -91,11 +92,12 @@ UPLOAD_BODY = RawBody(
     content_type="multipart/form-data",
     schema={
         "type": "object",
+        "additionalProperties": False,
         "required": ["file", "kind", "title"],
         "properties": {
             "file": {"type": "string", "format": "binary"},
             "kind": {"type": "string", "enum": [kind.value for kind in DocumentKind]},
-            "title": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"},
+            "title": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NONBLANK},
         },
     },
     read=read_upload,

@@ -13,7 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed import audit
 from telemed.accounts.models import User
-from telemed.errors import InvalidInput, InvalidState, NotFound
+from telemed.errors import InvalidState, InvalidValue, NotFound
 from telemed.notify.service import do_notify
 from telemed.notify.texts import NotificationKind
 from telemed.scheduling.conclusion_pdf import ConclusionSheet, render_conclusion_pdf
@@ -49,7 +49,7 @@ async def check_issue_conclusion(
             details={"field": "amendment_reason"},
         )
     if move is Move.CONCLUDE and amendment_reason:
-        raise InvalidInput(
+        raise InvalidValue(
             "A first conclusion has no amendment reason", details={"field": "amendment_reason"}
         )
     doctor = await doctor_of(session, actor)

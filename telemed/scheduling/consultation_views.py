@@ -15,14 +15,25 @@ from pydantic import (
     Field,
     RootModel,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
 )
 
 from telemed import keys
 from telemed.accounts.models import Role, User
-from telemed.api import Call, Instant, ListOf, QueryFlag, RawBody, RawResponse, RequestModel, Routes
+from telemed.api import (
+    NONBLANK,
+    Call,
+    Instant,
+    ListOf,
+    QueryFlag,
+    RawBody,
+    RawResponse,
+    RequestModel,
+    Routes,
+)
 from telemed.documents.views import content_disposition
-from telemed.errors import InvalidInput, TooLarge
+from telemed.errors import InvalidInput, NotFound, TooLarge
 from telemed.forms import read_form
 from telemed.scheduling import conclusions, consultations, referrals, service, sla
 from telemed.scheduling.lifecycle import allowed_moves
@@ -43,13 +54,25 @@ routes = Routes(tag="consultations")
 
 DOCTORS = (Role.DOCTOR,)
 MANAGERS = (Role.MANAGER,)
-Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)]
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=1000)]
+Text = Annotated[str, StringConstraints(max_length=4000)]
+Reason = Annotated[str, StringConstraints(min_length=3, max_length=1000, pattern=NONBLANK)]
+
+
+def _tidy_icd10(value: object) -> object:
+    # Written as doctors type it ("i25.1 "); checked once tidied.
+    if isinstance(value, str) and value.isascii():
+        return value.strip(" \t\r\n").upper()
+    return value
+
+
 ICD10 = Annotated[
     str,
-    # Written as doctors type it ("i25.1 "); checked once tidied.
-    BeforeValidator(lambda v: v.strip().upper() if isinstance(v, str) else v),
-    StringConstraints(pattern=r"^[A-Z]\d{2}(\.\d{1,2})?$"),
+    BeforeValidator(_tidy_icd10),
+    StringConstraints(pattern=r"^[A-Z][0-9]{2}(\.[0-9]{1,2})?$"),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^[ \t\r\n]*[A-Za-z][0-9]{2}(\.[0-9]{1,2})?[ \t\r\n]*$"},
+        mode="validation",
+    ),
 ]
 MAX_TABLE_BYTES = 5 * 1024 * 1024
 
@@ -58,16 +81,11 @@ class InitiativeIn(RequestModel):
     route: Literal["initiative"]
     centre_id: uuid.UUID
     full_name: (
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-        | None
+        Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NONBLANK)] | None
     ) = None
     age: int | None = Field(default=None, ge=0, le=130)
-    diagnosis: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)
-    ]
-    complaints: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)
-    ]
+    diagnosis: Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=NONBLANK)]
+    complaints: Annotated[str, StringConstraints(min_length=1, max_length=4000, pattern=NONBLANK)]
     document_ids: list[uuid.UUID] = Field(default_factory=list, max_length=50)
 
 
@@ -110,15 +128,11 @@ class ReasonIn(RequestModel):
 
 
 class ConclusionIn(RequestModel):
-    diagnosis: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)
-    ]
+    diagnosis: Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=NONBLANK)]
     icd10: ICD10 | None = None
-    findings: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=8000)
-    ]
+    findings: Annotated[str, StringConstraints(min_length=1, max_length=8000, pattern=NONBLANK)]
     recommendations: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=8000)
+        str, StringConstraints(min_length=1, max_length=8000, pattern=NONBLANK)
     ]
     amendment_reason: Reason | None = None
 
@@ -532,7 +546,7 @@ async def conclusion_pdf(call: Call, query: PdfQuery) -> web.StreamResponse:
     if query.version is not None:
         matching = [v for v in versions if v.version == query.version]
         if not matching:
-            raise InvalidInput("No such version", details={"field": "version"})
+            raise NotFound("No such version of the conclusion", details={"field": "version"})
         chosen = matching[0]
     rendered = await conclusions.render_pdf(
         call.session,
@@ -609,6 +623,7 @@ IMPORT_BODY = RawBody(
     content_type="multipart/form-data",
     schema={
         "type": "object",
+        "additionalProperties": False,
         "required": ["file"],
         "properties": {
             "file": {

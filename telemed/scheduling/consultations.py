@@ -20,8 +20,8 @@ from telemed.accounts.models import Role, User
 from telemed.documents.models import Document
 from telemed.errors import (
     Forbidden,
-    InvalidInput,
     InvalidState,
+    InvalidValue,
     NotFound,
     Overlap,
     SlotTaken,
@@ -447,14 +447,14 @@ async def check_schedule(
     if consultation.route is Route.DUTY:
         raise InvalidState("A duty booking keeps its slot; cancel it instead")
     if starts_at <= now:
-        raise InvalidInput("Choose a time in the future", details={"field": "starts_at"})
+        raise InvalidValue("Choose a time in the future", details={"field": "starts_at"})
     if starts_at > now + settings.booking_horizon:
-        raise InvalidInput(
+        raise InvalidValue(
             f"Choose a time within {settings.booking_horizon_days} days",
             details={"field": "starts_at", "horizon_days": settings.booking_horizon_days},
         )
     if not 5 <= duration_min <= settings.max_consultation_minutes:
-        raise InvalidInput(
+        raise InvalidValue(
             f"The duration must be 5 to {settings.max_consultation_minutes} minutes",
             details={"field": "duration_min"},
         )

@@ -27,7 +27,7 @@ import phonenumbers
 from openpyxl import load_workbook
 
 from telemed.accounts.phones import normalise_phone
-from telemed.errors import InvalidInput, InvalidPhone
+from telemed.errors import InvalidPhone, InvalidValue
 
 # The canonical columns, in the order errors are listed.
 COLUMNS: Final[tuple[str, ...]] = (
@@ -199,12 +199,12 @@ def parse_referral_table(
 
     The format is told by the content (an XLSX is a ZIP; anything else must be a CSV
     text); ``file_name`` only sharpens the messages. Birth dates are checked against
-    ``today``. Raises ``InvalidInput`` when the file as a whole cannot be used: not a
+    ``today``. Raises ``InvalidValue`` when the file as a whole cannot be used: not a
     table, empty, no header row, a required column missing or repeated, more than
     ``MAX_ROWS`` rows.
     """
     if not data.strip():
-        raise InvalidInput("The file is empty", details={})
+        raise InvalidValue("The file is empty", details={})
     table = _read_xlsx(data) if data.startswith(b"PK\x03\x04") else None
     if table is not None:
         header_at, columns = _find_header(table)
@@ -218,7 +218,7 @@ def parse_referral_table(
         if all(_is_blank(value) for value in values.values()):
             continue
         if len(rows) == MAX_ROWS:
-            raise InvalidInput(
+            raise InvalidValue(
                 f"The table has more than {MAX_ROWS} patients; split it into several files",
                 details={"max_rows": MAX_ROWS},
             )
@@ -253,12 +253,12 @@ def _read_xlsx(data: bytes) -> Table:
                 )
             finally:
                 workbook.close()
-    except InvalidInput:
+    except InvalidValue:
         raise
     # A damaged or foreign ZIP fails inside openpyxl with any of a dozen exception types
     # (BadZipFile, KeyError, XML errors, ValueError ...); all mean "not a workbook".
     except Exception:
-        raise InvalidInput(
+        raise InvalidValue(
             "The file is not a readable XLSX workbook; save the table as XLSX or CSV",
             details={},
         ) from None
@@ -280,17 +280,17 @@ def _read_csv(data: bytes, file_name: str | None) -> tuple[int, dict[str, int], 
     first_line = next((line for line in io.StringIO(text) if line.strip(" ;,\t\r\n")), "")
     # Try the delimiter the header line uses most first; the other one may still fit.
     delimiters = sorted((";", ","), key=lambda d: -first_line.count(d))
-    failure: InvalidInput | None = None
+    failure: InvalidValue | None = None
     for delimiter in delimiters:
         try:
             table = _keep_nonempty(
                 enumerate(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), 1)
             )
         except csv.Error:
-            raise InvalidInput("The file is not a readable CSV table", details={}) from None
+            raise InvalidValue("The file is not a readable CSV table", details={}) from None
         try:
             header_at, columns = _find_header(table)
-        except InvalidInput as error:
+        except InvalidValue as error:
             failure = failure or error
             continue
         return header_at, columns, table
@@ -300,13 +300,13 @@ def _read_csv(data: bytes, file_name: str | None) -> tuple[int, dict[str, int], 
 
 def _decode(data: bytes, file_name: str | None) -> str:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise InvalidInput(
+        raise InvalidValue(
             "The file is UTF-16 text; save the table as XLSX or as CSV (UTF-8 or Windows-1251)",
             details={},
         )
     for magic, what in _FOREIGN_FORMATS.items():
         if data.startswith(magic):
-            raise InvalidInput(
+            raise InvalidValue(
                 f"The file is {what}, not a table; save the table as XLSX or CSV", details={}
             )
     for encoding in ("utf-8-sig", "cp1251"):
@@ -320,7 +320,7 @@ def _decode(data: bytes, file_name: str | None) -> str:
     hint = ""
     if file_name and file_name.lower().endswith((".xlsx", ".xls")):
         hint = f" ({file_name} is named like a workbook, but is not one)"
-    raise InvalidInput(f"The file is neither a CSV table nor an XLSX workbook{hint}", details={})
+    raise InvalidValue(f"The file is neither a CSV table nor an XLSX workbook{hint}", details={})
 
 
 def _keep_nonempty(rows: Iterable[tuple[int, Sequence[Cell]]]) -> Table:
@@ -330,7 +330,7 @@ def _keep_nonempty(rows: Iterable[tuple[int, Sequence[Cell]]]) -> Table:
         if all(_is_blank(cell) for cell in cells):
             continue
         if len(table) > MAX_ROWS + HEADER_SEARCH_ROWS:
-            raise InvalidInput(
+            raise InvalidValue(
                 f"The table has more than {MAX_ROWS} patients; split it into several files",
                 details={"max_rows": MAX_ROWS},
             )
@@ -370,7 +370,7 @@ def _find_header(table: Table) -> tuple[int, dict[str, int]]:
     ``HEADER_SEARCH_ROWS`` rows (a title may stand above it).
     """
     if not table:
-        raise InvalidInput("The table has no header row: the file has no text in it", details={})
+        raise InvalidValue("The table has no header row: the file has no text in it", details={})
     best: tuple[int, int, dict[str, int], list[str]] | None = None
     for index, (_, cells) in enumerate(table[:HEADER_SEARCH_ROWS]):
         columns: dict[str, int] = {}
@@ -385,7 +385,7 @@ def _find_header(table: Table) -> tuple[int, dict[str, int]]:
                 columns[column] = at
         if columns.keys() >= REQUIRED_COLUMNS:
             if repeated:
-                raise InvalidInput(
+                raise InvalidValue(
                     "The table has a column more than once: " + _titles(repeated),
                     details={"duplicate_columns": repeated, "found_columns": _found(cells)},
                 )
@@ -395,7 +395,7 @@ def _find_header(table: Table) -> tuple[int, dict[str, int]]:
     assert best is not None
     _, _, columns, found = best
     missing = [column for column in COLUMNS if column in REQUIRED_COLUMNS - columns.keys()]
-    raise InvalidInput(
+    raise InvalidValue(
         "The table lacks required columns: " + _titles(missing),
         details={"missing_columns": missing, "found_columns": found},
     )

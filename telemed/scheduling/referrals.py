@@ -94,7 +94,7 @@ async def import_referrals(
 ) -> ReferralImport:
     """Import a referral table (CSV or XLSX) and keep the per-row report.
 
-    Raises ``InvalidInput`` when the file as a whole cannot be read. The rows go in
+    Raises ``InvalidValue`` when the file as a whole cannot be read. The rows go in
     ``CHUNK_ROWS`` at a time, each chunk in a transaction of its own, and each row in a
     savepoint: a row that fails rolls back alone. A new patient's temporary password is
     made and hashed between transactions (``TEMPORARY_HASHER``). Importing the same rows

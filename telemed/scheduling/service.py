@@ -19,8 +19,8 @@ from telemed.accounts.models import Role, User
 from telemed.errors import (
     CentreHasDoctors,
     Forbidden,
-    InvalidInput,
     InvalidState,
+    InvalidValue,
     NotFound,
 )
 from telemed.scheduling.consultations import check_doctor_free, doctor_of
@@ -260,7 +260,7 @@ async def do_update_doctor(
     if "full_name" in changes:
         name = " ".join(str(changes.pop("full_name")).split())
         if not name:
-            raise InvalidInput("Enter the full name", details={"field": "full_name"})
+            raise InvalidValue("Enter the full name", details={"field": "full_name"})
         user.full_name = name
         session.add(user)
     for name, value in changes.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from telemed.errors import InvalidInput
+from telemed.errors import InvalidValue
 
 MIN_SLOT_MINUTES = 10
 MAX_SLOT_MINUTES = 120
@@ -20,21 +20,21 @@ def cut_slots(
     horizon: timedelta,
 ) -> list[tuple[datetime, datetime]]:
     """Consecutive ``slot_minutes`` slots from ``starts_at``; a remainder shorter than one
-    slot at the end is left out. Raises ``InvalidInput`` for a range in the past, further
+    slot at the end is left out. Raises ``InvalidValue`` for a range in the past, further
     ahead than ``horizon``, reversed, longer than a day, or slots of odd length."""
     if not MIN_SLOT_MINUTES <= slot_minutes <= MAX_SLOT_MINUTES:
-        raise InvalidInput(
+        raise InvalidValue(
             f"A slot lasts {MIN_SLOT_MINUTES} to {MAX_SLOT_MINUTES} minutes",
             details={"field": "slot_minutes"},
         )
     if ends_at <= starts_at:
-        raise InvalidInput("The end must be after the start", details={"field": "ends_at"})
+        raise InvalidValue("The end must be after the start", details={"field": "ends_at"})
     if ends_at - starts_at > MAX_RANGE:
-        raise InvalidInput("Publish at most one day at a time", details={"field": "ends_at"})
+        raise InvalidValue("Publish at most one day at a time", details={"field": "ends_at"})
     if starts_at <= now:
-        raise InvalidInput("Slots must be in the future", details={"field": "starts_at"})
+        raise InvalidValue("Slots must be in the future", details={"field": "starts_at"})
     if ends_at > now + horizon:
-        raise InvalidInput(
+        raise InvalidValue(
             f"Slots can be published up to {horizon.days} days ahead",
             details={"field": "ends_at", "horizon_days": horizon.days},
         )
@@ -45,5 +45,5 @@ def cut_slots(
         slots.append((start, start + step))
         start += step
     if not slots:
-        raise InvalidInput("The range is shorter than one slot", details={"field": "ends_at"})
+        raise InvalidValue("The range is shorter than one slot", details={"field": "ends_at"})
     return slots

@@ -5,16 +5,27 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 from typing import Annotated
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import Field, StringConstraints
 
 from telemed import keys
 from telemed.accounts.models import Role
 from telemed.accounts.passwords import hash_password
 from telemed.accounts.service import check_new_account
-from telemed.api import Access, Call, Instant, ListOf, QueryFlag, RequestModel, Routes
+from telemed.api import (
+    NONBLANK,
+    Access,
+    Call,
+    Instant,
+    ListOf,
+    QueryFlag,
+    RequestModel,
+    Routes,
+    TimeZoneName,
+)
+from telemed.errors import InvalidValue
 from telemed.scheduling import service
 from telemed.scheduling.models import CentrePublic, DoctorPublic, SlotPublic
 
@@ -23,8 +34,8 @@ routes = Routes(tag="directory")
 MANAGERS = (Role.MANAGER,)
 MAX_SLOT_RANGE = timedelta(days=62)
 
-Name = Field(min_length=1, max_length=200)
-Profile = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Name = Field(min_length=1, max_length=200, pattern=NONBLANK)
+Profile = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NONBLANK)]
 
 
 class CentreIn(RequestModel):
@@ -35,8 +46,8 @@ class CentreIn(RequestModel):
 
 
 class CentreUpdate(RequestModel):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    region: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NONBLANK)
+    region: str | None = Field(default=None, min_length=1, max_length=200, pattern=NONBLANK)
     profiles: list[Profile] | None = Field(default=None, min_length=1, max_length=30)
     description: str | None = Field(default=None, max_length=4000)
 
@@ -48,8 +59,8 @@ class CentreQuery(RequestModel):
 
 class DoctorIn(RequestModel):
     full_name: str = Name
-    phone: str = Field(min_length=1, max_length=32)
-    password: str = Field(min_length=1, max_length=256)
+    phone: str = Field(min_length=1, max_length=32, pattern=NONBLANK)
+    password: str = Field(min_length=1, max_length=256, pattern=NONBLANK)
     email: str | None = Field(default=None, max_length=254)
     centre_id: uuid.UUID
     specialty: str = Name
@@ -58,9 +69,9 @@ class DoctorIn(RequestModel):
 
 
 class DoctorUpdate(RequestModel):
-    full_name: str | None = Field(default=None, min_length=1, max_length=200)
+    full_name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NONBLANK)
     centre_id: uuid.UUID | None = None
-    specialty: str | None = Field(default=None, min_length=1, max_length=200)
+    specialty: str | None = Field(default=None, min_length=1, max_length=200, pattern=NONBLANK)
     is_duty: bool | None = None
     bio: str | None = Field(default=None, max_length=4000)
 
@@ -73,23 +84,10 @@ class DoctorQuery(RequestModel):
 class SlotQuery(RequestModel):
     from_: Instant | None = Field(default=None, alias="from")
     to: Instant | None = None
-    tz: str | None = Field(
+    tz: TimeZoneName | None = Field(
         default=None,
         description="IANA time zone to express the times in (default: the service's zone)",
     )
-
-    @field_validator("tz")
-    @classmethod
-    def _known_zone(cls, value: str | None) -> str | None:
-        if value is not None and value not in available_timezones():
-            raise ValueError("unknown time zone")
-        return value
-
-    @model_validator(mode="after")
-    def _ordered(self) -> SlotQuery:
-        if self.from_ is not None and self.to is not None and self.to <= self.from_:
-            raise ValueError("'to' must be after 'from'")
-        return self
 
 
 def _changes(update: RequestModel) -> dict[str, object]:
@@ -205,10 +203,12 @@ async def delete_doctor(call: Call) -> None:
     )
 
 
-@routes.get("/doctors/{id}/slots", access=Access.PUBLIC)
+@routes.get("/doctors/{id}/slots", access=Access.PUBLIC, errors=(422,))
 async def list_slots(call: Call, query: SlotQuery) -> ListOf[SlotPublic]:
     """GET /doctors/{id}/slots: a duty doctor's slots from ``from`` (default now) to ``to``
     (default a week later; at most 62 days), in the time zone ``tz``."""
+    if query.from_ is not None and query.to is not None and query.to <= query.from_:
+        raise InvalidValue("'to' must be after 'from'", details={"field": "to"})
     start: datetime = query.from_ or call.now
     end: datetime = query.to or start + timedelta(days=7)
     end = min(end, start + MAX_SLOT_RANGE)

@@ -211,7 +211,7 @@ function message(text) {
   return text;
 }
 
-// Why a whole file was refused (400 invalid_input): the details name the columns.
+// Why a whole file was refused (422 invalid_value): the details name the columns.
 function refusal(error) {
   const details = error.details || {};
   const columns = (names) => names.map((name) => word("column", name)).join(", ");
@@ -230,7 +230,7 @@ async function send(file, dryRun, progress) {
   try {
     return await upload(`/referral-imports${dryRun ? "?dry_run=true" : ""}`, data, (share) => { progress.value = share; });
   } catch (error) {
-    if (error.code === "invalid_input") throw new Error(refusal(error));
+    if (error.code === "invalid_value") throw new Error(refusal(error));
     throw error;
   } finally {
     progress.hidden = true;
