@@ -10,7 +10,7 @@ from aiohttp import web
 
 from telemed import __version__, db, http, jobs, keys, pages
 from telemed.accounts import views as accounts_views
-from telemed.accounts.passwords import hasher_for
+from telemed.accounts.passwords import Passwords, hasher_for
 from telemed.api import Api
 from telemed.chat import views as chat_views
 from telemed.clock import Clock, SystemClock
@@ -38,11 +38,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[keys.SETTINGS] = settings
     time_source: Clock = clock or SystemClock()
     app[keys.CLOCK] = time_source
-    app[keys.PASSWORD_HASHER] = hasher_for(
-        time_cost=settings.password_hash_time_cost,
-        memory_kib=settings.password_hash_memory_kib,
-        parallelism=settings.password_hash_parallelism,
-    )
+    app[keys.PASSWORDS] = passwords_for(settings)
     app[keys.LIMITER] = Limiter(settings.limits, now=lambda: time_source.now().timestamp())
     app[keys.DOCUMENT_STORE] = DocumentStore(
         settings.documents_dir, abandoned_after=timedelta(hours=settings.upload_abandoned_hours)
@@ -53,6 +49,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[keys.HEALTH_CHECKS] = []
     app[keys.NODE_ID] = jobs.node_id()
 
+    app.on_cleanup.append(_close_passwords)
     app.cleanup_ctx.append(_data_dir)
     app.cleanup_ctx.append(_database)
     notify_worker.setup(app)
@@ -73,6 +70,21 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.router.add_get("/readyz", http.readyz)
     pages.setup_routes(app)
     return app
+
+
+def passwords_for(settings: Settings) -> Passwords:
+    """Password hashing with the settings' parameters (``TELEMED_PASSWORD_HASH_*``)."""
+    return Passwords(
+        hasher_for(
+            time_cost=settings.password_hash_time_cost,
+            memory_kib=settings.password_hash_memory_kib,
+            parallelism=settings.password_hash_parallelism,
+        )
+    )
+
+
+async def _close_passwords(app: web.Application) -> None:
+    app[keys.PASSWORDS].close()
 
 
 async def _data_dir(app: web.Application) -> AsyncIterator[None]:

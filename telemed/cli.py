@@ -11,14 +11,12 @@ from collections.abc import Sequence
 from datetime import date
 
 from aiohttp import web
-from argon2 import PasswordHasher
 from pydantic import ValidationError
 
 from telemed import db
 from telemed.accounts.models import Role
-from telemed.accounts.passwords import hash_password, hasher_for
 from telemed.accounts.service import check_new_account, do_create_user
-from telemed.app import create_app
+from telemed.app import create_app, passwords_for
 from telemed.clock import SystemClock
 from telemed.demo import demo_password_hashes, load_demo
 from telemed.errors import TelemedError
@@ -84,7 +82,11 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> str:
         email=args.email,
         birth_date=args.birth_date,
     )
-    password_hash = await hash_password(_hasher(settings), args.password)
+    passwords = passwords_for(settings)
+    try:
+        password_hash = await passwords.hash(args.password)
+    finally:
+        passwords.close()
     engine = db.create_engine(settings.resolved_database_url)
     try:
         await db.upgrade(engine)
@@ -117,20 +119,16 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> str:
         await engine.dispose()
 
 
-def _hasher(settings: Settings) -> PasswordHasher:
-    return hasher_for(
-        time_cost=settings.password_hash_time_cost,
-        memory_kib=settings.password_hash_memory_kib,
-        parallelism=settings.password_hash_parallelism,
-    )
-
-
 async def _demo(settings: Settings) -> str:
     engine = db.create_engine(settings.resolved_database_url)
     try:
         await db.upgrade(engine)
         factory = db.create_session_factory(engine)
-        hashes = await demo_password_hashes(_hasher(settings))
+        passwords = passwords_for(settings)
+        try:
+            hashes = await demo_password_hashes(passwords)
+        finally:
+            passwords.close()
         async with db.transaction(factory) as session:
             logins = await load_demo(session, password_hashes=hashes, now=SystemClock().now())
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,8 +16,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import SessionTransaction
 from sqlalchemy.pool import StaticPool
-from sqlmodel import SQLModel
+from sqlmodel import Session, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -157,13 +159,59 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+GATE = "telemed_write_gate"
+_HOLDS_GATE = "telemed_holds_write_gate"
+
+
+class _Session(Session):
+    """The sessions of our factories: they let go of the write gate when their
+    transaction ends (``after_transaction_end`` below)."""
+
+
+@sa.event.listens_for(_Session, "after_transaction_end")
+def _release_gate(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None and session.info.pop(_HOLDS_GATE, False):
+        session.info[GATE].release()
+
+
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:
-    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+    """Sessions that do not expire what they loaded on commit. On SQLite, writing
+    transactions of this process also pass one at a time through a FIFO gate (see
+    ``begin_write``)."""
+    info = {GATE: asyncio.Lock()} if engine.dialect.name == "sqlite" else {}
+    return async_sessionmaker(
+        engine,
+        class_=AsyncSession,
+        expire_on_commit=False,
+        sync_session_class=_Session,
+        info=info,
+    )
+
+
+def write_gate(factory: SessionFactory) -> asyncio.Lock | None:
+    """The factory's write gate (SQLite), for writers that bypass its sessions."""
+    gate: asyncio.Lock | None = factory.kw.get("info", {}).get(GATE)
+    return gate
 
 
 async def begin_write(session: AsyncSession) -> None:
-    """Begin the session's transaction as one that will write (call before any query)."""
-    await session.connection(execution_options=WRITE)
+    """Begin the session's transaction as one that will write (call before any query).
+
+    On SQLite, writing transactions wait for each other in SQLite's busy loop, which
+    polls: a run of short transactions (an import in chunks) could take the lock again
+    and again before a single waiting write polls at the right moment. So the
+    transactions of this process first queue, first come first served, at the
+    factory's gate, held until the transaction ends."""
+    gate: asyncio.Lock | None = session.info.get(GATE)
+    if gate is not None:
+        await gate.acquire()
+        session.info[_HOLDS_GATE] = True
+    try:
+        await session.connection(execution_options=WRITE)
+    except BaseException:
+        if session.info.pop(_HOLDS_GATE, False):
+            gate.release()  # type: ignore[union-attr]  # held: set just above
+        raise
 
 
 @asynccontextmanager

@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from argon2 import PasswordHasher
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed.accounts.models import Role
-from telemed.accounts.passwords import hash_password
+from telemed.accounts.passwords import Passwords
 from telemed.accounts.service import check_new_account, do_create_user, get_user_by_phone
 from telemed.scheduling.models import Centre, Doctor, DutySlot
 from telemed.scheduling.service import do_create_doctor
@@ -86,10 +85,12 @@ SLOT_HOURS = (time(9, 0), time(13, 0))  # Moscow time
 SLOT_MINUTES = 30
 
 
-async def demo_password_hashes(hasher: PasswordHasher) -> dict[str, str]:
+async def demo_password_hashes(passwords: Passwords) -> dict[str, str]:
     """The demo passwords' hashes, made before the transaction of ``load_demo``."""
-    passwords = {DOCTOR_PASSWORD, MANAGER[2], PATIENT[2]}
-    return {password: await hash_password(hasher, password) for password in passwords}
+    return {
+        password: await passwords.hash(password)
+        for password in (DOCTOR_PASSWORD, MANAGER[2], PATIENT[2])
+    }
 
 
 async def load_demo(

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import socketio
 from aiohttp import web
-from argon2 import PasswordHasher
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from telemed.accounts.passwords import Passwords
 from telemed.clock import Clock
 from telemed.db import SessionFactory
 from telemed.documents.storage import DocumentStore
@@ -28,7 +28,7 @@ SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 ENGINE = web.AppKey("engine", AsyncEngine)
 SESSION_FACTORY = web.AppKey("session_factory", SessionFactory)
-PASSWORD_HASHER = web.AppKey("password_hasher", PasswordHasher)
+PASSWORDS = web.AppKey("passwords", Passwords)
 API: web.AppKey[Api] = web.AppKey("api")
 DOCUMENT_STORE = web.AppKey("document_store", DocumentStore)
 JOBS: web.AppKey[list[tuple[str, Job]]] = web.AppKey("jobs")

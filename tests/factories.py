@@ -10,7 +10,6 @@ from aiohttp.test_utils import TestClient
 
 from telemed import db, keys
 from telemed.accounts.models import Role
-from telemed.accounts.passwords import hash_password
 from telemed.accounts.service import check_new_account, do_create_user
 
 AppClient = TestClient[web.Request, web.Application]
@@ -61,7 +60,7 @@ async def staff(client: AppClient, role: Role) -> dict[str, Any]:
     assert app is not None
     phone = next_phone()
     account = check_new_account(full_name="Сотрудник Службы", phone=phone, password=PASSWORD)
-    password_hash = await hash_password(app[keys.PASSWORD_HASHER], PASSWORD)
+    password_hash = await app[keys.PASSWORDS].hash(PASSWORD)
     async with db.transaction(app[keys.SESSION_FACTORY]) as session:
         await do_create_user(
             session,

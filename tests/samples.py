@@ -102,3 +102,20 @@ def executable() -> bytes:
     """A real program from this machine (an ELF binary)."""
     with open("/bin/true", "rb") as handle:
         return handle.read()
+
+
+def referral_table(rows: int, *, first_phone: int = 0, profile: str = "кардиология") -> bytes:
+    """A referral table (CSV, UTF-8) of ``rows`` different new patients, each with a
+    phone of its own (``+7915…`` from ``first_phone``), referred to ``profile``."""
+    header = (
+        "ФИО;Дата рождения;Телефон;Email;Код МКБ-10;Диагноз;"
+        "Направившая организация;Направивший врач;Профиль"
+    )
+    lines = [header]
+    for n in range(rows):
+        lines.append(
+            f"Пациентов Тест {n};{1950 + n % 50}-0{1 + n % 9}-1{n % 10};"
+            f"+7915{first_phone + n:07d};;I{10 + n % 80}.{n % 10};Гипертония;"
+            f"ГБУЗ СО «Сысертская ЦРБ»;Мельников Артём Сергеевич;{profile}"
+        )
+    return ("\r\n".join(lines) + "\r\n").encode()

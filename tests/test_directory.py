@@ -460,7 +460,7 @@ def check_slot(slot: dict[str, Any], doctor_id: str, start: datetime, end: datet
 async def test_demo_duty_doctors_have_free_slots(
     client: AppClient, app: web.Application, clock: FakeClock
 ) -> None:
-    hashes = await demo_password_hashes(app[keys.PASSWORD_HASHER])
+    hashes = await demo_password_hashes(app[keys.PASSWORDS])
     async with db.transaction(app[keys.SESSION_FACTORY]) as session:
         await load_demo(session, password_hashes=hashes, now=clock.now())
     now = clock.now()

@@ -658,6 +658,7 @@ ALL_PARAMS: dict[str, object] = {
     "url": "https://telemed.example.ru/",
     "login": "+79121234567",
     "password": TEMP_PASSWORD,
+    "count": 12,
 }
 WITH_LINKS = {NotificationKind.REFERRAL_CREDENTIALS, NotificationKind.REMINDER_1H}
 

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
+import os
 import re
 import secrets
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from telemed.errors import WeakPassword
+
+T = TypeVar("T")
 
 MIN_LENGTH = 8
 MAX_LENGTH = 128
@@ -100,35 +107,61 @@ TEMPORARY_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 instead of minutes. The patient must replace it at the first sign-in, and that password
 is hashed with the full cost; a sign-in with it also re-hashes it at full cost."""
 
-
-async def hash_password(hasher: PasswordHasher, password: str) -> str:
-    # argon2 is deliberately slow: keep it off the event loop (it releases the GIL, so
-    # other threads and the loop go on meanwhile).
-    return await asyncio.to_thread(hasher.hash, password)
+HASHING_NICENESS = 10
 
 
-@functools.cache
-def _dummy_hash(time_cost: int, memory_cost: int, parallelism: int) -> str:
-    hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism)
-    return hasher.hash(secrets.token_urlsafe(16))
+def _lower_priority() -> None:
+    # Linux: a thread's niceness is its own, and argon2's lane threads inherit it.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
 
 
-async def dummy_hash(hasher: PasswordHasher) -> str:
-    """A hash with the hasher's parameters that no password matches: checked for an
-    unknown login, so that the answer takes as long as for a real account."""
-    return await asyncio.to_thread(
-        _dummy_hash, hasher.time_cost, hasher.memory_cost, hasher.parallelism
-    )
+class Passwords:
+    """Hashing and checking passwords (argon2id, deliberately slow) for one process.
 
+    Hashes run on threads of their own (``threads``, one fewer than the machine's cores
+    by default) at a lower CPU priority: a burst of sign-ins and registrations queues
+    there instead of taking the cores from the event loop, so every other request is
+    still answered at once. Only hashes wait, and the rate limits bound how many come.
+    """
 
-async def verify_password(hasher: PasswordHasher, password_hash: str, password: str) -> bool:
-    def verify() -> bool:
-        try:
-            return hasher.verify(password_hash, password)
-        except (VerificationError, InvalidHashError):
-            return False
+    def __init__(self, hasher: PasswordHasher, *, threads: int | None = None) -> None:
+        self.hasher = hasher
+        self._pool = ThreadPoolExecutor(
+            threads or max(1, (os.cpu_count() or 2) - 1),
+            thread_name_prefix="telemed-passwords",
+            initializer=_lower_priority,
+        )
+        self._dummy: str | None = None
 
-    return await asyncio.to_thread(verify)
+    async def _run(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+
+    async def hash(self, password: str) -> str:
+        return await self._run(lambda: self.hasher.hash(password))
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        def verify() -> bool:
+            try:
+                return self.hasher.verify(password_hash, password)
+            except (VerificationError, InvalidHashError):
+                return False
+
+        return await self._run(verify)
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        """The hash was made with other parameters than today's."""
+        return self.hasher.check_needs_rehash(password_hash)
+
+    async def dummy_hash(self) -> str:
+        """A hash with today's parameters that no password matches: checked for an
+        unknown login, so that the answer takes as long as for a real account."""
+        if self._dummy is None:
+            self._dummy = await self.hash(secrets.token_urlsafe(16))
+        return self._dummy
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 # No look-alikes (0/O, 1/l/I): the password is read from an SMS and typed by hand.

@@ -12,7 +12,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 from telemed import audit, keys
 from telemed.accounts import service
 from telemed.accounts.models import AuthSession, Locale, Role, User, UserPublic
-from telemed.accounts.passwords import dummy_hash, hash_password, verify_password
 from telemed.api import NONBLANK, Access, Call, RequestModel, Routes, TimeZoneName
 from telemed.auth import clear_session_cookie, set_session_cookie
 from telemed.errors import InvalidCredentials, InvalidValue
@@ -108,7 +107,7 @@ async def register(call: Call, body: RegisterIn) -> AuthOut:
             window=timedelta(seconds=limit.seconds),
             now=call.now,
         )
-    password_hash = await hash_password(call.app[keys.PASSWORD_HASHER], body.password)
+    password_hash = await call.app[keys.PASSWORDS].hash(body.password)
     async with call.transaction() as session:
         user = await service.do_create_user(
             session,
@@ -147,8 +146,8 @@ async def login(call: Call, body: LoginIn) -> AuthOut:
     and per address: past the limit the answer is 429 with ``Retry-After``.
     """
     settings = call.settings
-    hasher = call.app[keys.PASSWORD_HASHER]
-    dummy = await dummy_hash(hasher)
+    passwords = call.app[keys.PASSWORDS]
+    dummy = await passwords.dummy_hash()
     async with call.transaction() as session:
         attempt = await service.check_login_attempt(
             session,
@@ -161,12 +160,12 @@ async def login(call: Call, body: LoginIn) -> AuthOut:
             dummy_hash=dummy,
         )
     # The hash is checked between two short transactions, never inside one.
-    password_ok = await verify_password(hasher, attempt.password_hash, body.password)
+    password_ok = await passwords.verify(attempt.password_hash, body.password)
     if not password_ok or attempt.user_id is None:
         raise InvalidCredentials("Wrong login or password")
     new_hash = None
-    if hasher.check_needs_rehash(attempt.password_hash):
-        new_hash = await hash_password(hasher, body.password)
+    if passwords.needs_rehash(attempt.password_hash):
+        new_hash = await passwords.hash(body.password)
     async with call.transaction() as session:
         user = await service.do_finish_login(
             session, attempt=attempt, password_ok=password_ok, new_hash=new_hash
@@ -201,7 +200,7 @@ async def change_password(call: Call, body: PasswordChangeIn) -> None:
     This is also how a temporary password (referred patients) is replaced. Wrong current
     passwords are limited per user (429 with ``Retry-After``).
     """
-    hasher = call.app[keys.PASSWORD_HASHER]
+    passwords = call.app[keys.PASSWORDS]
     limit = call.settings.limits["password.user"]
     user = call.user
     service.check_new_password(
@@ -216,11 +215,11 @@ async def change_password(call: Call, body: PasswordChangeIn) -> None:
             window=timedelta(seconds=limit.seconds),
             now=call.now,
         )
-    if not await verify_password(hasher, checked_hash, body.current_password):
+    if not await passwords.verify(checked_hash, body.current_password):
         raise InvalidCredentials(
             "The current password is wrong", details={"field": "current_password"}
         )
-    new_hash = await hash_password(hasher, body.new_password)
+    new_hash = await passwords.hash(body.new_password)
     async with call.transaction() as session:
         await service.do_change_password(
             session,

@@ -185,10 +185,14 @@ class ChatWriter:
         known, stale = self._known_tokens(send.token for send in sends)
         outcomes: list[chat.SendOutcome]
         if self._sqlite is not None:
-            # The whole transaction in one hand-off to the writer's thread.
-            checked, outcomes = await asyncio.get_running_loop().run_in_executor(
-                self._thread, self._store_in_thread, sends, known, stale, now
-            )
+            # The whole transaction in one hand-off to the writer's thread, in its turn
+            # among this process's writing transactions (``db.begin_write``).
+            gate = db.write_gate(self._app[keys.SESSION_FACTORY])
+            assert gate is not None
+            async with gate:
+                checked, outcomes = await asyncio.get_running_loop().run_in_executor(
+                    self._thread, self._store_in_thread, sends, known, stale, now
+                )
         else:
             connection = await self._writer_connection()
             async with connection.begin():

@@ -21,6 +21,7 @@ class NotificationKind(StrEnum):
 
     CONSULTATION_REQUESTED = "consultation_requested"  # patient: the request was received
     NEW_REQUEST = "new_request"  # the centre's doctors: a request to review
+    NEW_REFERRALS = "new_referrals"  # the centre's doctors: an import brought referrals
     NEW_BOOKING = "new_booking"  # a duty doctor: a patient booked a slot
     SCHEDULED = "scheduled"  # patient: a time was set
     RESCHEDULED = "rescheduled"  # patient: the time changed
@@ -276,6 +277,19 @@ def _ru_new_request(p: _Params) -> RenderedText:
     )
 
 
+@ru(K.NEW_REFERRALS)
+def _ru_new_referrals(p: _Params) -> RenderedText:
+    return RenderedText(
+        title=f"Новые направления: {p['count']}",
+        body=(
+            f"Поступили направления на онлайн-консультацию{p.opt('centre', ' в «{}»')}: "
+            f"{p['count']}. Пожалуйста, изучите документы пациентов и назначьте дату и время."
+            f"{p.opt('due', ' Ответить нужно до {}.')}"
+        ),
+        sms=f"Телемед: новые направления ({p['count']}), ответьте до {p.short('due')}.",
+    )
+
+
 @ru(K.NEW_BOOKING)
 def _ru_new_booking(p: _Params) -> RenderedText:
     return RenderedText(
@@ -468,6 +482,19 @@ def _en_new_request(p: _Params) -> RenderedText:
             f"{p.opt('due', ' Please respond by {}.')}"
         ),
         sms=f"Telemed: new consultation request. Please set a time{due_sms}.",
+    )
+
+
+@en(K.NEW_REFERRALS)
+def _en_new_referrals(p: _Params) -> RenderedText:
+    return RenderedText(
+        title=f"New referrals: {p['count']}",
+        body=(
+            f"Referrals for online consultations have arrived{p.opt('centre', ' at {}')}: "
+            f"{p['count']}. Please review the patients' documents and set dates and times."
+            f"{p.opt('due', ' Please respond by {}.')}"
+        ),
+        sms=f"Telemed: new referrals ({p['count']}), please respond by {p.short('due')}.",
     )
 
 

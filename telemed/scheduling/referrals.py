@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import uuid
+from collections import Counter, deque
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
@@ -29,7 +31,7 @@ from telemed.accounts.service import check_new_account, do_create_user, get_user
 from telemed.errors import NotFound, TelemedError
 from telemed.notify.service import do_notify
 from telemed.notify.texts import NotificationKind
-from telemed.scheduling.consultations import age_on, announce, notify_centre_doctors
+from telemed.scheduling.consultations import age_on, announce, centre_doctors
 from telemed.scheduling.models import Centre, Consultation, ReferralImport, Route, State
 from telemed.scheduling.referral_table import CellError, ReferralRow, parse_referral_table
 from telemed.settings import Settings
@@ -77,8 +79,10 @@ Transaction = Callable[..., AbstractAsyncContextManager[AsyncSession]]
 only reads (``telemed.api.Call.transaction``)."""
 
 CHUNK_ROWS = 50
-"""Rows imported per transaction: other users' writes go in between chunks, so a large
-table never holds the write lock for long (about 0.1 s per chunk)."""
+"""Rows whose accounts are looked up, and whose passwords are hashed, together."""
+TRANSACTION_SECONDS = 0.1
+"""How long one of the import's transactions may go on: other users' writes go in
+between, so a large table never holds the write lock for long."""
 
 
 async def import_referrals(
@@ -117,6 +121,7 @@ async def import_referrals(
         )
         session.add(record)
     report: list[dict[str, Any]] = []
+    referred: Counter[uuid.UUID] = Counter()  # new referrals by centre
     for start in range(0, len(rows), CHUNK_ROWS):
         chunk = rows[start : start + CHUNK_ROWS]
         async with transaction(write=False) as session:
@@ -130,10 +135,15 @@ async def import_referrals(
             if not dry_run and row.phone and not row.errors and row.phone not in known
         }
         hashes = await asyncio.to_thread(_hash_all, passwords)
-        async with transaction(write=not dry_run) as session:
-            for row in chunk:
-                report.append(
-                    await _import_row(
+        waiting = deque(chunk)
+        while waiting:
+            # A transaction ends after TRANSACTION_SECONDS even mid-chunk: a write of
+            # another user waits at most that long for the import.
+            async with transaction(write=not dry_run) as session:
+                ends = time.monotonic() + TRANSACTION_SECONDS
+                while waiting and time.monotonic() < ends:
+                    row = waiting.popleft()
+                    entry, centre = await _import_row(
                         session,
                         row=row,
                         centres=centres,
@@ -146,7 +156,9 @@ async def import_referrals(
                         if row.row in passwords
                         else None,
                     )
-                )
+                    report.append(entry)
+                    if centre is not None:
+                        referred[centre.id] += 1
     async with transaction() as session:
         stored = await session.get(ReferralImport, record.id)
         assert stored is not None
@@ -164,7 +176,36 @@ async def import_referrals(
             object_id=stored.id,
             details={"dry_run": dry_run, "rows": len(rows), "created": stored.created},
         )
+        for centre_id, count in referred.items():
+            await _tell_centre(
+                session, record=stored, centre_id=centre_id, count=count, now=now, settings=settings
+            )
     return stored
+
+
+async def _tell_centre(
+    session: AsyncSession,
+    *,
+    record: ReferralImport,
+    centre_id: uuid.UUID,
+    count: int,
+    now: datetime,
+    settings: Settings,
+) -> None:
+    """One notice to each doctor of a centre for all of an import's new referrals there
+    (not one per referral: a table may bring thousands)."""
+    centre = await session.get(Centre, centre_id)
+    if centre is None:
+        return
+    for doctor in await centre_doctors(session, centre_id):
+        await do_notify(
+            session,
+            now=now,
+            user=doctor,
+            kind=NotificationKind.NEW_REFERRALS,
+            params={"centre": centre.name, "count": count, "due": now + settings.sla_referral},
+            dedupe_key=f"referrals:{record.id}:{centre_id}:{doctor.id}",
+        )
 
 
 async def _centre_index(session: AsyncSession) -> CentreIndex:
@@ -191,7 +232,9 @@ async def _import_row(
     dry_run: bool,
     login_url: str,
     new_password: tuple[str, str] | None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], Centre | None]:
+    """One row: its report entry, and the centre it referred a patient to (None if it
+    created nothing)."""
     errors = list(row.errors)
     centre: Centre | None = None
     if row.profile:
@@ -215,7 +258,7 @@ async def _import_row(
     }
     if errors:
         entry["status"] = "invalid"
-        return entry
+        return entry, None
     assert centre is not None
     assert row.phone is not None
     assert row.full_name is not None
@@ -227,14 +270,14 @@ async def _import_row(
         entry.update(
             status="exists", consultation_id=str(already), note="imported before: nothing created"
         )
-        return entry
+        return entry, None
     if dry_run:
         entry.update(
             status="would_create",
             centre_id=str(centre.id),
             account="existing" if existing_user else "new",
         )
-        return entry
+        return entry, None
     try:
         async with session.begin_nested():
             password = None
@@ -294,7 +337,6 @@ async def _import_row(
             }
             if password is not None:
                 params["password"] = password
-            await notify_centre_doctors(session, now=now, centre=centre, consultation=consultation)
             await do_notify(
                 session,
                 now=now,
@@ -313,11 +355,11 @@ async def _import_row(
         entry.update(
             ok=False, status="invalid", errors=[{"column": column, "message": exc.message}]
         )
-        return entry
+        return entry, None
     except IntegrityError:
         # A parallel import of the same row got there first.
         entry.update(status="exists", note="imported at the same moment by another upload")
-        return entry
+        return entry, None
     entry.update(
         status="created" if password else "linked",
         consultation_id=str(consultation.id),
@@ -325,7 +367,7 @@ async def _import_row(
     )
     if existing_user is not None:
         entry["status"] = "linked"
-    return entry
+    return entry, centre
 
 
 def _hash_all(passwords: dict[int, str]) -> dict[int, str]:

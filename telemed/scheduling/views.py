@@ -12,7 +12,6 @@ from pydantic import Field, StringConstraints
 
 from telemed import keys
 from telemed.accounts.models import Role
-from telemed.accounts.passwords import hash_password
 from telemed.accounts.service import check_new_account
 from telemed.api import (
     NONBLANK,
@@ -166,7 +165,7 @@ async def create_doctor(call: Call, body: DoctorIn) -> DoctorPublic:
     account = check_new_account(
         full_name=body.full_name, phone=body.phone, password=body.password, email=body.email
     )
-    password_hash = await hash_password(call.app[keys.PASSWORD_HASHER], body.password)
+    password_hash = await call.app[keys.PASSWORDS].hash(body.password)
     async with call.transaction() as session:
         created = await service.do_create_doctor(
             session,
