@@ -43,11 +43,12 @@ async def fresh_database(server: PostgresServer) -> AsyncIterator[str]:
 
 
 def start_node(
-    port: int, *, env: dict[str, str], data_dir: Path, log: IO[bytes]
+    port: int, *, env: dict[str, str], data_dir: Path, log: IO[bytes], demo: bool = False
 ) -> subprocess.Popen[bytes]:
-    """``python -m telemed serve`` on ``port`` with the given ``TELEMED_*`` settings."""
+    """``python -m telemed serve`` on ``port`` with the given ``TELEMED_*`` settings (and
+    the demo data)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "telemed", "serve", "--port", str(port)],
+        [sys.executable, "-m", "telemed", "serve", "--port", str(port), *(["--demo"] * demo)],
         env={
             **os.environ,
             "TELEMED_DATA_DIR": str(data_dir),

@@ -348,7 +348,7 @@ async def _import_row(
                 consultation_id=consultation.id,
                 sms=True,
                 secrets=[password] if password else [],
-                dedupe_key=f"referral:{consultation.id}",
+                # No dedupe key: the consultation was made just now, in this transaction.
             )
     except TelemedError as exc:
         column = str(exc.details.get("field", "row"))
