@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from telemed.errors import RateLimited
+from telemed.http import client_address
 from telemed.limits import DEFAULT_LIMITS, Limit, Limiter, resolve_limits
 from tests.conftest import TEST_SETTINGS, AppClient
 from tests.factories import PASSWORD, assert_error, bearer, next_phone, register
@@ -21,6 +22,8 @@ from tests.realtime import Peer, open_peer, refused
 def settings_overrides() -> dict[str, Any]:
     return {
         "login_max_failures_per_account": 5,
+        # The test client is a proxy that names its clients in X-Forwarded-For.
+        "trusted_proxies": ["127.0.0.1"],
         "rate_limits": {
             "register.address": "3/3600",
             "password.user": "3/900",
@@ -107,6 +110,57 @@ async def test_registrations_are_limited_per_address(client: AppClient) -> None:
     )
     await assert_error(response, 429, "rate_limited")
     assert int(response.headers["Retry-After"]) > 0
+
+
+async def test_behind_a_trusted_proxy_each_client_counts_for_itself(client: AppClient) -> None:
+    def through_proxy(address: str) -> dict[str, str]:
+        # What a client wrote itself comes first; the proxy appends the peer it saw.
+        return {"X-Forwarded-For": f"203.0.113.99, {address}"}
+
+    body = {"full_name": "За Прокси", "birth_date": "1990-01-01", "password": PASSWORD}
+    for address in ("198.51.100.1", "198.51.100.2"):
+        for _ in range(3):
+            response = await client.post(
+                "/api/v1/auth/register",
+                json={**body, "phone": next_phone()},
+                headers=through_proxy(address),
+            )
+            assert response.status == 201, await response.text()
+        response = await client.post(
+            "/api/v1/auth/register",
+            json={**body, "phone": next_phone()},
+            headers=through_proxy(address),
+        )
+        await assert_error(response, 429, "rate_limited")
+
+
+def test_the_client_address_is_read_only_from_trusted_proxies() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    def address(peer: str, forwarded: str | None, trusted: list[str]) -> str | None:
+        headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+        request = make_mocked_request("GET", "/", headers=headers)
+        request._transport_peername = (peer, 50000)  # the test's peer
+        return client_address(request, trusted)
+
+    assert address("10.0.0.5", "1.2.3.4", []) == "10.0.0.5"  # no proxy trusted
+    assert address("10.0.0.5", "1.2.3.4", ["10.0.0.0/8"]) == "1.2.3.4"
+    assert address("10.0.0.5", "6.6.6.6, 1.2.3.4, 10.0.0.7", ["10.0.0.0/8"]) == "1.2.3.4"
+    assert address("192.0.2.1", "1.2.3.4", ["10.0.0.0/8"]) == "192.0.2.1"  # not a proxy
+    assert address("10.0.0.5", "garbage", ["10.0.0.0/8"]) == "10.0.0.5"
+    assert address("10.0.0.5", None, ["10.0.0.0/8"]) == "10.0.0.5"
+
+
+def test_production_password_hashing_is_the_default() -> None:
+    from telemed.settings import Settings
+
+    settings = Settings(_env_file=None)
+    assert (
+        settings.password_hash_time_cost,
+        settings.password_hash_memory_kib,
+        settings.password_hash_parallelism,
+    ) == (3, 64 * 1024, 4)
+    assert TEST_SETTINGS["password_hash_time_cost"] == 1  # only the tests hash cheaply
 
 
 async def test_writes_are_limited_per_user(client: AppClient) -> None:
