@@ -32,7 +32,7 @@ import socketio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import book_consultations, cpu_seconds
+from bench.common import book_consultations, cpu_seconds, unlimited
 from telemed.settings import Settings
 from tests.servers import PostgresServer, free_port
 
@@ -237,6 +237,7 @@ async def _bench(args: argparse.Namespace, database_url: str | None) -> None:
                     "TELEMED_LOG_LEVEL": "WARNING",
                     "TELEMED_WORKER_INTERVAL_SECONDS": "0",
                     "TELEMED_CHAT_RATE_PER_MINUTE": "1000000",
+                    "TELEMED_RATE_LIMITS": unlimited(),
                     **({"TELEMED_DATABASE_URL": database_url} if database_url else {}),
                 },
             ),

@@ -129,13 +129,7 @@ async def main(args: argparse.Namespace) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="telemed-bench-writes-") as tmp:
-        env = {
-            **os.environ,
-            **server_env(Path(tmp) / "data"),
-            "TELEMED_RATE_LIMITS": json.dumps(
-                {"register.address": "100000/60", "write.user": "100000/60"}
-            ),
-        }
+        env = {**os.environ, **server_env(Path(tmp) / "data")}
         if args.database_url:
             env["TELEMED_DATABASE_URL"] = args.database_url
         server = await asyncio.create_subprocess_exec(
