@@ -37,7 +37,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed import keys, live
 from telemed.accounts.models import AuthSession, Role, User
-from telemed.db import begin_write
 from telemed.errors import (
     Forbidden,
     InvalidInput,
@@ -199,12 +198,8 @@ class Call:
     caller: User | None = None
     auth_session: AuthSession | None = None
     via_cookie: bool = False
-    # Changes to the response the handler asks for (cookies), applied after the commit.
+    # Changes to the response the handler asks for (cookies).
     response_hooks: list[Callable[[web.StreamResponse], None]] = field(default_factory=list)
-    # Work that must happen only once a transaction is committed (removing files), and
-    # clean-up for when it is rolled back (files written early).
-    after_commit: list[Callable[[], None]] = field(default_factory=list)
-    on_rollback: list[Callable[[], None]] = field(default_factory=list)
     _session: AsyncSession | None = None
 
     @property
@@ -257,39 +252,21 @@ class Call:
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
-        """One transaction, committed when the block ends and rolled back on any error.
-
-        The caller is identified again inside it (so ``user`` belongs to this session,
-        and a session ended meanwhile is refused). Live events queued in it are sent, and
-        ``after_commit`` steps run, once it has committed; ``on_rollback`` steps run if it
-        fails. The block must not wait on the client: its input is read before.
-        """
-        async with self.app[keys.SESSION_FACTORY]() as session:
+        """One unit of work (``live.unit_of_work``): committed when the block ends and
+        rolled back on any error, what it queued sent after the commit. The caller is
+        identified again inside it (so ``user`` belongs to this session, and a session
+        ended meanwhile is refused). The block must not wait on the client: its input is
+        read before."""
+        async with live.unit_of_work(
+            self.app[keys.SESSION_FACTORY], self.app[keys.PUBLISHER], write=write
+        ) as session:
             try:
-                if write:
-                    await begin_write(session)
                 if self.endpoint.access is Access.USER:
                     await self.identify(session)
                 self._session = session
                 yield session
-                await session.commit()
-            except BaseException:
-                live.drop(session)
-                await session.rollback()
-                undo, self.on_rollback = self.on_rollback, []
-                for step in undo:
-                    step()
-                raise
             finally:
                 self._session = None
-        await live.publish(self.app.get(keys.EMIT), live.take(session))
-        done, self.after_commit = self.after_commit, []
-        for step in done:
-            try:
-                step()
-            except Exception:
-                # The change is committed: tell the client so, and log the clean-up.
-                logger.exception("after-commit step of %s failed", self.endpoint.operation_id)
 
 
 Handler = Callable[..., Awaitable[Any]]

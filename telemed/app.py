@@ -17,6 +17,7 @@ from telemed.clock import Clock, SystemClock
 from telemed.documents import views as documents_views
 from telemed.documents.storage import DocumentStore
 from telemed.limits import Limiter
+from telemed.live import Publisher
 from telemed.media import views as media_views
 from telemed.notify import views as notify_views
 from telemed.notify import worker as notify_worker
@@ -40,6 +41,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[keys.CLOCK] = time_source
     app[keys.PASSWORDS] = passwords_for(settings)
     app[keys.LIMITER] = Limiter(settings.limits, now=lambda: time_source.now().timestamp())
+    app[keys.PUBLISHER] = Publisher()
     app[keys.DOCUMENT_STORE] = DocumentStore(
         settings.documents_dir, abandoned_after=timedelta(hours=settings.upload_abandoned_hours)
     )

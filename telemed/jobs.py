@@ -22,7 +22,7 @@ from datetime import datetime
 from aiohttp import web
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from telemed import db, keys, live
+from telemed import keys, live
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +37,9 @@ def node_id() -> str:
 
 @asynccontextmanager
 async def transaction(app: web.Application) -> AsyncIterator[AsyncSession]:
-    """A writing transaction for background work; its live events go out after commit."""
-    async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+    """A writing unit of work for background work (``live.unit_of_work``)."""
+    async with live.unit_of_work(app[keys.SESSION_FACTORY], app[keys.PUBLISHER]) as session:
         yield session
-    await live.publish(app.get(keys.EMIT), live.take(session))
 
 
 def register_job(app: web.Application, name: str, job: Job) -> None:

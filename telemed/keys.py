@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from telemed.chat.writer import ChatWriter
     from telemed.jobs import Job
     from telemed.limits import Limiter
-    from telemed.live import Emit
+    from telemed.live import Publisher
     from telemed.media.room import Rooms
+    from telemed.signaling.handlers import Namespace
     from telemed.signaling.presence import Presence
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -33,8 +34,10 @@ API: web.AppKey[Api] = web.AppKey("api")
 DOCUMENT_STORE = web.AppKey("document_store", DocumentStore)
 JOBS: web.AppKey[list[tuple[str, Job]]] = web.AppKey("jobs")
 NODE_ID = web.AppKey("node_id", str)
-EMIT: web.AppKey[Emit] = web.AppKey("emit")
-"""Sends a committed live event to its Socket.IO rooms (set by the signaling server)."""
+PUBLISHER: web.AppKey[Publisher] = web.AppKey("publisher")
+"""Sends what committed transactions leave: live events, and facts to their listeners."""
+NAMESPACE: web.AppKey[Namespace] = web.AppKey("namespace")
+"""The Socket.IO API (``telemed.signaling.handlers.Namespace``)."""
 SIO = web.AppKey("socketio", socketio.AsyncServer)
 LIMITER: web.AppKey[Limiter] = web.AppKey("limiter")
 """The rate limits of frequent actions (``telemed.limits``), shared through Redis if any."""
@@ -48,5 +51,3 @@ SOCKETS: web.AppKey[dict[str, str]] = web.AppKey("sockets")
 """This node's connected sockets: sid → the hash of the session token they signed in with."""
 ROOMS: web.AppKey[Rooms] = web.AppKey("rooms")
 """The video rooms whose media this node carries."""
-ROOM_DISCONNECT: web.AppKey[Callable[[str], Awaitable[None]]] = web.AppKey("room_disconnect")
-"""Takes a disconnected socket out of the rooms it was in."""

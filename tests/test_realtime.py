@@ -306,3 +306,40 @@ async def test_a_temporary_password_cannot_open_a_socket(client: AppClient) -> N
             wait_timeout=5,
         )
     assert errors[0]["data"]["error"]["code"] == "password_change_required"
+
+
+def test_only_the_protocol_s_events_can_be_sent() -> None:
+    """Every server → client event is a model of the protocol (``docs/realtime.md``),
+    and nothing in the server emits around them."""
+    import re
+    from pathlib import Path
+
+    from telemed import live
+    from telemed.signaling.events import SERVER_EVENTS, TypingStarted
+
+    assert set(live.EVENTS) == SERVER_EVENTS
+
+    class Undocumented(live.ServerEvent):
+        note: str
+
+    with pytest.raises(TypeError, match="not an event of the protocol"):
+        live.event(Undocumented(note="x"), to=["user:1"])
+    with pytest.raises(ValueError, match="Extra inputs"):
+        TypingStarted.model_validate(
+            {"consultation_id": str(uuid.uuid4()), "user_id": str(uuid.uuid4()), "extra": 1}
+        )
+    # One place emits: the publisher's way out (``namespace.emitter``), which the
+    # publisher calls (``self.emit``).
+    package = Path(__file__).resolve().parent.parent / "telemed"
+    emitting = [
+        f"{path.relative_to(package)}:{number}"
+        for path in package.rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if re.search(r"(?<!self)\.emit\(", line)
+    ]
+    assert emitting == ["signaling/namespace.py:" + str(_emit_line(package))], emitting
+
+
+def _emit_line(package: Any) -> int:
+    lines = (package / "signaling" / "namespace.py").read_text().splitlines()
+    return next(n for n, line in enumerate(lines, start=1) if "await sio.emit(" in line)

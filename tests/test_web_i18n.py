@@ -15,7 +15,7 @@ MAY_BE_EMPTY = {"notRecording"}
 # app's modules name keys as dotted string literals ("nav.documents"), given to ``t()``
 # or to the form helpers of web/app/dom.js.
 USERS = {
-    ("room",): (["room.html"], ["room.js"], r"\bTEXT\.([A-Za-z_]+)"),
+    ("room",): (["room.html"], ["room.js", "room/*.js"], r"\bTEXT\.([A-Za-z_]+)"),
     ("app", "manager"): (["index.html"], ["app/*.js"], r"""["']([a-z]+\.[A-Za-z_]+)["']"""),
 }
 

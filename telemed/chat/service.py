@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from telemed import audit
+from telemed import audit, live
 from telemed.accounts.models import User
 from telemed.chat.models import ChatMessage, ChatMessagePublic, ChatReadState
 from telemed.db import new_id
@@ -29,6 +29,7 @@ from telemed.scheduling.consultations import Seen, get_consultation
 from telemed.scheduling.lifecycle import Party
 from telemed.scheduling.models import Consultation, ConsultationDocument, State
 from telemed.settings import Settings
+from telemed.signaling.events import ReadUpdated
 
 MAX_BODY = 4000
 HISTORY_PAGE = 500
@@ -250,10 +251,25 @@ async def messages_after(
 async def check_mark_read(
     session: AsyncSession, *, actor: User, now: datetime, consultation_id: uuid.UUID, seq: int
 ) -> ChatReadState:
-    """Record that the actor has read up to ``seq`` (never moves back)."""
+    """Record that the actor has read up to ``seq`` (never moves back), and tell the
+    consultation's watchers (``chat:read_updated``)."""
     seen = await get_chat(session, actor=actor, consultation_id=consultation_id)
     if seq < 0 or seq > seen.consultation.chat_seq:
         raise InvalidInput("No such message", details={"field": "seq"})
+    state = await _moved_read_state(
+        session, actor=actor, consultation_id=consultation_id, seq=seq, now=now
+    )
+    live.queue(
+        session,
+        ReadUpdated(consultation_id=consultation_id, user_id=actor.id, seq=state.seq),
+        to=[f"consultation:{consultation_id}"],
+    )
+    return state
+
+
+async def _moved_read_state(
+    session: AsyncSession, *, actor: User, consultation_id: uuid.UUID, seq: int, now: datetime
+) -> ChatReadState:
     state = await _read_state(session, consultation_id, actor.id)
     if state is None:
         try:

@@ -37,8 +37,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from telemed import db, keys, live
 from telemed.accounts.service import session_user_ids
 from telemed.chat import service as chat
-from telemed.chat.models import ChatMessagePublic
 from telemed.errors import TelemedError, Unauthenticated, Unavailable
+from telemed.signaling.events import ChatMessageCreated
 
 logger = logging.getLogger(__name__)
 
@@ -159,11 +159,11 @@ class ChatWriter:
                 await self._delivery.put(events)
 
     async def _deliver(self) -> None:
-        emit = self._app.get(keys.EMIT)
+        publisher = self._app[keys.PUBLISHER]
         while True:
             events = await self._delivery.get()
             try:
-                await live.publish(emit, events)
+                await publisher.send(events)
             finally:
                 self._delivery.task_done()
 
@@ -331,18 +331,18 @@ class ChatWriter:
 
 
 def _result(outcome: chat.SendOutcome, events: list[live.LiveEvent]) -> Result:
-    """The sender's answer; a new message also becomes a live event (sent after commit)."""
+    """The sender's answer; a new message also becomes a live event (sent after commit).
+    The message is made JSON once, for both."""
     if isinstance(outcome, TelemedError):
         return outcome
     message, created = outcome
-    wire = ChatMessagePublic.model_validate(message).model_dump(mode="json")
+    event = live.event(
+        ChatMessageCreated.model_validate(message, from_attributes=True),
+        to=[f"consultation:{message.consultation_id}"],
+    )
     if created:
-        events.append(
-            live.LiveEvent(
-                "chat:message_created", (f"consultation:{message.consultation_id}",), wire
-            )
-        )
-    return wire
+        events.append(event)
+    return event.payload
 
 
 async def run_writer(app: web.Application) -> AsyncIterator[None]:

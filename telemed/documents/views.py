@@ -10,7 +10,7 @@ from urllib.parse import quote, unquote
 from aiohttp import web
 from pydantic import Field
 
-from telemed import keys
+from telemed import keys, live
 from telemed.api import (
     NONBLANK,
     Call,
@@ -146,7 +146,7 @@ async def upload_document(call: Call, body: DocumentUpload) -> DocumentPublic:
         quota_bytes=call.settings.document_quota_bytes,
         now=call.now,
     )
-    call.on_rollback.append(lambda: store.remove(document.id))
+    live.on_rollback(call.session, lambda: store.remove(document.id))
     return DocumentPublic.model_validate(document)
 
 
@@ -210,7 +210,7 @@ async def delete_document(call: Call) -> None:
         address=call.address,
     )
     store = call.app[keys.DOCUMENT_STORE]
-    call.after_commit.append(lambda: store.remove(document.id))
+    live.after_commit(call.session, lambda: store.remove(document.id))
 
 
 def setup_routes(app: web.Application) -> None:

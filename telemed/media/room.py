@@ -38,6 +38,7 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamTrack
 
 from telemed.errors import Forbidden, InvalidInput, InvalidState
+from telemed.live import ServerEvent
 from telemed.media.checks import MediaStatus, Permission, check_camera, check_microphone
 from telemed.media.passthrough import (
     PassthroughTrack,
@@ -48,6 +49,7 @@ from telemed.media.passthrough import (
 )
 from telemed.media.recorder import RemuxRecorder
 from telemed.media.recordings import RecordingLog
+from telemed.signaling.events import ServerOffer, TrackLabel
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +59,8 @@ KEYFRAME_REQUEST_GAP = 0.3
 KINDS = ("audio", "video")
 CODECS = {"audio": ("audio/opus",), "video": ("video/vp8", "video/rtx")}
 
-Send = Callable[[str, str, dict[str, Any]], Awaitable[None]]
-"""Emit ``event`` with ``payload`` to socket ``sid``."""
+Send = Callable[[ServerEvent, str], Awaitable[None]]
+"""Send an event to one participant's socket (its sid)."""
 Announce = Callable[["Room", "Participant"], Awaitable[None]]
 """Tell the room a participant's media status changed."""
 AnnounceRecording = Callable[["Room"], Awaitable[None]]
@@ -471,19 +473,15 @@ class Room:
         await self._send_offer(participant, pc)
 
     async def _send_offer(self, participant: Participant, pc: RTCPeerConnection) -> None:
-        tracks = [
-            {"mid": transceiver.mid, "user_id": user_id, "kind": kind}
-            for (user_id, kind), transceiver in participant.carriers.items()
-        ]
-        await self._send(
-            participant.sid,
-            "rtc:offer",
-            {
-                "consultation_id": self.consultation_id,
-                "sdp": pc.localDescription.sdp,
-                "tracks": tracks,
-            },
+        offer = ServerOffer(
+            consultation_id=uuid.UUID(self.consultation_id),
+            sdp=pc.localDescription.sdp,
+            tracks=[
+                TrackLabel(mid=transceiver.mid, user_id=uuid.UUID(user_id), kind=kind)
+                for (user_id, kind), transceiver in participant.carriers.items()
+            ],
         )
+        await self._send(offer, participant.sid)
 
     async def _close_connection(self, participant: Participant) -> None:
         pc = participant.pc

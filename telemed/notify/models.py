@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 
 from telemed.db import StrEnumType, UTCDateTime, new_id
@@ -75,3 +76,18 @@ class OutboxMessage(SQLModel, table=True):
     dedupe_key: str | None = Field(default=None, max_length=128, unique=True)
     created_at: datetime = Field(sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class NotificationPublic(BaseModel):
+    """A notification as its recipient sees it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    kind: str
+    consultation_id: uuid.UUID | None
+    title: str
+    body: str
+    data: dict[str, Any]
+    created_at: datetime
+    read_at: datetime | None

@@ -19,7 +19,7 @@ from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import defer
 from sqlmodel import col, select
@@ -30,6 +30,7 @@ from telemed.accounts.models import User
 from telemed.errors import NotFound
 from telemed.notify.models import Notification, OutboxChannel, OutboxMessage, OutboxStatus
 from telemed.notify.texts import NotificationKind, email_text, render
+from telemed.signaling.events import NotificationCreated
 
 MASK = "••••••"
 # Params that are never copied into a notification's ``data``.
@@ -58,21 +59,6 @@ class Attachment:
             content_type=data["content_type"],
             content=base64.b64decode(data["content_base64"]),
         )
-
-
-class NotificationPublic(BaseModel):
-    """A notification as its recipient sees it."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
-    kind: str
-    consultation_id: uuid.UUID | None
-    title: str
-    body: str
-    data: dict[str, Any]
-    created_at: datetime
-    read_at: datetime | None
 
 
 class OutboxMessagePublic(BaseModel):
@@ -224,9 +210,8 @@ async def do_notify(
     await session.flush()
     live.queue(
         session,
-        "notification:created",
-        [f"user:{user.id}"],
-        NotificationPublic.model_validate(notification).model_dump(mode="json"),
+        NotificationCreated.model_validate(notification, from_attributes=True),
+        to=[f"user:{user.id}"],
     )
 
     def outbox(

@@ -9,8 +9,8 @@ from telemed import keys
 from telemed.accounts.models import Role
 from telemed.api import Call, ListOf, QueryFlag, RequestModel, Routes
 from telemed.notify import service
-from telemed.notify.models import OutboxChannel, OutboxStatus
-from telemed.notify.service import NotificationPublic, OutboxMessagePublic
+from telemed.notify.models import NotificationPublic, OutboxChannel, OutboxStatus
+from telemed.notify.service import OutboxMessagePublic
 
 routes = Routes(tag="notifications")
 

@@ -17,7 +17,7 @@ from telemed.errors import InvalidState, InvalidValue, NotFound
 from telemed.notify.service import do_notify
 from telemed.notify.texts import NotificationKind
 from telemed.scheduling.conclusion_pdf import ConclusionSheet, render_conclusion_pdf
-from telemed.scheduling.consultations import announce, doctor_of, get_consultation
+from telemed.scheduling.consultations import do_move, doctor_of, get_consultation
 from telemed.scheduling.lifecycle import Move, Party, check_move
 from telemed.scheduling.models import Centre, Conclusion, Consultation, Doctor, State
 
@@ -42,7 +42,7 @@ async def check_issue_conclusion(
     seen = await get_consultation(session, actor=actor, consultation_id=consultation_id, lock=True)
     consultation = seen.consultation
     move = Move.AMEND if consultation.state is State.CONCLUDED else Move.CONCLUDE
-    target = check_move(consultation.state, move, seen.party)
+    check_move(consultation.state, move, seen.party)  # before the reason is checked
     if move is Move.AMEND and not amendment_reason:
         raise InvalidState(
             "The conclusion is already issued: give a reason to issue an amended version",
@@ -69,13 +69,16 @@ async def check_issue_conclusion(
     session.add(conclusion)
     # (consultation_id, version) is unique: two doctors' clicks cannot both be version N.
     await session.flush()
-    consultation.state = target
-    if consultation.concluded_at is None:
-        consultation.concluded_at = now
-    consultation.version += 1
-    consultation.updated_at = now
-    session.add(consultation)
-    announce(session, consultation)
+    await do_move(
+        session,
+        consultation,
+        move=move,
+        party=seen.party,
+        actor_id=actor.id,
+        now=now,
+        changes={"concluded_at": consultation.concluded_at or now},
+        details={"version": conclusion.version},
+    )
     audit.record(
         session,
         now=now,

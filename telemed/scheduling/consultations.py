@@ -1,12 +1,18 @@
 """Consultations: the three routes in, every move of the state machine, and who may see
-what. Each ``check_*`` authorises and validates, then changes the consultation, writes
-the audit event and the notifications in the caller's transaction (never commits).
+what.
+
+Each ``check_*`` authorises and validates, then makes its change through one function:
+``do_move`` for a move of the state machine, ``do_change`` for any other change, and
+``do_open`` for a new consultation (made by ``new_consultation``). Those write the
+change, keep ``version``, announce it live, write the audit event and tell the rest of
+the system (``live.happened``); the ``check_*`` adds the notifications that its move
+means for the people involved. All in the caller's transaction (never commits).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -30,7 +36,7 @@ from telemed.errors import (
 from telemed.notify.ics import consultation_event
 from telemed.notify.service import Attachment, do_notify
 from telemed.notify.texts import NotificationKind
-from telemed.scheduling.lifecycle import HOLDS_TIME, OPEN, Move, Party, check_move
+from telemed.scheduling.lifecycle import HOLDS_TIME, OPEN, Move, Moved, Party, check_move, past
 from telemed.scheduling.models import (
     Centre,
     Channel,
@@ -44,6 +50,7 @@ from telemed.scheduling.models import (
     State,
 )
 from telemed.settings import Settings
+from telemed.signaling.events import ConsultationUpdated
 
 
 @dataclass(frozen=True)
@@ -195,24 +202,144 @@ def age_on(birth: date | None, today: date) -> int | None:
     return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
 
 
-def _audit(
-    session: AsyncSession,
+def new_consultation(
     *,
+    route: Route,
+    patient_id: uuid.UUID,
+    centre_id: uuid.UUID,
+    full_name: str,
     now: datetime,
-    actor: User | None,
+    settings: Settings,
+    **fields: object,
+) -> Consultation:
+    """A new consultation of ``route``, in the state the route starts in: a request
+    (route 1) or a referral (route 3) is ``requested`` and due after its route's response
+    deadline; a duty booking (route 2) is ``scheduled`` (its time is the slot's, given in
+    ``fields``) and its patient knows the time at once."""
+    due = {Route.INITIATIVE: settings.sla_initiative, Route.REFERRAL: settings.sla_referral}
+    consultation = Consultation(
+        route=route,
+        state=State.SCHEDULED if route is Route.DUTY else State.REQUESTED,
+        patient_id=patient_id,
+        centre_id=centre_id,
+        full_name=full_name,
+        submitted_at=now,
+        due_at=now + due[route] if route in due else None,
+        notified_at=now if route is Route.DUTY else None,
+        updated_at=now,
+    )
+    for name, value in fields.items():
+        setattr(consultation, name, value)
+    return consultation
+
+
+async def do_open(
+    session: AsyncSession,
     consultation: Consultation,
+    *,
+    actor_id: uuid.UUID | None,
+    now: datetime,
     action: str,
     details: dict[str, object] | None = None,
+) -> Consultation:
+    """Store a new consultation (``new_consultation``), audited as ``action`` and
+    announced to everyone watching."""
+    session.add(consultation)
+    await session.flush()
+    _record(session, consultation, actor_id=actor_id, now=now, action=action, details=details)
+    _announce(session, consultation)
+    return consultation
+
+
+async def do_move(
+    session: AsyncSession,
+    consultation: Consultation,
+    *,
+    move: Move,
+    party: Party,
+    actor_id: uuid.UUID | None,
+    now: datetime,
+    changes: Mapping[str, object] | None = None,
+    action: str | None = None,
+    details: dict[str, object] | None = None,
+) -> Consultation:
+    """The one way a consultation changes state: the move is checked against the
+    transition table (``InvalidState``, ``Forbidden``), ``changes`` are applied, the
+    state set, the version kept, the change announced live and audited (``action``, by
+    default ``consultation.<move in the past>``), and the move told to the rest of the
+    system once committed (``lifecycle.Moved``: the video room closes when it leaves the
+    live states). The caller holds the row (``get_consultation(lock=True)``) and adds
+    the notifications of its move. ``party`` ``SYSTEM`` with no ``actor_id`` is the
+    server's own work."""
+    source = consultation.state
+    target = check_move(source, move, party)
+    for name, value in (changes or {}).items():
+        setattr(consultation, name, value)
+    consultation.state = target
+    await do_change(
+        session,
+        consultation,
+        actor_id=actor_id,
+        now=now,
+        action=action or f"consultation.{past(move)}",
+        details=details,
+    )
+    live.happened(session, Moved(consultation.id, move, source, target))
+    return consultation
+
+
+async def do_change(
+    session: AsyncSession,
+    consultation: Consultation,
+    *,
+    actor_id: uuid.UUID | None,
+    now: datetime,
+    action: str,
+    details: dict[str, object] | None = None,
+) -> Consultation:
+    """A change of a consultation (``do_move`` for its state): the next ``version``, the
+    time of the change, the audit event and the live announcement."""
+    consultation.version += 1
+    consultation.updated_at = now
+    session.add(consultation)
+    await session.flush()
+    _record(session, consultation, actor_id=actor_id, now=now, action=action, details=details)
+    _announce(session, consultation)
+    return consultation
+
+
+def _record(
+    session: AsyncSession,
+    consultation: Consultation,
+    *,
+    actor_id: uuid.UUID | None,
+    now: datetime,
+    action: str,
+    details: dict[str, object] | None,
 ) -> None:
     audit.record(
         session,
         now=now,
-        actor_id=actor.id if actor else None,
+        actor_id=actor_id,
         action=action,
         object_type="consultation",
         object_id=consultation.id,
         subject_id=consultation.patient_id,
         details=details,
+    )
+
+
+def _announce(session: AsyncSession, consultation: Consultation) -> None:
+    """``consultation:updated`` for everyone watching it, its patient and its centre's
+    doctors (sent after the commit)."""
+    live.queue(
+        session,
+        ConsultationUpdated.of(consultation),
+        to=[
+            f"consultation:{consultation.id}",
+            f"user:{consultation.patient_id}",
+            f"centre:{consultation.centre_id}",
+        ],
     )
 
 
@@ -255,27 +382,22 @@ async def check_create_request(
     if centre is None or centre.archived_at is not None:
         raise NotFound("Medical centre not found", details={"field": "centre_id"})
     documents = await _owned_documents(session, owner_id=actor.id, document_ids=document_ids)
-    consultation = Consultation(
+    consultation = new_consultation(
         route=Route.INITIATIVE,
-        state=State.REQUESTED,
         patient_id=actor.id,
         centre_id=centre.id,
         full_name=full_name or actor.full_name,
+        now=now,
+        settings=settings,
         age=age if age is not None else age_on(actor.birth_date, now.date()),
         diagnosis=diagnosis,
         complaints=complaints,
-        submitted_at=now,
-        due_at=now + settings.sla_initiative,
-        updated_at=now,
     )
-    session.add(consultation)
-    await session.flush()
+    await do_open(
+        session, consultation, actor_id=actor.id, now=now, action="consultation.requested"
+    )
     for document_id in documents:
         session.add(ConsultationDocument(consultation_id=consultation.id, document_id=document_id))
-    _audit(
-        session, now=now, actor=actor, consultation=consultation, action="consultation.requested"
-    )
-    announce(session, consultation)
     await do_notify(
         session,
         now=now,
@@ -333,15 +455,16 @@ async def check_book_duty(
     if slot.starts_at <= now:
         raise TooLate("This slot has already begun; pick a later one")
     documents = await _owned_documents(session, owner_id=actor.id, document_ids=document_ids)
-    consultation = Consultation(
+    consultation = new_consultation(
         route=Route.DUTY,
-        state=State.SCHEDULED,
         patient_id=actor.id,
         centre_id=doctor.centre_id,
+        full_name=actor.full_name,
+        now=now,
+        settings=settings,
         doctor_id=doctor.id,
         slot_id=slot.id,
         active_slot_id=slot.id,
-        full_name=actor.full_name,
         age=age_on(actor.birth_date, now.date()),
         topic=topic,
         question=question,
@@ -349,14 +472,12 @@ async def check_book_duty(
         starts_at=slot.starts_at,
         ends_at=slot.ends_at,
         duration_min=int((slot.ends_at - slot.starts_at).total_seconds() // 60),
-        submitted_at=now,
-        notified_at=now,
-        updated_at=now,
     )
     try:
         async with session.begin_nested():
-            session.add(consultation)
-            await session.flush()
+            await do_open(
+                session, consultation, actor_id=actor.id, now=now, action="consultation.booked"
+            )
     except IntegrityError:
         raise SlotTaken("This time has just been taken; pick another slot") from None
     # The winner marks the slot; losers never get here.
@@ -364,8 +485,6 @@ async def check_book_duty(
     session.add(slot)
     for document_id in documents:
         session.add(ConsultationDocument(consultation_id=consultation.id, document_id=document_id))
-    _audit(session, now=now, actor=actor, consultation=consultation, action="consultation.booked")
-    announce(session, consultation)
     await _tell_scheduled(
         session,
         now=now,
@@ -443,7 +562,7 @@ async def check_schedule(
     seen = await get_consultation(session, actor=actor, consultation_id=consultation_id, lock=True)
     consultation = seen.consultation
     move = Move.SCHEDULE if consultation.state is State.REQUESTED else Move.RESCHEDULE
-    target = check_move(consultation.state, move, seen.party)
+    check_move(consultation.state, move, seen.party)  # before anything else is checked
     if consultation.route is Route.DUTY:
         raise InvalidState("A duty booking keeps its slot; cancel it instead")
     if starts_at <= now:
@@ -465,24 +584,23 @@ async def check_schedule(
         session, doctor=doctor, starts_at=starts_at, ends_at=ends_at, except_id=consultation.id
     )
     previous = consultation.starts_at
-    consultation.doctor_id = doctor.id
-    consultation.state = target
-    consultation.starts_at = starts_at
-    consultation.ends_at = ends_at
-    consultation.duration_min = duration_min
-    consultation.reminder_24h_at = None
-    consultation.reminder_1h_at = None
-    if consultation.notified_at is None:
-        consultation.notified_at = now
-    _bump(consultation, now)
-    session.add(consultation)
-    announce(session, consultation)
-    _audit(
+    await do_move(
         session,
+        consultation,
+        move=move,
+        party=seen.party,
+        actor_id=actor.id,
         now=now,
-        actor=actor,
-        consultation=consultation,
-        action=f"consultation.{'scheduled' if move is Move.SCHEDULE else 'rescheduled'}",
+        changes={
+            "doctor_id": doctor.id,
+            "starts_at": starts_at,
+            "ends_at": ends_at,
+            "duration_min": duration_min,
+            "reminder_24h_at": None,
+            "reminder_1h_at": None,
+            # The first time the patient hears of a time: the deadline's proof.
+            "notified_at": consultation.notified_at or now,
+        },
         details={
             "starts_at": starts_at.isoformat(),
             "previous": previous.isoformat() if previous else None,
@@ -504,16 +622,20 @@ async def check_decline(
     """A doctor of the centre declines a request, with a reason the patient will read."""
     seen = await get_consultation(session, actor=actor, consultation_id=consultation_id, lock=True)
     consultation = seen.consultation
-    consultation.state = check_move(consultation.state, Move.DECLINE, seen.party)
     doctor = await doctor_of(session, actor)
-    consultation.doctor_id = doctor.id if doctor else None
-    consultation.reason = reason
-    if consultation.notified_at is None:
-        consultation.notified_at = now
-    _bump(consultation, now)
-    session.add(consultation)
-    announce(session, consultation)
-    _audit(session, now=now, actor=actor, consultation=consultation, action="consultation.declined")
+    await do_move(
+        session,
+        consultation,
+        move=Move.DECLINE,
+        party=seen.party,
+        actor_id=actor.id,
+        now=now,
+        changes={
+            "doctor_id": doctor.id if doctor else None,
+            "reason": reason,
+            "notified_at": consultation.notified_at or now,
+        },
+    )
     patient = await session.get(User, consultation.patient_id)
     assert patient is not None
     await do_notify(
@@ -547,7 +669,7 @@ async def check_cancel(
     """
     seen = await get_consultation(session, actor=actor, consultation_id=consultation_id, lock=True)
     consultation = seen.consultation
-    target = check_move(consultation.state, Move.CANCEL, seen.party)
+    check_move(consultation.state, Move.CANCEL, seen.party)  # before the notice is checked
     if (
         seen.party is Party.PATIENT
         and consultation.starts_at is not None
@@ -559,19 +681,15 @@ async def check_cancel(
             details={"cancel_notice_minutes": minutes},
         )
     was_scheduled = consultation.state is State.SCHEDULED
-    consultation.state = target
-    consultation.reason = reason
-    consultation.cancelled_by_id = actor.id
     await _release_slot(session, consultation, now)
-    _bump(consultation, now)
-    session.add(consultation)
-    announce(session, consultation)
-    _audit(
+    await do_move(
         session,
+        consultation,
+        move=Move.CANCEL,
+        party=seen.party,
+        actor_id=actor.id,
         now=now,
-        actor=actor,
-        consultation=consultation,
-        action="consultation.cancelled",
+        changes={"reason": reason, "cancelled_by_id": actor.id},
         details={"by": seen.party.value},
     )
     params: dict[str, object] = {"reason": reason, "when": consultation.starts_at}
@@ -637,15 +755,17 @@ async def check_start(
     start until the end of its window)."""
     seen = await get_consultation(session, actor=actor, consultation_id=consultation_id, lock=True)
     consultation = seen.consultation
-    target = check_move(consultation.state, Move.START, seen.party)
+    check_move(consultation.state, Move.START, seen.party)  # before the window is checked
     check_session_window(consultation, now=now, settings=settings)
-    consultation.state = target
-    consultation.started_at = now
-    _bump(consultation, now)
-    session.add(consultation)
-    announce(session, consultation)
-    _audit(session, now=now, actor=actor, consultation=consultation, action="consultation.started")
-    return consultation
+    return await do_move(
+        session,
+        consultation,
+        move=Move.START,
+        party=seen.party,
+        actor_id=actor.id,
+        now=now,
+        changes={"started_at": now},
+    )
 
 
 async def check_end(
@@ -653,49 +773,15 @@ async def check_end(
 ) -> Consultation:
     """The consultation's doctor ends the session; the conclusion comes next."""
     seen = await get_consultation(session, actor=actor, consultation_id=consultation_id, lock=True)
-    consultation = seen.consultation
-    consultation.state = check_move(consultation.state, Move.END, seen.party)
-    consultation.ended_at = now
-    consultation.active_slot_id = None
-    _bump(consultation, now)
-    session.add(consultation)
-    announce(session, consultation)
-    _audit(session, now=now, actor=actor, consultation=consultation, action="consultation.ended")
-    return consultation
-
-
-def _bump(consultation: Consultation, now: datetime) -> None:
-    consultation.version += 1
-    consultation.updated_at = now
-
-
-def announce(session: AsyncSession, consultation: Consultation) -> None:
-    """Queue ``consultation:updated`` for everyone watching it (sent after the commit)."""
-    live.queue(
+    return await do_move(
         session,
-        "consultation:updated",
-        [
-            f"consultation:{consultation.id}",
-            f"user:{consultation.patient_id}",
-            f"centre:{consultation.centre_id}",
-        ],
-        live_view(consultation),
+        seen.consultation,
+        move=Move.END,
+        party=seen.party,
+        actor_id=actor.id,
+        now=now,
+        changes={"ended_at": now, "active_slot_id": None},
     )
-
-
-def live_view(consultation: Consultation) -> dict[str, object]:
-    """The part of a consultation every participant may see, for live updates; clients
-    fetch the rest with ``GET /consultations/{id}``."""
-    return {
-        "id": str(consultation.id),
-        "route": consultation.route.value,
-        "state": consultation.state.value,
-        "version": consultation.version,
-        "doctor_id": str(consultation.doctor_id) if consultation.doctor_id else None,
-        "starts_at": consultation.starts_at.isoformat() if consultation.starts_at else None,
-        "ends_at": consultation.ends_at.isoformat() if consultation.ends_at else None,
-        "updated_at": consultation.updated_at.isoformat(),
-    }
 
 
 async def _release_slot(session: AsyncSession, consultation: Consultation, now: datetime) -> None:
@@ -811,14 +897,11 @@ async def check_attach_documents(
     for document_id in added:
         session.add(ConsultationDocument(consultation_id=consultation.id, document_id=document_id))
     if added:
-        _bump(consultation, now)
-        session.add(consultation)
-        announce(session, consultation)
-        _audit(
+        await do_change(
             session,
+            consultation,
+            actor_id=actor.id,
             now=now,
-            actor=actor,
-            consultation=consultation,
             action="consultation.documents_attached",
             details={"documents": [str(d) for d in added]},
         )

@@ -16,13 +16,13 @@ from aiohttp import web
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from telemed import audit, keys
+from telemed import keys
 from telemed.accounts.models import Role, User
 from telemed.jobs import register_job, transaction
 from telemed.notify.service import do_notify
 from telemed.notify.texts import NotificationKind
-from telemed.scheduling.consultations import announce
-from telemed.scheduling.lifecycle import Move, Party, check_move
+from telemed.scheduling.consultations import do_move
+from telemed.scheduling.lifecycle import Move, Party
 from telemed.scheduling.models import Centre, Consultation, State
 
 BATCH = 100
@@ -132,27 +132,22 @@ async def mark_no_shows(app: web.Application, now: datetime) -> int:
             if consultation is None or consultation.state is not State.SCHEDULED:
                 continue  # another process got there first
             patient_came = consultation.patient_joined_at is not None
+            changes: dict[str, object] = {"active_slot_id": None}
             if patient_came:
-                consultation.state = check_move(consultation.state, Move.CANCEL, Party.MANAGER)
-                consultation.reason = "The doctor did not start the consultation"
-                kind = NotificationKind.CANCELLED
-            else:
-                consultation.state = check_move(consultation.state, Move.MARK_NO_SHOW, Party.SYSTEM)
-                kind = NotificationKind.NO_SHOW
-            consultation.active_slot_id = None
-            consultation.version += 1
-            consultation.updated_at = now
-            session.add(consultation)
-            announce(session, consultation)
-            audit.record(
+                changes["reason"] = "The doctor did not start the consultation"
+            await do_move(
                 session,
-                now=now,
+                consultation,
+                # The patient came and waited, the doctor never started it: not the
+                # patient's fault, so not a no-show.
+                move=Move.CANCEL if patient_came else Move.MARK_NO_SHOW,
+                party=Party.SYSTEM,
                 actor_id=None,
+                now=now,
+                changes=changes,
                 action="consultation.not_held" if patient_came else "consultation.no_show",
-                object_type="consultation",
-                object_id=consultation.id,
-                subject_id=consultation.patient_id,
             )
+            kind = NotificationKind.CANCELLED if patient_came else NotificationKind.NO_SHOW
             patient = await session.get(User, consultation.patient_id)
             assert patient is not None
             await do_notify(

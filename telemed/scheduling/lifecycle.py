@@ -11,6 +11,7 @@ anything, so a refused move changes nothing.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -24,7 +25,7 @@ class Party(StrEnum):
     PATIENT = "patient"  # the consultation's patient
     DOCTOR = "doctor"  # the consultation's doctor, or a doctor of its centre while unassigned
     MANAGER = "manager"  # a manager or an admin
-    SYSTEM = "system"  # background work (no-shows)
+    SYSTEM = "system"  # background work (no-shows, consultations the doctor never held)
 
 
 class Move(StrEnum):
@@ -57,7 +58,7 @@ TRANSITIONS: dict[Move, Transition] = {
     Move.CANCEL: _t(
         {State.REQUESTED, State.SCHEDULED},
         State.CANCELLED,
-        {Party.PATIENT, Party.DOCTOR, Party.MANAGER},
+        {Party.PATIENT, Party.DOCTOR, Party.MANAGER, Party.SYSTEM},
     ),
     Move.START: _t({State.SCHEDULED}, State.IN_PROGRESS, {Party.DOCTOR}),
     Move.END: _t({State.IN_PROGRESS}, State.COMPLETED, {Party.DOCTOR}),
@@ -69,9 +70,22 @@ TRANSITIONS: dict[Move, Transition] = {
 
 # States in which the consultation still holds its duty slot and its doctor's time.
 HOLDS_TIME = frozenset({State.SCHEDULED, State.IN_PROGRESS})
+# States in which its video room may be open.
+LIVE = frozenset({State.SCHEDULED, State.IN_PROGRESS})
 # States in which the patient and doctor are still working together (documents readable).
 OPEN = frozenset({State.REQUESTED, State.SCHEDULED, State.IN_PROGRESS, State.COMPLETED})
 FINAL = frozenset({State.CONCLUDED, State.CANCELLED, State.DECLINED, State.NO_SHOW})
+
+
+@dataclass(frozen=True)
+class Moved:
+    """A committed move of a consultation, for the parts of the system that act on it
+    (``live.happened``): the video room closes when ``target`` is not ``LIVE``."""
+
+    consultation_id: uuid.UUID
+    move: Move
+    source: State
+    target: State
 
 
 def check_move(state: State, move: Move, party: Party) -> State:
@@ -85,7 +99,7 @@ def check_move(state: State, move: Move, party: Party) -> State:
         )
     if state not in transition.sources:
         raise InvalidState(
-            f"A {state.value.replace('_', ' ')} consultation cannot be {_past(move)}",
+            f"A {state.value.replace('_', ' ')} consultation cannot be {past(move)}",
             details={
                 "state": state.value,
                 "move": move.value,
@@ -104,15 +118,19 @@ def allowed_moves(state: State, party: Party) -> list[Move]:
     ]
 
 
-def _past(move: Move) -> str:
-    return {
-        Move.SCHEDULE: "scheduled",
-        Move.RESCHEDULE: "rescheduled",
-        Move.DECLINE: "declined",
-        Move.CANCEL: "cancelled",
-        Move.START: "started",
-        Move.END: "ended",
-        Move.CONCLUDE: "concluded",
-        Move.AMEND: "amended",
-        Move.MARK_NO_SHOW: "marked as a no-show",
-    }[move]
+def past(move: Move) -> str:
+    """The move in the past tense (``schedule`` → ``scheduled``): audit actions say it."""
+    return _PAST[move]
+
+
+_PAST = {
+    Move.SCHEDULE: "scheduled",
+    Move.RESCHEDULE: "rescheduled",
+    Move.DECLINE: "declined",
+    Move.CANCEL: "cancelled",
+    Move.START: "started",
+    Move.END: "ended",
+    Move.CONCLUDE: "concluded",
+    Move.AMEND: "amended",
+    Move.MARK_NO_SHOW: "marked as a no-show",
+}

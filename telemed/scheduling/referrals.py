@@ -31,8 +31,13 @@ from telemed.accounts.service import check_new_account, do_create_user, get_user
 from telemed.errors import NotFound, TelemedError
 from telemed.notify.service import do_notify
 from telemed.notify.texts import NotificationKind
-from telemed.scheduling.consultations import age_on, announce, centre_doctors
-from telemed.scheduling.models import Centre, Consultation, ReferralImport, Route, State
+from telemed.scheduling.consultations import (
+    age_on,
+    centre_doctors,
+    do_open,
+    new_consultation,
+)
+from telemed.scheduling.models import Centre, Consultation, ReferralImport, Route
 from telemed.scheduling.referral_table import CellError, ReferralRow, parse_referral_table
 from telemed.settings import Settings
 
@@ -300,12 +305,13 @@ async def _import_row(
                     must_change_password=True,
                     time_zone=settings.default_time_zone,
                 )
-            consultation = Consultation(
+            consultation = new_consultation(
                 route=Route.REFERRAL,
-                state=State.REQUESTED,
                 patient_id=patient.id,
                 centre_id=centre.id,
                 full_name=row.full_name,
+                now=now,
+                settings=settings,
                 age=age_on(row.birth_date, now.date()),
                 diagnosis=row.diagnosis or "",
                 icd10=row.icd10,
@@ -313,21 +319,13 @@ async def _import_row(
                 referring_doctor=row.referring_doctor or "",
                 referral_import_id=record.id,
                 referral_key=key,
-                submitted_at=now,
-                due_at=now + settings.sla_referral,
-                updated_at=now,
             )
-            session.add(consultation)
-            await session.flush()
-            announce(session, consultation)
-            audit.record(
+            await do_open(
                 session,
-                now=now,
+                consultation,
                 actor_id=record.created_by_id,
+                now=now,
                 action="consultation.referred",
-                object_type="consultation",
-                object_id=consultation.id,
-                subject_id=patient.id,
                 details={"import": str(record.id), "row": row.row},
             )
             params: dict[str, object] = {

@@ -2,21 +2,25 @@
 
 Client → server events are imperative and acknowledged with ``{"ok": true, "data": …}``
 or ``{"ok": false, "error": {code, message, details}}``; server → client events are in
-the past tense. Payload models forbid unknown fields. ``docs/realtime.md`` is generated
-from ``PROTOCOL`` below.
+the past tense, and each is a ``live.ServerEvent`` that carries its own name: the server
+sends nothing else (``live.event``). Payload models forbid unknown fields.
+``docs/realtime.md`` is generated from ``PROTOCOL`` below.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from telemed.chat.models import ChatMessagePublic
+from telemed.live import ServerEvent
 from telemed.media.checks import Permission
 from telemed.media.checks import State as CheckState
+from telemed.notify.models import NotificationPublic
+from telemed.scheduling.models import Consultation
 
 
 class EventModel(BaseModel):
@@ -54,6 +58,9 @@ class ChatTyping(EventModel):
 
 
 class ConsultationView(BaseModel):
+    """The part of a consultation every participant may see, for live updates; clients
+    fetch the rest with ``GET /consultations/{id}``."""
+
     id: uuid.UUID
     route: str
     state: str
@@ -62,6 +69,23 @@ class ConsultationView(BaseModel):
     starts_at: str | None
     ends_at: str | None
     updated_at: str
+
+    @classmethod
+    def of(cls, consultation: Consultation) -> Self:
+        return cls(
+            id=consultation.id,
+            route=consultation.route.value,
+            state=consultation.state.value,
+            version=consultation.version,
+            doctor_id=consultation.doctor_id,
+            starts_at=consultation.starts_at.isoformat() if consultation.starts_at else None,
+            ends_at=consultation.ends_at.isoformat() if consultation.ends_at else None,
+            updated_at=consultation.updated_at.isoformat(),
+        )
+
+
+class ConsultationUpdated(ConsultationView, ServerEvent):
+    event = "consultation:updated"
 
 
 class Subscribed(BaseModel):
@@ -80,31 +104,34 @@ class MessageAck(BaseModel):
     message: ChatMessagePublic
 
 
-class ReadUpdated(BaseModel):
+class ChatMessageCreated(ChatMessagePublic, ServerEvent):
+    event = "chat:message_created"
+
+
+class ReadUpdated(ServerEvent):
+    event = "chat:read_updated"
+
     consultation_id: uuid.UUID
     user_id: uuid.UUID
     seq: int
 
 
-class TypingStarted(BaseModel):
+class TypingStarted(ServerEvent):
+    event = "chat:typing_started"
+
     consultation_id: uuid.UUID
     user_id: uuid.UUID
 
 
-class PresenceChanged(BaseModel):
+class PresenceChanged(ServerEvent):
+    event = "presence:changed"
+
     consultation_id: uuid.UUID
     online: list[uuid.UUID]
 
 
-class NotificationCreated(BaseModel):
-    id: uuid.UUID
-    kind: str
-    consultation_id: uuid.UUID | None
-    title: str
-    body: str
-    data: dict[str, Any]
-    created_at: str
-    read_at: str | None
+class NotificationCreated(NotificationPublic, ServerEvent):
+    event = "notification:created"
 
 
 class Empty(BaseModel):
@@ -176,8 +203,10 @@ class MediaReport(EventModel):
     microphone_enabled: bool = Field(default=True, description="False while the user is muted")
 
 
-class MediaStatusChanged(MediaView):
+class MediaStatusChanged(MediaView, ServerEvent):
     """A participant's camera and microphone (``MediaView``), in the room's words."""
+
+    event = "media:status_changed"
 
     consultation_id: uuid.UUID
     user_id: uuid.UUID
@@ -202,7 +231,9 @@ class RecordingView(BaseModel):
     consents: list[ConsentView] = Field(description="Each participant's consent, if given")
 
 
-class RecordingStateChanged(BaseModel):
+class RecordingStateChanged(ServerEvent):
+    event = "recording:state_changed"
+
     consultation_id: uuid.UUID
     recording: RecordingView
 
@@ -226,13 +257,17 @@ class Answer(BaseModel):
     sdp: str = Field(description="The server's answer")
 
 
-class ParticipantJoined(BaseModel):
+class ParticipantJoined(ServerEvent):
+    event = "room:participant_joined"
+
     consultation_id: uuid.UUID
     user_id: uuid.UUID
     role: Literal["patient", "doctor"]
 
 
-class ParticipantLeft(BaseModel):
+class ParticipantLeft(ServerEvent):
+    event = "room:participant_left"
+
     consultation_id: uuid.UUID
     user_id: uuid.UUID
 
@@ -243,7 +278,9 @@ class TrackLabel(BaseModel):
     kind: Literal["audio", "video"]
 
 
-class ServerOffer(BaseModel):
+class ServerOffer(ServerEvent):
+    event = "rtc:offer"
+
     consultation_id: uuid.UUID
     sdp: str
     tracks: list[TrackLabel] = Field(
@@ -260,6 +297,11 @@ class EventSpec:
     ack: type[BaseModel] | None
     description: str
     errors: tuple[str, ...] = ()
+
+
+def sent(model: type[ServerEvent], description: str) -> EventSpec:
+    """A server → client event, named by its model."""
+    return EventSpec(model.event, "server→client", model, None, description)
 
 
 PROTOCOL: tuple[EventSpec, ...] = (
@@ -305,47 +347,29 @@ PROTOCOL: tuple[EventSpec, ...] = (
         "Tell the other participant you are typing.",
         ("invalid_input", "not_found"),
     ),
-    EventSpec(
-        "chat:message_created",
-        "server→client",
-        ChatMessagePublic,
-        None,
+    sent(
+        ChatMessageCreated,
         "A message was stored in a watched consultation.",
     ),
-    EventSpec(
-        "chat:read_updated",
-        "server→client",
+    sent(
         ReadUpdated,
-        None,
         "A participant read the chat up to `seq`.",
     ),
-    EventSpec(
-        "chat:typing_started",
-        "server→client",
+    sent(
         TypingStarted,
-        None,
         "The other participant is typing.",
     ),
-    EventSpec(
-        "consultation:updated",
-        "server→client",
-        ConsultationView,
-        None,
+    sent(
+        ConsultationUpdated,
         "A consultation changed (sent to its watchers, its patient and its centre's "
         "doctors); fetch the details with `GET /consultations/{id}`.",
     ),
-    EventSpec(
-        "notification:created",
-        "server→client",
+    sent(
         NotificationCreated,
-        None,
         "A new notification for the user (the bell).",
     ),
-    EventSpec(
-        "presence:changed",
-        "server→client",
+    sent(
         PresenceChanged,
-        None,
         "Who of a watched consultation's participants is connected.",
     ),
     EventSpec(
@@ -380,11 +404,8 @@ PROTOCOL: tuple[EventSpec, ...] = (
         "Your answer to the server's last `rtc:offer`.",
         ("invalid_input", "invalid_state"),
     ),
-    EventSpec(
-        "rtc:offer",
-        "server→client",
+    sent(
         ServerOffer,
-        None,
         "The server adds what you receive (a participant arrived or published): set it as "
         "the remote description and reply `rtc:answer`.",
     ),
@@ -398,11 +419,8 @@ PROTOCOL: tuple[EventSpec, ...] = (
         "secure context). Shown to the room with the server's own check.",
         ("invalid_input", "invalid_state"),
     ),
-    EventSpec(
-        "media:status_changed",
-        "server→client",
+    sent(
         MediaStatusChanged,
-        None,
         "A participant's camera and microphone: what its browser reported and what the "
         "server saw in the first seconds of each track (frames, resolution, frame rate, a "
         "black picture, the sound level). Sent when a connection starts (`checking` or "
@@ -438,11 +456,8 @@ PROTOCOL: tuple[EventSpec, ...] = (
         "`GET /consultations/{id}/recordings`).",
         ("invalid_input", "forbidden", "invalid_state"),
     ),
-    EventSpec(
-        "recording:state_changed",
-        "server→client",
+    sent(
         RecordingStateChanged,
-        None,
         "The recording started or stopped, or a consent changed.",
     ),
     EventSpec(
@@ -462,18 +477,16 @@ PROTOCOL: tuple[EventSpec, ...] = (
         "conclusion comes next.",
         ("invalid_input", "not_found", "forbidden", "invalid_state"),
     ),
-    EventSpec(
-        "room:participant_joined",
-        "server→client",
+    sent(
         ParticipantJoined,
-        None,
         "Someone entered the room.",
     ),
-    EventSpec(
-        "room:participant_left",
-        "server→client",
+    sent(
         ParticipantLeft,
-        None,
         "Someone left the room (or lost the connection to it).",
     ),
 )
+
+
+SERVER_EVENTS = {spec.name for spec in PROTOCOL if spec.direction == "server→client"}
+"""The events the server sends; a test checks that they are exactly ``live.EVENTS``."""

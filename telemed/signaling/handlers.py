@@ -1,10 +1,10 @@
-"""Socket.IO handlers: connection auth, consultation rooms, chat, presence.
+"""The Socket.IO server: connection auth, consultations watched (chat, state, presence),
+and the wiring of the video room's events (``room_handlers``).
 
-A handler's return value is its ack: ``{"ok": true, "data": …}`` or ``{"ok": false,
-"error": {…}}``. Per-connection data lives in the Socket.IO session (``save_session``),
-never on a shared object. Every event re-checks the caller's session token (a chat
-send at most every few seconds, see ``chat.writer``), so a sign-out or a password change
-cuts a socket off.
+A handler is a method of ``Namespace`` named for its event (``on_chat_send`` for
+``chat:send``); its return value is the ack (``namespace.Realtime``). Every event
+re-checks the caller's session token (a chat send at most every few seconds, see
+``chat.writer``), so a sign-out or a password change cuts a socket off.
 """
 
 from __future__ import annotations
@@ -22,27 +22,22 @@ import redis.asyncio
 import socketio
 from aiohttp import web
 
-from telemed import keys, live
+from telemed import keys
 from telemed.accounts.models import Role
 from telemed.accounts.service import get_session_user, hash_token, live_token_hashes
 from telemed.auth import COOKIE_NAME
 from telemed.chat import service as chat
 from telemed.chat.models import ChatMessagePublic
 from telemed.chat.writer import Send, run_writer
-from telemed.errors import (
-    PasswordChangeRequired,
-    Unauthenticated,
-    Unavailable,
-)
+from telemed.errors import PasswordChangeRequired, Unauthenticated, Unavailable
 from telemed.jobs import register_job
-from telemed.scheduling.consultations import doctor_of, live_view
-from telemed.signaling import room_handlers
-from telemed.signaling.common import Ack, caller, ok, on, parse
+from telemed.scheduling.consultations import doctor_of
 from telemed.signaling.events import (
     ChatRead,
     ChatSend,
     ChatTyping,
     ConsultationView,
+    Empty,
     PresenceChanged,
     ReadUpdated,
     Subscribe,
@@ -50,7 +45,9 @@ from telemed.signaling.events import (
     TypingStarted,
     Unsubscribe,
 )
+from telemed.signaling.namespace import Ack, Realtime, consultation_room, emitter, ok
 from telemed.signaling.presence import Presence
+from telemed.signaling.room_handlers import RoomEvents, setup_rooms
 
 logger = logging.getLogger(__name__)
 
@@ -82,16 +79,183 @@ class Server(socketio.AsyncServer):  # type: ignore[misc]  # python-socketio has
         try:
             await super()._handle_eio_message(eio_sid, data)
         except ValueError as exc:
-            # Our handlers answer their own errors (``common.on``): what reaches here is
-            # the packet's decoding.
+            # Our handlers answer their own errors (``namespace.Realtime``): what reaches
+            # here is the packet's decoding.
             logger.warning(
                 "malformed Socket.IO packet (%s): closing the connection", type(exc).__name__
             )
             await self.eio.disconnect(eio_sid)
 
 
+class Namespace(RoomEvents, Realtime):
+    """The real-time API of ``docs/realtime.md``: connecting, watching consultations,
+    chat, and (``RoomEvents``) the video room."""
+
+    def __init__(self, app: web.Application) -> None:
+        super().__init__(app)
+        self.presence = app[keys.PRESENCE]
+        self.sockets = app[keys.SOCKETS]
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        """connect {auth: {token}} (or the session cookie): joins ``user:<id>``, unless
+        the token is a join token (its socket acts on its consultation only)."""
+        token = _token_of(environ, auth)
+        user = None
+        doctor = None
+        scope = None
+        if token:
+            async with self.app[keys.SESSION_FACTORY]() as session:
+                found = await get_session_user(session, token=token, now=self.clock.now())
+                if found is not None:
+                    user, auth_session = found
+                    scope = auth_session.consultation_id
+                    doctor = await doctor_of(session, user)
+        if user is not None and user.must_change_password:
+            refusal = PasswordChangeRequired("Change the temporary password before going on")
+            raise socketio.exceptions.ConnectionRefusedError(
+                refusal.message, {"error": refusal.to_wire()}
+            )
+        if user is None or token is None:
+            error = Unauthenticated("Sign in first: send auth {token} or the session cookie")
+            raise socketio.exceptions.ConnectionRefusedError(
+                error.message, {"error": error.to_wire()}
+            )
+        await self.save_session(
+            sid,
+            {
+                "token": token,
+                "user_id": str(user.id),
+                "doctor_id": str(doctor.id) if doctor is not None else None,
+                # A join token's consultation (``Realtime._admit``).
+                "consultation_id": str(scope) if scope is not None else None,
+            },
+        )
+        self.sockets[sid] = hash_token(token)
+        if scope is not None:
+            # Not the user's nor the centre's rooms: their events are about other
+            # consultations. The room's own events come by subscribing to it.
+            return
+        await self.enter_room(sid, f"user:{user.id}")
+        if user.role is Role.DOCTOR and doctor is not None:
+            await self.enter_room(sid, f"centre:{doctor.centre_id}")
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        self.sockets.pop(sid, None)
+        await self.leave_rooms_of(sid)
+        for consultation_id in self.presence.rooms_of(sid):
+            await self.presence.leave(consultation_id, sid)
+            await self.presence_changed(consultation_id)
+
+    async def presence_changed(self, consultation_id: str) -> None:
+        """Tell the consultation's watchers (on every node) who is present now."""
+        online = await self.presence.online(consultation_id)
+        await self.send(
+            PresenceChanged(
+                consultation_id=uuid.UUID(consultation_id), online=[uuid.UUID(u) for u in online]
+            ),
+            to=[consultation_room(consultation_id)],
+        )
+
+    async def on_consultation_subscribe(self, sid: str, request: Subscribe) -> Ack:
+        """consultation:subscribe {consultation_id, after_seq?} → {consultation, messages, …}"""
+        async with self.transaction(sid) as (session, user):
+            await chat.get_chat(session, actor=user, consultation_id=request.consultation_id)
+        cid = str(request.consultation_id)
+        # Join first, then read: a message committed meanwhile is in the answer, in the
+        # live stream, or in both (clients keep one per seq) — never in neither.
+        try:
+            await self.enter_room(sid, consultation_room(cid))
+        except KeyError:  # the socket closed meanwhile
+            raise Unavailable("The connection has closed") from None
+        async with self.transaction(sid) as (session, user):
+            seen = await chat.get_chat(session, actor=user, consultation_id=request.consultation_id)
+            messages = await chat.messages_after(
+                session,
+                consultation_id=seen.consultation.id,
+                after_seq=request.after_seq,
+                limit=chat.HISTORY_PAGE + 1,
+            )
+            read = await chat.read_states(session, seen.consultation.id)
+            writable = chat.chat_writable(
+                seen.consultation, now=self.clock.now(), settings=self.app[keys.SETTINGS]
+            )
+        await self.presence.join(cid, sid, str(user.id))
+        await self.presence_changed(cid)
+        return ok(
+            Subscribed(
+                consultation=ConsultationView.of(seen.consultation),
+                messages=[
+                    ChatMessagePublic.model_validate(m) for m in messages[: chat.HISTORY_PAGE]
+                ],
+                has_more=len(messages) > chat.HISTORY_PAGE,
+                read=read,
+                online=[uuid.UUID(u) for u in await self.presence.online(cid)],
+                writable=writable,
+            )
+        )
+
+    async def on_consultation_unsubscribe(self, sid: str, request: Unsubscribe) -> Ack:
+        """consultation:unsubscribe {consultation_id}"""
+        cid = str(request.consultation_id)
+        await self.leave_room(sid, consultation_room(cid))
+        await self.presence.leave(cid, sid)
+        await self.presence_changed(cid)
+        return ok(Empty())
+
+    async def on_chat_send(self, sid: str, request: ChatSend) -> Ack:
+        """chat:send {consultation_id, client_id, body, document_ids?} → {message}"""
+        saved = await self.get_session(sid)
+        # Stored in the writer's next group commit; acked only once committed. The
+        # answer is already JSON data (made once for the ack and the broadcast).
+        message = await self.app[keys.CHAT_WRITER].submit(
+            Send(
+                token=saved["token"],
+                doctor_id=uuid.UUID(saved["doctor_id"]) if saved.get("doctor_id") else None,
+                consultation_id=request.consultation_id,
+                client_id=request.client_id,
+                body=request.body,
+                document_ids=tuple(request.document_ids),
+            )
+        )
+        return ok({"message": message})
+
+    async def on_chat_read(self, sid: str, request: ChatRead) -> Ack:
+        """chat:read {consultation_id, seq}"""
+        async with self.transaction(sid, write=True) as (session, user):
+            state = await chat.check_mark_read(
+                session,
+                actor=user,
+                now=self.clock.now(),
+                consultation_id=request.consultation_id,
+                seq=request.seq,
+            )
+        return ok(
+            ReadUpdated(consultation_id=request.consultation_id, user_id=user.id, seq=state.seq)
+        )
+
+    async def on_chat_typing(self, sid: str, request: ChatTyping) -> Ack:
+        """chat:typing {consultation_id}"""
+        async with self.transaction(sid) as (session, user):
+            await chat.get_chat(session, actor=user, consultation_id=request.consultation_id)
+        await self.send(
+            TypingStarted(consultation_id=request.consultation_id, user_id=user.id),
+            to=[consultation_room(request.consultation_id)],
+            skip_sid=sid,
+        )
+        return ok(Empty())
+
+
+def _token_of(environ: dict[str, Any], auth: Any) -> str | None:
+    if isinstance(auth, dict) and isinstance(auth.get("token"), str):
+        return str(auth["token"])
+    request = environ.get("aiohttp.request")
+    if isinstance(request, web.BaseRequest):
+        return request.cookies.get(COOKIE_NAME)
+    return None
+
+
 def setup(app: web.Application) -> socketio.AsyncServer:
-    """Create the Socket.IO server, attach it to ``app`` and register the handlers."""
+    """Create the Socket.IO server, attach it to ``app`` and register the namespace."""
     settings = app[keys.SETTINGS]
     manager = (
         socketio.AsyncRedisManager(
@@ -118,19 +282,16 @@ def setup(app: web.Application) -> socketio.AsyncServer:
     sio.attach(app)
     app[keys.SIO] = sio
     app[keys.PRESENCE] = Presence(app[keys.CLOCK].now)
-
-    async def emit(event: live.LiveEvent) -> None:
-        # One emit to all the rooms: a socket in several of them gets the event once.
-        await sio.emit(event.event, event.payload, room=list(event.rooms))
-
-    app[keys.EMIT] = emit
+    app[keys.PUBLISHER].emit = emitter(sio)
     app[keys.SOCKETS] = {}
     register_job(app, "socket_sweep", sweep_sockets)
     app.cleanup_ctx.append(run_writer)
     if settings.redis_url:
         app.cleanup_ctx.append(_redis_link)
-    _register(app, sio)
-    room_handlers.register(app, sio)
+    setup_rooms(app)
+    namespace = Namespace(app)
+    app[keys.NAMESPACE] = namespace
+    sio.register_namespace(namespace)
     return sio
 
 
@@ -147,17 +308,6 @@ async def sweep_sockets(app: web.Application, now: datetime) -> int:
         sockets.pop(sid, None)
         await app[keys.SIO].disconnect(sid)
     return len(dead)
-
-
-async def announce_presence(app: web.Application, consultation_id: str) -> None:
-    """Tell the consultation's room (on every node) who is present now."""
-    online = await app[keys.PRESENCE].online(consultation_id)
-    payload = PresenceChanged(
-        consultation_id=uuid.UUID(consultation_id), online=[uuid.UUID(u) for u in online]
-    )
-    await app[keys.SIO].emit(
-        "presence:changed", payload.model_dump(mode="json"), room=f"consultation:{consultation_id}"
-    )
 
 
 async def _redis_link(app: web.Application) -> AsyncIterator[None]:
@@ -185,12 +335,13 @@ async def _redis_link(app: web.Application) -> AsyncIterator[None]:
     presence = app[keys.PRESENCE]
     presence.share(client, node=app[keys.NODE_ID], lifetime_seconds=settings.presence_seconds)
     app[keys.LIMITER].share(client)
+    namespace = app[keys.NAMESPACE]
 
     async def heartbeats() -> None:
         while True:
             await asyncio.sleep(presence.heartbeat_seconds)
             try:
-                await presence.heartbeat(lambda cid: announce_presence(app, cid))
+                await presence.heartbeat(namespace.presence_changed)
             except Exception:
                 logger.exception("presence heartbeat failed")
 
@@ -201,180 +352,3 @@ async def _redis_link(app: web.Application) -> AsyncIterator[None]:
         await beating
     await presence.forget_node()
     await client.aclose()
-
-
-def _register(app: web.Application, sio: socketio.AsyncServer) -> None:
-    presence = app[keys.PRESENCE]
-
-    async def token_of(environ: dict[str, Any], auth: Any) -> str | None:
-        if isinstance(auth, dict) and isinstance(auth.get("token"), str):
-            return str(auth["token"])
-        request = environ.get("aiohttp.request")
-        if isinstance(request, web.BaseRequest):
-            return request.cookies.get(COOKIE_NAME)
-        return None
-
-    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        """connect {auth: {token}} (or the session cookie): joins ``user:<id>``, unless
-        the token is a join token (its socket acts on its consultation only)."""
-        token = await token_of(environ, auth)
-        user = None
-        doctor = None
-        scope = None
-        if token:
-            async with app[keys.SESSION_FACTORY]() as session:
-                found = await get_session_user(session, token=token, now=app[keys.CLOCK].now())
-                if found is not None:
-                    user, auth_session = found
-                    scope = auth_session.consultation_id
-                    doctor = await doctor_of(session, user)
-        if user is not None and user.must_change_password:
-            refusal = PasswordChangeRequired("Change the temporary password before going on")
-            raise socketio.exceptions.ConnectionRefusedError(
-                refusal.message, {"error": refusal.to_wire()}
-            )
-        if user is None:
-            error = Unauthenticated("Sign in first: send auth {token} or the session cookie")
-            raise socketio.exceptions.ConnectionRefusedError(
-                error.message, {"error": error.to_wire()}
-            )
-        await sio.save_session(
-            sid,
-            {
-                "token": token,
-                "user_id": str(user.id),
-                "doctor_id": str(doctor.id) if doctor is not None else None,
-                # A join token's consultation (``common.check_scope``).
-                "consultation_id": str(scope) if scope is not None else None,
-            },
-        )
-        assert token is not None  # a user was found by it
-        app[keys.SOCKETS][sid] = hash_token(token)
-        if scope is not None:
-            # Not the user's nor the centre's rooms: their events are about other
-            # consultations. The room's own events come by subscribing to it.
-            return
-        await sio.enter_room(sid, f"user:{user.id}")
-        if user.role is Role.DOCTOR and doctor is not None:
-            await sio.enter_room(sid, f"centre:{doctor.centre_id}")
-
-    async def disconnect(sid: str, reason: Any = None) -> None:
-        app[keys.SOCKETS].pop(sid, None)
-        await app[keys.ROOM_DISCONNECT](sid)
-        for consultation_id in presence.rooms_of(sid):
-            await presence.leave(consultation_id, sid)
-            await presence_changed(consultation_id)
-
-    async def presence_changed(consultation_id: str) -> None:
-        await announce_presence(app, consultation_id)
-
-    async def subscribe(sid: str, data: Any) -> Ack:
-        """consultation:subscribe {consultation_id, after_seq?} → {consultation, messages, …}"""
-        request = parse(Subscribe, data)
-        async with caller(app, sio, sid) as (session, user):
-            await chat.get_chat(session, actor=user, consultation_id=request.consultation_id)
-        cid = str(request.consultation_id)
-        # Join first, then read: a message committed meanwhile is in the answer, in the
-        # live stream, or in both (clients keep one per seq) — never in neither.
-        try:
-            await sio.enter_room(sid, f"consultation:{cid}")
-        except KeyError:  # the socket closed meanwhile
-            raise Unavailable("The connection has closed") from None
-        async with caller(app, sio, sid) as (session, user):
-            seen = await chat.get_chat(session, actor=user, consultation_id=request.consultation_id)
-            messages = await chat.messages_after(
-                session,
-                consultation_id=seen.consultation.id,
-                after_seq=request.after_seq,
-                limit=chat.HISTORY_PAGE + 1,
-            )
-            read = await chat.read_states(session, seen.consultation.id)
-            writable = chat.chat_writable(
-                seen.consultation, now=app[keys.CLOCK].now(), settings=app[keys.SETTINGS]
-            )
-        await presence.join(cid, sid, str(user.id))
-        await presence_changed(cid)
-        return ok(
-            Subscribed(
-                consultation=ConsultationView.model_validate(live_view(seen.consultation)),
-                messages=[
-                    ChatMessagePublic.model_validate(m) for m in messages[: chat.HISTORY_PAGE]
-                ],
-                has_more=len(messages) > chat.HISTORY_PAGE,
-                read=read,
-                online=[uuid.UUID(u) for u in await presence.online(cid)],
-                writable=writable,
-            )
-        )
-
-    async def unsubscribe(sid: str, data: Any) -> Ack:
-        """consultation:unsubscribe {consultation_id}"""
-        request = parse(Unsubscribe, data)
-        cid = str(request.consultation_id)
-        await sio.leave_room(sid, f"consultation:{cid}")
-        await presence.leave(cid, sid)
-        await presence_changed(cid)
-        return ok()
-
-    async def send(sid: str, data: Any) -> Ack:
-        """chat:send {consultation_id, client_id, body, document_ids?} → {message}"""
-        request = parse(ChatSend, data)
-        saved = await sio.get_session(sid)
-
-        # Stored in the writer's next group commit; acked only once committed. The
-        # answer is ``MessageAck``, already as JSON data (made once for ack and broadcast).
-        message = await app[keys.CHAT_WRITER].submit(
-            Send(
-                token=saved["token"],
-                doctor_id=uuid.UUID(saved["doctor_id"]) if saved.get("doctor_id") else None,
-                consultation_id=request.consultation_id,
-                client_id=request.client_id,
-                body=request.body,
-                document_ids=tuple(request.document_ids),
-            )
-        )
-        return {"ok": True, "data": {"message": message}}
-
-    async def read(sid: str, data: Any) -> Ack:
-        """chat:read {consultation_id, seq}"""
-        request = parse(ChatRead, data)
-        async with caller(app, sio, sid, write=True) as (session, user):
-            state = await chat.check_mark_read(
-                session,
-                actor=user,
-                now=app[keys.CLOCK].now(),
-                consultation_id=request.consultation_id,
-                seq=request.seq,
-            )
-            update = ReadUpdated(
-                consultation_id=request.consultation_id, user_id=user.id, seq=state.seq
-            )
-            live.queue(
-                session,
-                "chat:read_updated",
-                [f"consultation:{request.consultation_id}"],
-                update.model_dump(mode="json"),
-            )
-        return ok(update)
-
-    async def typing(sid: str, data: Any) -> Ack:
-        """chat:typing {consultation_id}"""
-        request = parse(ChatTyping, data)
-        async with caller(app, sio, sid) as (session, user):
-            await chat.get_chat(session, actor=user, consultation_id=request.consultation_id)
-        event = TypingStarted(consultation_id=request.consultation_id, user_id=user.id)
-        await sio.emit(
-            "chat:typing_started",
-            event.model_dump(mode="json"),
-            room=f"consultation:{request.consultation_id}",
-            skip_sid=sid,
-        )
-        return ok()
-
-    sio.on("connect", handler=connect)
-    sio.on("disconnect", handler=disconnect)
-    on(app, sio, "consultation:subscribe", subscribe)
-    on(app, sio, "consultation:unsubscribe", unsubscribe)
-    on(app, sio, "chat:send", send)
-    on(app, sio, "chat:read", read)
-    on(app, sio, "chat:typing", typing)

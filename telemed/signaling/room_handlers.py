@@ -1,13 +1,13 @@
-"""Socket.IO handlers of the video room: join, leave, the WebRTC offer/answer exchange,
-and the doctor ending the consultation. The media itself is ``telemed.media.room``."""
+"""Socket.IO events of the video room: join, leave, the WebRTC offer/answer exchange,
+device reports, recording, and the doctor ending the consultation. The media itself is
+``telemed.media.room``; these methods are part of ``handlers.Namespace``."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING
 
 import aioice.ice
-import socketio
 from aiohttp import web
 
 from telemed import audit, keys, live
@@ -17,13 +17,14 @@ from telemed.media.recordings import RecordingLog
 from telemed.media.room import Hooks, Participant, Room, Rooms
 from telemed.media.service import check_join
 from telemed.media.turn import ice_servers_for
-from telemed.scheduling.consultations import check_end, live_view
-from telemed.signaling.common import Ack, caller, ok, on, parse
+from telemed.scheduling.consultations import check_end
+from telemed.scheduling.lifecycle import LIVE, Moved
 from telemed.signaling.events import (
     Answer,
     ConsentView,
     ConsultationEnd,
     ConsultationView,
+    Empty,
     MediaReport,
     MediaStatusChanged,
     MediaView,
@@ -39,87 +40,53 @@ from telemed.signaling.events import (
     RoomParticipant,
     SessionDescription,
 )
+from telemed.signaling.namespace import Ack, ok, video_room
+
+if TYPE_CHECKING:
+    from telemed.signaling.namespace import Realtime
+
+    _Base = Realtime
+else:
+    _Base = object
 
 
-def register(app: web.Application, sio: socketio.AsyncServer) -> None:
-    settings = app[keys.SETTINGS]
-    check_aiortc()
-    if settings.media_addresses:
-        bind_media_addresses(settings.media_addresses)
+class RoomEvents(_Base):
+    """The video room's events (a part of ``handlers.Namespace``)."""
 
-    async def send(sid: str, event: str, payload: dict[str, Any]) -> None:
-        await sio.emit(event, payload, to=sid)
+    @property
+    def rooms(self) -> Rooms:
+        return self.app[keys.ROOMS]
 
-    async def announce(room: Room, participant: Participant) -> None:
-        status = MediaView.model_validate(participant.status)
-        changed = MediaStatusChanged(
-            consultation_id=uuid.UUID(room.consultation_id),
-            user_id=uuid.UUID(participant.user_id),
-            camera=status.camera,
-            microphone=status.microphone,
-        )
-        await sio.emit(
-            "media:status_changed",
-            changed.model_dump(mode="json"),
-            room=_room(room.consultation_id),
-        )
-
-    async def recording_changed(room: Room) -> None:
-        changed = RecordingStateChanged(
-            consultation_id=uuid.UUID(room.consultation_id), recording=recording_view(room)
-        )
-        await sio.emit(
-            "recording:state_changed",
-            changed.model_dump(mode="json"),
-            room=_room(room.consultation_id),
-        )
-
-    hooks = Hooks(
-        send=send,
-        media_changed=announce,
-        recording_changed=recording_changed,
-        log=RecordingLog(app),
-    )
-    rooms = Rooms(hooks=hooks, ice_servers=settings.ice_servers)
-    app[keys.ROOMS] = rooms
-
-    async def close_rooms(_app: web.Application) -> None:
-        await rooms.close_all()
-
-    app.on_shutdown.append(close_rooms)
-
-    async def join(sid: str, data: Any) -> Ack:
+    async def on_room_join(self, sid: str, request: RoomJoin) -> Ack:
         """room:join {consultation_id} → {consultation, participants, ice_servers}"""
-        request = parse(RoomJoin, data)
-        async with caller(app, sio, sid, write=True) as (session, user):
+        settings = self.app[keys.SETTINGS]
+        async with self.transaction(sid, write=True) as (session, user):
             consultation, party = await check_join(
                 session,
                 actor=user,
-                now=app[keys.CLOCK].now(),
+                now=self.clock.now(),
                 settings=settings,
                 consultation_id=request.consultation_id,
             )
         cid = str(consultation.id)
-        room = rooms.open(cid)
+        room = self.rooms.open(cid)
         before = room.participants.get(str(user.id))
         previous_sid = before.sid if before is not None else None
         participant = await room.join(user_id=str(user.id), role=party.value, sid=sid)
         if previous_sid is not None and previous_sid != sid:
-            await sio.leave_room(previous_sid, _room(cid))
-        await sio.enter_room(sid, _room(cid))
+            await self.leave_room(previous_sid, video_room(cid))
+        await self.enter_room(sid, video_room(cid))
         if before is None:
-            joined = ParticipantJoined(
-                consultation_id=consultation.id, user_id=user.id, role=participant.role
-            )
-            await sio.emit(
-                "room:participant_joined",
-                joined.model_dump(mode="json"),
-                room=_room(cid),
+            await self.send(
+                ParticipantJoined(
+                    consultation_id=consultation.id, user_id=user.id, role=participant.role
+                ),
+                to=[video_room(cid)],
                 skip_sid=sid,
             )
         return ok(
             RoomJoined(
-                consultation=ConsultationView.model_validate(live_view(consultation)),
+                consultation=ConsultationView.of(consultation),
                 recording=recording_view(room),
                 participants=[
                     RoomParticipant.model_validate(
@@ -131,28 +98,25 @@ def register(app: web.Application, sio: socketio.AsyncServer) -> None:
                     )
                     for p in room.participants.values()
                 ],
-                ice_servers=ice_servers_for(settings, user_id=user.id, now=app[keys.CLOCK].now()),
+                ice_servers=ice_servers_for(settings, user_id=user.id, now=self.clock.now()),
             )
         )
 
-    async def offer(sid: str, data: Any) -> Ack:
+    async def on_rtc_offer(self, sid: str, request: SessionDescription) -> Ack:
         """rtc:offer {consultation_id, sdp} → {sdp}"""
-        request = parse(SessionDescription, data)
-        room, participant = await member(sid, request.consultation_id)
+        room, participant = await self.member(sid, request.consultation_id)
         return ok(Answer(sdp=await room.offer(participant.user_id, request.sdp)))
 
-    async def answer(sid: str, data: Any) -> Ack:
+    async def on_rtc_answer(self, sid: str, request: SessionDescription) -> Ack:
         """rtc:answer {consultation_id, sdp}"""
-        request = parse(SessionDescription, data)
-        room, participant = await member(sid, request.consultation_id)
+        room, participant = await self.member(sid, request.consultation_id)
         await room.answer(participant.user_id, request.sdp)
-        return ok()
+        return ok(Empty())
 
-    async def report(sid: str, data: Any) -> Ack:
+    async def on_media_report(self, sid: str, request: MediaReport) -> Ack:
         """media:report {consultation_id, camera, microphone, camera_enabled?,
         microphone_enabled?}"""
-        request = parse(MediaReport, data)
-        room, participant = await member(sid, request.consultation_id)
+        room, participant = await self.member(sid, request.consultation_id)
         await room.report(
             participant.user_id,
             camera=request.camera,
@@ -160,125 +124,96 @@ def register(app: web.Application, sio: socketio.AsyncServer) -> None:
             camera_enabled=request.camera_enabled,
             microphone_enabled=request.microphone_enabled,
         )
-        return ok()
+        return ok(Empty())
 
-    async def consent(sid: str, data: Any) -> Ack:
+    async def on_recording_consent(self, sid: str, request: RecordingConsent) -> Ack:
         """recording:consent {consultation_id, granted}"""
-        request = parse(RecordingConsent, data)
-        room, participant = await member(sid, request.consultation_id)
+        room, participant = await self.member(sid, request.consultation_id)
         if room.consents.get(participant.user_id, False) == request.granted:
-            return ok()  # no change: nothing to tell or to audit
-        await recorded(
+            return ok(Empty())  # no change: nothing to tell or to audit
+        await self.recorded(
             sid,
             request.consultation_id,
             "recording.consent_" + ("given" if request.granted else "withdrawn"),
         )
         await room.consent(participant.user_id, granted=request.granted)
-        return ok()
+        return ok(Empty())
 
-    async def start_recording(sid: str, data: Any) -> Ack:
+    async def on_recording_start(self, sid: str, request: RecordingCommand) -> Ack:
         """recording:start {consultation_id} (the doctor)"""
-        request = parse(RecordingCommand, data)
-        room, participant = await member(sid, request.consultation_id)
+        room, participant = await self.member(sid, request.consultation_id, doctor=True)
         await room.start_recording(participant.user_id)
-        await recorded(sid, request.consultation_id, "recording.started")
-        return ok()
+        await self.recorded(sid, request.consultation_id, "recording.started")
+        return ok(Empty())
 
-    async def stop_recording(sid: str, data: Any) -> Ack:
+    async def on_recording_stop(self, sid: str, request: RecordingCommand) -> Ack:
         """recording:stop {consultation_id} (the doctor)"""
-        request = parse(RecordingCommand, data)
-        room, participant = await member(sid, request.consultation_id)
-        if participant.role != "doctor":
-            raise Forbidden("Only the doctor stops the recording")
+        room, _ = await self.member(sid, request.consultation_id, doctor=True)
         if room.recording:
             await room.stop_recording()
-            await recorded(sid, request.consultation_id, "recording.stopped")
-        return ok()
+            await self.recorded(sid, request.consultation_id, "recording.stopped")
+        return ok(Empty())
 
-    async def recorded(sid: str, consultation_id: uuid.UUID, action: str) -> None:
+    async def on_room_leave(self, sid: str, request: RoomLeave) -> Ack:
+        """room:leave {consultation_id}"""
+        room = self.rooms.get(str(request.consultation_id))
+        if room is not None:
+            for participant in list(room.participants.values()):
+                if participant.sid == sid:
+                    await self._leave(room, participant)
+        return ok(Empty())
+
+    async def on_consultation_end(self, sid: str, request: ConsultationEnd) -> Ack:
+        """consultation:end {consultation_id} (the doctor): closes the room, as every
+        move out of the live states does (``close_rooms_of``)."""
+        async with self.transaction(sid, write=True) as (session, user):
+            await check_end(
+                session, actor=user, now=self.clock.now(), consultation_id=request.consultation_id
+            )
+        return ok(Empty())
+
+    async def member(
+        self, sid: str, consultation_id: uuid.UUID, *, doctor: bool = False
+    ) -> tuple[Room, Participant]:
+        """The caller's place in a room it joined from this socket; with ``doctor``, the
+        place must be the doctor's (the one rule for the doctor's commands)."""
+        async with self.transaction(sid) as (_session, user):
+            pass
+        room = self.rooms.get(str(consultation_id))
+        participant = room.participants.get(str(user.id)) if room is not None else None
+        if room is None or participant is None or participant.sid != sid:
+            raise InvalidState("Join the room first (room:join)")
+        if doctor and participant.role != "doctor":
+            raise Forbidden("Only the doctor does this")
+        return room, participant
+
+    async def recorded(self, sid: str, consultation_id: uuid.UUID, action: str) -> None:
         """Audit a consent or a start/stop of the recording."""
-        async with caller(app, sio, sid, write=True) as (session, user):
+        async with self.transaction(sid, write=True) as (session, user):
             audit.record(
                 session,
-                now=app[keys.CLOCK].now(),
+                now=self.clock.now(),
                 actor_id=user.id,
                 action=action,
                 object_type="consultation",
                 object_id=consultation_id,
             )
 
-    async def leave(sid: str, data: Any) -> Ack:
-        """room:leave {consultation_id}"""
-        request = parse(RoomLeave, data)
-        room = rooms.get(str(request.consultation_id))
-        if room is not None:
-            for participant in list(room.participants.values()):
-                if participant.sid == sid:
-                    await _leave(room, participant)
-        return ok()
-
-    async def end(sid: str, data: Any) -> Ack:
-        """consultation:end {consultation_id} (the doctor)"""
-        request = parse(ConsultationEnd, data)
-        async with caller(app, sio, sid, write=True) as (session, user):
-            await check_end(
-                session,
-                actor=user,
-                now=app[keys.CLOCK].now(),
-                consultation_id=request.consultation_id,
-            )
-        await rooms.close(str(request.consultation_id))
-        return ok()
-
-    async def member(sid: str, consultation_id: uuid.UUID) -> tuple[Room, Participant]:
-        """The caller's place in a room it joined from this socket."""
-        async with caller(app, sio, sid) as (_session, user):
-            pass
-        room = rooms.get(str(consultation_id))
-        participant = room.participants.get(str(user.id)) if room is not None else None
-        if room is None or participant is None or participant.sid != sid:
-            raise InvalidState("Join the room first (room:join)")
-        return room, participant
-
-    async def _leave(room: Room, participant: Participant) -> None:
+    async def _leave(self, room: Room, participant: Participant) -> None:
         await room.leave(participant.user_id)
-        await sio.leave_room(participant.sid, _room(room.consultation_id))
-        left = ParticipantLeft(
-            consultation_id=uuid.UUID(room.consultation_id),
-            user_id=uuid.UUID(participant.user_id),
+        await self.leave_room(participant.sid, video_room(room.consultation_id))
+        await self.send(
+            ParticipantLeft(
+                consultation_id=uuid.UUID(room.consultation_id),
+                user_id=uuid.UUID(participant.user_id),
+            ),
+            to=[video_room(room.consultation_id)],
         )
-        await sio.emit(
-            "room:participant_left", left.model_dump(mode="json"), room=_room(room.consultation_id)
-        )
 
-    async def disconnected(sid: str) -> None:
-        for room, participant in rooms.rooms_of(sid):
-            await _leave(room, participant)
-
-    app[keys.ROOM_DISCONNECT] = disconnected
-
-    # A consultation that stops taking place (ended over HTTP, cancelled, a no-show)
-    # closes its room: its connections and recordings end with it.
-    plain_emit = app[keys.EMIT]
-
-    async def emit(event: live.LiveEvent) -> None:
-        await plain_emit(event)
-        if event.event == "consultation:updated" and event.payload.get("state") not in LIVE:
-            await rooms.close(str(event.payload["id"]))
-
-    app[keys.EMIT] = emit
-    on(app, sio, "room:join", join)
-    on(app, sio, "rtc:offer", offer)
-    on(app, sio, "rtc:answer", answer)
-    on(app, sio, "media:report", report)
-    on(app, sio, "recording:consent", consent)
-    on(app, sio, "recording:start", start_recording)
-    on(app, sio, "recording:stop", stop_recording)
-    on(app, sio, "room:leave", leave)
-    on(app, sio, "consultation:end", end)
-
-
-LIVE = frozenset({"scheduled", "in_progress"})
+    async def leave_rooms_of(self, sid: str) -> None:
+        """A socket went away: it leaves the rooms it was in."""
+        for room, participant in self.rooms.rooms_of(sid):
+            await self._leave(room, participant)
 
 
 def recording_view(room: Room) -> RecordingView:
@@ -291,6 +226,58 @@ def recording_view(room: Room) -> RecordingView:
     )
 
 
+def setup_rooms(app: web.Application) -> None:
+    """This node's video rooms, what they tell the participants, and their closing: at
+    shutdown, and whenever a consultation leaves the live states (ended, cancelled, a
+    no-show), whichever part of the system moved it."""
+    settings = app[keys.SETTINGS]
+    check_aiortc()
+    if settings.media_addresses:
+        bind_media_addresses(settings.media_addresses)
+    publisher = app[keys.PUBLISHER]
+
+    async def media_changed(room: Room, participant: Participant) -> None:
+        status = MediaView.model_validate(participant.status)
+        changed = MediaStatusChanged(
+            consultation_id=uuid.UUID(room.consultation_id),
+            user_id=uuid.UUID(participant.user_id),
+            camera=status.camera,
+            microphone=status.microphone,
+        )
+        await publisher.send([live.event(changed, to=[video_room(room.consultation_id)])])
+
+    async def recording_changed(room: Room) -> None:
+        changed = RecordingStateChanged(
+            consultation_id=uuid.UUID(room.consultation_id), recording=recording_view(room)
+        )
+        await publisher.send([live.event(changed, to=[video_room(room.consultation_id)])])
+
+    async def send(model: live.ServerEvent, sid: str) -> None:
+        await publisher.send([live.event(model, to=[sid])])
+
+    rooms = Rooms(
+        hooks=Hooks(
+            send=send,
+            media_changed=media_changed,
+            recording_changed=recording_changed,
+            log=RecordingLog(app),
+        ),
+        ice_servers=settings.ice_servers,
+    )
+    app[keys.ROOMS] = rooms
+
+    async def close_rooms_of(moved: Moved) -> None:
+        if moved.target not in LIVE:
+            await rooms.close(str(moved.consultation_id))
+
+    publisher.listen(Moved, close_rooms_of)
+
+    async def close_rooms(_app: web.Application) -> None:
+        await rooms.close_all()
+
+    app.on_shutdown.append(close_rooms)
+
+
 def bind_media_addresses(addresses: list[str]) -> None:
     """Offer only these local addresses as ICE host candidates (aioice would offer every
     interface but loopback; tests and closed networks need exactly these)."""
@@ -300,7 +287,3 @@ def bind_media_addresses(addresses: list[str]) -> None:
         return list(chosen)
 
     aioice.ice.get_host_addresses = host_addresses
-
-
-def _room(consultation_id: str) -> str:
-    return f"room:{consultation_id}"
