@@ -59,3 +59,15 @@ def record(
     )
     session.add(event)
     return event
+
+
+def insert(connection: sa.Connection, events: list[AuditEvent]) -> None:
+    """Insert audit rows on a plain connection (the chat's group commits), in its
+    transaction."""
+    if not events:
+        return
+    table = AuditEvent.__table__  # type: ignore[attr-defined]  # SQLModel sets it
+    connection.execute(
+        sa.insert(table),
+        [event.model_dump(exclude={"id"}) for event in events],
+    )

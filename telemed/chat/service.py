@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -22,71 +22,44 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from telemed import audit, live
 from telemed.accounts.models import User
 from telemed.chat.models import ChatMessage, ChatMessagePublic, ChatReadState
+from telemed.chat.rules import ChatFacts, Refusal, Sender, error, refusal, writable
 from telemed.db import new_id
 from telemed.documents.models import Document
-from telemed.errors import InvalidInput, InvalidState, NotFound, TelemedError
+from telemed.errors import InvalidInput, NotFound, TelemedError
 from telemed.scheduling.consultations import Seen, get_consultation
 from telemed.scheduling.lifecycle import Party
 from telemed.scheduling.models import Consultation, ConsultationDocument, State
 from telemed.settings import Settings
 from telemed.signaling.events import ReadUpdated
 
-MAX_BODY = 4000
 HISTORY_PAGE = 500
-WRITABLE = frozenset({State.SCHEDULED, State.IN_PROGRESS})
-AFTER_END = frozenset({State.COMPLETED, State.CONCLUDED})
 
 
 async def get_chat(
     session: AsyncSession, *, actor: User, consultation_id: uuid.UUID, lock: bool = False
 ) -> Seen:
-    """The consultation, if the actor is one of its two participants (patient or its
-    assigned doctor). Anyone else, managers included, is told it does not exist."""
+    """The consultation, if the actor is one of its two participants (``parties.in_chat``).
+    Anyone else, managers included, is told it does not exist."""
     seen = await get_consultation(session, actor=actor, consultation_id=consultation_id, lock=lock)
-    if seen.party is Party.PATIENT:
-        return seen
-    if seen.party is Party.DOCTOR and seen.consultation.doctor_id is not None:
+    if seen.party is Party.PATIENT or (
+        seen.party is Party.DOCTOR and seen.consultation.doctor_id is not None
+    ):
         return seen
     raise NotFound("Consultation not found")
 
 
-def chat_writable(consultation: Consultation, *, now: datetime, settings: Settings) -> bool:
-    """Open once a doctor is on the consultation; read-only some days after it ends, and
-    at once if it is cancelled, declined or missed."""
-    return writable(
+def facts_of(consultation: Consultation) -> ChatFacts:
+    return ChatFacts(
+        patient_id=consultation.patient_id,
         doctor_id=consultation.doctor_id,
         state=consultation.state,
         ended_at=consultation.ended_at,
-        now=now,
-        settings=settings,
     )
 
 
-def writable(
-    *,
-    doctor_id: uuid.UUID | None,
-    state: State,
-    ended_at: datetime | None,
-    now: datetime,
-    settings: Settings,
-) -> bool:
-    if doctor_id is None:
-        return False
-    if state in WRITABLE:
-        return True
-    if state in AFTER_END and ended_at is not None:
-        return now < ended_at + timedelta(days=settings.chat_open_days_after_end)
-    return False
-
-
-@dataclass(frozen=True)
-class Sender:
-    """A chat participant as its socket knows it: the user's id, and a doctor's profile
-    id (looked up once at connect; an archived doctor's account is closed, so their token
-    stops working)."""
-
-    user_id: uuid.UUID
-    doctor_id: uuid.UUID | None
+def chat_writable(consultation: Consultation, *, now: datetime, settings: Settings) -> bool:
+    """Whether the consultation's chat takes messages now (``rules.writable``)."""
+    return writable(facts_of(consultation), now=now, settings=settings)
 
 
 async def check_send(
@@ -100,20 +73,13 @@ async def check_send(
     body: str,
     document_ids: Sequence[uuid.UUID] = (),
 ) -> tuple[ChatMessage, bool]:
-    """Store a message; returns it and whether it is new.
-
-    Only the consultation's patient and its assigned doctor may write; to anyone else it
-    does not exist (``NotFound``). A resend with the same ``client_id`` returns the
-    stored message (``False``), even when the chat has closed since. Raises
-    ``InvalidState`` (chat not open) and ``InvalidInput``. Attachments must be the
-    sender's own documents. This is the hot path: three statements for a new message.
-    """
-    actor_id = sender.user_id
+    """Store one message; returns it and whether it is new. The rules are ``rules``'s,
+    as in ``store_batch``; attachments must be the sender's own documents (else
+    ``NotFound``). A resend with the same ``client_id`` returns the stored message
+    (``False``), even when the chat has closed since. The slow path: ``store_batch``
+    stores the common case, and hands over a batch with a resend in it."""
     text = body.strip()
-    if not text and not document_ids:
-        raise InvalidInput("The message is empty", details={"field": "body"})
-    if len(text) > MAX_BODY:
-        raise InvalidInput(f"A message is at most {MAX_BODY} characters", details={"field": "body"})
+    documents = list(dict.fromkeys(document_ids))
     row = (
         await session.exec(
             select(
@@ -124,25 +90,27 @@ async def check_send(
             ).where(Consultation.id == consultation_id)
         )
     ).first()
-    if row is None:
-        raise NotFound("Consultation not found")
-    patient_id, doctor_id, state, ended_at = row[0], row[1], State(row[2]), row[3]
-    if not (actor_id == patient_id or (doctor_id is not None and doctor_id == sender.doctor_id)):
-        raise NotFound("Consultation not found")
-    if not writable(
-        doctor_id=doctor_id, state=state, ended_at=ended_at, now=now, settings=settings
-    ):
-        existing = await _by_client_id(session, consultation_id, actor_id, client_id)
+    facts = (
+        ChatFacts(patient_id=row[0], doctor_id=row[1], state=State(row[2]), ended_at=row[3])
+        if row is not None
+        else None
+    )
+    refused = refusal(
+        facts, sender=sender, text=text, attachments=len(documents), now=now, settings=settings
+    )
+    if refused is Refusal.CLOSED:
+        existing = await _by_client_id(session, consultation_id, sender.user_id, client_id)
         if existing is not None:
             return existing, False
-        raise InvalidState("The chat is closed for this consultation", details={"state": state})
-    documents = list(dict.fromkeys(document_ids))
+    if refused is not None:
+        raise error(refused, facts)
+    assert facts is not None
     if documents:
         owned = set(
             (
                 await session.exec(
                     select(Document.id).where(
-                        col(Document.id).in_(documents), Document.owner_id == actor_id
+                        col(Document.id).in_(documents), Document.owner_id == sender.user_id
                     )
                 )
             ).all()
@@ -152,7 +120,7 @@ async def check_send(
     message = ChatMessage(
         consultation_id=consultation_id,
         seq=0,
-        sender_id=actor_id,
+        sender_id=sender.user_id,
         client_id=client_id,
         body=text,
         document_ids=[str(d) for d in documents],
@@ -174,35 +142,18 @@ async def check_send(
             messages = ChatMessage.__table__  # type: ignore[attr-defined]  # SQLModel sets it
             await session.exec(sa.insert(messages).values(message.model_dump()))
     except IntegrityError:
-        existing = await _by_client_id(session, consultation_id, actor_id, client_id)
+        existing = await _by_client_id(session, consultation_id, sender.user_id, client_id)
         if existing is None:
             raise
         return existing, False
     if documents:
-        # Shared in the chat = attached to the consultation: the other side may read them.
-        attached = set(
-            (
-                await session.exec(
-                    select(ConsultationDocument.document_id).where(
-                        ConsultationDocument.consultation_id == consultation_id
-                    )
-                )
-            ).all()
-        )
-        for document_id in documents:
-            if document_id not in attached:
-                session.add(
-                    ConsultationDocument(consultation_id=consultation_id, document_id=document_id)
-                )
-        audit.record(
-            session,
-            now=now,
-            actor_id=actor_id,
-            action="chat.documents_shared",
-            object_type="consultation",
-            object_id=consultation_id,
-            subject_id=patient_id,
-            details={"documents": [str(d) for d in documents]},
+        connection = await session.connection()
+        await connection.run_sync(
+            lambda sync: _share_documents(
+                sync,
+                [(consultation_id, sender.user_id, facts.patient_id, documents)],
+                now=now,
+            )
         )
     return message, True
 
@@ -372,60 +323,58 @@ def store_batch(
     batch: one read of the consultations (locked), one update of their ``chat_seq`` and
     one insert of all rows. A resend of a stored message (rare) makes the insert fail on
     the unique ``client_id``: the caller then rolls the batch back and stores it one by
-    one with ``check_send``, which answers resends. Sends with attachments (rare) also go
-    through ``check_send``: ``requests`` carry none. Core statements built once, on a
-    plain connection: the ORM's per-statement work would cost more than the database's
-    here. Synchronous, so that the whole batch runs in one call off the event loop
-    (``chat.writer``).
+    one with ``check_send``, which answers resends. Attachments cost one more query and
+    two inserts for the batch (their owners; the links and the audit rows). Core
+    statements built once, on a plain connection: the ORM's per-statement work would
+    cost more than the database's here. Synchronous, so that the whole batch runs in one
+    call off the event loop (``chat.writer``).
     """
     outcomes: list[SendOutcome | None] = [None] * len(requests)
     ids = list({r.consultation_id for r in requests})
     found = {row.id: row for row in connection.execute(_READ_CONSULTATIONS, {"ids": ids})}
+    owners = _owners(connection, {d for r in requests for d in r.document_ids})
     fresh: list[tuple[int, ChatMessagePublic]] = []
+    shared: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, list[uuid.UUID]]] = []
     in_batch: dict[tuple[uuid.UUID, uuid.UUID, str], ChatMessagePublic] = {}
     for index, request in enumerate(requests):
         actor_id = request.sender.user_id
         key = (request.consultation_id, actor_id, request.client_id)
-        consultation = found.get(request.consultation_id)
-        if consultation is None or not (
-            actor_id == consultation.patient_id
-            or (
-                consultation.doctor_id is not None
-                and consultation.doctor_id == request.sender.doctor_id
+        row = found.get(request.consultation_id)
+        facts = (
+            ChatFacts(
+                patient_id=row.patient_id,
+                doctor_id=row.doctor_id,
+                state=State(row.state),
+                ended_at=row.ended_at,
             )
-        ):
-            outcomes[index] = NotFound("Consultation not found")
-            continue
-        if key in in_batch:
-            outcomes[index] = (in_batch[key], False)
-            continue
-        if not writable(
-            doctor_id=consultation.doctor_id,
-            state=consultation.state,
-            ended_at=consultation.ended_at,
+            if row is not None
+            else None
+        )
+        text = request.body.strip()
+        documents = list(dict.fromkeys(request.document_ids))
+        refused = refusal(
+            facts,
+            sender=request.sender,
+            text=text,
+            attachments=len(documents),
             now=now,
             settings=settings,
-        ):
+        )
+        if refused is not Refusal.NOT_FOUND and key in in_batch:
+            outcomes[index] = (in_batch[key], False)  # the same send twice in one batch
+            continue
+        if refused is Refusal.CLOSED:
             stored = _stored(connection, key)
             if stored is not None:  # a resend of a message stored before it closed
                 outcomes[index] = (stored, False)
                 continue
-            outcomes[index] = InvalidState(
-                "The chat is closed for this consultation",
-                details={"state": str(consultation.state)},
-            )
+        if refused is not None:
+            outcomes[index] = error(refused, facts)
             continue
-        text = request.body.strip()
-        if not text and not request.document_ids:
-            outcomes[index] = InvalidInput("The message is empty", details={"field": "body"})
+        assert facts is not None
+        if any(owners.get(d) != actor_id for d in documents):
+            outcomes[index] = NotFound("Document not found", details={"field": "document_ids"})
             continue
-        if len(text) > MAX_BODY:
-            outcomes[index] = InvalidInput(
-                f"A message is at most {MAX_BODY} characters", details={"field": "body"}
-            )
-            continue
-        if request.document_ids:
-            raise ValueError("sends with attachments go through check_send")
         # A plain model, not a mapped row: building ORM objects costs more than storing.
         message = ChatMessagePublic.model_construct(
             id=new_id(),
@@ -434,17 +383,79 @@ def store_batch(
             sender_id=actor_id,
             client_id=request.client_id,
             body=text,
-            document_ids=[],
+            document_ids=documents,
             created_at=now,
         )
         in_batch[key] = message
         fresh.append((index, message))
+        if documents:
+            shared.append((request.consultation_id, actor_id, facts.patient_id, documents))
     _insert_numbered(
         connection, [m for _, m in fresh], {row.id: row.chat_seq for row in found.values()}
     )
+    _share_documents(connection, shared, now=now)
     for index, message in fresh:
         outcomes[index] = (message, True)
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _owners(connection: sa.Connection, document_ids: set[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """Who owns each of these documents (one query for a whole batch)."""
+    if not document_ids:
+        return {}
+    documents = Document.__table__  # type: ignore[attr-defined]  # SQLModel sets it
+    rows = connection.execute(
+        sa.select(documents.c.id, documents.c.owner_id).where(
+            documents.c.id.in_(list(document_ids))
+        )
+    )
+    return {row.id: row.owner_id for row in rows}
+
+
+def _share_documents(
+    connection: sa.Connection,
+    shared: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID, Sequence[uuid.UUID]]],
+    *,
+    now: datetime,
+) -> None:
+    """Documents shared in the chat are attached to the consultation: the other side may
+    read them (``consultations.may_read_attached_document``), each sharing audited.
+    ``shared``: (consultation, sender, patient, documents) of each message."""
+    if not shared:
+        return
+    links = ConsultationDocument.__table__  # type: ignore[attr-defined]  # SQLModel sets it
+    consultations = {consultation_id for consultation_id, _, _, _ in shared}
+    attached = {
+        (row.consultation_id, row.document_id)
+        for row in connection.execute(
+            sa.select(links.c.consultation_id, links.c.document_id).where(
+                links.c.consultation_id.in_(list(consultations))
+            )
+        )
+    }
+    new_links = []
+    for consultation_id, _, _, documents in shared:
+        for document_id in documents:
+            if (consultation_id, document_id) not in attached:
+                attached.add((consultation_id, document_id))
+                new_links.append({"consultation_id": consultation_id, "document_id": document_id})
+    if new_links:
+        connection.execute(sa.insert(links), new_links)
+    audit.insert(
+        connection,
+        [
+            audit.AuditEvent(
+                at=now,
+                actor_id=sender_id,
+                action="chat.documents_shared",
+                object_type="consultation",
+                object_id=str(consultation_id),
+                subject_id=patient_id,
+                details={"documents": [str(d) for d in documents]},
+            )
+            for consultation_id, sender_id, patient_id, documents in shared
+        ],
+    )
 
 
 def _stored(

@@ -11,9 +11,10 @@ batch); on PostgreSQL it runs on the writer's own async connection. The batch's 
 events leave after the answers, in commit order, from a task of their own, while the
 next batch is being stored.
 
-Rare cases take the slow path, one by one through ``chat.service.check_send`` in an ORM
-session: a batch with attachments, and a batch whose insert hit a stored ``client_id``
-(a resend), which the slow path answers with the stored message.
+One rare case takes the slow path, one by one through ``chat.service.check_send`` in an
+ORM session: a batch whose insert hit a stored ``client_id`` (a resend), which the slow
+path answers with the stored message. Both paths apply the same rules
+(``chat.rules``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from telemed import db, keys, live
 from telemed.accounts.service import session_user_ids
 from telemed.chat import service as chat
+from telemed.chat.rules import Sender
 from telemed.errors import TelemedError, Unauthenticated, Unavailable
 from telemed.signaling.events import ChatMessageCreated
 
@@ -170,8 +172,6 @@ class ChatWriter:
     async def _store(self, batch: list[_Pending], events: list[live.LiveEvent]) -> list[Result]:
         """Store the batch; fills ``events`` with what to emit once answered."""
         now = self._app[keys.CLOCK].now()
-        if any(p.send.document_ids for p in batch):
-            return await self._one_by_one(batch, now, events)
         try:
             return await self._fast(batch, now, events)
         except IntegrityError:
@@ -239,10 +239,11 @@ class ChatWriter:
             outcomes.append(Unauthenticated("not stored"))  # replaced below
             requests.append(
                 chat.SendRequest(
-                    chat.Sender(user_id, send.doctor_id),
+                    Sender(user_id, send.doctor_id),
                     send.consultation_id,
                     send.client_id,
                     send.body,
+                    send.document_ids,
                 )
             )
         stored = chat.store_batch(connection, requests, now=now, settings=self._app[keys.SETTINGS])
@@ -268,7 +269,7 @@ class ChatWriter:
                     async with session.begin_nested():
                         outcome: chat.SendOutcome = await chat.check_send(
                             session,
-                            sender=chat.Sender(user_id, send.doctor_id),
+                            sender=Sender(user_id, send.doctor_id),
                             now=now,
                             settings=settings,
                             consultation_id=send.consultation_id,

@@ -49,6 +49,7 @@ from telemed.scheduling.models import (
     SlotStatus,
     State,
 )
+from telemed.scheduling.parties import Actor, party, taking_part
 from telemed.settings import Settings
 from telemed.signaling.events import ConsultationUpdated
 
@@ -72,26 +73,30 @@ async def doctor_of(session: AsyncSession, user: User) -> Doctor | None:
     ).first()
 
 
-def party_in(user: User, doctor: Doctor | None, consultation: Consultation) -> Party | None:
-    """The actor's part in a consultation, or None if they have none (then it is hidden).
+def actor_of(user: User, doctor: Doctor | None) -> Actor:
+    """A user as the participation rule sees them (``parties.Actor``)."""
+    return Actor(
+        user_id=user.id,
+        role=user.role,
+        doctor_id=doctor.id if doctor is not None else None,
+        centre_id=doctor.centre_id if doctor is not None else None,
+    )
 
-    A doctor of the centre takes part in an unassigned request (to review and schedule
-    it); once a doctor is assigned, only that doctor does.
-    """
-    if user.id == consultation.patient_id:
-        return Party.PATIENT
-    if user.role in (Role.MANAGER, Role.ADMIN):
-        return Party.MANAGER
-    if doctor is not None:
-        if consultation.doctor_id == doctor.id:
-            return Party.DOCTOR
-        if (
-            consultation.doctor_id is None
-            and consultation.state is State.REQUESTED
-            and consultation.centre_id == doctor.centre_id
-        ):
-            return Party.DOCTOR
-    return None
+
+async def actor_of_user(session: AsyncSession, user: User) -> Actor:
+    """``actor_of`` with the user's doctor profile looked up."""
+    return actor_of(user, await doctor_of(session, user))
+
+
+def party_in(user: User, doctor: Doctor | None, consultation: Consultation) -> Party | None:
+    """The user's part in a consultation, or None (then it is hidden): ``parties.party``."""
+    return party(
+        actor_of(user, doctor),
+        patient_id=consultation.patient_id,
+        doctor_id=consultation.doctor_id,
+        centre_id=consultation.centre_id,
+        state=consultation.state,
+    )
 
 
 async def get_consultation(
@@ -140,26 +145,11 @@ async def list_consultations(
     end: datetime | None = None,
     limit: int = 200,
 ) -> list[Consultation]:
-    """Patient: their own. Doctor: their own and the open requests of their centre.
-    Manager: all. Filters: states, route, and a time range on the start (or, without a
-    start time, on the submission)."""
-    statement = select(Consultation)
-    if actor.role is Role.PATIENT:
-        statement = statement.where(Consultation.patient_id == actor.id)
-    elif actor.role is Role.DOCTOR:
-        doctor = await doctor_of(session, actor)
-        if doctor is None:
-            return []
-        statement = statement.where(
-            sa.or_(
-                col(Consultation.doctor_id) == doctor.id,
-                sa.and_(
-                    col(Consultation.doctor_id).is_(None),
-                    col(Consultation.state) == State.REQUESTED,
-                    col(Consultation.centre_id) == doctor.centre_id,
-                ),
-            )
-        )
+    """Those the actor takes part in (``parties.taking_part``): a patient's own, a
+    doctor's own and the open requests of their centre, all for a manager. Filters:
+    states, route, and a time range on the start (or, without a start time, on the
+    submission)."""
+    statement = select(Consultation).where(taking_part(await actor_of_user(session, actor)))
     if states:
         statement = statement.where(col(Consultation.state).in_(list(states)))
     if route is not None:
@@ -924,16 +914,7 @@ async def may_read_attached_document(
     patient's documents attached to their request (or shared in its chat) for its doctor
     (or, while unassigned, the doctors of its centre); a doctor's documents shared in the
     chat for the patient."""
-    doctor = await doctor_of(session, actor)
-    parties = [col(Consultation.patient_id) == actor.id]
-    if doctor is not None:
-        parties.append(col(Consultation.doctor_id) == doctor.id)
-        parties.append(
-            sa.and_(
-                col(Consultation.doctor_id).is_(None),
-                col(Consultation.centre_id) == doctor.centre_id,
-            )
-        )
+    taking = taking_part(await actor_of_user(session, actor), staff=False)
     row = (
         await session.exec(
             select(Consultation.id)
@@ -944,7 +925,7 @@ async def may_read_attached_document(
             .where(
                 ConsultationDocument.document_id == document_id,
                 col(Consultation.state).in_(list(OPEN)),
-                sa.or_(*parties),
+                taking,
             )
         )
     ).first()

@@ -1,0 +1,86 @@
+"""Who takes part in a consultation, and as what: the one rule, in Python and in SQL.
+
+Pure: no I/O. ``party`` decides for one consultation; ``taking_part`` is the same rule as
+a condition on the ``consultation`` table, for lists (a test checks that the two agree);
+``in_chat`` narrows it to the chat's two participants.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlmodel import col
+
+from telemed.accounts.models import Role
+from telemed.scheduling.lifecycle import Party
+from telemed.scheduling.models import Consultation, State
+
+STAFF = frozenset({Role.MANAGER, Role.ADMIN})
+
+
+@dataclass(frozen=True)
+class Actor:
+    """A user as the rule sees them: a doctor's profile and centre, if a doctor."""
+
+    user_id: uuid.UUID
+    role: Role
+    doctor_id: uuid.UUID | None = None
+    centre_id: uuid.UUID | None = None
+
+
+def party(
+    actor: Actor,
+    *,
+    patient_id: uuid.UUID,
+    doctor_id: uuid.UUID | None,
+    centre_id: uuid.UUID,
+    state: State,
+) -> Party | None:
+    """The actor's part in a consultation, or None (then it is hidden from them).
+
+    Its patient; a manager or admin (every consultation); its doctor; and, while a
+    request waits for a doctor, every doctor of its centre (to review and schedule it).
+    """
+    if actor.user_id == patient_id:
+        return Party.PATIENT
+    if actor.role in STAFF:
+        return Party.MANAGER
+    if actor.doctor_id is not None and (
+        doctor_id == actor.doctor_id
+        or (doctor_id is None and state is State.REQUESTED and centre_id == actor.centre_id)
+    ):
+        return Party.DOCTOR
+    return None
+
+
+def taking_part(actor: Actor, *, staff: bool = True) -> sa.ColumnElement[bool]:
+    """``party(...) is not None`` as a condition on consultations; without ``staff``,
+    a manager's or admin's part does not count (they read no patient's documents)."""
+    if staff and actor.role in STAFF:
+        return sa.true()
+    clauses: list[sa.ColumnElement[bool]] = [col(Consultation.patient_id) == actor.user_id]
+    if actor.doctor_id is not None:
+        clauses.append(col(Consultation.doctor_id) == actor.doctor_id)
+        clauses.append(
+            sa.and_(
+                col(Consultation.doctor_id).is_(None),
+                col(Consultation.state) == State.REQUESTED,
+                col(Consultation.centre_id) == actor.centre_id,
+            )
+        )
+    return sa.or_(*clauses)
+
+
+def in_chat(
+    *,
+    user_id: uuid.UUID,
+    doctor_profile_id: uuid.UUID | None,
+    patient_id: uuid.UUID,
+    doctor_id: uuid.UUID | None,
+) -> bool:
+    """Whether a user is one of the chat's two participants: the consultation's patient,
+    or its assigned doctor (a doctor of the centre reviewing an unassigned request is
+    not: the chat opens once a doctor takes it)."""
+    return user_id == patient_id or (doctor_id is not None and doctor_id == doctor_profile_id)
