@@ -21,7 +21,6 @@ from telemed.live import Publisher
 from telemed.media import views as media_views
 from telemed.notify import views as notify_views
 from telemed.notify import worker as notify_worker
-from telemed.scheduling import consultation_views
 from telemed.scheduling import jobs as scheduling_jobs
 from telemed.scheduling import views as scheduling_views
 from telemed.settings import Settings
@@ -61,7 +60,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     accounts_views.setup_routes(app)
     documents_views.setup_routes(app)
     scheduling_views.setup_routes(app)
-    consultation_views.setup_routes(app)
     scheduling_jobs.setup(app)
     notify_views.setup_routes(app)
     chat_views.setup_routes(app)

@@ -898,6 +898,51 @@ async def check_attach_documents(
     return consultation
 
 
+@dataclass(frozen=True)
+class Around:
+    """What is shown with a list of consultations, by id."""
+
+    names: dict[uuid.UUID, str]  # user id → full name (patients and doctors)
+    centres: dict[uuid.UUID, str]  # centre id → name
+    doctors: dict[uuid.UUID, Doctor]  # doctor profile id → profile
+    documents: dict[uuid.UUID, list[uuid.UUID]]  # consultation id → document ids
+
+
+async def around(session: AsyncSession, items: Sequence[Consultation]) -> Around:
+    """The names, centres, doctors and documents of ``items``, in four queries whatever
+    their number (none for an empty list)."""
+    if not items:
+        return Around({}, {}, {}, {})
+    doctor_ids = {c.doctor_id for c in items if c.doctor_id is not None}
+    doctors = {
+        doctor.id: doctor
+        for doctor in (
+            await session.exec(select(Doctor).where(col(Doctor.id).in_(doctor_ids)))
+        ).all()
+    }
+    user_ids = {c.patient_id for c in items} | {d.user_id for d in doctors.values()}
+    names = dict(
+        (
+            await session.exec(select(User.id, User.full_name).where(col(User.id).in_(user_ids)))
+        ).all()
+    )
+    centre_ids = {c.centre_id for c in items}
+    centres = dict(
+        (
+            await session.exec(select(Centre.id, Centre.name).where(col(Centre.id).in_(centre_ids)))
+        ).all()
+    )
+    documents: dict[uuid.UUID, list[uuid.UUID]] = {}
+    rows = await session.exec(
+        select(ConsultationDocument.consultation_id, ConsultationDocument.document_id).where(
+            col(ConsultationDocument.consultation_id).in_([c.id for c in items])
+        )
+    )
+    for consultation_id, document_id in rows.all():
+        documents.setdefault(consultation_id, []).append(document_id)
+    return Around(names, centres, doctors, documents)
+
+
 async def documents_of(session: AsyncSession, consultation_id: uuid.UUID) -> list[uuid.UUID]:
     rows = await session.exec(
         select(ConsultationDocument.document_id).where(

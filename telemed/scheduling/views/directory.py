@@ -1,13 +1,10 @@
-"""HTTP routes of the directory (centres, doctors) and of duty slots."""
+"""HTTP routes of the directory: medical centres and doctors."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
 from typing import Annotated
-from zoneinfo import ZoneInfo
 
-from aiohttp import web
 from pydantic import Field, StringConstraints
 
 from telemed import keys
@@ -17,21 +14,17 @@ from telemed.api import (
     NONBLANK,
     Access,
     Call,
-    Instant,
     ListOf,
     QueryFlag,
     RequestModel,
     Routes,
-    TimeZoneName,
 )
-from telemed.errors import InvalidValue
 from telemed.scheduling import service
-from telemed.scheduling.models import CentrePublic, DoctorPublic, SlotPublic
+from telemed.scheduling.models import CentrePublic, DoctorPublic
 
 routes = Routes(tag="directory")
 
 MANAGERS = (Role.MANAGER,)
-MAX_SLOT_RANGE = timedelta(days=62)
 
 Name = Field(min_length=1, max_length=200, pattern=NONBLANK)
 Profile = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NONBLANK)]
@@ -78,15 +71,6 @@ class DoctorUpdate(RequestModel):
 class DoctorQuery(RequestModel):
     centre_id: uuid.UUID | None = None
     duty: QueryFlag | None = None
-
-
-class SlotQuery(RequestModel):
-    from_: Instant | None = Field(default=None, alias="from")
-    to: Instant | None = None
-    tz: TimeZoneName | None = Field(
-        default=None,
-        description="IANA time zone to express the times in (default: the service's zone)",
-    )
 
 
 def _changes(update: RequestModel) -> dict[str, object]:
@@ -200,33 +184,3 @@ async def delete_doctor(call: Call) -> None:
     await service.do_archive_doctor(
         call.session, actor=call.user, now=call.now, doctor_id=call.path_id()
     )
-
-
-@routes.get("/doctors/{id}/slots", access=Access.PUBLIC, errors=(422,))
-async def list_slots(call: Call, query: SlotQuery) -> ListOf[SlotPublic]:
-    """GET /doctors/{id}/slots: a duty doctor's slots from ``from`` (default now) to ``to``
-    (default a week later; at most 62 days), in the time zone ``tz``."""
-    if query.from_ is not None and query.to is not None and query.to <= query.from_:
-        raise InvalidValue("'to' must be after 'from'", details={"field": "to"})
-    start: datetime = query.from_ or call.now
-    end: datetime = query.to or start + timedelta(days=7)
-    end = min(end, start + MAX_SLOT_RANGE)
-    slots = await service.list_slots(call.session, doctor_id=call.path_id(), start=start, end=end)
-    # Shown in the patient's own zone: the same instants, with the patient's offset.
-    zone = ZoneInfo(query.tz or call.settings.default_time_zone)
-    return ListOf[SlotPublic](
-        items=[
-            SlotPublic(
-                id=s.id,
-                doctor_id=s.doctor_id,
-                status=s.status,
-                starts_at=s.starts_at.astimezone(zone),
-                ends_at=s.ends_at.astimezone(zone),
-            )
-            for s in slots
-        ]
-    )
-
-
-def setup_routes(app: web.Application) -> None:
-    app[keys.API].include(app, routes)
