@@ -143,3 +143,4 @@ from tests.browser import browser, chromium  # noqa: E402, F401
 from tests.media_peers import media, room, room_doctor  # noqa: E402, F401
 from tests.notify_gateways import gateway, smtp  # noqa: E402, F401
 from tests.realtime import booked, peers  # noqa: E402, F401
+from tests.world import world  # noqa: E402, F401

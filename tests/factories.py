@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 from telemed import db, keys
 from telemed.accounts.models import Role
 from telemed.accounts.service import check_new_account, do_create_user
+from tests.world import Account
 
 AppClient = TestClient[web.Request, web.Application]
 
@@ -34,7 +35,7 @@ async def register(
     password: str = PASSWORD,
     keep_cookie: bool = False,
     **fields: Any,
-) -> dict[str, Any]:
+) -> Account:
     """Register a patient through the API; returns ``{token, user}``.
 
     Tests call with the bearer token, so the session cookie is dropped unless asked for.
@@ -50,8 +51,7 @@ async def register(
     assert response.status == 201, await response.text()
     if not keep_cookie:
         client.session.cookie_jar.clear()
-    result: dict[str, Any] = await response.json()
-    return result
+    return cast(Account, await response.json())
 
 
 async def staff(client: AppClient, role: Role) -> dict[str, Any]:

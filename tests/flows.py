@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from telemed.accounts.models import Role
 from telemed.clock import FakeClock
@@ -11,6 +11,7 @@ from tests import samples
 from tests.conftest import AppClient
 from tests.documents_form import document_form
 from tests.factories import PASSWORD, bearer, next_phone, register, staff
+from tests.world import Account, DoctorAccount
 
 NEW_PASSWORD = "Doctor-Own-2027"
 
@@ -64,7 +65,7 @@ async def make_doctor(
     *,
     duty: bool = False,
     name: str = "Соколова Анна Викторовна",
-) -> dict[str, Any]:
+) -> DoctorAccount:
     """A doctor created by the manager, signed in, with the first password changed.
     Returns the doctor's directory entry plus ``token`` and ``phone``."""
     phone = next_phone()
@@ -88,10 +89,10 @@ async def make_doctor(
     )
     client.session.cookie_jar.clear()
     doctor.update(token=signed["token"], phone=phone)
-    return doctor
+    return cast(DoctorAccount, doctor)
 
 
-async def make_patient(client: AppClient, **fields: Any) -> dict[str, Any]:
+async def make_patient(client: AppClient, **fields: Any) -> Account:
     return await register(client, **fields)
 
 
@@ -113,7 +114,7 @@ async def upload(
 
 async def request_to_centre(
     client: AppClient,
-    patient: dict[str, Any],
+    patient: Account,
     centre_id: str,
     *,
     diagnosis: str = "Мигрень",
@@ -143,8 +144,8 @@ def later(clock: FakeClock, **delta: float) -> datetime:
 
 async def book_slot(
     client: AppClient,
-    duty: dict[str, Any],
-    patient: dict[str, Any],
+    duty: DoctorAccount,
+    patient: Account,
     starts: datetime,
     *,
     topic: str = "other",

@@ -13,6 +13,7 @@ import socketio
 from telemed.clock import FakeClock
 from tests.factories import AppClient
 from tests.flows import book_slot, later, make_centre, make_doctor, make_patient, manager_token, ok
+from tests.world import Booked
 
 
 @dataclass
@@ -61,7 +62,7 @@ async def connect(url: str, token: str | None, **kwargs: Any) -> Peer:
 
 
 @pytest.fixture
-async def booked(client: AppClient, clock: FakeClock) -> dict[str, Any]:
+async def booked(client: AppClient, clock: FakeClock) -> Booked:
     """A booked duty consultation: its patient, its doctor, and an outsider."""
     manager = await manager_token(client)
     centre = await make_centre(client, manager)
@@ -71,14 +72,14 @@ async def booked(client: AppClient, clock: FakeClock) -> dict[str, Any]:
     consultation = await book_slot(
         client, duty, patient, later(clock, days=1), topic="cardiovascular"
     )
-    return {
-        "manager": manager,
-        "centre": centre,
-        "doctor": duty,
-        "patient": patient,
-        "outsider": outsider,
-        "id": consultation["id"],
-    }
+    return Booked(
+        manager=manager,
+        centre=centre,
+        doctor=duty,
+        patient=patient,
+        outsider=outsider,
+        id=consultation["id"],
+    )
 
 
 @pytest.fixture

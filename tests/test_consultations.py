@@ -7,7 +7,6 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-import pytest
 from sqlmodel import select
 
 from telemed import keys
@@ -19,13 +18,10 @@ from tests.flows import (
     api,
     iso,
     later,
-    make_centre,
-    make_doctor,
-    make_patient,
-    manager_token,
     ok,
     upload,
 )
+from tests.world import DoctorAccount, World
 
 
 async def request_body(centre_id: str, **fields: Any) -> dict[str, Any]:
@@ -39,33 +35,8 @@ async def request_body(centre_id: str, **fields: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-async def world(client: AppClient) -> dict[str, Any]:
-    """A centre with two doctors (one on duty), a manager and two patients."""
-    manager = await manager_token(client)
-    centre = await make_centre(client, manager)
-    other_centre = await make_centre(
-        client, manager, name="Гинекологический центр", profiles=["гинекология"]
-    )
-    doctor = await make_doctor(client, manager, centre["id"])
-    duty = await make_doctor(client, manager, centre["id"], duty=True, name="Белова Марина")
-    stranger = await make_doctor(client, manager, other_centre["id"], name="Чужой Врач")
-    patient = await make_patient(client)
-    other = await make_patient(client)
-    return {
-        "manager": manager,
-        "centre": centre,
-        "other_centre": other_centre,
-        "doctor": doctor,
-        "duty": duty,
-        "stranger": stranger,
-        "patient": patient,
-        "other": other,
-    }
-
-
 async def test_route_1_request_schedule_and_notifications(
-    client: AppClient, world: dict[str, Any], clock: FakeClock
+    client: AppClient, world: World, clock: FakeClock
 ) -> None:
     patient, doctor = world["patient"], world["doctor"]
     document = await upload(client, patient["token"])
@@ -144,7 +115,7 @@ async def test_route_1_request_schedule_and_notifications(
     assert "rescheduled" in [n["kind"] for n in bell["items"]]
 
 
-async def test_route_1_refusals_change_nothing(client: AppClient, world: dict[str, Any]) -> None:
+async def test_route_1_refusals_change_nothing(client: AppClient, world: World) -> None:
     patient, other = world["patient"], world["other"]
     foreign = await upload(client, other["token"])
     centre_id = world["centre"]["id"]
@@ -171,7 +142,7 @@ async def test_route_1_refusals_change_nothing(client: AppClient, world: dict[st
     assert (await ok(client, "GET", "/consultations", world["manager"]))["items"] == []
 
 
-async def test_scheduling_rules(client: AppClient, world: dict[str, Any], clock: FakeClock) -> None:
+async def test_scheduling_rules(client: AppClient, world: World, clock: FakeClock) -> None:
     patient, doctor = world["patient"], world["doctor"]
     first = await ok(
         client,
@@ -232,7 +203,7 @@ async def test_scheduling_rules(client: AppClient, world: dict[str, Any], clock:
     await assert_error(response, 409, "invalid_state")
 
 
-async def test_decline_with_reason(client: AppClient, world: dict[str, Any]) -> None:
+async def test_decline_with_reason(client: AppClient, world: World) -> None:
     patient, doctor = world["patient"], world["doctor"]
     created = await ok(
         client,
@@ -263,7 +234,7 @@ async def test_decline_with_reason(client: AppClient, world: dict[str, Any]) -> 
 
 
 async def publish(
-    client: AppClient, duty: dict[str, Any], clock: FakeClock, hours: int = 1, **delta: float
+    client: AppClient, duty: DoctorAccount, clock: FakeClock, hours: int = 1, **delta: float
 ) -> list[dict[str, Any]]:
     start = later(clock, **(delta or {"days": 1}))
     body = {
@@ -276,7 +247,7 @@ async def publish(
 
 
 async def test_route_2_publish_book_cancel(
-    client: AppClient, world: dict[str, Any], clock: FakeClock
+    client: AppClient, world: World, clock: FakeClock
 ) -> None:
     duty, patient = world["duty"], world["patient"]
     slots = await publish(client, duty, clock, hours=2)
@@ -380,7 +351,7 @@ async def test_route_2_publish_book_cancel(
 
 
 async def test_patient_cancellation_needs_notice(
-    client: AppClient, world: dict[str, Any], clock: FakeClock
+    client: AppClient, world: World, clock: FakeClock
 ) -> None:
     slots = await publish(client, world["duty"], clock, hours=1, minutes=90)
     patient = world["patient"]
@@ -414,7 +385,7 @@ async def test_patient_cancellation_needs_notice(
 
 
 async def test_fifty_concurrent_bookings_of_one_slot(
-    client: AppClient, world: dict[str, Any], clock: FakeClock
+    client: AppClient, world: World, clock: FakeClock
 ) -> None:
     slots = await publish(client, world["duty"], clock, hours=1)
     patients = [await register(client) for _ in range(50)]
@@ -445,9 +416,7 @@ async def test_fifty_concurrent_bookings_of_one_slot(
     assert slot.status == "booked"
 
 
-async def test_start_end_and_the_window(
-    client: AppClient, world: dict[str, Any], clock: FakeClock
-) -> None:
+async def test_start_end_and_the_window(client: AppClient, world: World, clock: FakeClock) -> None:
     slots = await publish(client, world["duty"], clock, hours=1, days=1)
     duty, patient = world["duty"], world["patient"]
     booked = await ok(
@@ -480,7 +449,7 @@ async def test_start_end_and_the_window(
 
 
 async def test_lists_per_role_and_filters(
-    client: AppClient, world: dict[str, Any], clock: FakeClock
+    client: AppClient, world: World, clock: FakeClock
 ) -> None:
     patient, other = world["patient"], world["other"]
     mine = await ok(
@@ -562,7 +531,7 @@ async def test_lists_per_role_and_filters(
 
 
 async def test_slots_are_shown_in_the_patients_time_zone(
-    client: AppClient, world: dict[str, Any], clock: FakeClock
+    client: AppClient, world: World, clock: FakeClock
 ) -> None:
     slots = await publish(client, world["duty"], clock, hours=1)
     duty_id = world["duty"]["id"]

@@ -15,7 +15,8 @@ from telemed.clock import FakeClock
 from tests import samples
 from tests.conftest import AppClient
 from tests.factories import assert_error, bearer, register, staff
-from tests.flows import make_centre, make_doctor, manager_token, ok, request_to_centre
+from tests.flows import ok, request_to_centre
+from tests.world import World
 
 BOUNDARY = "telemed-test-boundary"
 
@@ -125,10 +126,11 @@ EXTREME_TIMES = ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59+00:00", "1999-12-3
 async def test_times_outside_the_service_range_are_400(
     client: AppClient,
     clock: FakeClock,
+    world: World,
     no_tracebacks: pytest.LogCaptureFixture,
 ) -> None:
-    world = await _world(client)
-    manager, doctor, consultation = world["manager"], world["doctor"], world["consultation"]
+    manager, doctor = world["manager"], world["duty"]
+    consultation = await _request(client, world)
     for moment in EXTREME_TIMES:
         for path, token in (
             (f"/api/v1/doctors/{doctor['id']}/slots?from={moment}", None),
@@ -168,9 +170,9 @@ async def test_times_outside_the_service_range_are_400(
 
 
 async def test_a_duty_doctor_cannot_publish_slots_in_year_9999_or_past_the_horizon(
-    client: AppClient, clock: FakeClock, no_tracebacks: pytest.LogCaptureFixture
+    client: AppClient, clock: FakeClock, world: World, no_tracebacks: pytest.LogCaptureFixture
 ) -> None:
-    doctor = (await _world(client))["doctor"]
+    doctor = world["duty"]
     far = (clock.now() + timedelta(days=400)).replace(hour=10, minute=0, second=0, microsecond=0)
     for starts, status in (("9999-12-30T10:00:00+00:00", 400), (far.isoformat(), 422)):
         body = {"starts_at": starts, "ends_at": starts.replace("10:", "11:"), "slot_minutes": 30}
@@ -182,20 +184,9 @@ async def test_a_duty_doctor_cannot_publish_slots_in_year_9999_or_past_the_horiz
     assert_no_tracebacks(no_tracebacks)
 
 
-async def _world(client: AppClient) -> dict[str, Any]:
-    """A manager, a centre, its duty doctor, and a patient's request to the centre."""
-    manager = await manager_token(client)
-    centre = await make_centre(client, manager)
-    doctor = await make_doctor(client, manager, centre["id"], duty=True)
-    patient = await register(client)
-    consultation = await request_to_centre(client, patient, centre["id"])
-    return {
-        "manager": manager,
-        "centre": centre,
-        "doctor": doctor,
-        "patient": patient,
-        "consultation": consultation,
-    }
+async def _request(client: AppClient, world: World) -> dict[str, Any]:
+    """The world's patient's request to its centre."""
+    return await request_to_centre(client, world["patient"], world["centre"]["id"])
 
 
 @pytest.mark.parametrize(
@@ -215,8 +206,7 @@ async def test_query_values_must_be_what_the_schema_says(
     await assert_error(response, 400, "invalid_input")
 
 
-async def test_json_values_must_have_the_schema_type(client: AppClient) -> None:
-    world = await _world(client)
+async def test_json_values_must_have_the_schema_type(client: AppClient, world: World) -> None:
     body = {
         "full_name": "Строгий Тип",
         "phone": "+79005557788",
@@ -239,7 +229,7 @@ async def test_json_values_must_have_the_schema_type(client: AppClient) -> None:
                 "ends_at": "2099-01-01T11:00:00Z",
                 "slot_minutes": duration,
             },
-            headers=bearer(world["doctor"]["token"]),
+            headers=bearer(world["duty"]["token"]),
         )
         assert response.status == status, (duration, await response.text())
 

@@ -32,6 +32,7 @@ from telemed.notify.worker import claim
 from tests.conftest import AppClient
 from tests.factories import assert_error, bearer, register, staff
 from tests.notify_gateways import SmsGateway, SmtpCapture
+from tests.world import Account
 
 API = "/api/v1"
 RETRY_BASE = 10
@@ -104,7 +105,7 @@ async def get(client: AppClient, path: str, token: str, **params: str) -> Any:
     return body
 
 
-async def patient(client: AppClient, **fields: Any) -> dict[str, Any]:
+async def patient(client: AppClient, **fields: Any) -> Account:
     """A registered patient: ``{token, user}``."""
     return await register(client, **fields)
 

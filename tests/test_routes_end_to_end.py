@@ -29,6 +29,7 @@ from tests.flows import (
     upload,
 )
 from tests.notify_gateways import SmsGateway, SmtpCapture
+from tests.world import DoctorAccount
 
 DIAGNOSIS = "Ишемическая болезнь сердца: стабильная стенокардия напряжения, ФК II"
 
@@ -79,7 +80,7 @@ async def consult_and_conclude(
     clock: FakeClock,
     *,
     consultation_id: str,
-    doctor: dict[str, Any],
+    doctor: DoctorAccount,
     patient_token: str,
     patient_phone: str,
     gateway: SmsGateway,
