@@ -19,6 +19,7 @@ from telemed.documents.storage import DocumentStore
 from telemed.limits import Limiter
 from telemed.live import Publisher
 from telemed.media import views as media_views
+from telemed.media.network import bind_media_addresses
 from telemed.notify import views as notify_views
 from telemed.notify import worker as notify_worker
 from telemed.scheduling import jobs as scheduling_jobs
@@ -55,6 +56,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(_database)
     notify_worker.setup(app)
     app.cleanup_ctx.append(jobs.run_in_background)
+    if settings.media_addresses:
+        app.on_startup.append(_bind_media_addresses)
     app.on_response_prepare.append(http.security_headers)
 
     accounts_views.setup_routes(app)
@@ -85,6 +88,12 @@ def passwords_for(settings: Settings) -> Passwords:
 
 async def _close_passwords(app: web.Application) -> None:
     app[keys.PASSWORDS].close()
+
+
+async def _bind_media_addresses(app: web.Application) -> None:
+    """``TELEMED_MEDIA_ADDRESSES``: aioice's host addresses are a process-wide choice, made
+    here once at start-up, before any media connection gathers its candidates."""
+    bind_media_addresses(app[keys.SETTINGS].media_addresses)
 
 
 async def _data_dir(app: web.Application) -> AsyncIterator[None]:

@@ -10,20 +10,22 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from telemed.accounts.passwords import Passwords
+from telemed.chat.writer import ChatWriter
 from telemed.clock import Clock
 from telemed.db import SessionFactory
 from telemed.documents.storage import DocumentStore
+from telemed.limits import Limiter
+from telemed.live import Publisher
+from telemed.media.room import Rooms
 from telemed.settings import Settings
+from telemed.signaling.presence import Presence
 
 if TYPE_CHECKING:
-    from telemed.api import Api  # the API layer itself reads these keys
-    from telemed.chat.writer import ChatWriter
+    # The wiring layers read these keys themselves (the API's routes, the jobs' runner,
+    # the Socket.IO namespace): their classes are named for the type checker only.
+    from telemed.api import Api
     from telemed.jobs import Job
-    from telemed.limits import Limiter
-    from telemed.live import Publisher
-    from telemed.media.room import Rooms
     from telemed.signaling.handlers import Namespace
-    from telemed.signaling.presence import Presence
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
@@ -34,20 +36,20 @@ API: web.AppKey[Api] = web.AppKey("api")
 DOCUMENT_STORE = web.AppKey("document_store", DocumentStore)
 JOBS: web.AppKey[list[tuple[str, Job]]] = web.AppKey("jobs")
 NODE_ID = web.AppKey("node_id", str)
-PUBLISHER: web.AppKey[Publisher] = web.AppKey("publisher")
+PUBLISHER = web.AppKey("publisher", Publisher)
 """Sends what committed transactions leave: live events, and facts to their listeners."""
 NAMESPACE: web.AppKey[Namespace] = web.AppKey("namespace")
 """The Socket.IO API (``telemed.signaling.handlers.Namespace``)."""
 SIO = web.AppKey("socketio", socketio.AsyncServer)
-LIMITER: web.AppKey[Limiter] = web.AppKey("limiter")
+LIMITER = web.AppKey("limiter", Limiter)
 """The rate limits of frequent actions (``telemed.limits``), shared through Redis if any."""
-PRESENCE: web.AppKey[Presence] = web.AppKey("presence")
+PRESENCE = web.AppKey("presence", Presence)
 HEALTH_CHECKS: web.AppKey[list[tuple[str, Callable[[], Awaitable[None]]]]] = web.AppKey(
     "health_checks"
 )
 """Readiness checks beyond the database: each raises when its part is not working."""
-CHAT_WRITER: web.AppKey[ChatWriter] = web.AppKey("chat_writer")
+CHAT_WRITER = web.AppKey("chat_writer", ChatWriter)
 SOCKETS: web.AppKey[dict[str, str]] = web.AppKey("sockets")
 """This node's connected sockets: sid → the hash of the session token they signed in with."""
-ROOMS: web.AppKey[Rooms] = web.AppKey("rooms")
+ROOMS = web.AppKey("rooms", Rooms)
 """The video rooms whose media this node carries."""

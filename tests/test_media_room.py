@@ -13,7 +13,7 @@ from telemed import keys
 from telemed.app import create_app
 from telemed.clock import FakeClock
 from telemed.media.passthrough import check_aiortc
-from telemed.media.room import Numbering, without_mdns_candidates
+from telemed.media.sdp import Numbering, without_mdns_candidates
 from telemed.settings import Settings
 from tests.factories import AppClient
 from tests.flows import ok

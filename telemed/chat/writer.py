@@ -25,21 +25,22 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from aiohttp import web
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from telemed import db, keys, live
+from telemed import db, live
 from telemed.accounts.service import session_user_ids
 from telemed.chat import service as chat
 from telemed.chat.rules import Sender
+from telemed.clock import Clock
 from telemed.errors import TelemedError, Unauthenticated, Unavailable
+from telemed.settings import Settings
 from telemed.signaling.events import ChatMessageCreated
 
 logger = logging.getLogger(__name__)
@@ -77,10 +78,26 @@ class _Pending:
 
 
 class ChatWriter:
-    """Stores the chat sends of all sockets of this process in shared transactions."""
+    """Stores the chat sends of all sockets of this process in shared transactions.
 
-    def __init__(self, app: web.Application) -> None:
-        self._app = app
+    ``engine`` gives the writer its own connection (PostgreSQL), ``session_factory`` the
+    ORM sessions of the slow path, ``publisher`` delivers the committed messages' events.
+    """
+
+    def __init__(
+        self,
+        *,
+        session_factory: db.SessionFactory,
+        engine: AsyncEngine,
+        clock: Clock,
+        settings: Settings,
+        publisher: live.Publisher,
+    ) -> None:
+        self._session_factory = session_factory
+        self._engine = engine
+        self._clock = clock
+        self._settings = settings
+        self._publisher = publisher
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         # Committed batches' events, emitted in commit order by their own task, so that
@@ -92,7 +109,7 @@ class ChatWriter:
         self._checked: dict[str, tuple[uuid.UUID, float]] = {}
         self._connection: AsyncConnection | None = None
         # SQLite: batches are stored by a synchronous engine in a thread of their own.
-        self._sqlite = db.create_sqlite_writer(app[keys.SETTINGS].resolved_database_url)
+        self._sqlite = db.create_sqlite_writer(settings.resolved_database_url)
         self._thread = concurrent.futures.ThreadPoolExecutor(1, "telemed-chat-writer")
 
     def start(self) -> None:
@@ -161,17 +178,16 @@ class ChatWriter:
                 await self._delivery.put(events)
 
     async def _deliver(self) -> None:
-        publisher = self._app[keys.PUBLISHER]
         while True:
             events = await self._delivery.get()
             try:
-                await publisher.send(events)
+                await self._publisher.send(events)
             finally:
                 self._delivery.task_done()
 
     async def _store(self, batch: list[_Pending], events: list[live.LiveEvent]) -> list[Result]:
         """Store the batch; fills ``events`` with what to emit once answered."""
-        now = self._app[keys.CLOCK].now()
+        now = self._clock.now()
         try:
             return await self._fast(batch, now, events)
         except IntegrityError:
@@ -187,7 +203,7 @@ class ChatWriter:
         if self._sqlite is not None:
             # The whole transaction in one hand-off to the writer's thread, in its turn
             # among this process's writing transactions (``db.begin_write``).
-            gate = db.write_gate(self._app[keys.SESSION_FACTORY])
+            gate = db.write_gate(self._session_factory)
             assert gate is not None
             async with gate:
                 checked, outcomes = await asyncio.get_running_loop().run_in_executor(
@@ -246,7 +262,7 @@ class ChatWriter:
                     send.document_ids,
                 )
             )
-        stored = chat.store_batch(connection, requests, now=now, settings=self._app[keys.SETTINGS])
+        stored = chat.store_batch(connection, requests, now=now, settings=self._settings)
         for position, outcome in zip(positions, stored, strict=True):
             outcomes[position] = outcome
         return checked, outcomes
@@ -254,10 +270,9 @@ class ChatWriter:
     async def _one_by_one(
         self, batch: list[_Pending], now: datetime, events: list[live.LiveEvent]
     ) -> list[Result]:
-        app = self._app
-        settings = app[keys.SETTINGS]
+        settings = self._settings
         results: list[Result] = []
-        async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+        async with db.transaction(self._session_factory) as session:
             connection = await session.connection()
             for pending in batch:
                 send = pending.send
@@ -318,7 +333,7 @@ class ChatWriter:
 
     async def _writer_connection(self) -> AsyncConnection:
         if self._connection is None or self._connection.closed:
-            connection = await self._app[keys.ENGINE].connect()
+            connection = await self._engine.connect()
             # Begins as a writer (SQLite: BEGIN IMMEDIATE; see telemed.db).
             await connection.execution_options(**db.WRITE)
             self._connection = connection
@@ -344,12 +359,3 @@ def _result(outcome: chat.SendOutcome, events: list[live.LiveEvent]) -> Result:
     if created:
         events.append(event)
     return event.payload
-
-
-async def run_writer(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: the writer for the app's lifetime."""
-    writer = ChatWriter(app)
-    app[keys.CHAT_WRITER] = writer
-    writer.start()
-    yield
-    await writer.stop()

@@ -22,6 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed import audit, db, keys
 from telemed.accounts.models import User
+from telemed.clock import Clock
 from telemed.errors import Forbidden, NotFound
 from telemed.media.models import Recording, RecordingState
 from telemed.scheduling.consultations import get_consultation
@@ -31,19 +32,20 @@ from telemed.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def recordings_dir(settings: Settings) -> Path:
-    return settings.data_dir / "recordings"
-
-
 class RecordingLog:
-    """What the rooms of this process tell the database about their files."""
+    """What the rooms of this process tell the database about their files: a row when a
+    file opens, its size, duration and digest when it closes. The files go under
+    ``recordings/`` in the data directory; rows keep their paths relative to it."""
 
-    def __init__(self, app: web.Application) -> None:
-        self._app = app
+    def __init__(self, *, session_factory: db.SessionFactory, clock: Clock, data_dir: Path) -> None:
+        self._session_factory = session_factory
+        self._clock = clock
+        self._data_dir = data_dir
 
     @property
     def root(self) -> Path:
-        return recordings_dir(self._app[keys.SETTINGS])
+        """The directory of the recording files."""
+        return self._data_dir / "recordings"
 
     async def opened(
         self, *, consultation_id: uuid.UUID, user_id: uuid.UUID, segment: int, path: Path
@@ -52,11 +54,11 @@ class RecordingLog:
             consultation_id=consultation_id,
             user_id=user_id,
             segment=segment,
-            path=str(path.relative_to(self._app[keys.SETTINGS].data_dir)),
+            path=str(path.relative_to(self._data_dir)),
             state=RecordingState.RECORDING,
-            started_at=self._app[keys.CLOCK].now(),
+            started_at=self._clock.now(),
         )
-        async with db.transaction(self._app[keys.SESSION_FACTORY]) as session:
+        async with db.transaction(self._session_factory) as session:
             session.add(recording)
         return recording.id
 
@@ -70,12 +72,12 @@ class RecordingLog:
         audio_frames: int,
     ) -> None:
         size, digest = await asyncio.to_thread(_size_and_digest, path)
-        async with db.transaction(self._app[keys.SESSION_FACTORY]) as session:
+        async with db.transaction(self._session_factory) as session:
             recording = await session.get(Recording, recording_id)
             if recording is None:
                 return
             recording.state = RecordingState.COMPLETE
-            recording.ended_at = self._app[keys.CLOCK].now()
+            recording.ended_at = self._clock.now()
             recording.duration_seconds = round(duration, 3)
             recording.size = size
             recording.sha256 = digest

@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from aiortc import (
     RTCBundlePolicy,
@@ -37,6 +37,7 @@ from aiortc.exceptions import InvalidAccessError, InvalidStateError
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamTrack
 
+from telemed.clock import Clock
 from telemed.errors import Forbidden, InvalidInput, InvalidState
 from telemed.live import ServerEvent
 from telemed.media.checks import MediaStatus, Permission, check_camera, check_microphone
@@ -48,7 +49,7 @@ from telemed.media.passthrough import (
     tap_receiver,
 )
 from telemed.media.recorder import RemuxRecorder
-from telemed.media.recordings import RecordingLog
+from telemed.media.sdp import Numbering, has_media, without_mdns_candidates
 from telemed.signaling.events import ServerOffer, TrackLabel
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,34 @@ AnnounceRecording = Callable[["Room"], Awaitable[None]]
 """Tell the room the recording started or stopped, or a consent changed."""
 
 
+class SegmentLog(Protocol):
+    """Where a room's recording files go, and the record kept of each
+    (``telemed.media.recordings.RecordingLog``, which keeps it in the database)."""
+
+    @property
+    def root(self) -> Path:
+        """The directory of the recording files."""
+        ...
+
+    async def opened(
+        self, *, consultation_id: uuid.UUID, user_id: uuid.UUID, segment: int, path: Path
+    ) -> uuid.UUID:
+        """A file was opened; returns the recording's id."""
+        ...
+
+    async def closed(
+        self,
+        recording_id: uuid.UUID,
+        *,
+        path: Path,
+        duration: float,
+        video_frames: int,
+        audio_frames: int,
+    ) -> None:
+        """The recording's file is complete."""
+        ...
+
+
 @dataclass
 class Hooks:
     """What a room needs from the rest of the server."""
@@ -74,7 +103,9 @@ class Hooks:
     send: Send
     media_changed: Announce
     recording_changed: AnnounceRecording
-    log: RecordingLog
+    log: SegmentLog
+    clock: Clock
+    """The app's clock: recording files are named by its time."""
 
 
 @dataclass
@@ -96,13 +127,14 @@ class Publication:
     frames: int = 0
     _last_keyframe_request: float = 0.0
 
-    def ask_keyframe(self) -> None:
+    def keyframe_due(self) -> bool:
+        """Whether to ask the publisher for a keyframe now; at most one request per
+        ``KEYFRAME_REQUEST_GAP`` (a measured interval: the monotonic clock, not the app's)."""
         moment = time.monotonic()
         if moment - self._last_keyframe_request < KEYFRAME_REQUEST_GAP:
-            return
+            return False
         self._last_keyframe_request = moment
-        task = asyncio.ensure_future(ask_keyframe(self.receiver))
-        task.add_done_callback(_log_failure)
+        return True
 
 
 @dataclass
@@ -121,10 +153,15 @@ class Participant:
     status: MediaStatus = field(default_factory=MediaStatus)
     numbering: Numbering | None = None
     """The payload types and header extension ids the participant's side chose."""
-    checks: list[asyncio.Task[None]] = field(default_factory=list)
+    checks: set[asyncio.Task[None]] = field(default_factory=set)
+    """The media checks of the current connection (cancelled when it closes)."""
 
 
 class Room:
+    """One consultation's video room on this node. The tasks it starts (offers,
+    announcements, media checks, keyframe requests) are its own: a failure is logged,
+    and ``close`` cancels and awaits those still running."""
+
     def __init__(
         self, consultation_id: str, *, hooks: Hooks, ice_servers: list[RTCIceServer]
     ) -> None:
@@ -141,6 +178,7 @@ class Room:
         self.recording = False
         self._segments: dict[str, Segment] = {}
         self._segment_counts: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def join(self, *, user_id: str, role: str, sid: str) -> Participant:
         """Enter the room, or take over one's place in it from a new socket."""
@@ -161,8 +199,7 @@ class Room:
         if moved and pc is not None and pc.signalingState == "have-local-offer":
             # The socket that should have answered the server's offer is gone: offer the
             # new one the same description (the connection is still waiting for it).
-            resend = asyncio.ensure_future(self._send_offer(participant, pc))
-            resend.add_done_callback(_log_failure)
+            self._start(self._send_offer(participant, pc))
         if self.recording and not self.consents.get(user_id, False):
             # Everyone present must have consented: a newcomer who has not stops it.
             await self.stop_recording()
@@ -211,19 +248,32 @@ class Room:
             participant.publications[track.kind] = publication
             arrived.append(publication)
 
+        @pc.on("iceconnectionstatechange")
+        def on_ice_state() -> None:
+            logger.info(
+                "room %s: user %s: ICE connection state %s",
+                self.consultation_id,
+                user_id,
+                pc.iceConnectionState,
+            )
+
         @pc.on("connectionstatechange")
         async def on_state() -> None:
+            logger.info(
+                "room %s: user %s: connection state %s",
+                self.consultation_id,
+                user_id,
+                pc.connectionState,
+            )
             if participant.pc is not pc:
                 return
             if pc.connectionState == "connected" and participant.renegotiate_after:
                 participant.renegotiate_after = False
                 self._schedule_renegotiation(participant)
-            elif pc.connectionState == "failed":
-                # The participant rejoins with a new offer; until then nothing flows.
-                logger.info("a media connection failed in a room")
+            # "failed": the participant rejoins with a new offer; until then nothing flows.
 
         try:
-            if not _has_media(sdp):
+            if not has_media(sdp):
                 raise ValueError("no media section")
             await pc.setRemoteDescription(
                 RTCSessionDescription(sdp=without_mdns_candidates(sdp), type="offer")
@@ -240,7 +290,7 @@ class Room:
                 track = other.viewing.get((user_id, publication.kind))
                 if track is not None:
                     track.restart()
-            publication.ask_keyframe()
+            self._ask_keyframe(publication)
         self._check_media(participant)
         if self.recording:
             # A rejoin while recording: the recording goes on, in a new segment file.
@@ -258,7 +308,7 @@ class Room:
         if pc is None or pc.signalingState != "have-local-offer":
             raise InvalidState("No offer of the server is waiting for an answer")
         try:
-            if not _has_media(sdp):
+            if not has_media(sdp):
                 raise ValueError("no media section")
             await pc.setRemoteDescription(
                 RTCSessionDescription(sdp=without_mdns_candidates(sdp), type="answer")
@@ -303,21 +353,24 @@ class Room:
         status.camera.state = "checking" if video else "missing"
         status.microphone.state = "checking" if audio else "missing"
 
+        async def announce() -> None:
+            await self._announce(self, participant)
+
         async def run(check: Awaitable[None]) -> None:
             await check
             if participant.status is status and participant.pc is not None:
-                await self._announce(self, participant)
+                await announce()
 
+        checks: list[Coroutine[Any, Any, None]] = []
         if video is not None and video.tap is not None:
-            check = check_camera(video.track, video.tap, status.camera)
-            participant.checks.append(asyncio.ensure_future(run(check)))
+            checks.append(run(check_camera(video.track, video.tap, status.camera)))
         if audio is not None and audio.tap is not None:
-            check = check_microphone(audio.track, audio.tap, status.microphone)
-            participant.checks.append(asyncio.ensure_future(run(check)))
-        for task in participant.checks:
-            task.add_done_callback(_log_failure)
-        announced = asyncio.ensure_future(self._announce(self, participant))
-        announced.add_done_callback(_log_failure)
+            checks.append(run(check_microphone(audio.track, audio.tap, status.microphone)))
+        for check in checks:
+            task = self._start(check)
+            participant.checks.add(task)
+            task.add_done_callback(participant.checks.discard)
+        self._start(announce())
 
     async def consent(self, user_id: str, *, granted: bool) -> None:
         """A participant consents to the recording, or withdraws (which stops it)."""
@@ -363,10 +416,11 @@ class Room:
             return
         number = self._segment_counts.get(participant.user_id, 0) + 1
         self._segment_counts[participant.user_id] = number
+        started = int(self._hooks.clock.now().timestamp())
         path = (
             self._hooks.log.root
             / self.consultation_id
-            / f"{participant.user_id}-{number:03d}-{int(time.time())}.webm"
+            / f"{participant.user_id}-{number:03d}-{started}.webm"
         )
         recorder = RemuxRecorder(path, kinds)
         recording_id = await self._hooks.log.opened(
@@ -378,7 +432,7 @@ class Room:
         self._segments[participant.user_id] = Segment(recorder, recording_id)
         video = participant.publications.get("video")
         if video is not None:
-            video.ask_keyframe()  # the file starts at a keyframe: do not wait for one
+            self._ask_keyframe(video)  # the file starts at a keyframe: do not wait for one
 
     async def _close_segment(self, user_id: str) -> None:
         segment = self._segments.pop(user_id, None)
@@ -395,11 +449,47 @@ class Room:
         )
 
     async def close(self) -> None:
+        """Stop the recording, close every connection, and end the room's tasks."""
         await self.stop_recording()
         self.closed = True
         for participant in list(self.participants.values()):
             await self._close_connection(participant)
         self.participants.clear()
+        current = asyncio.current_task()
+        # Closing a connection can start a task (a state change): until none is left.
+        while pending := [task for task in self._tasks if task is not current]:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``work`` as a task of this room: kept until it is done, its failure
+        logged, cancelled by ``close``."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            logger.error("a task of room %s failed", self.consultation_id, exc_info=error)
+
+    def _ask_keyframe(self, publication: Publication) -> None:
+        """Ask the publisher of ``publication`` for a keyframe (unless just asked)."""
+        if publication.keyframe_due():
+            self._start(ask_keyframe(publication.receiver))
+
+    def _asker(self, key: tuple[str, str]) -> Callable[[], None]:
+        """Ask the current publication of ``key`` for a keyframe (whichever connection)."""
+
+        def ask() -> None:
+            publisher = self.participants.get(key[0])
+            publication = publisher.publications.get(key[1]) if publisher else None
+            if publication is not None:
+                self._ask_keyframe(publication)
+
+        return ask
 
     def _member(self, user_id: str) -> Participant:
         participant = self.participants.get(user_id)
@@ -425,8 +515,7 @@ class Room:
         return forward
 
     def _schedule_renegotiation(self, participant: Participant) -> None:
-        task = asyncio.ensure_future(self._renegotiate(participant))
-        task.add_done_callback(_log_failure)
+        self._start(self._renegotiate(participant))
 
     async def _renegotiate(self, participant: Participant) -> None:
         """Add what ``participant`` does not receive yet, and offer it."""
@@ -450,13 +539,13 @@ class Room:
                 key = (publisher.user_id, kind)
                 if key in participant.viewing:
                     continue
-                track = PassthroughTrack(kind, ask_keyframe=_asker(self, key))
+                track = PassthroughTrack(kind, ask_keyframe=self._asker(key))
                 transceiver = pc.addTransceiver(track, direction="sendonly")
                 _prefer_codecs(transceiver)
-                forward_keyframe_requests(transceiver.sender, _asker(self, key))
+                forward_keyframe_requests(transceiver.sender, self._asker(key))
                 participant.viewing[key] = track
                 participant.carriers[key] = transceiver
-                publication.ask_keyframe()
+                self._ask_keyframe(publication)
                 added = True
         if not added:
             return
@@ -502,10 +591,9 @@ class Room:
 class Rooms:
     """The rooms of this node, by consultation."""
 
-    def __init__(self, *, hooks: Hooks, ice_servers: list[dict[str, Any]]) -> None:
+    def __init__(self, *, hooks: Hooks, ice_servers: list[RTCIceServer]) -> None:
         self._hooks = hooks
-        # Checked here, at start-up: a bad TELEMED_ICE_SERVERS fails now, not at a join.
-        self._ice_servers = [_ice_server(server) for server in ice_servers]
+        self._ice_servers = ice_servers
         self._rooms: dict[str, Room] = {}
 
     def get(self, consultation_id: str) -> Room | None:
@@ -536,6 +624,12 @@ class Rooms:
         ]
 
 
+def ice_servers_of(configured: list[dict[str, Any]]) -> list[RTCIceServer]:
+    """The server side's ICE servers from ``TELEMED_ICE_SERVERS``; raises ``ValueError``
+    for one that is not an ICE server (checked when the app is made, not at a join)."""
+    return [_ice_server(server) for server in configured]
+
+
 def _ice_server(server: dict[str, Any]) -> RTCIceServer:
     try:
         return RTCIceServer(**server)
@@ -544,18 +638,6 @@ def _ice_server(server: dict[str, Any]) -> RTCIceServer:
             f"TELEMED_ICE_SERVERS: {sorted(server)} is not an ICE server: use the keys "
             '"urls", "username" and "credential"'
         ) from None
-
-
-def _asker(room: Room, key: tuple[str, str]) -> Callable[[], None]:
-    """Ask the current publication of ``key`` for a keyframe (whichever connection)."""
-
-    def ask() -> None:
-        publisher = room.participants.get(key[0])
-        publication = publisher.publications.get(key[1]) if publisher else None
-        if publication is not None:
-            publication.ask_keyframe()
-
-    return ask
 
 
 def _transceiver_of(pc: RTCPeerConnection, track: MediaStreamTrack) -> RTCRtpTransceiver | None:
@@ -573,106 +655,3 @@ def _prefer_codecs(transceiver: RTCRtpTransceiver) -> None:
     capabilities = RTCRtpSender.getCapabilities(kind)
     preferred = [c for c in capabilities.codecs if c.mimeType.lower() in CODECS[kind]]
     transceiver.setCodecPreferences(preferred)
-
-
-_EXTMAP = re.compile(r"^a=extmap:(\d+)(/\w+)? (\S+)(.*)$")
-_RTPMAP = re.compile(r"^a=rtpmap:(\d+) ([^/\s]+)/(\d+)")
-_APT = re.compile(r"^a=fmtp:(\d+) apt=(\d+)")
-_PT_LINE = re.compile(r"^(a=(?:rtpmap|fmtp|rtcp-fb)):(\d+)(.*)$")
-
-
-def _payload_types(sdp: str) -> tuple[dict[int, tuple[str, int]], dict[int, int]]:
-    """An SDP's payload types (number → (codec name, clock rate)) and its RTX payload
-    types' ``apt`` (number → the number they repeat)."""
-    names: dict[int, tuple[str, int]] = {}
-    apt: dict[int, int] = {}
-    for line in sdp.splitlines():
-        if match := _RTPMAP.match(line):
-            names[int(match.group(1))] = (match.group(2).lower(), int(match.group(3)))
-        elif match := _APT.match(line):
-            apt[int(match.group(1))] = int(match.group(2))
-    return names, apt
-
-
-@dataclass
-class Numbering:
-    """How one side numbered codecs and header extensions in its description, to offer
-    it the same numbers again."""
-
-    payload_types: dict[tuple[str, int], int]
-    """(codec name, clock rate) → payload type; RTX by ("rtx:" + its codec's name)."""
-    extensions: dict[str, int]
-
-    @classmethod
-    def of(cls, sdp: str) -> Numbering:
-        names, apt = _payload_types(sdp)
-        payload_types: dict[tuple[str, int], int] = {}
-        extensions: dict[str, int] = {}
-        for line in sdp.splitlines():
-            if match := _EXTMAP.match(line):
-                extensions.setdefault(match.group(3), int(match.group(1)))
-        for pt, (name, clock) in names.items():
-            if name == "rtx":
-                continue
-            payload_types.setdefault((name, clock), pt)
-        for pt, target in apt.items():
-            if target in names and payload_types.get(names[target]) == target:
-                payload_types.setdefault(("rtx:" + names[target][0], names[target][1]), pt)
-        return cls(payload_types, extensions)
-
-    def apply(self, sdp: str) -> str:
-        """``sdp`` (an offer of ours) with these numbers; anything this side never
-        numbered gets a number it does not use."""
-        names, apt = _payload_types(sdp)
-        used = set(self.payload_types.values())
-        spare = (n for n in range(96, 128) if n not in used)
-        renumber: dict[int, int] = {}
-        for pt, (name, clock) in names.items():
-            key = (name, clock)
-            if name == "rtx" and pt in apt and apt[pt] in names:
-                key = ("rtx:" + names[apt[pt]][0], names[apt[pt]][1])
-            renumber[pt] = self.payload_types.get(key) or next(spare)
-        taken = set(self.extensions.values())
-        free_ids = (n for n in range(1, 15) if n not in taken)
-        ids = dict(self.extensions)
-        lines = []
-        for line in sdp.split("\r\n"):
-            if line.startswith("m=audio ") or line.startswith("m=video "):
-                head, _, formats = line.partition(" UDP/TLS/RTP/SAVPF ")
-                if formats:
-                    numbers = " ".join(str(renumber.get(int(f), int(f))) for f in formats.split())
-                    line = f"{head} UDP/TLS/RTP/SAVPF {numbers}"
-            elif match := _PT_LINE.match(line):
-                pt = renumber.get(int(match.group(2)), int(match.group(2)))
-                rest = match.group(3)
-                if apt_match := re.match(r" apt=(\d+)(.*)", rest):
-                    target = renumber.get(int(apt_match.group(1)), int(apt_match.group(1)))
-                    rest = f" apt={target}{apt_match.group(2)}"
-                line = f"{match.group(1)}:{pt}{rest}"
-            elif match := _EXTMAP.match(line):
-                uri = match.group(3)
-                if uri not in ids:
-                    ids[uri] = next(free_ids)
-                line = f"a=extmap:{ids[uri]}{match.group(2) or ''} {uri}{match.group(4)}"
-            lines.append(line)
-        return "\r\n".join(lines)
-
-
-def without_mdns_candidates(sdp: str) -> str:
-    """Drop a browser's ``….local`` host candidates. A browser hides its addresses behind
-    mDNS names while it has no camera permission; a server cannot resolve them (aioice
-    would try multicast DNS, delaying the answer), and needs them not: the browser's
-    connectivity checks reveal its address to the server (peer-reflexive candidates)."""
-    lines = sdp.split("\r\n")
-    kept = [line for line in lines if not (line.startswith("a=candidate:") and ".local " in line)]
-    return "\r\n".join(kept)
-
-
-def _has_media(sdp: str) -> bool:
-    lines = sdp.splitlines()
-    return bool(lines) and lines[0].strip() == "v=0" and any(x.startswith("m=") for x in lines)
-
-
-def _log_failure(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("room task failed", exc_info=task.exception())

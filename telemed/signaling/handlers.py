@@ -28,7 +28,7 @@ from telemed.accounts.service import get_session_user, hash_token, live_token_ha
 from telemed.auth import COOKIE_NAME
 from telemed.chat import service as chat
 from telemed.chat.models import ChatMessagePublic
-from telemed.chat.writer import Send, run_writer
+from telemed.chat.writer import ChatWriter, Send
 from telemed.errors import PasswordChangeRequired, Unauthenticated, Unavailable
 from telemed.jobs import register_job
 from telemed.scheduling.consultations import doctor_of
@@ -285,6 +285,21 @@ def setup(app: web.Application) -> socketio.AsyncServer:
     app[keys.PUBLISHER].emit = emitter(sio)
     app[keys.SOCKETS] = {}
     register_job(app, "socket_sweep", sweep_sockets)
+
+    async def run_writer(app: web.Application) -> AsyncIterator[None]:
+        """The chat writer for the app's lifetime, from start-up (the database opens then)."""
+        writer = ChatWriter(
+            session_factory=app[keys.SESSION_FACTORY],
+            engine=app[keys.ENGINE],
+            clock=app[keys.CLOCK],
+            settings=settings,
+            publisher=app[keys.PUBLISHER],
+        )
+        app[keys.CHAT_WRITER] = writer
+        writer.start()
+        yield
+        await writer.stop()
+
     app.cleanup_ctx.append(run_writer)
     if settings.redis_url:
         app.cleanup_ctx.append(_redis_link)

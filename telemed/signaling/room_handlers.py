@@ -7,14 +7,13 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-import aioice.ice
 from aiohttp import web
 
 from telemed import audit, keys, live
 from telemed.errors import Forbidden, InvalidState
 from telemed.media.passthrough import check_aiortc
 from telemed.media.recordings import RecordingLog
-from telemed.media.room import Hooks, Participant, Room, Rooms
+from telemed.media.room import Hooks, Participant, Room, Rooms, ice_servers_of
 from telemed.media.service import check_join
 from telemed.media.turn import ice_servers_for
 from telemed.scheduling.consultations import check_end
@@ -229,11 +228,12 @@ def recording_view(room: Room) -> RecordingView:
 def setup_rooms(app: web.Application) -> None:
     """This node's video rooms, what they tell the participants, and their closing: at
     shutdown, and whenever a consultation leaves the live states (ended, cancelled, a
-    no-show), whichever part of the system moved it."""
+    no-show), whichever part of the system moved it. The rooms are made at start-up,
+    once the database is open (their recording log writes to it)."""
     settings = app[keys.SETTINGS]
     check_aiortc()
-    if settings.media_addresses:
-        bind_media_addresses(settings.media_addresses)
+    # Checked now: a bad TELEMED_ICE_SERVERS stops the start, not a join.
+    ice_servers = ice_servers_of(settings.ice_servers)
     publisher = app[keys.PUBLISHER]
 
     async def media_changed(room: Room, participant: Participant) -> None:
@@ -255,35 +255,30 @@ def setup_rooms(app: web.Application) -> None:
     async def send(model: live.ServerEvent, sid: str) -> None:
         await publisher.send([live.event(model, to=[sid])])
 
-    rooms = Rooms(
-        hooks=Hooks(
+    async def open_rooms(app: web.Application) -> None:
+        clock = app[keys.CLOCK]
+        log = RecordingLog(
+            session_factory=app[keys.SESSION_FACTORY], clock=clock, data_dir=settings.data_dir
+        )
+        hooks = Hooks(
             send=send,
             media_changed=media_changed,
             recording_changed=recording_changed,
-            log=RecordingLog(app),
-        ),
-        ice_servers=settings.ice_servers,
-    )
-    app[keys.ROOMS] = rooms
+            log=log,
+            clock=clock,
+        )
+        app[keys.ROOMS] = Rooms(hooks=hooks, ice_servers=ice_servers)
 
     async def close_rooms_of(moved: Moved) -> None:
-        if moved.target not in LIVE:
+        rooms = app.get(keys.ROOMS)
+        if rooms is not None and moved.target not in LIVE:
             await rooms.close(str(moved.consultation_id))
 
+    async def close_rooms(app: web.Application) -> None:
+        rooms = app.get(keys.ROOMS)
+        if rooms is not None:
+            await rooms.close_all()
+
+    app.on_startup.append(open_rooms)
     publisher.listen(Moved, close_rooms_of)
-
-    async def close_rooms(_app: web.Application) -> None:
-        await rooms.close_all()
-
     app.on_shutdown.append(close_rooms)
-
-
-def bind_media_addresses(addresses: list[str]) -> None:
-    """Offer only these local addresses as ICE host candidates (aioice would offer every
-    interface but loopback; tests and closed networks need exactly these)."""
-    chosen = list(addresses)
-
-    def host_addresses(use_ipv4: bool = True, use_ipv6: bool = False) -> list[str]:
-        return list(chosen)
-
-    aioice.ice.get_host_addresses = host_addresses
