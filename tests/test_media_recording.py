@@ -77,6 +77,21 @@ def server_frames(client: AppClient, cid: str) -> dict[tuple[str, str], int]:
     }
 
 
+async def media_flowed(
+    client: AppClient, cid: str, peer: Any, *, video: int, audio: int = 0
+) -> None:
+    """Wait until every publisher's tracks have carried ``video`` and ``audio`` more
+    frames through the server (media has flowed for a while, however busy the machine)."""
+    before = server_frames(client, cid)
+
+    def enough() -> bool:
+        now = server_frames(client, cid)
+        wanted = {"video": video, "audio": audio}
+        return all(now.get(key, 0) - count >= wanted[key[1]] for key, count in before.items())
+
+    await peer.wait_for(enough, seconds=30)
+
+
 async def test_nothing_is_recorded_without_everyone_consenting(
     client: AppClient, call: dict[str, Any]
 ) -> None:
@@ -91,7 +106,7 @@ async def test_nothing_is_recorded_without_everyone_consenting(
     # Only the doctor starts it, even with every consent.
     assert (await patient.call("recording:consent", {**command, "granted": True}))["ok"]
     refused(await patient.call("recording:start", command), "forbidden")
-    await asyncio.sleep(0.5)
+    await media_flowed(client, cid, doctor, video=10)  # what a recording would have had
     assert recordings_on_disk(client) == []
     async with client.app[keys.SESSION_FACTORY]() as session:
         assert (await session.exec(select(Recording))).all() == []
@@ -110,7 +125,7 @@ async def test_consented_recording_decodes_and_a_withdrawal_stops_it(
     await patient.wait_for(
         lambda: any(e["recording"]["active"] for e in patient.events("recording:state_changed"))
     )
-    await asyncio.sleep(4)
+    await media_flowed(client, cid, patient, video=110, audio=180)
 
     # The patient withdraws: the recording stops at once, for everyone.
     assert (await patient.call("recording:consent", {**command, "granted": False}))["ok"]
@@ -174,10 +189,10 @@ async def test_a_rejoin_while_recording_starts_a_new_segment(
     for member in (doctor, patient):
         assert (await member.peer.call("recording:consent", {**command, "granted": True}))["ok"]
     assert (await doctor.peer.call("recording:start", command))["ok"]
-    await asyncio.sleep(2)
+    await media_flowed(client, cid, doctor.peer, video=40)
     assert (await patient.connect_media())["ok"]  # a reload: a new connection
     await doctor.peer.wait_for(lambda: doctor.decoded["video"] >= 60, seconds=20)
-    await asyncio.sleep(2)
+    await media_flowed(client, cid, doctor.peer, video=40)
     assert (await doctor.peer.call("recording:stop", command))["ok"]
 
     listed = await ok(client, "GET", f"/consultations/{cid}/recordings", call["doctor"]["token"])
@@ -199,7 +214,7 @@ async def test_old_recordings_are_purged(
         peer = call["media"][role].peer
         assert (await peer.call("recording:consent", {**command, "granted": True}))["ok"]
     assert (await call["media"]["doctor"].peer.call("recording:start", command))["ok"]
-    await asyncio.sleep(1.5)
+    await media_flowed(client, cid, call["media"]["doctor"].peer, video=30)
     assert (await call["media"]["doctor"].peer.call("consultation:end", command))["ok"]
     assert len(recordings_on_disk(client)) == 2
     clock.advance(timedelta(days=29))

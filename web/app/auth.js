@@ -3,7 +3,8 @@
 import { get, patch, post } from "./api.js";
 import { field, form, h, toast } from "./dom.js";
 import { t } from "./i18n.js";
-import { go, session, signedIn } from "./main.js";
+import { go } from "./nav.js";
+import { session, signedIn } from "./session.js";
 
 function login() {
   return h("section", { class: "narrow" },

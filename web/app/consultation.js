@@ -1,9 +1,11 @@
 // Consultations, for every role: the live list, one consultation's details with what the
 // caller may do now (the server's allowed_moves), its chat, and its conclusion.
+import { Chat } from "../lib/chat.js";
 import { get, post, query } from "./api.js";
 import { badge, errorBox, field, form, h, showError, toast } from "./dom.js";
 import { countdown, fileSize, t, timeZone, when } from "./i18n.js";
-import { go, onLeave, session } from "./main.js";
+import { go, onLeave } from "./nav.js";
+import { session } from "./session.js";
 import { documentItem } from "./patient.js";
 
 const LIVE = ["requested", "scheduled", "in_progress"];
@@ -156,69 +158,51 @@ async function documentsOf(item) {
   return h("ul", { class: "documents" }, documents.filter(Boolean).map((d) => documentItem(d)));
 }
 
+// The consultation's chat (lib/chat.js, the same as the video room's): drawn in seq
+// order as text, kept up to date live and after a reconnection, read-only when the
+// server takes no new messages.
 function chat(item) {
   const me = session.user;
   const other = me.role === "patient" ? (item.doctor ? item.doctor.full_name : t("chat.doctor")) : item.full_name;
   const log = h("ol", { class: "chat-log", id: "chat-log", "aria-live": "polite" });
   const box = errorBox();
-  const seen = new Set();
-  let last = 0;
-  const show = (message) => {
-    if (seen.has(message.id)) return;
-    seen.add(message.id);
-    last = Math.max(last, message.seq);
-    const mine = message.sender_id === me.id;
-    log.append(h("li", { class: mine ? "mine" : "theirs" },
-      h("span", { class: "who" }, mine ? t("chat.you") : other),
-      h("span", { class: "body" }, message.body),
-      h("time", { datetime: message.created_at }, when(message.created_at, "time"))));
-    log.scrollTop = log.scrollHeight;
-  };
-  const socket = session.socket;
-  // A request the server never answered (the link is down) says so instead of hanging.
-  const call = async (event, data) => {
-    try {
-      return await socket.timeout(10000).emitWithAck(event, data);
-    } catch {
-      return { ok: false, error: { code: "unavailable", message: t("error.unavailable") } };
-    }
-  };
-  const subscribe = async () => {
-    // Everything after the last message held, page by page.
-    for (;;) {
-      const answer = await call("consultation:subscribe", { consultation_id: item.id, after_seq: last });
-      if (!answer.ok) return showError(box, answer.error);
-      answer.data.messages.forEach(show);
-      if (!answer.data.has_more || !answer.data.messages.length) return;
-    }
-  };
-  const onMessage = (message) => {
-    if (message.consultation_id === item.id) show(message);
-  };
-  socket.on("chat:message_created", onMessage);
-  socket.on("connect", subscribe); // after a reconnection: what was missed
-  onLeave(() => {
-    socket.off("chat:message_created", onMessage);
-    socket.off("connect", subscribe);
-  });
-  subscribe();
+  const closed = h("p", { class: "muted", id: "chat-closed", hidden: true }, t("chat.closed"));
   const input = h("input", { id: "chat-input", name: "body", autocomplete: "off", required: true, maxlength: 4000 });
+  const button = h("button", { type: "submit" }, t("chat.send"));
+  const feed = new Chat({
+    socket: session.socket,
+    consultationId: item.id,
+    onMessage(message, index) {
+      const mine = message.sender_id === me.id;
+      log.insertBefore(h("li", { class: mine ? "mine" : "theirs", dataset: { seq: message.seq } },
+        h("span", { class: "who" }, mine ? t("chat.you") : other),
+        h("span", { class: "body" }, message.body),
+        h("time", { datetime: message.created_at }, when(message.created_at, "time"))), log.children[index] || null);
+      log.scrollTop = log.scrollHeight;
+    },
+    onWritable(writable) {
+      input.disabled = button.disabled = !writable;
+      closed.hidden = writable;
+    },
+    onError: (error) => showError(box, error),
+  });
+  feed.follow();
+  onLeave(() => feed.close());
   const send = h("form", { id: "chat-form", class: "chat-form", "aria-label": t("chat.title") },
     h("label", { for: "chat-input", class: "visually-hidden" }, t("chat.message")),
     input,
-    h("button", { type: "submit" }, t("chat.send")));
+    button);
   send.addEventListener("submit", async (event) => {
     event.preventDefault();
     const body = input.value.trim();
     if (!body) return;
     box.hidden = true;
-    const answer = await call("chat:send", { consultation_id: item.id, client_id: crypto.randomUUID(), body });
+    const answer = await feed.send(body);
     if (!answer.ok) return showError(box, answer.error);
     input.value = "";
-    show(answer.data.message);
   });
   return h("section", { class: "card chat", id: "chat", "aria-labelledby": "chat-title" },
-    h("h2", { id: "chat-title" }, t("chat.title")), box, log, send);
+    h("h2", { id: "chat-title" }, t("chat.title")), box, closed, log, send);
 }
 
 // The consultation's recordings, for those the server lets see them (the doctor and the

@@ -3,7 +3,7 @@
 import { del, get, post, query } from "./api.js";
 import { field, form, h, table, toast } from "./dom.js";
 import { dayOf, t, timeZone, when } from "./i18n.js";
-import { session } from "./main.js";
+import { session } from "./session.js";
 import { consultationList, zonedIso } from "./consultation.js";
 
 async function requests() {

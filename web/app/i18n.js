@@ -1,7 +1,9 @@
 // Words and dates in the user's language and time zone. Russian by default, English by
 // choice: the signed-in user's locale, else ?lang= or the last choice on this device.
-// Words come from web/i18n/<part>.<lang>.json for the app's parts; both languages have
-// the same keys (a test checks it).
+// Words come from web/i18n/<part>.<lang>.json for the app's parts, loaded by the
+// loader every page uses (lib/i18n.js).
+import { localeOf, loadWords, pickLanguage } from "../lib/i18n.js";
+
 const PARTS = ["app", "manager"];
 
 let words = {};
@@ -10,22 +12,13 @@ let zone = "Europe/Moscow";
 
 export function chosenLanguage(user) {
   const asked = new URLSearchParams(location.search).get("lang") || localStorage.getItem("telemed-lang");
-  const wanted = (user && user.locale) || asked || "ru";
-  return wanted === "en" ? "en" : "ru";
+  return pickLanguage((user && user.locale) || asked);
 }
 
 export async function load(language, timeZone) {
   lang = language;
   if (timeZone) zone = timeZone;
-  const loaded = await Promise.all(PARTS.map(async (part) => (await fetch(`/static/i18n/${part}.${lang}.json`)).json()));
-  words = Object.assign({}, ...loaded);
-  document.documentElement.lang = lang;
-  document.querySelectorAll("[data-i18n]").forEach((element) => {
-    element.textContent = t(element.dataset.i18n);
-  });
-  document.querySelectorAll("[data-i18n-label]").forEach((element) => {
-    element.setAttribute("aria-label", t(element.dataset.i18nLabel));
-  });
+  words = await loadWords(PARTS, lang);
 }
 
 export const language = () => lang;
@@ -57,8 +50,7 @@ export function when(iso, style = "dateTime") {
   if (!iso) return "—";
   const id = `${lang} ${zone} ${style}`;
   if (!formatters.has(id)) {
-    const locale = lang === "en" ? "en-GB" : "ru-RU";
-    formatters.set(id, new Intl.DateTimeFormat(locale, { ...formats[style], timeZone: zone }));
+    formatters.set(id, new Intl.DateTimeFormat(localeOf(lang), { ...formats[style], timeZone: zone }));
   }
   return formatters.get(id).format(new Date(iso));
 }

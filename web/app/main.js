@@ -1,9 +1,11 @@
 // The web app: a page per hash route (#/consultations/…), drawn from the API. Rules stay
-// on the server; these modules only ask and show.
-import { io } from "/static/vendor/socket.io/socket.io.esm.min.js";
+// on the server; these modules only ask and show. This module is the top of the app: it
+// imports the pages and the shared modules (nav.js, session.js), and nothing imports it.
 import { ApiError, get, patch, post } from "./api.js";
 import { h, toast } from "./dom.js";
 import { chosenLanguage, load, t, when } from "./i18n.js";
+import { REDRAW, go, leavePage } from "./nav.js";
+import { onSignedIn, session, signedIn } from "./session.js";
 import * as auth from "./auth.js";
 import * as patient from "./patient.js";
 import * as doctor from "./doctor.js";
@@ -16,8 +18,6 @@ const $ = (id) => document.getElementById(id);
 const state = (window.telemedApp = { user: null, route: null, unread: 0, rendered: 0, live: false });
 // Navigation for tests and embedding hosts: redraws even when the hash is the same.
 window.telemedGo = (hash) => go(hash);
-
-export const session = { user: null, socket: null };
 
 const NAV = {
   patient: [["#/consultations", "nav.consultations"], ["#/new", "nav.new"], ["#/documents", "nav.documents"]],
@@ -43,22 +43,9 @@ function match(path) {
   return null;
 }
 
-export function go(hash) {
-  if (location.hash === hash) render();
-  else location.hash = hash;
-}
-
-// What the page on screen must undo when the next one is drawn: listeners, timers.
-let cleanups = [];
-export function onLeave(undo) {
-  cleanups.push(undo);
-}
-
 let renderCount = 0;
-export async function render() {
-  const leaving = cleanups;
-  cleanups = [];
-  leaving.forEach((undo) => undo());
+async function render() {
+  leavePage();
   const [path, search = ""] = (location.hash.slice(1) || "/").split("?");
   const user = session.user;
   if (path === "/") return go(user ? (user.must_change_password ? "#/password" : HOME[user.role]) : "#/login");
@@ -171,9 +158,7 @@ async function readAll() {
 
 // --- the live link -----------------------------------------------------------------
 
-function connectLive() {
-  const socket = io({ transports: ["websocket"] });
-  session.socket = socket;
+function listen(socket) {
   socket.on("connect", () => { state.live = true; });
   socket.on("disconnect", () => { state.live = false; });
   socket.on("notification:created", (item) => {
@@ -187,22 +172,16 @@ function connectLive() {
   });
 }
 
-export async function signedIn(user) {
-  session.user = user;
+onSignedIn(async (user) => {
   state.user = user && { id: user.id, role: user.role, must_change_password: user.must_change_password };
-  if (session.socket) {
-    session.socket.disconnect();
-    session.socket = null;
-  }
-  await load(chosenLanguage(user), user && user.time_zone);
   $("lang").value = chosenLanguage(user);
-  if (user && !user.must_change_password) {
-    connectLive();
+  if (session.socket) {
+    listen(session.socket);
     await loadBell();
   } else {
     $("bell-box").replaceChildren();
   }
-}
+});
 
 $("lang").addEventListener("change", async (event) => {
   const chosen = event.target.value;
@@ -214,6 +193,7 @@ $("lang").addEventListener("change", async (event) => {
 });
 
 window.addEventListener("hashchange", render);
+window.addEventListener(REDRAW, render);
 
 async function boot() {
   let user = null;

@@ -4,7 +4,7 @@
 import { del, get, patch, post, query, upload } from "./api.js";
 import { errorBox, field, form, h, showError, table, toast } from "./dom.js";
 import { countdown, t, tOr, when } from "./i18n.js";
-import { go, onLeave } from "./main.js";
+import { go, onLeave } from "./nav.js";
 
 const MANAGER = { roles: ["manager"] };
 

@@ -3,7 +3,8 @@
 import { del, get, post, query, upload } from "./api.js";
 import { errorBox, field, form, h, showError, toast } from "./dom.js";
 import { dayOf, fileSize, t, timeZone, when } from "./i18n.js";
-import { go, session } from "./main.js";
+import { go } from "./nav.js";
+import { session } from "./session.js";
 
 export const KINDS = ["discharge_summary", "doctor_conclusion", "ultrasound", "mri", "ct", "lab_results", "other"];
 const TOPICS = ["cardiovascular", "gynaecological", "healthy_lifestyle", "other"];

@@ -1,0 +1,97 @@
+// The room's media connection (lib/rtc.js), made anew on each join: the local tracks
+// sent, the others' tracks shown as they come (labelled with their user by the server's
+// rtc:offer), frames counted for the tests and the benchmark, and a connection that
+// breaks reported as a network drop (`onBroken`), which the socket may not have noticed
+// yet. Owns the peer connection and the remote elements.
+import { dataOf } from "../lib/socket.js";
+import { PeerLink } from "../lib/rtc.js";
+import { step } from "./state.js";
+import { $ } from "./view.js";
+
+// How long a "disconnected" connection may take to come back by itself.
+const DISCONNECTED_GRACE_MS = 5000;
+
+export function createMedia({ state, view, signalling, devices, consultationId, onBroken }) {
+  const media = { link: null, labels: {} }; // labels: mid → {mid, user_id, kind, …}
+
+  function countFrames(video) {
+    const tick = () => {
+      if (state.firstRemoteFrameAt === null) state.firstRemoteFrameAt = performance.now();
+      state.remoteFrames += 1;
+      video.requestVideoFrameCallback(tick);
+    };
+    video.requestVideoFrameCallback(tick);
+  }
+
+  function showTrack(event) {
+    state.remoteTracks += 1;
+    const label = media.labels[event.transceiver.mid] || {};
+    const element = document.createElement(event.track.kind === "video" ? "video" : "audio");
+    element.autoplay = true;
+    element.srcObject = new MediaStream([event.track]);
+    element.dataset.mid = event.transceiver.mid;
+    element.dataset.userId = label.user_id || "";
+    if (event.track.kind === "video") {
+      element.playsInline = true;
+      element.muted = true; // the sound plays through its own element
+      element.setAttribute("aria-label", view.roleName((state.others[label.user_id] || {}).role));
+      countFrames(element);
+    } else {
+      element.play().catch(() => {});
+    }
+    $("remotes").appendChild(element);
+  }
+
+  function watch(link, connectionState) {
+    if (link !== media.link) return;
+    if (connectionState === "connected") step(state, "connected");
+    if (connectionState === "failed") onBroken();
+    if (connectionState === "disconnected") {
+      setTimeout(() => {
+        if (link === media.link && link.connectionState === "disconnected") onBroken();
+      }, DISCONNECTED_GRACE_MS);
+    }
+  }
+
+  function close() {
+    if (media.link) media.link.close();
+    media.link = null;
+    $("remotes").replaceChildren();
+  }
+
+  return {
+    close,
+    // A new connection (the first, or after a drop): the server replaces the old one.
+    async connect(iceServers) {
+      close();
+      const stream = devices.stream;
+      const link = new PeerLink({
+        iceServers,
+        stream,
+        receiveVideo: !stream || state.camera !== "granted",
+        onTrack: showTrack,
+        onStateChange: (connectionState) => watch(link, connectionState),
+      });
+      media.link = link;
+      await link.offer(async (sdp) => {
+        step(state, "gathered");
+        const answer = dataOf(await signalling.call("rtc:offer", { consultation_id: consultationId, sdp }));
+        step(state, "answered");
+        return answer.sdp;
+      });
+    },
+    // The server's rtc:offer names whose each track is (its mid) before it arrives.
+    expect(tracks) {
+      media.labels = Object.fromEntries(tracks.map((t) => [t.mid, t]));
+    },
+    // The server adds what this page receives: its offer, our answer.
+    async answer(offer) {
+      const link = media.link;
+      if (!link) return;
+      step(state, "offered");
+      await link.answer(offer.sdp, async (sdp) => {
+        dataOf(await signalling.call("rtc:answer", { consultation_id: consultationId, sdp }));
+      });
+    },
+  };
+}

@@ -1,0 +1,183 @@
+// The room's lifecycle: entering (the socket opens), joining (room:join, then the media
+// connection), joining again after a network drop, waiting for the room to open if too
+// early, the doctor ending the consultation, leaving, and the end. Joins and the
+// server's renegotiations run one after another (one queue). Tells the host page (the
+// bridge) what happened.
+import { Unanswered } from "../lib/socket.js";
+import { createChatPanel } from "./chat-panel.js";
+import { createMedia } from "./media.js";
+import { step } from "./state.js";
+import { $ } from "./view.js";
+
+const LIVE = ["scheduled", "in_progress"];
+const MAX_WAIT_MS = 86400000; // a page waits for the room to open within a day
+
+export function createSession({ state, view, bridge, signalling, devices, presence, recording, consultationId, isDoctor, embedded }) {
+  const { TEXT } = view;
+  const room = {
+    queue: Promise.resolve(), // joins and answers to the server's offers, in order
+    attempt: 0, // each (re)connection of the socket; a stale join stops where it is
+    chat: null,
+  };
+  const media = createMedia({ state, view, signalling, devices, consultationId, onBroken: reconnect });
+
+  function enqueue(task, onError) {
+    room.queue = room.queue.then(task).catch(onError);
+  }
+
+  function reconnect() {
+    if (!["joining", "joined"].includes(state.phase)) return;
+    state.phase = "reconnecting";
+    state.reconnections += 1;
+    view.say(TEXT.reconnecting);
+    media.close();
+    // Closing the transport makes the client connect again (a new socket, then "connect").
+    const socket = signalling.socket;
+    if (socket.connected) socket.io.engine.close();
+    else if (!socket.active) socket.connect();
+  }
+
+  function failed(error) {
+    if (!["joining", "joined"].includes(state.phase)) return; // reconnecting, or over
+    if (error instanceof Unanswered) return reconnect();
+    state.phase = "failed";
+    state.error = String(error);
+    view.say(TEXT.error + error);
+    bridge.tell("telemed:error", { code: "internal" });
+  }
+
+  // Come too early, the page stays and joins by itself when the room opens.
+  function retryWhenOpen(error) {
+    const opens = error.code === "too_late" && error.details && Date.parse(error.details.opens_at);
+    const wait = opens ? opens - Date.now() + 1000 : -1;
+    if (wait <= 0 || wait > MAX_WAIT_MS) return;
+    setTimeout(() => {
+      if (state.phase !== "refused" || signalling.socket.disconnected) return;
+      state.phase = "joining";
+      view.say(TEXT.connecting);
+      enqueue(join, failed);
+    }, wait);
+  }
+
+  async function join() {
+    const mine = ++room.attempt;
+    const stale = () => mine !== room.attempt || signalling.socket.disconnected;
+    const joined = await signalling.call("room:join", { consultation_id: consultationId });
+    if (stale()) return;
+    step(state, "joined");
+    if (!joined.ok && joined.error.code === "unavailable") throw new Unanswered(joined.error.message);
+    if (!joined.ok) {
+      state.phase = "refused";
+      state.error = joined.error.code;
+      view.say(view.explain(joined.error));
+      bridge.tell("telemed:error", { code: joined.error.code, details: joined.error.details });
+      retryWhenOpen(joined.error);
+      return;
+    }
+    state.joins += 1;
+    presence.joined(joined.data.participants);
+    recording.joined(joined.data.recording);
+    // Neither needs to hold up the media connection. The chat catches up by itself
+    // after a reconnection from then on.
+    devices.report();
+    room.chat.follow();
+    await media.connect(joined.data.ice_servers);
+    if (stale()) return;
+    state.phase = "joined";
+    presence.show();
+    bridge.tell("telemed:joined", { camera: state.camera, microphone: state.microphone });
+    if (state.camera === "denied" || state.microphone === "denied") {
+      bridge.tell("telemed:permission_denied", { camera: state.camera, microphone: state.microphone });
+    }
+  }
+
+  // Stop everything: the camera light goes off, and no reconnection follows.
+  function finish(linkText) {
+    media.close();
+    devices.stop();
+    if (signalling.socket) signalling.socket.disconnect();
+    $("controls").hidden = true;
+    $("chat-form").hidden = true;
+    for (const dialog of document.querySelectorAll("dialog")) if (dialog.open) dialog.close();
+    if (!embedded) {
+      $("after-link").href = `/#/consultations/${consultationId}`;
+      $("after-link").textContent = linkText;
+      $("after").hidden = false;
+    }
+  }
+
+  function ended() {
+    state.phase = "ended";
+    view.say(TEXT.ended);
+    finish(isDoctor ? TEXT.writeConclusion : TEXT.openConsultation);
+    bridge.tell("telemed:ended");
+  }
+
+  signalling.on("connect", () => {
+    step(state, "socket");
+    enqueue(join, failed);
+  });
+  signalling.on("disconnect", (reason) => {
+    console.debug("socket:", reason);
+    // The server closed this socket on purpose (a restart, a takeover): the client does
+    // not try again by itself. A signed-out session is then refused with connect_error.
+    if (reason === "io server disconnect") signalling.socket.connect();
+    reconnect();
+  });
+  signalling.on("connect_error", (error) => {
+    if (error && error.data && error.data.error) {
+      state.phase = "refused";
+      state.error = error.data.error.code;
+      view.say(view.explain(error.data.error));
+      bridge.tell("telemed:error", { code: state.error });
+    }
+  });
+  signalling.on("rtc:offer", (offer) => {
+    if (offer.consultation_id !== consultationId) return;
+    media.expect(offer.tracks);
+    enqueue(() => media.answer(offer), (error) => { state.error = String(error); });
+  });
+  signalling.on("consultation:updated", (event) => {
+    if (event.id === consultationId && !LIVE.includes(event.state)) ended();
+  });
+
+  // The doctor ends the consultation for everyone, after a confirmation.
+  $("end").addEventListener("click", () => $("end-dialog").showModal());
+  $("end-cancel").addEventListener("click", () => $("end-dialog").close());
+  $("end-confirm").addEventListener("click", async () => {
+    $("end-dialog").close();
+    const done = await signalling.call("consultation:end", { consultation_id: consultationId });
+    if (!done.ok) view.notice(view.explain(done.error));
+  });
+
+  return {
+    enter() {
+      state.phase = "joining";
+      view.say(TEXT.connecting);
+      $("room").classList.replace("prejoin", "inroom");
+      $("prejoin").hidden = true;
+      $("controls").hidden = false;
+      $("chat").hidden = false;
+      $("doctor-controls").hidden = !isDoctor;
+      $("consent").hidden = isDoctor;
+      const socket = signalling.open();
+      room.chat = createChatPanel({ state, view, socket, consultationId, isDoctor });
+    },
+    // From the page's own button, the host page or the native app.
+    async command(data) {
+      const { type } = data;
+      if (type === "telemed:leave") {
+        // Leaving is not ending: the consultation goes on, and the way back is the link shown.
+        await signalling.call("room:leave", { consultation_id: consultationId });
+        state.phase = "left";
+        view.say(TEXT.left);
+        finish(TEXT.openConsultation);
+        bridge.tell("telemed:left");
+      } else if (type === "telemed:mute") {
+        devices.setMuted(Boolean(data.muted));
+      } else if (type === "telemed:camera") {
+        devices.setCameraOff(!data.enabled);
+      }
+    },
+  };
+}

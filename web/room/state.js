@@ -1,0 +1,35 @@
+// The room's one shared record, published as window.telemedRoom: what the tests, the
+// benchmark and an embedding host read. Created once by room.js and handed to every room
+// module that changes it; no module keeps a copy of these fields.
+export function publishState() {
+  return (window.telemedRoom = {
+    phase: "starting", // prejoin, joining, joined, reconnecting, ended, left, refused, failed
+    lang: "ru",
+    role: null, // from GET /api/v1/me/preferences: "patient" or "doctor"
+    userId: null,
+    camera: "unknown", // what getUserMedia gave: granted, denied, no_device, busy, unsupported
+    microphone: "unknown",
+    muted: false,
+    cameraOff: false,
+    remoteFrames: 0,
+    remoteTracks: 0,
+    micLevel: 0,
+    others: {}, // user id → {role, present, media} (the server's views)
+    recording: false,
+    consented: false,
+    chat: 0, // messages shown
+    joins: 0, // room:join calls that succeeded (a reconnection joins again)
+    reconnections: 0, // network drops noticed (each shows «reconnecting», then joins again)
+    joinClickedAt: null, // performance.now() of the #join click
+    firstRemoteFrameAt: null, // performance.now() of the first remote video frame
+    // performance.now() of each step of the first join: socket, joined, gathered (ICE),
+    // answered (rtc:offer's ack), offered (the server's rtc:offer), connected (media).
+    steps: {},
+    error: null,
+  });
+}
+
+// The first time of each step only: a reconnection does not move them.
+export function step(state, name) {
+  if (!(name in state.steps)) state.steps[name] = performance.now();
+}
