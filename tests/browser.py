@@ -1,18 +1,24 @@
 """Debian's Chromium through Playwright, with a fake camera and microphone.
 
-Permission is granted (or not) per browser context, never by a flag that would override
-a denial. Chromium comes from Debian (``apt-get install chromium``, done by ``./dev
-test``); Playwright never downloads a browser here."""
+One Chromium runs for the whole test session (``chromium_endpoint``); each test connects
+to it over the DevTools protocol and works in browser contexts of its own, closed when
+it ends, so tests share nothing but the process. Permission is granted (or not) per
+browser context, never by a flag that would override a denial. Chromium comes from
+Debian (``apt-get install chromium``, done by ``./dev test``); Playwright never
+downloads a browser here."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
+
+from tests.servers import free_port, wait_for_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -44,10 +50,45 @@ async def launched_browser(chromium: Path) -> AsyncIterator[Browser]:
             await launched.close()
 
 
+@pytest.fixture(scope="session")
+def chromium_endpoint(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Chromium for the session, listening for DevTools on a loopback port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            str(chromium),
+            *ARGS,
+            f"--remote-debugging-port={port}",
+            "--remote-debugging-address=127.0.0.1",
+            f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @pytest.fixture
-async def browser(chromium: Path) -> AsyncIterator[Browser]:
-    async with launched_browser(chromium) as launched:
-        yield launched
+async def browser(chromium_endpoint: str) -> AsyncIterator[Browser]:
+    """The session's Chromium; the contexts a test opens are closed after it."""
+    async with async_playwright() as playwright:
+        connected = await playwright.chromium.connect_over_cdp(chromium_endpoint)
+        try:
+            yield connected
+        finally:
+            for context in connected.contexts[1:]:  # the first is Chromium's own
+                await context.close()
+            await connected.close()
 
 
 async def wait_in_page(page: Page, expression: str, seconds: float = 20) -> None:

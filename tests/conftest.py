@@ -139,7 +139,7 @@ async def client(
 
 
 # Fixtures shared by the real-time tests.
-from tests.browser import browser, chromium  # noqa: E402, F401
+from tests.browser import browser, chromium, chromium_endpoint  # noqa: E402, F401
 from tests.media_peers import media, room, room_doctor  # noqa: E402, F401
 from tests.notify_gateways import gateway, smtp  # noqa: E402, F401
 from tests.realtime import booked, peers  # noqa: E402, F401

@@ -7,7 +7,6 @@ connection, the end; the doctor's own page; a phone-sized screen."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import av
@@ -138,7 +137,17 @@ async def test_a_browser_patient_and_an_aiortc_doctor_see_each_other_and_are_rec
     assert started["ok"], started
     await wait_in_page(page, "window.telemedRoom.recording === true")
     assert await page.locator("#recording").inner_text() == "Идёт запись"
-    await asyncio.sleep(3)
+    # Recorded until both sides' cameras have sent 40 more frames (2 s at 20 fps).
+    room = client.app[keys.ROOMS].get(cid)
+    assert room is not None
+    recorded_from = {p.user_id: p.publications["video"].frames for p in room.participants.values()}
+    await doctor.peer.wait_for(
+        lambda: all(
+            p.publications["video"].frames - recorded_from[p.user_id] >= 40
+            for p in room.participants.values()
+        ),
+        seconds=30,
+    )
     assert (await doctor.peer.call("recording:stop", command))["ok"]
     await wait_in_page(page, "window.telemedRoom.recording === false")
     assert await page.locator("#recording").is_hidden()
