@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from aiohttp import web
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed import audit, db, keys
@@ -46,6 +46,45 @@ class RecordingLog:
     def root(self) -> Path:
         """The directory of the recording files."""
         return self._data_dir / "recordings"
+
+    async def next_segment(self, *, consultation_id: uuid.UUID, user_id: uuid.UUID) -> int:
+        async with self._session_factory() as session:
+            last = await session.scalar(
+                select(func.max(Recording.segment)).where(
+                    Recording.consultation_id == consultation_id, Recording.user_id == user_id
+                )
+            )
+        return (last or 0) + 1
+
+    async def interrupted(self, consultation_id: uuid.UUID) -> int:
+        """Close, as interrupted, the consultation's files still being written: called
+        when a room opens, since only one room of a consultation is open at a time, any
+        such file belongs to one whose process died. The file keeps what was written
+        (a WebM cut short plays up to where it stops)."""
+        async with db.transaction(self._session_factory) as session:
+            rows = await session.exec(
+                select(Recording).where(
+                    Recording.consultation_id == consultation_id,
+                    Recording.state == RecordingState.RECORDING,
+                )
+            )
+            left = list(rows.all())
+            for recording in left:
+                size, digest = await asyncio.to_thread(
+                    _size_and_digest, self._data_dir / recording.path
+                )
+                recording.state = RecordingState.INTERRUPTED
+                recording.ended_at = self._clock.now()
+                recording.size = size
+                recording.sha256 = digest
+                session.add(recording)
+        if left:
+            logger.warning(
+                "consultation %s: %d recording file(s) left open by a stopped process",
+                consultation_id,
+                len(left),
+            )
+        return len(left)
 
     async def opened(
         self, *, consultation_id: uuid.UUID, user_id: uuid.UUID, segment: int, path: Path

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -77,10 +77,20 @@ class SegmentLog(Protocol):
         """The directory of the recording files."""
         ...
 
+    async def next_segment(self, *, consultation_id: uuid.UUID, user_id: uuid.UUID) -> int:
+        """The number of the participant's next segment in the consultation (1, 2, …),
+        whichever process wrote the earlier ones."""
+        ...
+
     async def opened(
         self, *, consultation_id: uuid.UUID, user_id: uuid.UUID, segment: int, path: Path
     ) -> uuid.UUID:
         """A file was opened; returns the recording's id."""
+        ...
+
+    async def interrupted(self, consultation_id: uuid.UUID) -> int:
+        """The consultation's files still being written by a room that is gone (its
+        process died) are closed as interrupted; returns how many."""
         ...
 
     async def closed(
@@ -97,6 +107,39 @@ class SegmentLog(Protocol):
 
 
 @dataclass
+class RoomState:
+    """What of a room outlives the process that holds it: a room opened again on
+    another node (its node died or is stopping) goes on from here, recording included."""
+
+    recording: bool = False
+    consents: dict[str, bool] = field(default_factory=dict)
+
+
+class StateStore(Protocol):
+    """Where rooms keep their ``RoomState`` (``telemed.media.placement.RedisStateStore``
+    across nodes, ``MemoryStateStore`` on one)."""
+
+    async def load(self, consultation_id: str) -> RoomState: ...
+
+    async def save(self, consultation_id: str, state: RoomState) -> None: ...
+
+    async def forget(self, consultation_id: str) -> None: ...
+
+
+class MemoryStateStore:
+    """One process: a room's state lives as long as the room."""
+
+    async def load(self, consultation_id: str) -> RoomState:
+        return RoomState()
+
+    async def save(self, consultation_id: str, state: RoomState) -> None:
+        return None
+
+    async def forget(self, consultation_id: str) -> None:
+        return None
+
+
+@dataclass
 class Hooks:
     """What a room needs from the rest of the server."""
 
@@ -106,6 +149,7 @@ class Hooks:
     log: SegmentLog
     clock: Clock
     """The app's clock: recording files are named by its time."""
+    states: StateStore = field(default_factory=MemoryStateStore)
 
 
 @dataclass
@@ -142,6 +186,8 @@ class Participant:
     user_id: str
     role: str
     sid: str
+    node: str = ""
+    """The node that holds the participant's socket (``telemed.cluster``)."""
     pc: RTCPeerConnection | None = None
     publications: dict[str, Publication] = field(default_factory=dict)
     # (publisher's user id, kind) → what this participant receives of that publisher,
@@ -163,7 +209,12 @@ class Room:
     and ``close`` cancels and awaits those still running."""
 
     def __init__(
-        self, consultation_id: str, *, hooks: Hooks, ice_servers: list[RTCIceServer]
+        self,
+        consultation_id: str,
+        *,
+        hooks: Hooks,
+        ice_servers: list[RTCIceServer],
+        state: RoomState | None = None,
     ) -> None:
         self.consultation_id = consultation_id
         self._hooks = hooks
@@ -172,16 +223,18 @@ class Room:
         self._ice_servers = ice_servers
         self.participants: dict[str, Participant] = {}
         self.closed = False
-        # Recording: consents by user (identity, not connection), and each recorded
-        # participant's current file.
-        self.consents: dict[str, bool] = {}
-        self.recording = False
+        # Recording: consents by user (identity, not connection), whether the doctor
+        # has it on (both may come from the room's earlier life on another node), and
+        # each recorded participant's current file.
+        state = state or RoomState()
+        self.consents: dict[str, bool] = dict(state.consents)
+        self.recording = state.recording
         self._segments: dict[str, Segment] = {}
-        self._segment_counts: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def join(self, *, user_id: str, role: str, sid: str) -> Participant:
-        """Enter the room, or take over one's place in it from a new socket."""
+    async def join(self, *, user_id: str, role: str, sid: str, node: str = "") -> Participant:
+        """Enter the room, or take over one's place in it from a new socket (``node``
+        holds the socket)."""
         if self.closed:
             raise InvalidState("The consultation's room is closed")
         participant = self.participants.get(user_id)
@@ -195,6 +248,7 @@ class Room:
             self.participants[user_id] = participant
         moved = participant.sid != sid
         participant.sid = sid
+        participant.node = node
         pc = participant.pc
         if moved and pc is not None and pc.signalingState == "have-local-offer":
             # The socket that should have answered the server's offer is gone: offer the
@@ -379,6 +433,7 @@ class Room:
         if not granted and self.recording:
             await self.stop_recording()
         else:
+            await self._save()
             await self._hooks.recording_changed(self)
 
     def missing_consents(self) -> list[str]:
@@ -398,6 +453,7 @@ class Room:
         if self.recording:
             return
         self.recording = True
+        await self._save()
         for member in self.participants.values():
             await self._open_segment(member)
         await self._hooks.recording_changed(self)
@@ -406,16 +462,33 @@ class Room:
         if not self.recording:
             return
         self.recording = False
+        await self._save()
+        await self._close_segments()
+        await self._hooks.recording_changed(self)
+
+    async def _close_segments(self) -> None:
         for user_id in list(self._segments):
             await self._close_segment(user_id)
-        await self._hooks.recording_changed(self)
+
+    async def _save(self) -> None:
+        state = RoomState(recording=self.recording, consents=dict(self.consents))
+        await self._hooks.states.save(self.consultation_id, state)
+
+    @property
+    def streams(self) -> int:
+        """The streams this room carries: each one received, and each one sent."""
+        return sum(len(p.publications) + len(p.viewing) for p in self.participants.values())
 
     async def _open_segment(self, participant: Participant) -> None:
         kinds = tuple(kind for kind in KINDS if kind in participant.publications)
         if not kinds or participant.user_id in self._segments:
             return
-        number = self._segment_counts.get(participant.user_id, 0) + 1
-        self._segment_counts[participant.user_id] = number
+        number = await self._hooks.log.next_segment(
+            consultation_id=uuid.UUID(self.consultation_id),
+            user_id=uuid.UUID(participant.user_id),
+        )
+        if participant.user_id in self._segments or participant.pc is None or not self.recording:
+            return  # opened, gone or stopped meanwhile
         started = int(self._hooks.clock.now().timestamp())
         path = (
             self._hooks.log.root
@@ -448,9 +521,15 @@ class Room:
             audio_frames=recorder.counts.audio,
         )
 
-    async def close(self) -> None:
-        """Stop the recording, close every connection, and end the room's tasks."""
-        await self.stop_recording()
+    async def close(self, *, handing_over: bool = False) -> None:
+        """Stop the recording, close every connection, and end the room's tasks. When
+        ``handing_over`` (this node stops; the participants rejoin on another), the
+        recording's files are closed but its state is kept for the room's next node."""
+        if handing_over:
+            await self._close_segments()
+        else:
+            await self.stop_recording()
+            await self._hooks.states.forget(self.consultation_id)
         self.closed = True
         for participant in list(self.participants.values()):
             await self._close_connection(participant)
@@ -595,25 +674,55 @@ class Rooms:
         self._hooks = hooks
         self._ice_servers = ice_servers
         self._rooms: dict[str, Room] = {}
+        self._opening: dict[str, asyncio.Lock] = {}
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    def __iter__(self) -> Iterator[Room]:
+        return iter(list(self._rooms.values()))
+
+    @property
+    def streams(self) -> int:
+        return sum(room.streams for room in self._rooms.values())
 
     def get(self, consultation_id: str) -> Room | None:
         return self._rooms.get(consultation_id)
 
-    def open(self, consultation_id: str) -> Room:
+    async def open(self, consultation_id: str) -> Room:
+        """The consultation's room, opened if this node has none: with the state its
+        earlier life left (``StateStore``), after closing the files that life left
+        open. One at a time per consultation: two joins at once open one room."""
         room = self._rooms.get(consultation_id)
-        if room is None:
-            room = Room(consultation_id, hooks=self._hooks, ice_servers=self._ice_servers)
-            self._rooms[consultation_id] = room
+        if room is not None:
+            return room
+        lock = self._opening.setdefault(consultation_id, asyncio.Lock())
+        try:
+            async with lock:
+                room = self._rooms.get(consultation_id)
+                if room is None:
+                    state = await self._hooks.states.load(consultation_id)
+                    await self._hooks.log.interrupted(uuid.UUID(consultation_id))
+                    room = Room(
+                        consultation_id,
+                        hooks=self._hooks,
+                        ice_servers=self._ice_servers,
+                        state=state,
+                    )
+                    self._rooms[consultation_id] = room
+        finally:
+            if not lock.locked():
+                self._opening.pop(consultation_id, None)
         return room
 
-    async def close(self, consultation_id: str) -> None:
+    async def close(self, consultation_id: str, *, handing_over: bool = False) -> None:
         room = self._rooms.pop(consultation_id, None)
         if room is not None:
-            await room.close()
+            await room.close(handing_over=handing_over)
 
-    async def close_all(self) -> None:
+    async def close_all(self, *, handing_over: bool = False) -> None:
         for consultation_id in list(self._rooms):
-            await self.close(consultation_id)
+            await self.close(consultation_id, handing_over=handing_over)
 
     def rooms_of(self, sid: str) -> list[tuple[Room, Participant]]:
         return [

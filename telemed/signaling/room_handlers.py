@@ -68,7 +68,7 @@ class RoomEvents(_Base):
                 consultation_id=request.consultation_id,
             )
         cid = str(consultation.id)
-        room = self.rooms.open(cid)
+        room = await self.rooms.open(cid)
         before = room.participants.get(str(user.id))
         previous_sid = before.sid if before is not None else None
         participant = await room.join(user_id=str(user.id), role=party.value, sid=sid)
