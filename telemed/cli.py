@@ -20,9 +20,9 @@ from telemed.app import create_app, passwords_for
 from telemed.clock import SystemClock
 from telemed.demo import demo_password_hashes, load_demo
 from telemed.errors import TelemedError
-from telemed.http import AccessLogger
 from telemed.logs import configure_logging
 from telemed.scheduling.service import do_create_doctor
+from telemed.serve import serve, supervise, worker_command
 from telemed.settings import Mode, Settings
 
 
@@ -34,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="overrides TELEMED_HOST")
     serve.add_argument("--port", type=int, help="overrides TELEMED_PORT")
     serve.add_argument("--demo", action="store_true", help="load the demo data first")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        help='processes sharing the port: a number, or "auto" (one per core); '
+        "overrides TELEMED_WORKERS; more than one needs Redis and PostgreSQL",
+    )
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
     database = commands.add_parser("db", help="database schema")
     database_commands = database.add_subparsers(dest="db_command", required=True)
@@ -53,6 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="load idempotent demo data and print the logins")
     demo.add_argument("--force", action="store_true", help="even in production mode")
     return parser
+
+
+def _workers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError('a number of processes (1 or more), or "auto"')
+    return count
 
 
 async def _freeze_heap(_app: web.Application) -> None:
@@ -148,6 +167,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = settings.model_copy(update={"host": args.host})
     if getattr(args, "port", None) is not None:
         settings = settings.model_copy(update={"port": args.port})
+    if getattr(args, "workers", None) is not None:
+        settings = settings.model_copy(update={"workers": args.workers})
+        try:
+            settings.check_workers()
+        except ValueError as exc:
+            raise SystemExit(f"telemed: {exc}") from None
     configure_logging(settings.log_level)
     try:
         if args.command == "db":
@@ -160,23 +185,28 @@ def main(argv: Sequence[str] | None = None) -> None:
                 raise SystemExit("telemed: refusing demo data in production (use --force)")
             print(asyncio.run(_demo(settings)))
         elif args.command == "serve":
-            if args.demo:
-                print(asyncio.run(_demo(settings)))
-            print(f"Telemed on http://{settings.host}:{settings.port}/", flush=True)
-            app = create_app(settings)
-            # Runs after every start-up step (engine, migrations, workers, Redis link).
-            app.on_startup.append(_freeze_heap)
-            # Worker threads (the chat writer's SQLite commits, password hashing) wait for
-            # the interpreter lock at most this long while the event loop runs: 1 ms instead
-            # of 5 cut chat latency under load (docs/performance.md).
-            sys.setswitchinterval(0.001)
-            web.run_app(
-                app,
-                host=settings.host,
-                port=settings.port,
-                access_log_class=AccessLogger,
-                print=None,
-            )
+            _serve(settings, args)
     except TelemedError as exc:
         print(f"telemed: {exc.message} {exc.details or ''}".rstrip(), file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> None:
+    """One process (``--worker``: one of several, the port shared), or the supervisor
+    of ``settings.worker_count`` of them."""
+    if not args.worker:
+        if args.demo:
+            print(asyncio.run(_demo(settings)))
+        print(f"Telemed on http://{settings.host}:{settings.port}/", flush=True)
+        if settings.worker_count > 1:
+            if settings.migrate_on_start:
+                asyncio.run(_upgrade(settings))
+            raise SystemExit(supervise(settings, worker_command(settings)))
+    app = create_app(settings)
+    # Runs after every start-up step (engine, migrations, workers, Redis link).
+    app.on_startup.append(_freeze_heap)
+    # Worker threads (the chat writer's SQLite commits, password hashing) wait for the
+    # interpreter lock at most this long while the event loop runs: 1 ms instead of 5
+    # cut chat latency under load (docs/performance.md).
+    sys.setswitchinterval(0.001)
+    asyncio.run(serve(app, settings, reuse_port=args.worker))

@@ -176,6 +176,27 @@ class Unavailable(TelemedError):
     code, http_status = ErrorCode.UNAVAILABLE, 503
 
 
+class Internal(TelemedError):
+    """A failure of ours, told without its cause (which is logged where it happened)."""
+
+    code, http_status = ErrorCode.INTERNAL, 500
+
+
+def _by_code() -> dict[str, type[TelemedError]]:
+    kinds: dict[str, type[TelemedError]] = {}
+    pending = TelemedError.__subclasses__()
+    while pending:
+        kind = pending.pop(0)
+        kinds.setdefault(str(kind.code), kind)
+        pending.extend(kind.__subclasses__())
+    return kinds
+
+
+BY_CODE = _by_code()
+"""Each error code's exception class: an error that crossed from another node is
+raised again as what it was (``telemed.cluster``)."""
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     """The one wire envelope, for the few places that have no ``TelemedError`` at hand."""
     return {"error": {"code": code, "message": message, "details": details or {}}}

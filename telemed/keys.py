@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     # The wiring layers read these keys themselves (the API's routes, the jobs' runner,
     # the Socket.IO namespace): their classes are named for the type checker only.
     from telemed.api import Api
+    from telemed.cluster import Cluster
     from telemed.jobs import Job
+    from telemed.signaling.directory import RoomDirectory
     from telemed.signaling.handlers import Namespace
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -53,3 +55,7 @@ SOCKETS: web.AppKey[dict[str, str]] = web.AppKey("sockets")
 """This node's connected sockets: sid → the hash of the session token they signed in with."""
 ROOMS = web.AppKey("rooms", Rooms)
 """The video rooms whose media this node carries."""
+CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster")
+"""This node among the nodes sharing Redis (``telemed.cluster``)."""
+DIRECTORY: web.AppKey[RoomDirectory] = web.AppKey("directory")
+"""The way to each room from this node's sockets, and this node's rooms' side of it."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import secrets
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -112,6 +113,22 @@ class Settings(BaseSettings):
     # With Redis: how long a node's presence entries live without a heartbeat (a node
     # that dies stops showing its users as present after at most this long).
     presence_seconds: float = Field(default=30, ge=3)
+    # Processes of ``telemed serve`` on this machine, sharing its port: a number, or
+    # "auto" (one per core). More than one needs Redis and PostgreSQL.
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
+    # Nodes (each process is one; telemed.cluster): a node's record is written every
+    # heartbeat and lives ``node_lost_seconds`` (a killed node is noticed that late);
+    # a request to another node waits at most ``node_request_timeout_seconds``.
+    node_heartbeat_seconds: float = Field(default=1, gt=0)
+    node_lost_seconds: float = Field(default=5, gt=0)
+    node_request_timeout_seconds: float = Field(default=10, gt=0)
+    # A node takes no new video rooms with this many rooms, or streams (each stream a
+    # participant sends or receives: 8 in a 1:1 call); 0: no limit.
+    node_max_rooms: int = Field(default=40, ge=0)
+    node_max_streams: int = Field(default=400, ge=0)
+    # A stopping node (SIGTERM) waits at most this long for its rooms' participants to
+    # move to other nodes, then closes what is left.
+    node_drain_seconds: float = Field(default=10, ge=0)
     # Recordings: whether the patient may download them (the doctor and the manager may),
     # and how many days they are kept.
     recording_patient_access: bool = False
@@ -173,7 +190,34 @@ class Settings(BaseSettings):
             raise ValueError("TELEMED_TURN_URLS must be turn: or turns: URLs")
         if self.sms_backend is SmsBackend.HTTP and not self.sms_http_url:
             raise ValueError("TELEMED_SMS_HTTP_URL must be set for the http SMS backend")
+        if self.node_lost_seconds < 2 * self.node_heartbeat_seconds:
+            raise ValueError(
+                "TELEMED_NODE_LOST_SECONDS must be at least twice TELEMED_NODE_HEARTBEAT_SECONDS"
+            )
+        self.check_workers()
         return self
+
+    @property
+    def worker_count(self) -> int:
+        """``workers`` as a number ("auto": the machine's cores)."""
+        if self.workers == "auto":
+            return os.cpu_count() or 1
+        return self.workers
+
+    def check_workers(self) -> None:
+        """Several processes share their rooms, sockets and limits through Redis, and
+        write through PostgreSQL (SQLite's writes are one process's)."""
+        if self.worker_count == 1:
+            return
+        if not self.redis_url:
+            raise ValueError(
+                f"{self.worker_count} workers need Redis: set TELEMED_REDIS_URL (or run one worker)"
+            )
+        if self.resolved_database_url.startswith("sqlite"):
+            raise ValueError(
+                f"{self.worker_count} workers need PostgreSQL: set TELEMED_DATABASE_URL "
+                "(SQLite takes one writing process)"
+            )
 
     @property
     def resolved_database_url(self) -> str:

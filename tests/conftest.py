@@ -24,7 +24,7 @@ from telemed.app import create_app
 from telemed.clock import FakeClock
 from telemed.http import AccessLogger
 from telemed.settings import Settings
-from tests.servers import PostgresServer
+from tests.servers import PostgresServer, RedisServer
 
 TEMPLATE_DB = "telemed_template"
 
@@ -41,6 +41,14 @@ def postgres() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real Redis of the test's own (a test may stop it and start it again)."""
+    server = RedisServer.start_new()
+    yield server
+    server.close()
 
 
 async def _admin(server: PostgresServer) -> asyncpg.Connection:

@@ -30,22 +30,39 @@ from tests.factories import AppClient
 from tests.flows import ok
 from tests.realtime import Peer, open_peer
 
-_FRAMES: dict[tuple[int, int, str], list[av.VideoFrame]] = {}
+_FRAMES: dict[tuple[int, int, str], list[list[bytes]]] = {}
 
 
-def _rendered(width: int, height: int, source: str) -> list[av.VideoFrame]:
-    """Thirty frames of an ffmpeg test source (rendered once per process)."""
+def _rendered(width: int, height: int, source: str) -> list[list[bytes]]:
+    """Thirty frames of an ffmpeg test source as YUV 4:2:0 planes (rendered once per
+    process; each camera makes frames of its own from them: an encoder must not see
+    another camera change a frame it is encoding)."""
     key = (width, height, source)
     if key not in _FRAMES:
         frames = []
+        blank = av.VideoFrame(width, height, "yuv420p")  # the rows of a camera's frames
         spec = source.format(size=f"{width}x{height}")
         with av.open(spec, format="lavfi") as container:
             for frame in container.decode(video=0):
-                frames.append(frame.reformat(format="yuv420p"))
+                picture = frame.reformat(format="yuv420p")
+                frames.append(
+                    [
+                        _restride(bytes(plane), plane.line_size, plane.height, into.line_size)
+                        for plane, into in zip(picture.planes, blank.planes, strict=True)
+                    ]
+                )
                 if len(frames) == 30:
                     break
         _FRAMES[key] = frames
     return _FRAMES[key]
+
+
+def _restride(data: bytes, line_size: int, rows: int, into: int) -> bytes:
+    """A plane's rows, from ``line_size`` bytes apart to ``into`` bytes apart."""
+    width = min(line_size, into)
+    return b"".join(
+        data[row * line_size : row * line_size + width].ljust(into, b"\0") for row in range(rows)
+    )
 
 
 class SynthCamera(VideoStreamTrack):
@@ -54,15 +71,18 @@ class SynthCamera(VideoStreamTrack):
     def __init__(self, width: int = 640, height: int = 480, *, black: bool = False) -> None:
         super().__init__()
         source = "color=c=black:size={size}:rate=30" if black else "testsrc2=size={size}:rate=30"
+        self._size = (width, height)
         self._frames = _rendered(width, height, source)
         self._index = 0
 
     async def recv(self) -> av.VideoFrame:
         pts, time_base = await self.next_timestamp()
-        frame = self._frames[self._index % len(self._frames)]
+        planes = self._frames[self._index % len(self._frames)]
         self._index += 1
+        frame = av.VideoFrame(*self._size, "yuv420p")
+        for plane, data in zip(frame.planes, planes, strict=True):
+            plane.update(data)
         frame.pts, frame.time_base = pts, time_base
-        frame.pict_type = av.video.frame.PictureType.NONE  # the encoder marks keyframes
         return frame
 
 
@@ -124,13 +144,51 @@ class MediaClient:
         self.server_offers = 0
         self.labels: dict[str, dict[str, Any]] = {}
         self._consumers: list[asyncio.Task[None]] = []
+        self.moves: list[str] = []
+        """The reasons of the ``room:rejoin`` events followed."""
+        self._moving: asyncio.Task[None] | None = None
+        self.attach(peer)
+
+    def attach(self, peer: Peer) -> None:
+        """Use ``peer``'s socket (a new connection, maybe to another node) from now on;
+        follow the room when the server says it moves (``room:rejoin``)."""
+        self.peer = peer
         peer.sio.on("rtc:offer", self._on_server_offer)
+        peer.sio.on("room:rejoin", self._on_rejoin)
 
     def receives_video(self) -> bool:
         return self.decoded["video"] >= 10
 
     async def join(self) -> dict[str, Any]:
         return await self.peer.call("room:join", {"consultation_id": self.consultation_id})
+
+    async def rejoin(self, seconds: float = 20) -> None:
+        """Join again and connect new media, as a browser does after a drop or a
+        ``room:rejoin``: trying again while the server says it is ``unavailable`` (the
+        room's node is gone, and the room not placed anew yet)."""
+        async with asyncio.timeout(seconds):
+            while True:
+                joined = await self.join()
+                if joined["ok"]:
+                    offered = await self.connect_media()
+                    if offered["ok"]:
+                        return
+                    joined = offered
+                assert joined["error"]["code"] == "unavailable", joined
+                await asyncio.sleep(0.5)
+
+    async def _on_rejoin(self, data: dict[str, Any]) -> None:
+        if data["consultation_id"] != self.consultation_id:
+            return
+        self.moves.append(data["reason"])
+        # Not in the event handler: the socket's other events (the new room's offer) must
+        # go on arriving meanwhile.
+        self._moving = asyncio.ensure_future(self.rejoin())
+
+    async def moved(self) -> None:
+        """Wait for the rejoin a ``room:rejoin`` started (raising what it raised)."""
+        assert self._moving is not None, "no room:rejoin came"
+        await self._moving
 
     async def connect_media(self) -> dict[str, Any]:
         """A new peer connection (the first, or a rejoin): offer it, apply the answer."""
@@ -185,6 +243,8 @@ class MediaClient:
                 self.sizes.add((frame.width, frame.height))
 
     async def close(self) -> None:
+        if self._moving is not None:
+            self._moving.cancel()
         for task in self._consumers:
             task.cancel()
         if self.pc is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -10,13 +11,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import aiohttp
 import asyncpg
+import redis.asyncio
 
-from tests.servers import PostgresServer
+from tests.servers import PostgresServer, RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,3 +89,88 @@ def stop_node(node: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             node.kill()
             node.wait()
+
+
+@dataclass
+class NodeGroup:
+    """``telemed serve`` processes sharing a fresh PostgreSQL database, one Redis and
+    one data directory (the processes of one machine, or machines with shared
+    storage), each on its own port."""
+
+    http: aiohttp.ClientSession
+    ports: list[int]
+    processes: list[subprocess.Popen[bytes]]
+    redis: redis.asyncio.Redis
+    database_url: str
+    data_dir: Path
+    logs: Path
+
+    def url(self, n: int) -> str:
+        return f"http://127.0.0.1:{self.ports[n]}"
+
+    def index_of(self, node_id: str) -> int:
+        """Which process a node id (``host:pid:…``) names."""
+        pid = int(node_id.split(":")[1])
+        return next(n for n, process in enumerate(self.processes) if process.pid == pid)
+
+    async def owner(self, consultation_id: str) -> int | None:
+        """The process a room is pinned to."""
+        pinned = await self.redis.get(f"telemed:room:{consultation_id}")
+        return self.index_of(pinned.decode()) if pinned is not None else None
+
+    async def loads(self) -> dict[int, dict[str, Any]]:
+        """The live processes' records (rooms, streams, sockets, …), by index."""
+        records = {}
+        async for key in self.redis.scan_iter("telemed:node:*"):
+            record = await self.redis.get(key)
+            if record is not None:
+                node_id = key.decode().removeprefix("telemed:node:")
+                records[self.index_of(node_id)] = json.loads(record)
+        return records
+
+    def log(self, n: int) -> str:
+        """What process ``n`` logged (warnings and errors)."""
+        return (self.logs / f"node{n}.log").read_text(errors="replace")
+
+    def alive(self) -> list[int]:
+        return [n for n, process in enumerate(self.processes) if process.poll() is None]
+
+
+@asynccontextmanager
+async def node_group(
+    postgres: PostgresServer,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    count: int,
+    **settings: str,
+) -> AsyncIterator[NodeGroup]:
+    """``count`` ready processes with ``TELEMED_*`` ``settings``; stopped after (their
+    logs are ``node<n>.log`` in ``tmp_path``)."""
+    data_dir = tmp_path / "data"
+    logs = [(tmp_path / f"node{n}.log").open("wb") for n in range(count)]
+    processes: list[subprocess.Popen[bytes]] = []
+    client = redis.asyncio.from_url(redis_server.url)
+    async with fresh_database(postgres) as database_url, aiohttp.ClientSession() as http:
+        env = {
+            "TELEMED_DATABASE_URL": database_url,
+            "TELEMED_REDIS_URL": redis_server.url,
+            "TELEMED_WORKER_INTERVAL_SECONDS": "0",
+            "TELEMED_MEDIA_ADDRESSES": "127.0.0.1",
+            "TELEMED_NODE_HEARTBEAT_SECONDS": "0.5",
+            "TELEMED_NODE_LOST_SECONDS": "3",
+            **settings,
+        }
+        ports = [free_port() for _ in range(count)]
+        group = NodeGroup(http, ports, processes, client, database_url, data_dir, tmp_path)
+        try:
+            for n, port in enumerate(group.ports):
+                processes.append(start_node(port, env=env, data_dir=data_dir, log=logs[n]))
+            for port, process in zip(group.ports, processes, strict=True):
+                await wait_until_ready(http, port, process)
+            yield group
+        finally:
+            for process in processes:
+                stop_node(process)
+            for log in logs:
+                log.close()
+            await client.aclose()

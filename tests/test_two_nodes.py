@@ -10,14 +10,13 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp import web
 
 from telemed import keys
@@ -65,13 +64,6 @@ class Replica:
         assert ack["ok"] is True, ack
         for message in ack["data"]["messages"]:
             self._add(message)
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer.start_new()
-    yield server
-    server.close()
 
 
 async def _demo(database_url: str, data_dir: Path) -> str:
@@ -241,7 +233,12 @@ async def test_readiness_reports_a_dead_redis_listener(
     client = await aiohttp_client(app)
     ready = await client.get("/readyz")
     assert ready.status == 200
-    assert (await ready.json())["checks"] == {"database": "ok", "redis": "ok", "realtime": "ok"}
+    assert (await ready.json())["checks"] == {
+        "database": "ok",
+        "redis": "ok",
+        "realtime": "ok",
+        "nodes": "ok",
+    }
     # python-socketio's known failure: the listener task ends and nothing says so.
     listener = app[keys.SIO].manager.thread
     listener.cancel()

@@ -29,6 +29,7 @@ class Recording(SQLModel, table=True):
     user_id: uuid.UUID = Field(foreign_key="user_account.id")
     segment: int
     path: str = Field(max_length=300, description="Relative to the data dir")
+    node: str = Field(default="", max_length=80, description="The process that writes it")
     state: RecordingState = Field(sa_type=StrEnumType(RecordingState, 16))
     started_at: datetime = Field(sa_type=UTCDateTime)
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -37,10 +38,22 @@ class RecordingLog:
     file opens, its size, duration and digest when it closes. The files go under
     ``recordings/`` in the data directory; rows keep their paths relative to it."""
 
-    def __init__(self, *, session_factory: db.SessionFactory, clock: Clock, data_dir: Path) -> None:
+    def __init__(
+        self,
+        *,
+        session_factory: db.SessionFactory,
+        clock: Clock,
+        data_dir: Path,
+        node: str = "",
+        alive: Callable[[str], bool] = lambda node: False,
+    ) -> None:
+        """``node`` is this process (``telemed.cluster``); ``alive`` tells whether a
+        process is alive, so that only the files of dead ones count as interrupted."""
         self._session_factory = session_factory
         self._clock = clock
         self._data_dir = data_dir
+        self._node = node
+        self._alive = alive
 
     @property
     def root(self) -> Path:
@@ -57,10 +70,10 @@ class RecordingLog:
         return (last or 0) + 1
 
     async def interrupted(self, consultation_id: uuid.UUID) -> int:
-        """Close, as interrupted, the consultation's files still being written: called
-        when a room opens, since only one room of a consultation is open at a time, any
-        such file belongs to one whose process died. The file keeps what was written
-        (a WebM cut short plays up to where it stops)."""
+        """Close, as interrupted, the consultation's files still being written by a
+        process that is gone (called when a room opens: a process that died could not
+        close them; one handing its room over closes its own). The file keeps what was
+        written (a WebM cut short plays up to where it stops)."""
         async with db.transaction(self._session_factory) as session:
             rows = await session.exec(
                 select(Recording).where(
@@ -68,7 +81,9 @@ class RecordingLog:
                     Recording.state == RecordingState.RECORDING,
                 )
             )
-            left = list(rows.all())
+            left = [
+                row for row in rows.all() if row.node != self._node and not self._alive(row.node)
+            ]
             for recording in left:
                 size, digest = await asyncio.to_thread(
                     _size_and_digest, self._data_dir / recording.path
@@ -94,6 +109,7 @@ class RecordingLog:
             user_id=user_id,
             segment=segment,
             path=str(path.relative_to(self._data_dir)),
+            node=self._node,
             state=RecordingState.RECORDING,
             started_at=self._clock.now(),
         )

@@ -127,16 +127,19 @@ class StateStore(Protocol):
 
 
 class MemoryStateStore:
-    """One process: a room's state lives as long as the room."""
+    """One process: rooms' state in its memory."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, RoomState] = {}
 
     async def load(self, consultation_id: str) -> RoomState:
-        return RoomState()
+        return self._states.get(consultation_id) or RoomState()
 
     async def save(self, consultation_id: str, state: RoomState) -> None:
-        return None
+        self._states[consultation_id] = state
 
     async def forget(self, consultation_id: str) -> None:
-        return None
+        self._states.pop(consultation_id, None)
 
 
 @dataclass

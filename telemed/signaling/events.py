@@ -272,6 +272,16 @@ class ParticipantLeft(ServerEvent):
     user_id: uuid.UUID
 
 
+class RoomRejoin(ServerEvent):
+    event = "room:rejoin"
+
+    consultation_id: uuid.UUID
+    reason: Literal["node_stopping", "node_lost", "moved"] = Field(
+        description="`node_stopping`: the server process holding the room is stopping; "
+        "`node_lost`: it stopped answering; `moved`: the room is now held elsewhere"
+    )
+
+
 class TrackLabel(BaseModel):
     mid: str = Field(description="The transceiver's mid in the SDP")
     user_id: uuid.UUID = Field(description="Whose camera or microphone it carries")
@@ -383,7 +393,7 @@ PROTOCOL: tuple[EventSpec, ...] = (
         "progress. The patient may wait for the doctor; "
         "the doctor's entry starts the consultation. Joining again (a reload, another "
         "device) takes over the participant's place. Then send `rtc:offer`.",
-        ("invalid_input", "not_found", "forbidden", "invalid_state", "too_late"),
+        ("invalid_input", "not_found", "forbidden", "invalid_state", "too_late", "unavailable"),
     ),
     EventSpec(
         "rtc:offer",
@@ -394,7 +404,7 @@ PROTOCOL: tuple[EventSpec, ...] = (
         "new media connection for you, replacing the one you had (a rejoin after a broken "
         "connection), and answers. VP8 and Opus only. What you receive from the others "
         "comes in the server's `rtc:offer`s.",
-        ("invalid_input", "invalid_state"),
+        ("invalid_input", "invalid_state", "unavailable"),
     ),
     EventSpec(
         "rtc:answer",
@@ -402,7 +412,7 @@ PROTOCOL: tuple[EventSpec, ...] = (
         SessionDescription,
         Empty,
         "Your answer to the server's last `rtc:offer`.",
-        ("invalid_input", "invalid_state"),
+        ("invalid_input", "invalid_state", "unavailable"),
     ),
     sent(
         ServerOffer,
@@ -417,7 +427,7 @@ PROTOCOL: tuple[EventSpec, ...] = (
         "What `getUserMedia` gave: `granted`, `denied` (NotAllowedError), `no_device` "
         "(NotFoundError), `busy` (NotReadableError), `unsupported` (no mediaDevices: not a "
         "secure context). Shown to the room with the server's own check.",
-        ("invalid_input", "invalid_state"),
+        ("invalid_input", "invalid_state", "unavailable"),
     ),
     sent(
         MediaStatusChanged,
@@ -434,7 +444,7 @@ PROTOCOL: tuple[EventSpec, ...] = (
         "Consent to the recording of this consultation (`granted: true`) or withdraw it "
         "(`false`: a running recording stops). Consent belongs to the user: it survives a "
         "rejoin. Audited.",
-        ("invalid_input", "invalid_state"),
+        ("invalid_input", "invalid_state", "unavailable"),
     ),
     EventSpec(
         "recording:start",
@@ -445,7 +455,7 @@ PROTOCOL: tuple[EventSpec, ...] = (
         "(`invalid_state` lists `without_consent`). Each participant's audio and video go "
         "into a WebM file of their own, as sent (no transcoding). Someone joining without "
         "consent stops it.",
-        ("invalid_input", "forbidden", "invalid_state"),
+        ("invalid_input", "forbidden", "invalid_state", "unavailable"),
     ),
     EventSpec(
         "recording:stop",
@@ -454,7 +464,7 @@ PROTOCOL: tuple[EventSpec, ...] = (
         Empty,
         "The doctor stops the recording (the files are closed and listed at "
         "`GET /consultations/{id}/recordings`).",
-        ("invalid_input", "forbidden", "invalid_state"),
+        ("invalid_input", "forbidden", "invalid_state", "unavailable"),
     ),
     sent(
         RecordingStateChanged,
@@ -484,6 +494,13 @@ PROTOCOL: tuple[EventSpec, ...] = (
     sent(
         ParticipantLeft,
         "Someone left the room (or lost the connection to it).",
+    ),
+    sent(
+        RoomRejoin,
+        "The room is moving to another server process: close the media connection and "
+        "send `room:join` again, then a new `rtc:offer` (the chat and the socket stay). "
+        "Everyone in the room gets it; the room continues, recording included, where "
+        "the join places it.",
     ),
 )
 

@@ -5,38 +5,44 @@ device reports, recording, and the doctor ending the consultation. The media its
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
+import redis.asyncio
 from aiohttp import web
 
 from telemed import audit, keys, live
-from telemed.errors import Forbidden, InvalidState
+from telemed.cluster import Cluster, Counts
 from telemed.media.passthrough import check_aiortc
+from telemed.media.placement import LonePlacement, RedisPlacement, RedisStateStore
 from telemed.media.recordings import RecordingLog
-from telemed.media.room import Hooks, Participant, Room, Rooms, ice_servers_of
+from telemed.media.room import (
+    Hooks,
+    MemoryStateStore,
+    Participant,
+    Room,
+    Rooms,
+    ice_servers_of,
+)
 from telemed.media.service import check_join
 from telemed.media.turn import ice_servers_for
 from telemed.scheduling.consultations import check_end
 from telemed.scheduling.lifecycle import LIVE, Moved
+from telemed.signaling.directory import Placement, RoomDirectory, recording_view
 from telemed.signaling.events import (
     Answer,
-    ConsentView,
     ConsultationEnd,
     ConsultationView,
     Empty,
     MediaReport,
     MediaStatusChanged,
     MediaView,
-    ParticipantJoined,
-    ParticipantLeft,
     RecordingCommand,
     RecordingConsent,
     RecordingStateChanged,
-    RecordingView,
     RoomJoin,
     RoomJoined,
     RoomLeave,
-    RoomParticipant,
     SessionDescription,
 )
 from telemed.signaling.namespace import Ack, ok, video_room
@@ -50,11 +56,13 @@ else:
 
 
 class RoomEvents(_Base):
-    """The video room's events (a part of ``handlers.Namespace``)."""
+    """The video room's events (a part of ``handlers.Namespace``): who the caller is and
+    what it may do are checked here, on the socket's node; the room itself answers
+    from its own node (``directory.RoomDirectory``)."""
 
     @property
-    def rooms(self) -> Rooms:
-        return self.app[keys.ROOMS]
+    def directory(self) -> RoomDirectory:
+        return self.app[keys.DIRECTORY]
 
     async def on_room_join(self, sid: str, request: RoomJoin) -> Ack:
         """room:join {consultation_id} → {consultation, participants, ice_servers}"""
@@ -67,57 +75,37 @@ class RoomEvents(_Base):
                 settings=settings,
                 consultation_id=request.consultation_id,
             )
-        cid = str(consultation.id)
-        room = await self.rooms.open(cid)
-        before = room.participants.get(str(user.id))
-        previous_sid = before.sid if before is not None else None
-        participant = await room.join(user_id=str(user.id), role=party.value, sid=sid)
-        if previous_sid is not None and previous_sid != sid:
-            await self.leave_room(previous_sid, video_room(cid))
-        await self.enter_room(sid, video_room(cid))
-        if before is None:
-            await self.send(
-                ParticipantJoined(
-                    consultation_id=consultation.id, user_id=user.id, role=participant.role
-                ),
-                to=[video_room(cid)],
-                skip_sid=sid,
-            )
+        answer = await self.directory.join(
+            consultation.id, user_id=user.id, role=party.value, sid=sid
+        )
+        await self.enter_room(sid, video_room(consultation.id))
         return ok(
-            RoomJoined(
-                consultation=ConsultationView.of(consultation),
-                recording=recording_view(room),
-                participants=[
-                    RoomParticipant.model_validate(
-                        {
-                            "user_id": p.user_id,
-                            "role": p.role,
-                            "media": MediaView.model_validate(p.status),
-                        }
-                    )
-                    for p in room.participants.values()
-                ],
-                ice_servers=ice_servers_for(settings, user_id=user.id, now=self.clock.now()),
+            RoomJoined.model_validate(
+                {
+                    **answer,
+                    "consultation": ConsultationView.of(consultation),
+                    "ice_servers": ice_servers_for(settings, user_id=user.id, now=self.clock.now()),
+                }
             )
         )
 
     async def on_rtc_offer(self, sid: str, request: SessionDescription) -> Ack:
         """rtc:offer {consultation_id, sdp} → {sdp}"""
-        room, participant = await self.member(sid, request.consultation_id)
-        return ok(Answer(sdp=await room.offer(participant.user_id, request.sdp)))
+        answer = await self.ask(sid, request.consultation_id, "room.offer", sdp=request.sdp)
+        return ok(Answer.model_validate(answer))
 
     async def on_rtc_answer(self, sid: str, request: SessionDescription) -> Ack:
         """rtc:answer {consultation_id, sdp}"""
-        room, participant = await self.member(sid, request.consultation_id)
-        await room.answer(participant.user_id, request.sdp)
+        await self.ask(sid, request.consultation_id, "room.answer", sdp=request.sdp)
         return ok(Empty())
 
     async def on_media_report(self, sid: str, request: MediaReport) -> Ack:
         """media:report {consultation_id, camera, microphone, camera_enabled?,
         microphone_enabled?}"""
-        room, participant = await self.member(sid, request.consultation_id)
-        await room.report(
-            participant.user_id,
+        await self.ask(
+            sid,
+            request.consultation_id,
+            "room.report",
             camera=request.camera,
             microphone=request.microphone,
             camera_enabled=request.camera_enabled,
@@ -127,39 +115,30 @@ class RoomEvents(_Base):
 
     async def on_recording_consent(self, sid: str, request: RecordingConsent) -> Ack:
         """recording:consent {consultation_id, granted}"""
-        room, participant = await self.member(sid, request.consultation_id)
-        if room.consents.get(participant.user_id, False) == request.granted:
-            return ok(Empty())  # no change: nothing to tell or to audit
-        await self.recorded(
-            sid,
-            request.consultation_id,
-            "recording.consent_" + ("given" if request.granted else "withdrawn"),
+        answer = await self.ask(
+            sid, request.consultation_id, "room.consent", granted=request.granted
         )
-        await room.consent(participant.user_id, granted=request.granted)
+        if answer["changed"]:  # no change: nothing to tell or to audit
+            action = "recording.consent_" + ("given" if request.granted else "withdrawn")
+            await self.recorded(sid, request.consultation_id, action)
         return ok(Empty())
 
     async def on_recording_start(self, sid: str, request: RecordingCommand) -> Ack:
         """recording:start {consultation_id} (the doctor)"""
-        room, participant = await self.member(sid, request.consultation_id, doctor=True)
-        await room.start_recording(participant.user_id)
+        await self.ask(sid, request.consultation_id, "room.start")
         await self.recorded(sid, request.consultation_id, "recording.started")
         return ok(Empty())
 
     async def on_recording_stop(self, sid: str, request: RecordingCommand) -> Ack:
         """recording:stop {consultation_id} (the doctor)"""
-        room, _ = await self.member(sid, request.consultation_id, doctor=True)
-        if room.recording:
-            await room.stop_recording()
+        answer = await self.ask(sid, request.consultation_id, "room.stop")
+        if answer["stopped"]:
             await self.recorded(sid, request.consultation_id, "recording.stopped")
         return ok(Empty())
 
     async def on_room_leave(self, sid: str, request: RoomLeave) -> Ack:
         """room:leave {consultation_id}"""
-        room = self.rooms.get(str(request.consultation_id))
-        if room is not None:
-            for participant in list(room.participants.values()):
-                if participant.sid == sid:
-                    await self._leave(room, participant)
+        await self.directory.leave(sid, request.consultation_id)
         return ok(Empty())
 
     async def on_consultation_end(self, sid: str, request: ConsultationEnd) -> Ack:
@@ -171,20 +150,14 @@ class RoomEvents(_Base):
             )
         return ok(Empty())
 
-    async def member(
-        self, sid: str, consultation_id: uuid.UUID, *, doctor: bool = False
-    ) -> tuple[Room, Participant]:
-        """The caller's place in a room it joined from this socket; with ``doctor``, the
-        place must be the doctor's (the one rule for the doctor's commands)."""
+    async def ask(
+        self, sid: str, consultation_id: uuid.UUID, op: str, **args: Any
+    ) -> dict[str, Any]:
+        """Ask the room this socket joined, as the socket's user (whose session must
+        still be valid)."""
         async with self.transaction(sid) as (_session, user):
             pass
-        room = self.rooms.get(str(consultation_id))
-        participant = room.participants.get(str(user.id)) if room is not None else None
-        if room is None or participant is None or participant.sid != sid:
-            raise InvalidState("Join the room first (room:join)")
-        if doctor and participant.role != "doctor":
-            raise Forbidden("Only the doctor does this")
-        return room, participant
+        return await self.directory.ask(sid, consultation_id, op, {**args, "user_id": str(user.id)})
 
     async def recorded(self, sid: str, consultation_id: uuid.UUID, action: str) -> None:
         """Audit a consent or a start/stop of the recording."""
@@ -198,38 +171,18 @@ class RoomEvents(_Base):
                 object_id=consultation_id,
             )
 
-    async def _leave(self, room: Room, participant: Participant) -> None:
-        await room.leave(participant.user_id)
-        await self.leave_room(participant.sid, video_room(room.consultation_id))
-        await self.send(
-            ParticipantLeft(
-                consultation_id=uuid.UUID(room.consultation_id),
-                user_id=uuid.UUID(participant.user_id),
-            ),
-            to=[video_room(room.consultation_id)],
-        )
-
     async def leave_rooms_of(self, sid: str) -> None:
         """A socket went away: it leaves the rooms it was in."""
-        for room, participant in self.rooms.rooms_of(sid):
-            await self._leave(room, participant)
-
-
-def recording_view(room: Room) -> RecordingView:
-    return RecordingView(
-        active=room.recording,
-        consents=[
-            ConsentView(user_id=uuid.UUID(user_id), granted=granted)
-            for user_id, granted in room.consents.items()
-        ],
-    )
+        await self.directory.leave_all(sid)
 
 
 def setup_rooms(app: web.Application) -> None:
-    """This node's video rooms, what they tell the participants, and their closing: at
-    shutdown, and whenever a consultation leaves the live states (ended, cancelled, a
-    no-show), whichever part of the system moved it. The rooms are made at start-up,
-    once the database is open (their recording log writes to it)."""
+    """This node's video rooms and the way to every room from its sockets
+    (``directory``), what the rooms tell the participants, and their closing: whenever a
+    consultation leaves the live states (ended, cancelled, a no-show), whichever node
+    moved it and whichever holds the room; and at shutdown, when the rooms move to
+    other nodes (``RoomDirectory.drain``). Made at start-up, once the database is open
+    (the recording log writes to it)."""
     settings = app[keys.SETTINGS]
     check_aiortc()
     # Checked now: a bad TELEMED_ICE_SERVERS stops the start, not a join.
@@ -255,10 +208,28 @@ def setup_rooms(app: web.Application) -> None:
     async def send(model: live.ServerEvent, sid: str) -> None:
         await publisher.send([live.event(model, to=[sid])])
 
-    async def open_rooms(app: web.Application) -> None:
+    async def run_rooms(app: web.Application) -> AsyncIterator[None]:
         clock = app[keys.CLOCK]
+        node = app[keys.NODE_ID]
+        client = (
+            redis.asyncio.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+            if settings.redis_url
+            else None
+        )
+        sockets = app[keys.SOCKETS]
+        cluster = Cluster(
+            node_id=node,
+            settings=settings,
+            client=client,
+            counts=lambda: Counts(rooms=len(rooms), streams=rooms.streams, sockets=len(sockets)),
+        )
+        app[keys.CLUSTER] = cluster
         log = RecordingLog(
-            session_factory=app[keys.SESSION_FACTORY], clock=clock, data_dir=settings.data_dir
+            session_factory=app[keys.SESSION_FACTORY],
+            clock=clock,
+            data_dir=settings.data_dir,
+            node=node,
+            alive=cluster.alive,
         )
         hooks = Hooks(
             send=send,
@@ -266,19 +237,40 @@ def setup_rooms(app: web.Application) -> None:
             recording_changed=recording_changed,
             log=log,
             clock=clock,
+            states=RedisStateStore(client) if client is not None else MemoryStateStore(),
         )
-        app[keys.ROOMS] = Rooms(hooks=hooks, ice_servers=ice_servers)
+        rooms = Rooms(hooks=hooks, ice_servers=ice_servers)
+        app[keys.ROOMS] = rooms
+        placement: Placement = (
+            RedisPlacement(client, node=node, node_lost_seconds=settings.node_lost_seconds)
+            if client is not None
+            else LonePlacement(node=node)
+        )
+        app[keys.DIRECTORY] = RoomDirectory(
+            rooms=rooms,
+            cluster=cluster,
+            placement=placement,
+            publisher=publisher,
+            sio=app[keys.SIO],
+            settings=settings,
+        )
+        app[keys.HEALTH_CHECKS].append(("nodes", cluster.check))
+        await cluster.start()
+        yield
+        await cluster.stop()
+        if client is not None:
+            await client.aclose()
 
     async def close_rooms_of(moved: Moved) -> None:
-        rooms = app.get(keys.ROOMS)
-        if rooms is not None and moved.target not in LIVE:
-            await rooms.close(str(moved.consultation_id))
+        directory = app.get(keys.DIRECTORY)
+        if directory is not None and moved.target not in LIVE:
+            await directory.close(moved.consultation_id)
 
-    async def close_rooms(app: web.Application) -> None:
-        rooms = app.get(keys.ROOMS)
-        if rooms is not None:
-            await rooms.close_all()
+    async def drain(app: web.Application) -> None:
+        directory = app.get(keys.DIRECTORY)
+        if directory is not None:
+            await directory.drain()
 
-    app.on_startup.append(open_rooms)
+    app.cleanup_ctx.append(run_rooms)
     publisher.listen(Moved, close_rooms_of)
-    app.on_shutdown.append(close_rooms)
+    app.on_shutdown.append(drain)

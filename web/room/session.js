@@ -132,6 +132,16 @@ export function createSession({ state, view, bridge, signalling, devices, presen
       bridge.tell("telemed:error", { code: state.error });
     }
   });
+  // The room moves to another server process: join again on the same socket, with a
+  // new media connection (the join places the room where it can go on).
+  signalling.on("room:rejoin", (event) => {
+    if (event.consultation_id !== consultationId || state.phase !== "joined") return;
+    state.phase = "joining";
+    state.moves += 1;
+    view.say(TEXT.reconnecting);
+    media.close();
+    enqueue(join, failed);
+  });
   signalling.on("rtc:offer", (offer) => {
     if (offer.consultation_id !== consultationId) return;
     media.expect(offer.tracks);

@@ -20,6 +20,7 @@ export function publishState() {
     chat: 0, // messages shown
     joins: 0, // room:join calls that succeeded (a reconnection joins again)
     reconnections: 0, // network drops noticed (each shows «reconnecting», then joins again)
+    moves: 0, // room:rejoin received: the room moved to another server process
     joinClickedAt: null, // performance.now() of the #join click
     firstRemoteFrameAt: null, // performance.now() of the first remote video frame
     // performance.now() of each step of the first join: socket, joined, gathered (ICE),
