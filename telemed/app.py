@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 from aiohttp import web
 
@@ -100,7 +103,35 @@ async def _data_dir(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app[keys.DOCUMENT_STORE].prepare()
+    probe = settings.data_dir / f".probe-{app[keys.NODE_ID].replace(':', '-')}"
+
+    async def storage_works() -> None:
+        try:
+            async with asyncio.timeout(STORAGE_PROBE_SECONDS):
+                await asyncio.to_thread(_write_and_read, probe)
+        except TimeoutError:
+            raise RuntimeError("the data directory is too slow to write") from None
+        except OSError as exc:
+            raise RuntimeError(f"the data directory takes no writes ({exc.strerror})") from None
+
+    app[keys.HEALTH_CHECKS].append(("storage", storage_works))
     yield
+    probe.unlink(missing_ok=True)
+
+
+STORAGE_PROBE_SECONDS = 3.0
+"""A data directory (shared storage, with several machines) slower than this to write
+and read a small file is not ready."""
+
+
+def _write_and_read(probe: Path) -> None:
+    """Write a probe file into the data directory and read it back: the documents and
+    recordings need a data directory that takes writes (a full disk, a read-only or
+    unmounted share fail here)."""
+    token = secrets.token_hex(16)
+    probe.write_text(token)
+    if probe.read_text() != token:
+        raise RuntimeError("the data directory gave back something else than was written")
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:

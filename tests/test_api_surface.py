@@ -121,7 +121,18 @@ async def test_health_and_readiness(client: AppClient) -> None:
     assert (await health.json())["status"] == "ok"
     ready = await client.get("/readyz")
     assert ready.status == 200
-    assert (await ready.json())["checks"]["database"] == "ok"
+    assert (await ready.json())["checks"] == {"database": "ok", "storage": "ok", "nodes": "ok"}
+
+
+async def test_readiness_reports_a_data_directory_that_takes_no_writes(
+    client: AppClient, settings: Settings
+) -> None:
+    # The share holding the documents and recordings is gone (unmounted, moved away).
+    settings.data_dir.rename(settings.data_dir.with_name("moved-away"))
+    error = await assert_error(await client.get("/readyz"), 503, "unavailable")
+    checks = error["details"]["checks"]
+    assert checks["storage"] == "the data directory takes no writes (No such file or directory)"
+    assert checks["database"] == "ok"
 
 
 async def test_readiness_reports_an_unreachable_database(

@@ -246,7 +246,7 @@ def test_serve_with_demo_data_answers_and_signs_in(tmp_path: Path) -> None:
             assert wrong["error"]["code"] == "invalid_credentials"
             assert http("GET", f"{base}/readyz") == (
                 200,
-                {"status": "ready", "checks": {"database": "ok"}},
+                {"status": "ready", "checks": {"database": "ok", "storage": "ok", "nodes": "ok"}},
             )
             status, centres = http("GET", f"{base}/api/v1/centres")
             assert status == 200
