@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,6 +20,8 @@ import aiohttp
 import asyncpg
 import redis.asyncio
 
+from bench.common import Booked, book_consultations
+from telemed.settings import Settings
 from tests.servers import PostgresServer, RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,7 +119,9 @@ class NodeGroup:
     async def owner(self, consultation_id: str) -> int | None:
         """The process a room is pinned to."""
         pinned = await self.redis.get(f"telemed:room:{consultation_id}")
-        return self.index_of(pinned.decode()) if pinned is not None else None
+        if pinned is None:
+            return None
+        return self.index_of(pinned.decode() if isinstance(pinned, bytes) else pinned)
 
     async def loads(self) -> dict[int, dict[str, Any]]:
         """The live processes' records (rooms, streams, sockets, …), by index."""
@@ -128,12 +133,32 @@ class NodeGroup:
                 records[self.index_of(node_id)] = json.loads(record)
         return records
 
+    async def rooms(self, expected_total: int) -> dict[int, int]:
+        """The rooms each live process holds, once their records add up to
+        ``expected_total`` (a record is a heartbeat old)."""
+        async with asyncio.timeout(10):
+            while True:
+                loads = await self.loads()
+                rooms = {n: load["rooms"] for n, load in loads.items()}
+                if sum(rooms.values()) == expected_total:
+                    return rooms
+                await asyncio.sleep(0.2)
+
     def log(self, n: int) -> str:
         """What process ``n`` logged (warnings and errors)."""
         return (self.logs / f"node{n}.log").read_text(errors="replace")
 
     def alive(self) -> list[int]:
         return [n for n, process in enumerate(self.processes) if process.poll() is None]
+
+
+async def book(group: NodeGroup, count: int) -> list[Booked]:
+    """``count`` consultations starting in a minute (their rooms are open), each with
+    its own doctor."""
+    settings = Settings(database_url=group.database_url, data_dir=group.data_dir)
+    return await book_consultations(
+        settings, count, starts_in=timedelta(minutes=1), minutes=30, doctor_each=True
+    )
 
 
 @asynccontextmanager
