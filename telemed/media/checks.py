@@ -1,8 +1,8 @@
 """Does a participant's camera show something, and does its microphone pick up sound?
 
 The first seconds of each published track are decoded (by aiortc's own decoder thread:
-the relay's tap lets frames through to it only for the check), then decoding stops and
-the relay goes back to forwarding encoded frames only. What the browser said of its
+the relay's source assembles frames and hands them to it only for the check), then
+decoding stops and the relay goes back to forwarding packets only. What the browser said of its
 devices (``media:report``: permission granted or denied, no device, device busy) and
 what the server saw make one status per participant, sent to the room as
 ``media:status_changed``: "camera OK, microphone silent" for the doctor to see.
@@ -22,7 +22,7 @@ from typing import Literal, TypeVar
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from telemed.media.passthrough import Tap
+from telemed.media.forwarding import Source
 
 CHECK_SECONDS = 3.0
 """How long a track is decoded once its first frame arrived."""
@@ -65,7 +65,7 @@ class MediaStatus:
     microphone: MicrophoneStatus = field(default_factory=MicrophoneStatus)
 
 
-async def check_camera(track: MediaStreamTrack, tap: Tap, status: CameraStatus) -> None:
+async def check_camera(track: MediaStreamTrack, source: Source, status: CameraStatus) -> None:
     """Decode the first seconds of a video track into ``status``."""
     status.state = "checking"
     lumas: list[float] = []
@@ -76,7 +76,7 @@ async def check_camera(track: MediaStreamTrack, tap: Tap, status: CameraStatus) 
         if status.frames % 5 == 1:
             lumas.append(_mean_luma(frame))
 
-    elapsed = await _first_seconds(track, tap, av.VideoFrame, seen)
+    elapsed = await _first_seconds(track, source, av.VideoFrame, seen)
     if elapsed is None:
         status.state = "no_frames"
         return
@@ -84,7 +84,9 @@ async def check_camera(track: MediaStreamTrack, tap: Tap, status: CameraStatus) 
     status.state = "black" if max(lumas) < BLACK_LUMA else "ok"
 
 
-async def check_microphone(track: MediaStreamTrack, tap: Tap, status: MicrophoneStatus) -> None:
+async def check_microphone(
+    track: MediaStreamTrack, source: Source, status: MicrophoneStatus
+) -> None:
     """Decode the first seconds of an audio track into ``status``."""
     status.state = "checking"
     loudest = 0.0
@@ -94,7 +96,7 @@ async def check_microphone(track: MediaStreamTrack, tap: Tap, status: Microphone
         status.frames += 1
         loudest = max(loudest, _rms(frame))
 
-    if await _first_seconds(track, tap, av.AudioFrame, heard) is None:
+    if await _first_seconds(track, source, av.AudioFrame, heard) is None:
         status.state = "no_frames"
         return
     status.level_dbfs = round(20 * math.log10(loudest / 32768), 1) if loudest > 0 else -120.0
@@ -102,13 +104,13 @@ async def check_microphone(track: MediaStreamTrack, tap: Tap, status: Microphone
 
 
 async def _first_seconds(
-    track: MediaStreamTrack, tap: Tap, kind: type[F], take: Callable[[F], None]
+    track: MediaStreamTrack, source: Source, kind: type[F], take: Callable[[F], None]
 ) -> float | None:
     """Give ``take`` the frames decoded in the ``CHECK_SECONDS`` after the first one
     (waiting at most ``FIRST_FRAME_SECONDS`` for it); returns the seconds they span, or
     ``None`` when no frame came."""
     started: float | None = None
-    async with _decoding(tap):
+    async with _decoding(source):
         with contextlib.suppress(TimeoutError, MediaStreamError):
             async with asyncio.timeout(FIRST_FRAME_SECONDS + CHECK_SECONDS):
                 while started is None or time.monotonic() - started < CHECK_SECONDS:
@@ -122,12 +124,12 @@ async def _first_seconds(
 
 
 @contextlib.asynccontextmanager
-async def _decoding(tap: Tap) -> AsyncIterator[None]:
-    tap.decode = True
+async def _decoding(source: Source) -> AsyncIterator[None]:
+    source.decode = True
     try:
         yield
     finally:
-        tap.decode = False
+        source.decode = False
 
 
 def _mean_luma(frame: av.VideoFrame) -> float:

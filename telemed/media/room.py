@@ -41,13 +41,8 @@ from telemed.clock import Clock
 from telemed.errors import Forbidden, InvalidInput, InvalidState
 from telemed.live import ServerEvent
 from telemed.media.checks import MediaStatus, Permission, check_camera, check_microphone
-from telemed.media.passthrough import (
-    PassthroughTrack,
-    Tap,
-    ask_keyframe,
-    forward_keyframe_requests,
-    tap_receiver,
-)
+from telemed.media.forwarding import ForwardedStream, FrameSink, Source
+from telemed.media.passthrough import ask_keyframe
 from telemed.media.recorder import RemuxRecorder
 from telemed.media.sdp import Numbering, has_media, without_mdns_candidates
 from telemed.signaling.events import ServerOffer, TrackLabel
@@ -170,9 +165,14 @@ class Publication:
     kind: str
     receiver: RTCRtpReceiver
     track: MediaStreamTrack
-    tap: Tap | None = None
-    frames: int = 0
+    tap: Source | None = None
+    """Where its packets are forwarded from (and frames assembled, while wanted)."""
     _last_keyframe_request: float = 0.0
+
+    @property
+    def frames(self) -> int:
+        """Frames received so far."""
+        return self.tap.frames if self.tap is not None else 0
 
     def keyframe_due(self) -> bool:
         """Whether to ask the publisher for a keyframe now; at most one request per
@@ -195,7 +195,7 @@ class Participant:
     publications: dict[str, Publication] = field(default_factory=dict)
     # (publisher's user id, kind) → what this participant receives of that publisher,
     # and the transceiver that carries it (its mid tells the client whose track it is).
-    viewing: dict[tuple[str, str], PassthroughTrack] = field(default_factory=dict)
+    viewing: dict[tuple[str, str], ForwardedStream] = field(default_factory=dict)
     carriers: dict[tuple[str, str], RTCRtpTransceiver] = field(default_factory=dict)
     negotiating: bool = False
     renegotiate_after: bool = False
@@ -271,10 +271,10 @@ class Room:
         await self._close_connection(participant)
         for other in self.participants.values():
             for kind in KINDS:
-                track = other.viewing.get((user_id, kind))
-                if track is not None:
+                stream = other.viewing.get((user_id, kind))
+                if stream is not None:
                     # Kept (the m-line stays) but idle; a return feeds it again.
-                    track.restart()
+                    stream.restart()
         return True
 
     async def offer(self, user_id: str, sdp: str) -> str:
@@ -299,9 +299,7 @@ class Room:
             if transceiver is None or track.kind not in KINDS:
                 return
             publication = Publication(track.kind, transceiver.receiver, track)
-            publication.tap = tap_receiver(
-                transceiver.receiver, self._forwarder(participant, publication)
-            )
+            publication.tap = self._forwarder(participant, publication)
             participant.publications[track.kind] = publication
             arrived.append(publication)
 
@@ -344,9 +342,9 @@ class Room:
         await pc.setLocalDescription(await pc.createAnswer())
         for publication in arrived:
             for other in self.participants.values():
-                track = other.viewing.get((user_id, publication.kind))
-                if track is not None:
-                    track.restart()
+                stream = other.viewing.get((user_id, publication.kind))
+                if stream is not None:
+                    stream.restart()
             self._ask_keyframe(publication)
         self._check_media(participant)
         if self.recording:
@@ -579,22 +577,37 @@ class Room:
             raise InvalidState("Join the room first (room:join)")
         return participant
 
-    def _forwarder(
-        self, publisher: Participant, publication: Publication
-    ) -> Callable[[RTCRtpCodecParameters, JitterFrame], None]:
-        key = (publisher.user_id, publication.kind)
+    def _forwarder(self, publisher: Participant, publication: Publication) -> Source:
+        """Take over ``publication``'s receiver: its packets go to whoever views the
+        publisher's track now; its frames are assembled for the publisher's recording
+        while one runs (and for the media check)."""
+        kind = publication.kind
+        key = (publisher.user_id, kind)
 
-        def forward(codec: RTCRtpCodecParameters, frame: JitterFrame) -> None:
-            publication.frames += 1
-            for viewer in self.participants.values():
-                track = viewer.viewing.get(key)
-                if track is not None:
-                    track.feed(codec, frame)
+        def viewers() -> list[ForwardedStream]:
+            return [
+                stream
+                for viewer in self.participants.values()
+                if (stream := viewer.viewing.get(key)) is not None
+            ]
+
+        writing: tuple[RemuxRecorder, FrameSink] | None = None
+
+        def frames() -> FrameSink | None:
+            nonlocal writing
             segment = self._segments.get(publisher.user_id)
-            if segment is not None and publisher.publications.get(publication.kind) is publication:
-                segment.recorder.write(publication.kind, frame)
+            if segment is None or publisher.publications.get(kind) is not publication:
+                return None
+            recorder = segment.recorder
+            if writing is None or writing[0] is not recorder:
 
-        return forward
+                def write(_codec: RTCRtpCodecParameters, frame: JitterFrame) -> None:
+                    recorder.write(kind, frame)
+
+                writing = (recorder, write)
+            return writing[1]
+
+        return Source(publication.receiver, kind, viewers=viewers, frames=frames)
 
     def _schedule_renegotiation(self, participant: Participant) -> None:
         self._start(self._renegotiate(participant))
@@ -621,11 +634,11 @@ class Room:
                 key = (publisher.user_id, kind)
                 if key in participant.viewing:
                     continue
-                track = PassthroughTrack(kind, ask_keyframe=self._asker(key))
-                transceiver = pc.addTransceiver(track, direction="sendonly")
+                stream = ForwardedStream(kind, ask_keyframe=self._asker(key))
+                transceiver = pc.addTransceiver(stream.track, direction="sendonly")
                 _prefer_codecs(transceiver)
-                forward_keyframe_requests(transceiver.sender, self._asker(key))
-                participant.viewing[key] = track
+                stream.attach(transceiver.sender)
+                participant.viewing[key] = stream
                 participant.carriers[key] = transceiver
                 self._ask_keyframe(publication)
                 added = True
@@ -661,8 +674,8 @@ class Room:
             task.cancel()
         participant.checks.clear()
         participant.publications.clear()
-        for track in participant.viewing.values():
-            track.finish()
+        for stream in participant.viewing.values():
+            stream.finish()
         participant.viewing.clear()
         participant.carriers.clear()
         if pc is not None:
