@@ -1,22 +1,24 @@
 """The baseline: a bare python-socketio broadcast server (no auth, no storage).
 
-``python bench/bare_server.py PORT``. Same wire protocol as Telemed's chat for the bench:
+``python bench/bare_server.py PORT [--redis URL]`` (with Redis: python-socketio's Redis
+manager, for several processes sharing rooms). Same wire protocol as Telemed's chat for the bench:
 ``consultation:subscribe {consultation_id}`` joins a room, ``chat:send {...}`` is
 acknowledged and broadcast to the room as ``chat:message_created``.
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
-import sys
 from typing import Any
 
 import socketio
 from aiohttp import web
 
 
-def main(port: int) -> None:
-    sio = socketio.AsyncServer(async_mode="aiohttp", async_handlers=False)
+def main(port: int, redis_url: str | None) -> None:
+    manager = socketio.AsyncRedisManager(redis_url) if redis_url else None
+    sio = socketio.AsyncServer(async_mode="aiohttp", async_handlers=False, client_manager=manager)
     app = web.Application()
     sio.attach(app)
     counter = itertools.count(1)
@@ -36,4 +38,8 @@ def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    arguments = argparse.ArgumentParser()
+    arguments.add_argument("port", type=int)
+    arguments.add_argument("--redis")
+    parsed = arguments.parse_args()
+    main(parsed.port, parsed.redis)

@@ -1,6 +1,7 @@
 """Chat benchmark: Telemed against a bare python-socketio broadcast server, same run.
 
     .venv/bin/python bench/chat.py [--rooms 20] [--rate 500] [--seconds 10]
+    .venv/bin/python bench/chat.py --nodes 2 [--rate 4000]   # across processes, Redis
 
 Both servers run as separate processes on loopback; the clients (a sender and a
 receiver per two-person room) run in this process. Two loads:
@@ -9,6 +10,13 @@ receiver per two-person room) run in this process. Two loads:
 It prints p50/p99 of ack latency (send → ack) and delivery latency (send → the other
 participant receives it), messages/s, and Telemed's figures as a ratio of the bare
 server's. Telemed runs with its embedded defaults (SQLite under a temporary data dir).
+
+With ``--nodes N`` (N > 1) each server runs as N processes sharing a Redis started for
+the run (Telemed also a PostgreSQL), the bare one with python-socketio's Redis manager;
+each room's sender is on one process and its receiver on the next, so that every
+message crosses processes. Messages/s per node is the total over N. The load generator
+is this process: its CPU is printed, and a note says when it, not the servers, was the
+limit.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import book_consultations, cpu_seconds, unlimited
 from telemed.settings import Settings
-from tests.servers import PostgresServer, free_port
+from tests.servers import PostgresServer, RedisServer, free_port
 
 
 @dataclass
@@ -51,6 +59,8 @@ class Samples:
     sent: int = 0
     seconds: float = 0.0
     server_cpu: float = 0.0
+    generator_cpu: float = 0.0
+    nodes: int = 1
 
     def row(self) -> dict[str, float]:
         def pct(values: list[float], q: float) -> float:
@@ -64,9 +74,13 @@ class Samples:
             "delivery_p50": pct(self.delivery, 50),
             "delivery_p99": pct(self.delivery, 99),
             "msg_per_s": len(self.ack) / self.seconds if self.seconds else 0.0,
+            "msg_per_s_per_node": len(self.ack) / self.seconds / self.nodes
+            if self.seconds
+            else 0.0,
             "delivered": len(self.delivery),
             "sent": self.sent,
             "server_cpu_ms_per_msg": self.server_cpu * 1000 / max(1, len(self.ack)),
+            "generator_cpu_share": self.generator_cpu / self.seconds if self.seconds else 0.0,
         }
 
 
@@ -99,8 +113,9 @@ async def wait_ready(url: str) -> None:
 
 
 async def open_room(
-    url: str, room: Room
+    urls: tuple[str, str], room: Room
 ) -> tuple[socketio.AsyncClient, socketio.AsyncClient, dict[str, float], Samples]:
+    """The room's sender on ``urls[0]``, its receiver on ``urls[1]``."""
     sent_at: dict[str, float] = {}
     samples = Samples()
     sender = socketio.AsyncClient(reconnection=False)
@@ -112,7 +127,8 @@ async def open_room(
             samples.delivery.append(time.perf_counter() - started)
 
     receiver.on("chat:message_created", received)
-    for client, token in ((sender, room.sender_token), (receiver, room.receiver_token)):
+    pairs = ((sender, room.sender_token, urls[0]), (receiver, room.receiver_token, urls[1]))
+    for client, token, url in pairs:
         await client.connect(url, auth={"token": token}, transports=["websocket"])
         ack = await client.call("consultation:subscribe", {"consultation_id": room.consultation_id})
         assert ack["ok"], ack
@@ -120,10 +136,13 @@ async def open_room(
 
 
 async def run_load(
-    url: str, rooms: list[Room], *, rate: float | None, seconds: float, tag: str
+    urls: list[str], rooms: list[Room], *, rate: float | None, seconds: float, tag: str
 ) -> Samples:
-    opened = [await open_room(url, room) for room in rooms]
-    total = Samples()
+    opened = [
+        await open_room((urls[i % len(urls)], urls[(i + 1) % len(urls)]), room)
+        for i, room in enumerate(rooms)
+    ]
+    total = Samples(nodes=len(urls))
     stop_at = time.perf_counter() + seconds
 
     async def one_room(index: int) -> None:
@@ -167,8 +186,10 @@ async def run_load(
             await asyncio.gather(*pending)
 
     began = time.perf_counter()
+    cpu_began = time.process_time()
     await asyncio.gather(*(one_room(i) for i in range(len(rooms))))
     elapsed = time.perf_counter() - began
+    total.generator_cpu = time.process_time() - cpu_began
     await asyncio.sleep(0.5)  # the last deliveries
     for sender, receiver, _, samples in opened:
         total.ack += samples.ack
@@ -197,17 +218,23 @@ async def main() -> None:
         action="store_true",
         help="Telemed on a PostgreSQL server started for the run (else SQLite)",
     )
+    parser.add_argument(
+        "--nodes", type=int, default=1, help="processes per server, sharing Redis (and PostgreSQL)"
+    )
     args = parser.parse_args()
-    postgres = PostgresServer.start() if args.postgres else None
+    postgres = PostgresServer.start() if args.postgres or args.nodes > 1 else None
+    redis_server = RedisServer.start_new() if args.nodes > 1 else None
     database_url = None
     if postgres is not None:
         await _create_database(postgres)
         database_url = f"{postgres.url}/bench"
     try:
-        await _bench(args, database_url)
+        await _bench(args, database_url, redis_server.url if redis_server else None)
     finally:
         if postgres is not None:
             postgres.stop()
+        if redis_server is not None:
+            redis_server.close()
 
 
 async def _create_database(server: PostgresServer) -> None:
@@ -222,14 +249,21 @@ async def _create_database(server: PostgresServer) -> None:
         await connection.close()
 
 
-async def _bench(args: argparse.Namespace, database_url: str | None) -> None:
-
+async def _bench(args: argparse.Namespace, database_url: str | None, redis_url: str | None) -> None:
     results: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         rooms = await prepare_telemed(data_dir, args.rooms, database_url)
+        shared = {"TELEMED_REDIS_URL": redis_url} if redis_url else {}
         servers = {
-            "bare": (["python", "bench/bare_server.py"], {}),
+            "bare": (
+                [
+                    sys.executable,
+                    "bench/bare_server.py",
+                    *(["--redis", redis_url] if redis_url else []),
+                ],
+                {},
+            ),
             "telemed": (
                 [sys.executable, "-m", "telemed", "serve"],
                 {
@@ -239,42 +273,52 @@ async def _bench(args: argparse.Namespace, database_url: str | None) -> None:
                     "TELEMED_CHAT_RATE_PER_MINUTE": "1000000",
                     "TELEMED_RATE_LIMITS": unlimited(),
                     **({"TELEMED_DATABASE_URL": database_url} if database_url else {}),
+                    **shared,
                 },
             ),
         }
         for name, (cmd, env) in servers.items():
-            port = free_port()
-            full = [sys.executable if cmd[0] == "python" else cmd[0], *cmd[1:]]
-            full += [str(port)] if name == "bare" else ["--port", str(port)]
-            log = data_dir / f"{name}.log"
-            process = start(full, env, log)
+            ports = [free_port() for _ in range(args.nodes)]
+            logs = [data_dir / f"{name}-{n}.log" for n in range(args.nodes)]
+            processes = [
+                start([*cmd, *([str(port)] if name == "bare" else ["--port", str(port)])], env, log)
+                for port, log in zip(ports, logs, strict=True)
+            ]
             try:
-                url = f"http://127.0.0.1:{port}"
-                await wait_ready(
-                    url
-                    + ("/healthz" if name == "telemed" else "/socket.io/?EIO=4&transport=polling")
-                )
-                before = cpu_seconds(process.pid)
+                urls = [f"http://127.0.0.1:{port}" for port in ports]
+                probe = "/readyz" if name == "telemed" else "/socket.io/?EIO=4&transport=polling"
+                for url in urls:
+                    await wait_ready(url + probe)
+
+                def server_cpu(processes: list[subprocess.Popen[bytes]] = processes) -> float:
+                    return sum(cpu_seconds(process.pid) for process in processes)
+
+                before = server_cpu()
                 fixed = await run_load(
-                    url, rooms, rate=args.rate, seconds=args.seconds, tag=f"{name}-fixed"
+                    urls, rooms, rate=args.rate, seconds=args.seconds, tag=f"{name}-fixed"
                 )
-                middle = cpu_seconds(process.pid)
+                middle = server_cpu()
                 closed = await run_load(
-                    url, rooms, rate=None, seconds=args.seconds, tag=f"{name}-closed"
+                    urls, rooms, rate=None, seconds=args.seconds, tag=f"{name}-closed"
                 )
                 fixed.server_cpu = middle - before
-                closed.server_cpu = cpu_seconds(process.pid) - middle
+                closed.server_cpu = server_cpu() - middle
                 results[name] = {"fixed": fixed.row(), "closed": closed.row()}
             except Exception:
-                print(log.read_text()[-3000:], file=sys.stderr)
+                for log in logs:
+                    print(log.read_text()[-3000:], file=sys.stderr)
                 raise
             finally:
-                process.terminate()
-                process.wait(timeout=10)
+                for process in processes:
+                    process.terminate()
+                for process in processes:
+                    process.wait(timeout=30)
 
     print(
         f"chat bench: {args.rooms} two-person rooms, fixed rate {args.rate:g} msg/s and "
-        f"closed loop, {args.seconds:g} s each; cores={os.cpu_count()}"
+        f"closed loop, {args.seconds:g} s each; {args.nodes} process(es) per server"
+        f"{' (Redis, PostgreSQL), sender and receiver on different ones' if args.nodes > 1 else ''}"
+        f"; cores={os.cpu_count()}"
     )
     header = f"{'':22}{'bare':>12}{'telemed':>12}{'ratio':>10}"
     for load in ("fixed", "closed"):
@@ -286,7 +330,9 @@ async def _bench(args: argparse.Namespace, database_url: str | None) -> None:
             "delivery_p50",
             "delivery_p99",
             "msg_per_s",
+            "msg_per_s_per_node",
             "server_cpu_ms_per_msg",
+            "generator_cpu_share",
             "delivered",
             "sent",
         ):
@@ -295,6 +341,13 @@ async def _bench(args: argparse.Namespace, database_url: str | None) -> None:
             ratio = ours / bare if bare else float("nan")
             unit = " ms" if metric.startswith(("ack", "delivery")) else ""
             print(f"{metric + unit:22}{bare:12.2f}{ours:12.2f}{ratio:10.2f}")
+        for name in ("bare", "telemed"):
+            if results[name][load]["generator_cpu_share"] > 0.9:
+                print(
+                    f"note: the load generator used "
+                    f"{results[name][load]['generator_cpu_share']:.0%} of a core against {name}: "
+                    "the generator, not the server, was the limit"
+                )
 
 
 if __name__ == "__main__":
