@@ -175,6 +175,10 @@ class RoomDirectory:
         owner = await self.placement.owner(cid)
         if owner is None:
             return
+        if not self.cluster.alive(owner):
+            # Not alive at the last heartbeat: maybe new since; decide on a fresh reading.
+            with contextlib.suppress(Unavailable):
+                await self.cluster.read_nodes()
         if self.cluster.alive(owner):
             await self._ask_quietly(owner, "room.close", {"consultation_id": cid})
         else:
