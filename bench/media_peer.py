@@ -1,6 +1,7 @@
 """A process of synthetic media clients for ``bench/media.py`` (started by it, not by hand).
 
     media_peer.py --design telemed|stock --url URL --media MEDIA.pickle --clients CLIENTS.json
+                  [--no-record]
 
 Each client opens one aiortc peer connection to the server and sends pre-encoded VP8
 (640x480, 30 fps) and Opus (20 ms frames) as ``av.Packet``s, which aiortc's sender
@@ -9,7 +10,8 @@ before aiortc's decoder (nothing is decoded), so a client costs little CPU.
 
 - ``telemed``: the room protocol over Socket.IO: ``room:join``, ``recording:consent``,
   ``rtc:offer`` (ack: the answer), the server's ``rtc:offer`` answered with
-  ``rtc:answer``; the doctor sends ``recording:start`` once the patient is in.
+  ``rtc:answer``; the doctor sends ``recording:start`` once the patient is in (not with
+  ``--no-record``).
 - ``stock``: one HTTP offer/answer with ``bench/stock_media_server.py``.
 
 Control is line-based. On stdout: ``{"event": "ready"}`` once every client of the process
@@ -159,6 +161,8 @@ class Client:
     sending: dict[str, EncodedTrack] = field(default_factory=dict)
     receiving: dict[str, CountingQueue] = field(default_factory=dict)
     ready_seconds: float = 60.0
+    record: bool = True
+    """Whether the doctor starts the recording (Telemed)."""
     recording: bool = False
     server_offers: int = 0
     error: str | None = None
@@ -241,7 +245,7 @@ class Client:
         await pc.setLocalDescription(await pc.createOffer())
         answer = await self._call("rtc:offer", {**room, "sdp": pc.localDescription.sdp})
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
-        if self.spec.role == "doctor":
+        if self.spec.role == "doctor" and self.record:
             async with asyncio.timeout(self.ready_seconds):
                 while not self.flowing():  # noqa: ASYNC110 - counters, not an event
                     await asyncio.sleep(0.1)
@@ -265,7 +269,7 @@ class Client:
             response.raise_for_status()
             answer = await response.json()
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
-        self.recording = True  # the stock server records from the first frame
+        self.recording = self.record  # the stock server records from the first frame
 
     async def _call(self, event: str, data: dict[str, Any]) -> Any:
         assert self.sio is not None
@@ -315,7 +319,9 @@ def emit(payload: dict[str, Any]) -> None:
 
 
 async def run(args: argparse.Namespace, media: EncodedMedia, specs: list[ClientSpec]) -> None:
-    clients = [Client(spec, media, ready_seconds=args.ready_seconds) for spec in specs]
+    clients = [
+        Client(spec, media, ready_seconds=args.ready_seconds, record=args.record) for spec in specs
+    ]
     loop = asyncio.get_running_loop()
     commands = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
@@ -328,7 +334,9 @@ async def run(args: argparse.Namespace, media: EncodedMedia, specs: list[ClientS
                 else:
                     await client.start_stock(args.url, http)
                 async with asyncio.timeout(client.ready_seconds):
-                    while not (client.flowing() and client.recording):  # noqa: ASYNC110
+                    while not (  # noqa: ASYNC110 - counters, not an event
+                        client.flowing() and client.recording == client.record
+                    ):
                         await asyncio.sleep(0.1)
             except Exception as exc:
                 client.error = f"{type(exc).__name__}: {exc}"
@@ -358,6 +366,9 @@ def main() -> None:
     parser.add_argument("--media", required=True, help="pre-encoded frames (bench/media.py)")
     parser.add_argument("--clients", required=True, help="JSON list of client specs")
     parser.add_argument("--ready-seconds", type=float, default=60)
+    parser.add_argument(
+        "--no-record", dest="record", action="store_false", help="nobody starts a recording"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     media = EncodedMedia.load(Path(args.media))

@@ -1,6 +1,6 @@
 """The stock aiortc design of a recorded 1:1 call, the baseline of ``bench/media.py``.
 
-    stock_media_server.py --port PORT --out DIR
+    stock_media_server.py --port PORT --out DIR [--no-record]
 
 What aiortc's examples do: each participant's tracks are decoded by aiortc's receiver,
 fanned out by one ``MediaRelay`` to the other participant (re-encoded by that
@@ -58,14 +58,15 @@ class Forwarded(MediaStreamTrack):
 class Participant:
     name: str
     pc: RTCPeerConnection
-    recorder: MediaRecorder
+    recorder: MediaRecorder | None
     tracks: dict[str, MediaStreamTrack] = field(default_factory=dict)
     forwarded: dict[str, Forwarded] = field(default_factory=dict)
 
 
 class Server:
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, *, record: bool = True) -> None:
         self.out = out
+        self.record = record
         self.relay = MediaRelay()
         self.rooms: dict[str, dict[str, Participant]] = {}
 
@@ -75,7 +76,8 @@ class Server:
         room = self.rooms.setdefault(body["room"], {})
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         path = self.out / f"{body['room']}-{body['participant']}.webm"
-        participant = Participant(body["participant"], pc, MediaRecorder(str(path)))
+        recorder = MediaRecorder(str(path)) if self.record else None
+        participant = Participant(body["participant"], pc, recorder)
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -86,13 +88,15 @@ class Server:
             forwarded = Forwarded(kind)
             participant.forwarded[kind] = forwarded
             pc.addTrack(forwarded)
-            participant.recorder.addTrack(self.relay.subscribe(track, buffered=False))
+            if recorder is not None:
+                recorder.addTrack(self.relay.subscribe(track, buffered=False))
         for other in room.values():
             _connect(self.relay, other, participant)
             _connect(self.relay, participant, other)
         room[participant.name] = participant
         await pc.setLocalDescription(await pc.createAnswer())
-        await participant.recorder.start()
+        if recorder is not None:
+            await recorder.start()
         return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type})
 
     async def healthz(self, _request: web.Request) -> web.Response:
@@ -101,8 +105,9 @@ class Server:
     async def close(self, _app: web.Application) -> None:
         for room in self.rooms.values():
             for participant in room.values():
-                with contextlib.suppress(Exception):
-                    await participant.recorder.stop()
+                if participant.recorder is not None:
+                    with contextlib.suppress(Exception):
+                        await participant.recorder.stop()
                 with contextlib.suppress(Exception):
                     await participant.pc.close()
         self.rooms.clear()
@@ -121,10 +126,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True, help="directory of the recordings")
+    parser.add_argument("--no-record", dest="record", action="store_false")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
-    server = Server(args.out)
+    server = Server(args.out, record=args.record)
     app = web.Application()
     app.router.add_post("/offer", server.offer)
     app.router.add_get("/healthz", server.healthz)

@@ -15,8 +15,9 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpCodecParameters
 from aiortc.jitterbuffer import JitterFrame
 
 import tests.conftest  # noqa: F401  (the test helpers import each other through it)
+from telemed.media.forwarding import FrameSink
 from telemed.media.network import bind_media_addresses
-from telemed.media.passthrough import FrameSink, tap_receiver
+from telemed.media.passthrough import tap_receiver
 from telemed.media.recorder import RemuxRecorder
 from tests.media_peers import SineMicrophone, SynthCamera
 

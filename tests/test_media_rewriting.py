@@ -207,7 +207,8 @@ def test_what_the_viewer_did_not_negotiate_is_not_written() -> None:
         extensions=b"",
         payload=b"",
     )
-    assert plain[0] == 0x80 and len(plain) == 12
+    assert plain[0] == 0x80
+    assert len(plain) == 12
 
 
 def test_padding_and_rtx() -> None:

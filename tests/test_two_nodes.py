@@ -235,6 +235,7 @@ async def test_readiness_reports_a_dead_redis_listener(
     assert ready.status == 200
     assert (await ready.json())["checks"] == {
         "database": "ok",
+        "storage": "ok",
         "redis": "ok",
         "realtime": "ok",
         "nodes": "ok",
