@@ -40,7 +40,7 @@ import socketio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import book_consultations, cpu_seconds, unlimited
+from bench.common import book_consultations, cpu_seconds, create_database, unlimited
 from telemed.settings import Settings
 from tests.servers import PostgresServer, RedisServer, free_port
 
@@ -226,7 +226,7 @@ async def main() -> None:
     redis_server = RedisServer.start_new() if args.nodes > 1 else None
     database_url = None
     if postgres is not None:
-        await _create_database(postgres)
+        await create_database(postgres, "bench")
         database_url = f"{postgres.url}/bench"
     try:
         await _bench(args, database_url, redis_server.url if redis_server else None)
@@ -235,18 +235,6 @@ async def main() -> None:
             postgres.stop()
         if redis_server is not None:
             redis_server.close()
-
-
-async def _create_database(server: PostgresServer) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(
-        host="127.0.0.1", port=server.port, user="postgres", database="postgres"
-    )
-    try:
-        await connection.execute("CREATE DATABASE bench")
-    finally:
-        await connection.close()
 
 
 async def _bench(args: argparse.Namespace, database_url: str | None, redis_url: str | None) -> None:

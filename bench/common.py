@@ -19,6 +19,7 @@ from telemed.scheduling.consultations import check_book_duty
 from telemed.scheduling.models import Channel, DutyTopic
 from telemed.scheduling.service import check_publish_slots, do_create_centre, do_create_doctor
 from telemed.settings import Settings
+from tests.servers import PostgresServer
 
 PASSWORD = "Quiet-River-71"  # noqa: S105  (the bench's throw-away accounts)
 
@@ -123,6 +124,38 @@ def cpu_times(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, alive now (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo += children.get(current, [])
+    return tree
+
+
+def tree_cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU time of ``pid`` and its live descendants (a supervisor and
+    its workers)."""
+    user = system = 0.0
+    for member in process_tree(pid):
+        try:
+            u, s = cpu_times(member)
+        except OSError:
+            continue
+        user, system = user + u, system + s
+    return user, system
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc)."""
     return sum(cpu_times(pid))
@@ -144,3 +177,16 @@ def server_env(data_dir: Path) -> dict[str, str]:
         "TELEMED_MEDIA_ADDRESSES": "127.0.0.1",
         "TELEMED_RATE_LIMITS": unlimited(),
     }
+
+
+async def create_database(server: PostgresServer, name: str) -> None:
+    """An empty database on a PostgreSQL server started for a benchmark."""
+    import asyncpg
+
+    connection = await asyncpg.connect(
+        host="127.0.0.1", port=server.port, user="postgres", database="postgres"
+    )
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()

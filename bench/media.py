@@ -49,6 +49,7 @@ import struct
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -60,7 +61,7 @@ import av
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import Booked, book_consultations, cpu_seconds, cpu_times, server_env
+from bench.common import Booked, book_consultations, cpu_seconds, server_env, tree_cpu_times
 from telemed.settings import Settings
 from tests.servers import free_port
 
@@ -146,6 +147,7 @@ def match_frames(
     *,
     began: float,
     ended: float,
+    keeps_timestamps: bool = False,
 ) -> Delivery:
     """Line up the frames a publisher sent in the window with those its viewer received.
 
@@ -157,7 +159,9 @@ def match_frames(
     within ``GRACE`` seconds after the window; duplicates count once. A relay that
     re-encodes gives frames timestamps of its own: when no offset maps nearly every
     received frame, frames are counted instead (distinct timestamps that arrived in the
-    window), and there are no delays."""
+    window), and there are no delays. A relay known to keep timestamps
+    (``keeps_timestamps``: Telemed) is matched whenever an offset maps nearly every frame,
+    however much the delays vary (a backlog draining)."""
     step = STEP[kind]
     first: int = sent["first"]
     times: list[float] = sent["times"]
@@ -184,19 +188,32 @@ def match_frames(
         if index >= 0:
             offset = (first + index) * step - timestamp
             guesses[offset] = guesses.get(offset, 0) + 1
-    likely = max(guesses, key=lambda o: guesses[o], default=0)
-    offset, found = likely, []
-    for shift in range(-10, 11):
-        candidate = delays(likely + shift * step)
-        if candidate and min(candidate) >= -0.002:
-            # The largest offset that breaks no causality.
-            offset, found = likely + shift * step, candidate
+    if keeps_timestamps and guesses:
+        # Each guess is at least the true offset, and equal to it for a frame that
+        # arrived before the next was sent: the smallest is the offset, however large
+        # a backlog grew later (2 ms of slack: a send is noted just after it).
+        offset = min(
+            (first + bisect.bisect_right(times, moment + 0.002) - 1) * step - timestamp
+            for timestamp, moment in arrivals.items()
+            if bisect.bisect_right(times, moment + 0.002) > 0
+        )
+        found = delays(offset)
+    else:
+        likely = max(guesses, key=lambda o: guesses[o], default=0)
+        offset, found = likely, []
+        for shift in range(-10, 11):
+            candidate = delays(likely + shift * step)
+            if candidate and min(candidate) >= -0.002:
+                # The largest offset that breaks no causality.
+                offset, found = likely + shift * step, candidate
     logged = sum(1 for moment in arrivals.values() if moment >= times[0])
     typical = sorted(found)[len(found) // 2] if found else 0.0
     steady = sum(1 for delay in found if abs(delay - typical) < STEADY)
     # Most frames of a forwarding relay have about the same delay; the timestamps of a
     # re-encoding relay that drops frames drift away from the publisher's.
-    result.aligned = len(found) >= 0.95 * logged and steady >= 0.5 * len(found)
+    result.aligned = len(found) >= 0.95 * logged and (
+        keeps_timestamps or steady >= 0.5 * len(found)
+    )
     if result.aligned:
         for n in window:
             moment = arrivals.get((first + n) * step - offset)
@@ -345,6 +362,7 @@ class ClientProcess:
         log: Path,
         ready_seconds: float,
         record: bool,
+        spread: str | None = None,
     ) -> ClientProcess:
         write_json(spec_path, specs)
         with log.open("wb") as handle:
@@ -357,6 +375,7 @@ class ClientProcess:
                 "--clients", str(spec_path),
                 "--ready-seconds", str(ready_seconds),
                 *(() if record else ("--no-record",)),
+                *(("--spread", spread) if spread else ()),
                 cwd=ROOT,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
@@ -411,8 +430,14 @@ async def measure(
     args: argparse.Namespace,
     media: Path,
     work: Path,
+    spread: str | None = None,
+    on_ready: Callable[[int], None] | None = None,
+    on_window: Callable[[str], None] | None = None,
 ) -> Measurement:
-    """Start the server and the clients, measure the steady window, stop everything."""
+    """Start the server and the clients, measure the steady window, stop everything.
+    The server's CPU is its process's and its children's (``serve --workers``);
+    ``on_ready`` gets its pid once it answers, ``on_window`` "began" and "ended" at the
+    window's ends; ``spread`` is for ``media_peer.py``."""
     url = f"http://127.0.0.1:{port}"
     server_log = work / f"{design}-server.log"
     with server_log.open("wb") as handle:
@@ -427,6 +452,8 @@ async def measure(
     result = Measurement(consultations, clients=len(specs))
     try:
         await wait_ready(url + health, server)
+        if on_ready is not None:
+            on_ready(server.pid)
         count = max(1, min(args.client_processes or consultations, len(specs)))
         for n in range(count):
             clients.append(
@@ -439,6 +466,7 @@ async def measure(
                     log=work / f"{design}-clients-{n}.log",
                     ready_seconds=args.ready_seconds,
                     record=not args.unrecorded,
+                    spread=spread,
                 )
             )
         for process, message in zip(
@@ -453,12 +481,16 @@ async def measure(
                 result.failures += message["clients"]
         await asyncio.sleep(args.settle)
         began = time.monotonic()
-        server_before = cpu_times(server.pid or 0)
+        if on_window is not None:
+            on_window("began")
+        server_before = tree_cpu_times(server.pid or 0)
         clients_before = sum(c.cpu() for c in clients)
         machine_before, own_before = machine_cpu(), cpu_seconds(os.getpid())
         await asyncio.sleep(args.seconds)
         ended = time.monotonic()
-        server_after = cpu_times(server.pid or 0)
+        server_after = tree_cpu_times(server.pid or 0)
+        if on_window is not None:
+            on_window("ended")
         result.clients_cpu = sum(c.cpu() for c in clients) - clients_before
         result.seconds = ended - began
         result.server_cpu = sum(server_after) - sum(server_before)
@@ -476,7 +508,7 @@ async def measure(
             write_json(
                 Path(f"{args.dump}-{design}.json"), {"began": began, "ended": ended, "logs": logs}
             )
-        tally(result, logs, began=began, ended=ended)
+        tally(result, logs, began=began, ended=ended, keeps_timestamps=design == "telemed")
         for process in clients:
             await process.send("stop")
         for process in clients:
@@ -493,7 +525,14 @@ async def measure(
     return result
 
 
-def tally(result: Measurement, logs: list[dict[str, Any]], *, began: float, ended: float) -> None:
+def tally(
+    result: Measurement,
+    logs: list[dict[str, Any]],
+    *,
+    began: float,
+    ended: float,
+    keeps_timestamps: bool,
+) -> None:
     """Frames sent in the window, delivered, and their delays: each client's frames
     against what the other participant of its room received."""
     rooms: dict[str, list[dict[str, Any]]] = {}
@@ -508,7 +547,14 @@ def tally(result: Measurement, logs: list[dict[str, Any]], *, began: float, ende
                 for kind in KINDS:
                     sent = publisher["sent"].get(kind, {"first": 0, "times": []})
                     received = viewer["received"].get(kind, {"times": [], "timestamps": []})
-                    delivery = match_frames(kind, sent, received, began=began, ended=ended)
+                    delivery = match_frames(
+                        kind,
+                        sent,
+                        received,
+                        began=began,
+                        ended=ended,
+                        keeps_timestamps=keeps_timestamps,
+                    )
                     result.sent[kind] += delivery.sent
                     result.received[kind] += delivery.delivered
                     result.latencies[kind] += delivery.latencies

@@ -1,7 +1,7 @@
 """A process of synthetic media clients for ``bench/media.py`` (started by it, not by hand).
 
     media_peer.py --design telemed|stock --url URL --media MEDIA.pickle --clients CLIENTS.json
-                  [--no-record]
+                  [--no-record] [--spread REDIS_URL]
 
 Each client opens one aiortc peer connection to the server and sends pre-encoded VP8
 (640x480, 30 fps) and Opus (20 ms frames) as ``av.Packet``s, which aiortc's sender
@@ -12,6 +12,10 @@ before aiortc's decoder (nothing is decoded), so a client costs little CPU.
   ``rtc:offer`` (ack: the answer), the server's ``rtc:offer`` answered with
   ``rtc:answer``; the doctor sends ``recording:start`` once the patient is in (not with
   ``--no-record``).
+  With ``--spread`` (several server processes on one port, ``bench/scale.py``) each
+  client first watches its consultation (``consultation:subscribe``) and reads from the
+  servers' Redis which process its socket reached (``telemed:presence:<consultation>``);
+  the doctor connects again until its socket is on another process than the patient's.
 - ``stock``: one HTTP offer/answer with ``bench/stock_media_server.py``.
 
 Control is line-based. On stdout: ``{"event": "ready"}`` once every client of the process
@@ -43,6 +47,7 @@ from typing import Any
 import aiohttp
 import aioice.ice
 import av
+import redis.asyncio
 import socketio
 from aiortc import (
     RTCConfiguration,
@@ -163,6 +168,12 @@ class Client:
     ready_seconds: float = 60.0
     record: bool = True
     """Whether the doctor starts the recording (Telemed)."""
+    spread: str | None = None
+    """The servers' Redis URL: put the doctor's socket on another process than the
+    patient's (Telemed)."""
+    node: str | None = None
+    """The server process the socket reached (with ``spread``)."""
+    connects: int = 0
     recording: bool = False
     server_offers: int = 0
     error: str | None = None
@@ -173,6 +184,8 @@ class Client:
             "name": self.spec.name,
             "recording": self.recording,
             "state": self.pc.connectionState if self.pc is not None else "none",
+            "node": self.node,
+            "connects": self.connects,
         }
 
     def log(self, began: float, ended: float) -> dict[str, Any]:
@@ -228,14 +241,50 @@ class Client:
 
         return pc
 
-    async def start_telemed(self, url: str) -> None:
+    async def connect(self, url: str) -> socketio.AsyncClient:
         sio = socketio.AsyncClient(reconnection=False)
-        self.sio = sio
         sio.on("rtc:offer", self._on_server_offer)
         sio.on("recording:state_changed", self._on_recording)
         await sio.connect(
             url, auth={"token": self.spec.token}, transports=["websocket"], wait_timeout=30
         )
+        self.sio = sio
+        self.connects += 1
+        return sio
+
+    async def spread_out(self, url: str, redis_url: str) -> None:
+        """Connect until this socket's process is known and, for the doctor, is not the
+        patient's (a new connection lands on any process sharing the port)."""
+        key = f"telemed:presence:{self.spec.room}"
+        store = redis.asyncio.from_url(redis_url)
+        try:
+            async with asyncio.timeout(self.ready_seconds):
+                while True:
+                    sio = await self.connect(url)
+                    await self._call("consultation:subscribe", {"consultation_id": self.spec.room})
+                    nodes = {}
+                    while True:  # presence is written after the subscribe's answer
+                        members = [m.decode().split("|") for m in await store.zrange(key, 0, -1)]
+                        nodes = {sid: node for _user, node, sid in members}
+                        mine = nodes.get(sio.get_sid() or "")
+                        others = {node for sid, node in nodes.items() if sid != sio.get_sid()}
+                        if mine and (self.spec.role == "patient" or others):
+                            break
+                        await asyncio.sleep(0.1)
+                    self.node = mine
+                    if self.spec.role == "patient" or mine not in others:
+                        return
+                    await sio.disconnect()
+        finally:
+            await store.aclose()
+
+    async def start_telemed(self, url: str) -> None:
+        if self.spread:
+            await self.spread_out(url, self.spread)
+        else:
+            await self.connect(url)
+        sio = self.sio
+        assert sio is not None
         room = {"consultation_id": self.spec.room}
         joined = await self._call("room:join", room)
         self.recording = joined["recording"]["active"]
@@ -249,7 +298,7 @@ class Client:
             async with asyncio.timeout(self.ready_seconds):
                 while not self.flowing():  # noqa: ASYNC110 - counters, not an event
                     await asyncio.sleep(0.1)
-                while True:  # the patient's consent may still be on its way
+                while not self.recording:  # the patient's consent may still be on its way
                     ack = await sio.call("recording:start", room, timeout=30)
                     if ack["ok"]:
                         self.recording = True
@@ -320,7 +369,10 @@ def emit(payload: dict[str, Any]) -> None:
 
 async def run(args: argparse.Namespace, media: EncodedMedia, specs: list[ClientSpec]) -> None:
     clients = [
-        Client(spec, media, ready_seconds=args.ready_seconds, record=args.record) for spec in specs
+        Client(
+            spec, media, ready_seconds=args.ready_seconds, record=args.record, spread=args.spread
+        )
+        for spec in specs
     ]
     loop = asyncio.get_running_loop()
     commands = asyncio.StreamReader()
@@ -368,6 +420,9 @@ def main() -> None:
     parser.add_argument("--ready-seconds", type=float, default=60)
     parser.add_argument(
         "--no-record", dest="record", action="store_false", help="nobody starts a recording"
+    )
+    parser.add_argument(
+        "--spread", metavar="REDIS_URL", help="the doctor's socket on another process (Telemed)"
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
