@@ -50,7 +50,7 @@ TARGET_MEDIAN_MS = 1500.0
 STEPS = {
     "socket": "the Socket.IO connection is up",
     "joined": "room:join answered",
-    "gathered": "the offer's ICE candidates gathered",
+    "described": "the page's offer made (its candidates trickle after the answer)",
     "answered": "rtc:offer answered (the server's connection made)",
     "connected": "the media connection is up (ICE, DTLS)",
     "offered": "the server's offer with the doctor's tracks arrived",

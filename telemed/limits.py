@@ -62,7 +62,7 @@ DEFAULT_LIMITS: dict[str, Limit] = {
     # Wrong current passwords on a password change, per user (each costs a hash).
     "password.user": Limit(5, 900),
     # Socket.IO: any event, per user.
-    "event.user": Limit(600, 60),
+    "event.user": Limit(900, 60),
     # Chat messages per user (``TELEMED_CHAT_RATE_PER_MINUTE`` sets it too).
     "chat.send": Limit(30, 60),
     # Socket.IO events that reach other people or the audit trail, per user.
@@ -73,6 +73,7 @@ DEFAULT_LIMITS: dict[str, Limit] = {
     "room.leave": Limit(20, 60),
     "rtc.offer": Limit(30, 60),
     "rtc.answer": Limit(60, 60),
+    "rtc.candidate": Limit(600, 60),  # a connection trickles a few to a few dozen
     "media.report": Limit(60, 60),
     "recording.consent": Limit(10, 60),
     "recording.start": Limit(10, 60),

@@ -147,6 +147,7 @@ class MediaClient:
         self.moves: list[str] = []
         """The reasons of the ``room:rejoin`` events followed."""
         self._moving: asyncio.Task[None] | None = None
+        self.trickled: list[dict[str, Any]] = []
         self.attach(peer)
 
     def attach(self, peer: Peer) -> None:
@@ -190,8 +191,11 @@ class MediaClient:
         assert self._moving is not None, "no room:rejoin came"
         await self._moving
 
-    async def connect_media(self) -> dict[str, Any]:
-        """A new peer connection (the first, or a rejoin): offer it, apply the answer."""
+    async def connect_media(self, *, trickle: bool = False) -> dict[str, Any]:
+        """A new peer connection (the first, or a rejoin): offer it, apply the answer.
+        ``trickle``: the offer goes without its candidates, which follow the answer as
+        ``rtc:candidate`` events (aiortc gathers before it offers: this is how a browser
+        that trickles looks to the server); ``self.trickled`` keeps their acks."""
         if self.pc is not None:
             await self.pc.close()
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -208,14 +212,32 @@ class MediaClient:
             self._consumers.append(asyncio.ensure_future(self._consume(track)))
 
         await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+        lines = sdp.split("\r\n")
+        candidates = [line.removeprefix("a=") for line in lines if line.startswith("a=candidate:")]
+        if trickle:
+            sdp = "\r\n".join(
+                x for x in lines if not x.startswith(("a=candidate:", "a=end-of-candidates"))
+            )
         ack = await self.peer.call(
-            "rtc:offer", {"consultation_id": self.consultation_id, "sdp": pc.localDescription.sdp}
+            "rtc:offer", {"consultation_id": self.consultation_id, "sdp": sdp}
         )
         if ack["ok"]:
             await pc.setRemoteDescription(
                 RTCSessionDescription(sdp=ack["data"]["sdp"], type="answer")
             )
+            if trickle:
+                ufrag = next(x for x in lines if x.startswith("a=ice-ufrag:")).split(":", 1)[1]
+                for line in [*candidates, ""]:
+                    self.trickled.append(await self.trickle(line, username_fragment=ufrag))
         return ack
+
+    async def trickle(self, line: str, **fields: Any) -> dict[str, Any]:
+        """One ``rtc:candidate`` (on the first media section)."""
+        return await self.peer.call(
+            "rtc:candidate",
+            {"consultation_id": self.consultation_id, "candidate": line, "sdp_mid": "0", **fields},
+        )
 
     async def _on_server_offer(self, data: dict[str, Any]) -> None:
         pc = self.pc

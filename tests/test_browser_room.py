@@ -106,6 +106,8 @@ async def test_a_browser_patient_and_an_aiortc_doctor_see_each_other_and_are_rec
         ) from None
     await wait_in_page(page, "window.telemedRoom.remoteFrames >= 30", seconds=30)
     assert (640, 480) in doctor.sizes
+    # The page offered without waiting for its candidates and trickled them after.
+    assert await page.evaluate("window.telemedRoom.trickled") >= 1
 
     # The server's check of the browser's media reaches the doctor.
     cid = booked["id"]

@@ -94,6 +94,56 @@ async def test_patient_and_doctor_see_and_hear_each_other(
             assert track.forwarded > 0
 
 
+async def test_candidates_trickle_after_the_offer(
+    client: AppClient,
+    room: dict[str, Any],
+    room_doctor: MediaClient,
+    peers: list[Peer],
+    media: list[MediaClient],
+) -> None:
+    """An offer without candidates is answered at once; the candidates that follow are
+    added to the participant's connection, those it cannot or need not use are not."""
+    cid = room["id"]
+    patient = await participant(client, peers, media, room["patient"]["token"], cid)
+    assert (await patient.join())["ok"]
+    line = "candidate:1 1 udp 2122260223 192.0.2.10 50000 typ host"
+    early = await patient.trickle(line)
+    assert early["error"]["code"] == "invalid_state", early
+
+    assert (await patient.connect_media(trickle=True))["ok"]
+    assert patient.trickled
+    assert all(ack["ok"] for ack in patient.trickled), patient.trickled
+    # Ignored: a browser's mDNS name, a candidate of an earlier connection.
+    mdns = "candidate:2 1 udp 2122260223 0b7e1c2d-aaaa.local 50001 typ host"
+    assert (await patient.trickle(mdns))["ok"]
+    stale = "candidate:3 1 udp 2122260223 192.0.2.77 50002 typ host"
+    assert (await patient.trickle(stale, username_fragment="an-old-one"))["ok"]
+    # Refused, changing nothing: not a candidate, a name instead of an address, no section.
+    for bad, fields in (
+        ("candidate:garbage", {}),
+        ("candidate:4 1 udp 2122260223 example.org 50003 typ host", {}),
+        (line, {"sdp_mid": None}),
+    ):
+        refused = await patient.trickle(bad, **fields)
+        assert refused["error"]["code"] == "invalid_input", refused
+
+    await patient.peer.wait_for(
+        lambda: patient.decoded["video"] >= 30 and patient.decoded["audio"] >= 30, seconds=20
+    )
+    await room_doctor.peer.wait_for(lambda: room_doctor.decoded["video"] >= 30, seconds=20)
+    server_room = client.app[keys.ROOMS].get(cid)
+    assert server_room is not None
+    patient_id = next(user for user, p in server_room.participants.items() if p.role == "patient")
+    pc = server_room.participants[patient_id].pc
+    assert pc is not None
+    remote = {
+        c.ip for c in pc.getTransceivers()[0].receiver.transport.transport.getRemoteCandidates()
+    }
+    assert "127.0.0.1" in remote  # trickled: the offer had none
+    assert "192.0.2.77" not in remote
+    assert "192.0.2.10" not in remote
+
+
 async def test_who_may_enter_and_when(
     client: AppClient, booked: dict[str, Any], clock: FakeClock, peers: list[Peer]
 ) -> None:

@@ -44,7 +44,13 @@ from telemed.media.checks import MediaStatus, Permission, check_camera, check_mi
 from telemed.media.forwarding import ForwardedStream, FrameSink, Source
 from telemed.media.passthrough import ask_keyframe
 from telemed.media.recorder import RemuxRecorder
-from telemed.media.sdp import Numbering, has_media, without_mdns_candidates
+from telemed.media.sdp import (
+    Numbering,
+    has_media,
+    ice_ufrag,
+    trickled_candidate,
+    without_mdns_candidates,
+)
 from telemed.signaling.events import ServerOffer, TrackLabel
 
 logger = logging.getLogger(__name__)
@@ -355,6 +361,37 @@ class Room:
         for member in list(self.participants.values()):
             self._schedule_renegotiation(member)
         return str(pc.localDescription.sdp)
+
+    async def candidate(
+        self,
+        user_id: str,
+        line: str,
+        *,
+        sdp_mid: str | None = None,
+        sdp_mline_index: int | None = None,
+        username_fragment: str | None = None,
+    ) -> None:
+        """A candidate the participant's browser gathered after its offer (trickle ICE).
+        An empty ``line`` (the browser's end of candidates) changes nothing: the server
+        keeps taking the browser's checks until one pair succeeds, and a browser whose
+        connection fails sends a new offer. A candidate of an earlier connection (another
+        username fragment) is ignored."""
+        participant = self._member(user_id)
+        pc = participant.pc
+        if pc is None or pc.remoteDescription is None:
+            raise InvalidState("No media connection takes candidates yet: send rtc:offer first")
+        if not line:
+            return
+        if sdp_mid is None and sdp_mline_index is None:
+            raise InvalidInput("A candidate needs its sdp_mid or sdp_mline_index")
+        try:
+            candidate = trickled_candidate(line, sdp_mid=sdp_mid, sdp_mline_index=sdp_mline_index)
+        except ValueError as exc:
+            raise InvalidInput("The candidate is not a valid ICE candidate") from exc
+        current = ice_ufrag(pc.remoteDescription.sdp)
+        if candidate is None or (username_fragment and username_fragment != current):
+            return
+        await pc.addIceCandidate(candidate)
 
     async def answer(self, user_id: str, sdp: str) -> None:
         """A participant's answer to the server's last offer."""

@@ -9,8 +9,12 @@ and header extensions again (``Numbering``), since aiortc numbers a new offer it
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
+
+from aiortc import RTCIceCandidate
+from aiortc.sdp import candidate_from_sdp
 
 _EXTMAP = re.compile(r"^a=extmap:(\d+)(/\w+)? (\S+)(.*)$")
 _RTPMAP = re.compile(r"^a=rtpmap:(\d+) ([^/\s]+)/(\d+)")
@@ -106,6 +110,36 @@ def without_mdns_candidates(sdp: str) -> str:
     lines = sdp.split("\r\n")
     kept = [line for line in lines if not (line.startswith("a=candidate:") and ".local " in line)]
     return "\r\n".join(kept)
+
+
+def ice_ufrag(sdp: str) -> str | None:
+    """The ICE username fragment of a session description (its first ``a=ice-ufrag``:
+    bundled, every section has the same)."""
+    for line in sdp.splitlines():
+        if line.startswith("a=ice-ufrag:"):
+            return line.removeprefix("a=ice-ufrag:").strip()
+    return None
+
+
+def trickled_candidate(
+    line: str, *, sdp_mid: str | None, sdp_mline_index: int | None
+) -> RTCIceCandidate | None:
+    """A candidate a client trickled (``candidate:…`` as ``RTCIceCandidate.candidate``
+    gives it), or None for one the server does without: a browser's mDNS name (see
+    ``without_mdns_candidates``). Raises ValueError for a line that is not a candidate."""
+    text = line.strip().removeprefix("a=").removeprefix("candidate:")
+    parts = text.split()
+    if len(parts) < 8 or parts[6] != "typ":  # foundation component transport priority ip port typ t
+        raise ValueError("not an ICE candidate")
+    if parts[4].endswith(".local"):
+        return None
+    ipaddress.ip_address(parts[4])  # a name would be looked up: only addresses are taken
+    if parts[2].lower() not in ("udp", "tcp"):
+        raise ValueError("not a UDP or TCP candidate")
+    candidate = candidate_from_sdp(text)
+    candidate.sdpMid = sdp_mid
+    candidate.sdpMLineIndex = sdp_mline_index
+    return candidate
 
 
 def has_media(sdp: str) -> bool:

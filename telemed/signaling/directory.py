@@ -94,6 +94,7 @@ class RoomDirectory:
             "room.join": self._join,
             "room.offer": self._offer,
             "room.answer": self._answer,
+            "room.candidate": self._candidate,
             "room.report": self._report,
             "room.consent": self._consent,
             "room.start": self._start_recording,
@@ -248,6 +249,17 @@ class RoomDirectory:
         room, participant = self._member(args)
         answer = await room.offer(participant.user_id, args["sdp"])
         return Answer(sdp=answer).model_dump(mode="json")
+
+    async def _candidate(self, args: dict[str, Any]) -> dict[str, Any]:
+        room, participant = self._member(args)
+        await room.candidate(
+            participant.user_id,
+            args["candidate"],
+            sdp_mid=args["sdp_mid"],
+            sdp_mline_index=args["sdp_mline_index"],
+            username_fragment=args["username_fragment"],
+        )
+        return {}
 
     async def _answer(self, args: dict[str, Any]) -> dict[str, Any]:
         room, participant = self._member(args)

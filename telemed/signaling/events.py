@@ -253,6 +253,22 @@ class SessionDescription(EventModel):
     sdp: str = Field(min_length=1, max_length=MAX_SDP)
 
 
+class IceCandidate(EventModel):
+    consultation_id: uuid.UUID
+    candidate: str = Field(
+        max_length=1024,
+        description="`RTCIceCandidate.candidate` as the browser gives it "
+        '(`candidate:…`); "" for the end of candidates',
+    )
+    sdp_mid: str | None = Field(default=None, max_length=32)
+    sdp_mline_index: int | None = Field(default=None, ge=0, le=64)
+    username_fragment: str | None = Field(
+        default=None,
+        max_length=256,
+        description="`usernameFragment`: a candidate of an earlier connection is ignored",
+    )
+
+
 class Answer(BaseModel):
     sdp: str = Field(description="The server's answer")
 
@@ -404,6 +420,17 @@ PROTOCOL: tuple[EventSpec, ...] = (
         "new media connection for you, replacing the one you had (a rejoin after a broken "
         "connection), and answers. VP8 and Opus only. What you receive from the others "
         "comes in the server's `rtc:offer`s.",
+        ("invalid_input", "invalid_state", "unavailable"),
+    ),
+    EventSpec(
+        "rtc:candidate",
+        "client→server",
+        IceCandidate,
+        Empty,
+        "Trickle ICE: each candidate your connection gathers after its `rtc:offer`, once "
+        "that offer is answered (send the offer at once, without waiting for gathering). "
+        "mDNS (`….local`) candidates are ignored, as are those of an earlier connection; "
+        'the end of candidates (`""`) is taken and changes nothing.',
         ("invalid_input", "invalid_state", "unavailable"),
     ),
     EventSpec(

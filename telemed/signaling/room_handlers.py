@@ -34,6 +34,7 @@ from telemed.signaling.events import (
     ConsultationEnd,
     ConsultationView,
     Empty,
+    IceCandidate,
     MediaReport,
     MediaStatusChanged,
     MediaView,
@@ -93,6 +94,20 @@ class RoomEvents(_Base):
         """rtc:offer {consultation_id, sdp} → {sdp}"""
         answer = await self.ask(sid, request.consultation_id, "room.offer", sdp=request.sdp)
         return ok(Answer.model_validate(answer))
+
+    async def on_rtc_candidate(self, sid: str, request: IceCandidate) -> Ack:
+        """rtc:candidate {consultation_id, candidate, sdp_mid?, sdp_mline_index?,
+        username_fragment?}"""
+        await self.ask(
+            sid,
+            request.consultation_id,
+            "room.candidate",
+            candidate=request.candidate,
+            sdp_mid=request.sdp_mid,
+            sdp_mline_index=request.sdp_mline_index,
+            username_fragment=request.username_fragment,
+        )
+        return ok(Empty())
 
     async def on_rtc_answer(self, sid: str, request: SessionDescription) -> Ack:
         """rtc:answer {consultation_id, sdp}"""

@@ -1,9 +1,10 @@
 // One media connection of the browser to the server (docs/media.md), from creation to
-// close: the page's offer with its own tracks, the server's renegotiation (its rtc:offer
-// when it adds what this page receives, our answer), complete descriptions (the server
-// takes no trickle ICE), and every state change logged with console.debug, as aiortc's
-// example client logs them. Signalling is the caller's: `exchange(sdp)` sends our
-// description and resolves with the server's answer SDP (or whatever it acknowledges).
+// close: the page's offer with its own tracks, sent at once and its candidates trickled
+// after the answer (trickle ICE), the server's renegotiation (its rtc:offer when it adds
+// what this page receives, our answer), and every state change logged with
+// console.debug, as aiortc's example client logs them. Signalling is the caller's:
+// `exchange(sdp)` sends our description and resolves with the server's answer SDP (or
+// whatever it acknowledges); `trickle(candidate)` sends one candidate (null: the end).
 const GATHERING_LIMIT_MS = 3000;
 const WATCHED = [
   ["connectionstatechange", "connectionState"],
@@ -50,12 +51,23 @@ export class PeerLink {
     return this.pc.connectionState;
   }
 
-  // Our offer (a new connection); the answer is applied unless closed meanwhile.
-  async offer(exchange) {
+  // Our offer (a new connection), sent without waiting for ICE gathering; the answer is
+  // applied unless closed meanwhile. Candidates gathered before the answer wait for it
+  // (the server has no connection to add them to before), the others go at once.
+  async offer(exchange, trickle) {
+    const waiting = [];
+    let answered = false;
+    this.pc.addEventListener("icecandidate", ({ candidate }) => {
+      if (this.closed || (candidate && !candidate.candidate)) return;
+      if (answered) trickle(candidate);
+      else waiting.push(candidate);
+    });
     await this.pc.setLocalDescription(await this.pc.createOffer());
-    await gathered(this.pc);
     const answer = await exchange(this.pc.localDescription.sdp);
-    if (!this.closed) await this.pc.setRemoteDescription({ type: "answer", sdp: answer });
+    if (this.closed) return;
+    await this.pc.setRemoteDescription({ type: "answer", sdp: answer });
+    answered = true;
+    for (const candidate of waiting.splice(0)) trickle(candidate);
   }
 
   // The server's offer (a renegotiation): our answer is sent unless closed meanwhile.

@@ -53,6 +53,27 @@ export function createMedia({ state, view, signalling, devices, consultationId, 
     }
   }
 
+  // One candidate of `link` to the server (null: the end of gathering). A refusal
+  // (a connection replaced meanwhile, a rate limit) is logged: the connection's own
+  // checks decide whether it comes up.
+  function trickle(link, candidate) {
+    if (link !== media.link) return;
+    const message = {
+      consultation_id: consultationId,
+      candidate: candidate ? candidate.candidate : "",
+      sdp_mid: candidate ? candidate.sdpMid : null,
+      sdp_mline_index: candidate ? candidate.sdpMLineIndex : null,
+      username_fragment: candidate ? candidate.usernameFragment : null,
+    };
+    signalling
+      .call("rtc:candidate", message)
+      .then(dataOf)
+      .then(() => {
+        state.trickled += 1;
+      })
+      .catch((error) => console.debug("rtc: candidate refused", error));
+  }
+
   function close() {
     if (media.link) media.link.close();
     media.link = null;
@@ -73,12 +94,15 @@ export function createMedia({ state, view, signalling, devices, consultationId, 
         onStateChange: (connectionState) => watch(link, connectionState),
       });
       media.link = link;
-      await link.offer(async (sdp) => {
-        step(state, "gathered");
-        const answer = dataOf(await signalling.call("rtc:offer", { consultation_id: consultationId, sdp }));
-        step(state, "answered");
-        return answer.sdp;
-      });
+      await link.offer(
+        async (sdp) => {
+          step(state, "described");
+          const answer = dataOf(await signalling.call("rtc:offer", { consultation_id: consultationId, sdp }));
+          step(state, "answered");
+          return answer.sdp;
+        },
+        (candidate) => trickle(link, candidate),
+      );
     },
     // The server's rtc:offer names whose each track is (its mid) before it arrives.
     expect(tracks) {

@@ -21,9 +21,10 @@ export function publishState() {
     joins: 0, // room:join calls that succeeded (a reconnection joins again)
     reconnections: 0, // network drops noticed (each shows «reconnecting», then joins again)
     moves: 0, // room:rejoin received: the room moved to another server process
+    trickled: 0, // ICE candidates sent after an offer (rtc:candidate) and taken
     joinClickedAt: null, // performance.now() of the #join click
     firstRemoteFrameAt: null, // performance.now() of the first remote video frame
-    // performance.now() of each step of the first join: socket, joined, gathered (ICE),
+    // performance.now() of each step of the first join: socket, joined, described (our offer),
     // answered (rtc:offer's ack), offered (the server's rtc:offer), connected (media).
     steps: {},
     error: null,
