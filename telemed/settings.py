@@ -124,8 +124,8 @@ class Settings(BaseSettings):
     node_request_timeout_seconds: float = Field(default=10, gt=0)
     # A node takes no new video rooms with this many rooms, or streams (each stream a
     # participant sends or receives: 8 in a 1:1 call); 0: no limit.
-    node_max_rooms: int = Field(default=40, ge=0)
-    node_max_streams: int = Field(default=400, ge=0)
+    node_max_rooms: int = Field(default=20, ge=0)
+    node_max_streams: int = Field(default=160, ge=0)
     # A stopping node (SIGTERM) waits at most this long for its rooms' participants to
     # move to other nodes, then closes what is left.
     node_drain_seconds: float = Field(default=10, ge=0)
@@ -142,6 +142,8 @@ class Settings(BaseSettings):
     # "127.0.0.1,::1" or a JSON list (NoDecode: the environment's text reaches the
     # validator below as it is, not parsed as JSON first).
     media_addresses: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A viewer whose link carries less (its browser's estimate) gets audio only.
+    media_video_floor_kbps: int = Field(default=150, ge=30, le=5000)
 
     default_time_zone: str = "Europe/Moscow"
     default_locale: str = "ru"

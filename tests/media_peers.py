@@ -24,6 +24,7 @@ from aiortc import (
     VideoStreamTrack,
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 
 from telemed.clock import FakeClock
 from tests.factories import AppClient
@@ -231,6 +232,29 @@ class MediaClient:
                 for line in [*candidates, ""]:
                     self.trickled.append(await self.trickle(line, username_fragment=ufrag))
         return ack
+
+    async def estimate(self, bitrate: int) -> None:
+        """Say, as a browser's REMB does, that this link takes ``bitrate`` bits/s of the
+        video it receives. The client's own estimator is switched off first, so that
+        only these figures reach the server."""
+        assert self.pc is not None
+        for transceiver in self.pc.getTransceivers():
+            receiver = transceiver.receiver
+            if transceiver.kind != "video" or transceiver.direction == "sendonly":
+                continue
+            state = receiver.__dict__
+            state["_RTCRtpReceiver__remote_bitrate_estimator"] = None
+            sources = [source.source for source in receiver.getSynchronizationSources()]
+            if not sources:
+                continue
+            await receiver._send_rtcp(
+                RtcpPsfbPacket(
+                    fmt=RTCP_PSFB_APP,
+                    ssrc=state["_RTCRtpReceiver__rtcp_ssrc"],
+                    media_ssrc=0,
+                    fci=pack_remb_fci(bitrate, sources),
+                )
+            )
 
     async def trickle(self, line: str, **fields: Any) -> dict[str, Any]:
         """One ``rtc:candidate`` (on the first media section)."""

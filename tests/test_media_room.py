@@ -3,6 +3,7 @@ ways through the passthrough relay, renegotiation when someone arrives, rejoin, 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,77 @@ async def test_candidates_trickle_after_the_offer(
     assert "127.0.0.1" in remote  # trickled: the offer had none
     assert "192.0.2.77" not in remote
     assert "192.0.2.10" not in remote
+
+
+async def test_a_weak_viewer_holds_the_publisher_back_and_gets_audio_only(
+    client: AppClient,
+    room: dict[str, Any],
+    room_doctor: MediaClient,
+    peers: list[Peer],
+    media: list[MediaClient],
+) -> None:
+    """The patient's REMB reaches the doctor's encoder; under the floor the patient gets
+    audio only (both told), video is tried again and kept once the link carries it; the
+    patient may choose audio only itself."""
+    cid = room["id"]
+    doctor = room_doctor
+    patient = await participant(client, peers, media, room["patient"]["token"], cid)
+    assert (await patient.join())["ok"]
+    assert (await patient.connect_media())["ok"]
+    await patient.peer.wait_for(lambda: patient.decoded["video"] >= 30, seconds=20)
+    assert doctor.pc is not None
+    encoder = next(
+        s.__dict__["_RTCRtpSender__encoder"] for s in doctor.pc.getSenders() if s.kind == "video"
+    )
+    server_room = client.app[keys.ROOMS].get(cid)
+    assert server_room is not None
+    patient_id = next(u for u, p in server_room.participants.items() if p.role == "patient")
+    doctor_id = next(u for u, p in server_room.participants.items() if p.role == "doctor")
+
+    # 400 kbit/s: the doctor's encoder is held to what the patient takes (90 % of it).
+    await patient.estimate(400_000)
+    await doctor.peer.wait_for(lambda: encoder.target_bitrate <= 360_000, seconds=10)
+
+    def receiving(peer: Peer) -> list[dict[str, Any]]:
+        return [e for e in peer.events("media:receiving") if e["user_id"] == patient_id]
+
+    # Under the floor for two seconds: audio only, the doctor and the patient told.
+    await patient.estimate(80_000)
+    await patient.peer.wait_for(lambda: bool(receiving(patient.peer)), seconds=10)
+    await doctor.peer.wait_for(lambda: bool(receiving(doctor.peer)), seconds=10)
+    for peer in (patient.peer, doctor.peer):
+        assert receiving(peer)[-1]["video"] is False
+        assert receiving(peer)[-1]["reason"] == "network"
+    stream = server_room.participants[patient_id].viewing[(doctor_id, "video")]
+    assert stream.paused
+    video, audio = patient.decoded["video"], patient.decoded["audio"]
+    await asyncio.sleep(1)
+    assert patient.decoded["audio"] > audio + 20  # the sound goes on
+    assert patient.decoded["video"] <= video + 2
+    # Its link does not hold the doctor back any more.
+    await doctor.peer.wait_for(lambda: encoder.target_bitrate > 360_000, seconds=10)
+
+    # A try comes: video again at a low rate; the link now carries it, video stays.
+    await patient.peer.wait_for(lambda: receiving(patient.peer)[-1]["video"], seconds=15)
+    await patient.estimate(1_000_000)
+    await patient.peer.wait_for(lambda: patient.decoded["video"] >= video + 30, seconds=15)
+    await asyncio.sleep(4)  # past the try's judgement
+    assert not stream.paused
+    assert receiving(doctor.peer)[-1]["video"] is True
+
+    # The patient's own choice.
+    chosen = await patient.peer.call("media:audio_only", {"consultation_id": cid, "active": True})
+    assert chosen["ok"], chosen
+    await doctor.peer.wait_for(lambda: receiving(doctor.peer)[-1]["reason"] == "chosen")
+    assert stream.paused
+    joined = await doctor.join()  # a (re)join lists it too
+    view = next(p for p in joined["data"]["participants"] if p["user_id"] == patient_id)
+    assert view["video"] is False
+    assert view["audio_only_reason"] == "chosen"
+    back = await patient.peer.call("media:audio_only", {"consultation_id": cid, "active": False})
+    assert back["ok"], back
+    await doctor.peer.wait_for(lambda: receiving(doctor.peer)[-1]["video"] is True)
+    assert not stream.paused
 
 
 async def test_who_may_enter_and_when(

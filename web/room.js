@@ -9,12 +9,14 @@
 //   room/devices.js     camera and microphone: the check before joining, mute, camera off
 //   room/presence.js    the others in the room and their devices
 //   room/recording.js   consent, the indicator, the doctor's commands
+//   room/network.js     who gets audio only (a weak link, or the user's choice)
 //   room/session.js     joining, reconnecting, leaving, the end; it makes
 //     room/media.js       the media connection (lib/rtc.js), and
 //     room/chat-panel.js  the chat (lib/chat.js)
 import { loadWords, pickLanguage } from "./lib/i18n.js";
 import { createBridge } from "./room/bridge.js";
 import { createDevices } from "./room/devices.js";
+import { createNetwork } from "./room/network.js";
 import { createPresence } from "./room/presence.js";
 import { createRecording } from "./room/recording.js";
 import { createSession } from "./room/session.js";
@@ -60,8 +62,9 @@ const signalling = createSignalling({ token });
 const devices = createDevices({ state, view, signalling, consultationId });
 const presence = createPresence({ state, view, signalling, consultationId, isDoctor });
 const recording = createRecording({ state, view, signalling, consultationId, isDoctor, presence });
+const network = createNetwork({ state, view, signalling, devices, consultationId });
 const session = createSession({
-  state, view, bridge, signalling, devices, presence, recording, consultationId, isDoctor, embedded: Boolean(embedded),
+  state, view, bridge, signalling, devices, presence, recording, network, consultationId, isDoctor, embedded: Boolean(embedded),
 });
 
 $("leave").addEventListener("click", () => session.command({ type: "telemed:leave" }));

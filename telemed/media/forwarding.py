@@ -41,8 +41,16 @@ from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics, TimestampMapper
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci, unwrap_rtx
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RtcpPsfbPacket,
+    RtpPacket,
+    pack_remb_fci,
+    unpack_remb_fci,
+    unwrap_rtx,
+)
 
+from telemed.media.bandwidth import publisher_limit
 from telemed.media.rewriting import (
     ExtensionIds,
     Numbers,
@@ -125,7 +133,36 @@ class Source:
         self._last_timestamp: int | None = None
         self._buffer: JitterBuffer | None = None
         self._timestamps = TimestampMapper()
+        self._own_estimate: tuple[int, list[int]] | None = None
+        self._limit: int | None = None
+        self.remb: int | None = None
+        """The last REMB sent to the publisher (bits/s)."""
         receiver._handle_rtp_packet = self._handle_rtp_packet  # type: ignore[method-assign] # aiortc's hook point
+
+    async def limit(self, bitrate: int | None) -> None:
+        """Hold the publisher to ``bitrate`` (bits/s; None: no limit but its link's):
+        from now on the REMB the relay sends it says no more (video only: aiortc
+        estimates on video receivers)."""
+        if bitrate == self._limit:
+            return
+        self._limit = bitrate
+        await self._send_remb()
+
+    async def _send_remb(self) -> None:
+        """Tell the publisher what to send at most: the relay's estimate of its link,
+        lowered to the limit (``telemed.media.bandwidth.publisher_limit``)."""
+        if self._own_estimate is None:
+            return
+        own, ssrcs = self._own_estimate
+        bitrate = publisher_limit(own, [self._limit])
+        rtcp_ssrc = self.receiver.__dict__["_RTCRtpReceiver__rtcp_ssrc"]
+        if rtcp_ssrc is None:
+            return
+        self.remb = bitrate
+        packet = RtcpPsfbPacket(
+            fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(bitrate, ssrcs)
+        )
+        await self.receiver._send_rtcp(packet)
 
     @property
     def assembling(self) -> bool:
@@ -146,12 +183,9 @@ class Source:
                 payload_size=len(packet.payload) + packet.padding_size,
                 ssrc=packet.ssrc,
             )
-            rtcp_ssrc = receiver.__dict__["_RTCRtpReceiver__rtcp_ssrc"] if remb else None
-            if rtcp_ssrc is not None and remb is not None:
-                remb_packet = RtcpPsfbPacket(
-                    fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb)
-                )
-                await receiver._send_rtcp(remb_packet)
+            if remb is not None:
+                self._own_estimate = remb
+                await self._send_remb()
 
         # The sources seen (keyframe requests go to each): aiortc notes a datetime per
         # packet; once a second is enough for its 10-second window.
@@ -285,6 +319,10 @@ class ForwardedStream:
         self.dropped = 0
         """Packets not sent: before the viewer's connection was up, or waiting for a keyframe."""
         self.retransmitted = 0
+        self.paused = False
+        """Audio only for this viewer: video packets are not sent (``pause``)."""
+        self.on_estimate: Callable[[int], None] | None = None
+        """Called with each REMB of the viewer that names this stream (bits/s)."""
         self._ask_keyframe = ask_keyframe
         self._sender: RTCRtpSender | None = None
         self._numbers: Numbers | None = None
@@ -303,7 +341,15 @@ class ForwardedStream:
             await start(parameters)
             self._started(sender, parameters)
 
+        handle_rtcp = sender._handle_rtcp_packet
+
+        async def rtcp(packet: Any) -> None:
+            if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+                self._remb(packet)
+            await handle_rtcp(packet)
+
         sender.send = send  # type: ignore[method-assign] # learn the negotiated numbers
+        sender._handle_rtcp_packet = rtcp  # type: ignore[method-assign] # the viewer's REMB
         sender._retransmit = self._retransmit  # type: ignore[method-assign] # NACKs: our cache
         # A PLI/FIR: the sender has no encoder to obey it; the publisher has one.
         sender._send_keyframe = self._ask_keyframe  # type: ignore[method-assign]
@@ -335,6 +381,26 @@ class ForwardedStream:
         if self.waiting_for_keyframe:
             self._ask_keyframe()
 
+    def _remb(self, packet: RtcpPsfbPacket) -> None:
+        try:
+            bitrate, ssrcs = unpack_remb_fci(packet.fci)
+        except ValueError:
+            return
+        if self._sender is not None and self._sender._ssrc in ssrcs and self.on_estimate:
+            self.on_estimate(bitrate)
+
+    def pause(self) -> None:
+        """Send the viewer no more of this (video) stream until ``resume``."""
+        self.paused = True
+
+    def resume(self) -> None:
+        """Send again, from the next keyframe (asked for)."""
+        if not self.paused:
+            return
+        self.paused = False
+        self.restart()
+        self._ask_keyframe()
+
     def restart(self) -> None:
         """The publisher's packets will come from a new connection."""
         self.timeline.end_epoch()
@@ -352,7 +418,7 @@ class ForwardedStream:
         """Forward ``packet`` (the publisher's, after RTX unwrapping) from ``source``;
         ``now`` is the Unix time."""
         numbers = self._numbers
-        if numbers is None:
+        if numbers is None or self.paused:
             self.dropped += 1
             return
         if source is not self._source or packet.ssrc != self._ssrc:

@@ -40,6 +40,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from telemed.clock import Clock
 from telemed.errors import Forbidden, InvalidInput, InvalidState
 from telemed.live import ServerEvent
+from telemed.media.bandwidth import ViewerLink
 from telemed.media.checks import MediaStatus, Permission, check_camera, check_microphone
 from telemed.media.forwarding import ForwardedStream, FrameSink, Source
 from telemed.media.passthrough import ask_keyframe
@@ -51,7 +52,7 @@ from telemed.media.sdp import (
     trickled_candidate,
     without_mdns_candidates,
 )
-from telemed.signaling.events import ServerOffer, TrackLabel
+from telemed.signaling.events import MediaReceiving, ServerOffer, TrackLabel
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ MAX_PARTICIPANTS = 4
 KEYFRAME_REQUEST_GAP = 0.3
 """Seconds between two keyframe requests to one publisher (viewers ask in bursts)."""
 KINDS = ("audio", "video")
+VIDEO_FLOOR = 150_000
+"""Bits/s under which a viewer gets audio only (``TELEMED_MEDIA_VIDEO_FLOOR_KBPS``)."""
+TICK = 0.5
+"""Seconds between two looks at the participants' links (``ViewerLink.tick``)."""
 CODECS = {"audio": ("audio/opus",), "video": ("video/vp8", "video/rtx")}
 
 Send = Callable[[ServerEvent, str], Awaitable[None]]
@@ -210,6 +215,8 @@ class Participant:
     """The payload types and header extension ids the participant's side chose."""
     checks: set[asyncio.Task[None]] = field(default_factory=set)
     """The media checks of the current connection (cancelled when it closes)."""
+    link: ViewerLink = field(default_factory=lambda: ViewerLink(floor=VIDEO_FLOOR))
+    """What the participant's link takes: whether it is sent video, and how much."""
 
 
 class Room:
@@ -224,8 +231,11 @@ class Room:
         hooks: Hooks,
         ice_servers: list[RTCIceServer],
         state: RoomState | None = None,
+        video_floor: int = VIDEO_FLOOR,
     ) -> None:
         self.consultation_id = consultation_id
+        self.video_floor = video_floor
+        self._ticking: asyncio.Task[None] | None = None
         self._hooks = hooks
         self._send = hooks.send
         self._announce = hooks.media_changed
@@ -253,8 +263,12 @@ class Room:
                     f"A room holds at most {MAX_PARTICIPANTS} participants",
                     details={"max": MAX_PARTICIPANTS},
                 )
-            participant = Participant(user_id=user_id, role=role, sid=sid)
+            participant = Participant(
+                user_id=user_id, role=role, sid=sid, link=ViewerLink(floor=self.video_floor)
+            )
             self.participants[user_id] = participant
+        if self._ticking is None:
+            self._ticking = self._start(self._watch_links())
         moved = participant.sid != sid
         participant.sid = sid
         participant.node = node
@@ -608,6 +622,72 @@ class Room:
 
         return ask
 
+    # -- bandwidth (telemed.media.bandwidth) ----------------------------------------------
+
+    async def choose_audio_only(self, user_id: str, active: bool) -> None:
+        """The participant wants no video (its data plan, its link), or wants it back."""
+        participant = self._member(user_id)
+        if participant.link.choose_audio_only(active):
+            await self._receiving_changed(participant)
+
+    def _estimates_of(self, viewer: Participant) -> Callable[[int], None]:
+        def estimated(bitrate: int) -> None:
+            viewer.link.observe(bitrate, time.monotonic())
+            if viewer.link.tick(time.monotonic()):
+                self._start(self._receiving_changed(viewer))
+            else:
+                self._start(self._limit_publishers())
+
+        return estimated
+
+    async def _watch_links(self) -> None:
+        """Move every participant's link on with time (a pause lasts, a try ends)."""
+        while not self.closed:
+            await asyncio.sleep(TICK)
+            for participant in list(self.participants.values()):
+                if participant.link.tick(time.monotonic()):
+                    await self._receiving_changed(participant)
+
+    async def _receiving_changed(self, viewer: Participant) -> None:
+        """The viewer gets video again, or no more: its streams follow, the room is told,
+        and its publishers' limits change."""
+        video = viewer.link.video
+        for (_publisher, kind), stream in viewer.viewing.items():
+            if kind == "video":
+                if video:
+                    stream.resume()
+                else:
+                    stream.pause()
+        logger.info(
+            "room %s: user %s: %s",
+            self.consultation_id,
+            viewer.user_id,
+            "video" if video else f"audio only ({viewer.link.reason})",
+        )
+        event = MediaReceiving(
+            consultation_id=uuid.UUID(self.consultation_id),
+            user_id=uuid.UUID(viewer.user_id),
+            video=video,
+            reason=viewer.link.reason,
+        )
+        for member in list(self.participants.values()):
+            await self._send(event, member.sid)
+        await self._limit_publishers()
+
+    async def _limit_publishers(self) -> None:
+        """Hold each publisher's video to what the weakest of its viewers takes."""
+        for publisher in list(self.participants.values()):
+            publication = publisher.publications.get("video")
+            if publication is None or publication.tap is None:
+                continue
+            caps = [
+                viewer.link.cap(publishers=sum(kind == "video" for _, kind in viewer.viewing))
+                for viewer in self.participants.values()
+                if (publisher.user_id, "video") in viewer.viewing
+            ]
+            limits = [cap for cap in caps if cap is not None]
+            await publication.tap.limit(min(limits) if limits else None)
+
     def _member(self, user_id: str) -> Participant:
         participant = self.participants.get(user_id)
         if participant is None:
@@ -672,6 +752,9 @@ class Room:
                 if key in participant.viewing:
                     continue
                 stream = ForwardedStream(kind, ask_keyframe=self._asker(key))
+                stream.on_estimate = self._estimates_of(participant)
+                if kind == "video" and not participant.link.video:
+                    stream.pause()
                 transceiver = pc.addTransceiver(stream.track, direction="sendonly")
                 _prefer_codecs(transceiver)
                 stream.attach(transceiver.sender)
@@ -723,9 +806,12 @@ class Room:
 class Rooms:
     """The rooms of this node, by consultation."""
 
-    def __init__(self, *, hooks: Hooks, ice_servers: list[RTCIceServer]) -> None:
+    def __init__(
+        self, *, hooks: Hooks, ice_servers: list[RTCIceServer], video_floor: int = VIDEO_FLOOR
+    ) -> None:
         self._hooks = hooks
         self._ice_servers = ice_servers
+        self._video_floor = video_floor
         self._rooms: dict[str, Room] = {}
         self._opening: dict[str, asyncio.Lock] = {}
 
@@ -761,6 +847,7 @@ class Rooms:
                         hooks=self._hooks,
                         ice_servers=self._ice_servers,
                         state=state,
+                        video_floor=self._video_floor,
                     )
                     self._rooms[consultation_id] = room
         finally:

@@ -95,6 +95,7 @@ class RoomDirectory:
             "room.offer": self._offer,
             "room.answer": self._answer,
             "room.candidate": self._candidate,
+            "room.audio_only": self._audio_only,
             "room.report": self._report,
             "room.consent": self._consent,
             "room.start": self._start_recording,
@@ -259,6 +260,11 @@ class RoomDirectory:
             sdp_mline_index=args["sdp_mline_index"],
             username_fragment=args["username_fragment"],
         )
+        return {}
+
+    async def _audio_only(self, args: dict[str, Any]) -> dict[str, Any]:
+        room, participant = self._member(args)
+        await room.choose_audio_only(participant.user_id, args["active"])
         return {}
 
     async def _answer(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -458,6 +464,8 @@ def participant_view(participant: Participant) -> RoomParticipant:
         user_id=uuid.UUID(participant.user_id),
         role=participant.role,
         media=MediaView.model_validate(participant.status),
+        video=participant.link.video,
+        audio_only_reason=participant.link.reason,
     )
 
 

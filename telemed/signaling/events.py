@@ -191,6 +191,10 @@ class RoomParticipant(BaseModel):
     user_id: uuid.UUID
     role: Literal["patient", "doctor"]
     media: MediaView
+    video: bool = Field(default=True, description="Whether it is sent the others' video")
+    audio_only_reason: Literal["network", "chosen"] | None = Field(
+        default=None, description="Why it gets audio only (`media:receiving`)"
+    )
 
 
 class MediaReport(EventModel):
@@ -266,6 +270,23 @@ class IceCandidate(EventModel):
         default=None,
         max_length=256,
         description="`usernameFragment`: a candidate of an earlier connection is ignored",
+    )
+
+
+class AudioOnly(EventModel):
+    consultation_id: uuid.UUID
+    active: bool = Field(description="true: send me no video; false: video again")
+
+
+class MediaReceiving(ServerEvent):
+    event = "media:receiving"
+
+    consultation_id: uuid.UUID
+    user_id: uuid.UUID = Field(description="The participant whose reception changed")
+    video: bool = Field(description="Whether it is sent the others' video")
+    reason: Literal["network", "chosen"] | None = Field(
+        description="Why not: its link carries too little (below "
+        "`TELEMED_MEDIA_VIDEO_FLOOR_KBPS`), or it chose audio only"
     )
 
 
@@ -445,6 +466,22 @@ PROTOCOL: tuple[EventSpec, ...] = (
         ServerOffer,
         "The server adds what you receive (a participant arrived or published): set it as "
         "the remote description and reply `rtc:answer`.",
+    ),
+    EventSpec(
+        "media:audio_only",
+        "client→server",
+        AudioOnly,
+        Empty,
+        "Audio only: the server sends you none of the others' video (`active: false`: "
+        "video again). Stop sending your own camera too if you want to save data: that "
+        "is the client's to do.",
+        ("invalid_input", "invalid_state", "unavailable"),
+    ),
+    sent(
+        MediaReceiving,
+        "A participant's video stopped or came back: its link carries too little for "
+        "video (it gets audio only; the server tries video again every few seconds and "
+        "keeps it once the link carries it), or it chose so. Sent to everyone in the room.",
     ),
     EventSpec(
         "media:report",

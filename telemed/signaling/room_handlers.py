@@ -31,6 +31,7 @@ from telemed.scheduling.lifecycle import LIVE, Moved
 from telemed.signaling.directory import Placement, RoomDirectory, recording_view
 from telemed.signaling.events import (
     Answer,
+    AudioOnly,
     ConsultationEnd,
     ConsultationView,
     Empty,
@@ -107,6 +108,11 @@ class RoomEvents(_Base):
             sdp_mline_index=request.sdp_mline_index,
             username_fragment=request.username_fragment,
         )
+        return ok(Empty())
+
+    async def on_media_audio_only(self, sid: str, request: AudioOnly) -> Ack:
+        """media:audio_only {consultation_id, active}"""
+        await self.ask(sid, request.consultation_id, "room.audio_only", active=request.active)
         return ok(Empty())
 
     async def on_rtc_answer(self, sid: str, request: SessionDescription) -> Ack:
@@ -254,7 +260,11 @@ def setup_rooms(app: web.Application) -> None:
             clock=clock,
             states=RedisStateStore(client) if client is not None else MemoryStateStore(),
         )
-        rooms = Rooms(hooks=hooks, ice_servers=ice_servers)
+        rooms = Rooms(
+            hooks=hooks,
+            ice_servers=ice_servers,
+            video_floor=settings.media_video_floor_kbps * 1000,
+        )
         app[keys.ROOMS] = rooms
         placement: Placement = (
             RedisPlacement(client, node=node, node_lost_seconds=settings.node_lost_seconds)

@@ -3,7 +3,7 @@
 // page at `origin` with postMessage (the server checked it against
 // TELEMED_EMBED_ORIGINS), or, in a mobile app's WebView, to its native bridge (iOS
 // window.webkit.messageHandlers.telemed, Android window.TelemedAndroid); commands
-// (telemed:leave, telemed:mute, telemed:camera) come back from that host only, or from
+// (telemed:leave, telemed:mute, telemed:camera, telemed:audio_only) come back from that host only, or from
 // the app through window.telemedCommand().
 export function createBridge({ consultationId, embedded, hostOrigin }) {
   return {

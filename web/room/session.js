@@ -12,7 +12,7 @@ import { $ } from "./view.js";
 const LIVE = ["scheduled", "in_progress"];
 const MAX_WAIT_MS = 86400000; // a page waits for the room to open within a day
 
-export function createSession({ state, view, bridge, signalling, devices, presence, recording, consultationId, isDoctor, embedded }) {
+export function createSession({ state, view, bridge, signalling, devices, presence, recording, network, consultationId, isDoctor, embedded }) {
   const { TEXT } = view;
   const room = {
     queue: Promise.resolve(), // joins and answers to the server's offers, in order
@@ -77,6 +77,7 @@ export function createSession({ state, view, bridge, signalling, devices, presen
     state.joins += 1;
     presence.joined(joined.data.participants);
     recording.joined(joined.data.recording);
+    network.joined(joined.data.participants).catch((error) => console.debug("audio only:", error));
     // Neither needs to hold up the media connection. The chat catches up by itself
     // after a reconnection from then on.
     devices.report();
@@ -187,6 +188,8 @@ export function createSession({ state, view, bridge, signalling, devices, presen
         devices.setMuted(Boolean(data.muted));
       } else if (type === "telemed:camera") {
         devices.setCameraOff(!data.enabled);
+      } else if (type === "telemed:audio_only") {
+        await network.setAudioOnly(Boolean(data.active));
       }
     },
   };

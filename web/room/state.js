@@ -22,6 +22,8 @@ export function publishState() {
     reconnections: 0, // network drops noticed (each shows «reconnecting», then joins again)
     moves: 0, // room:rejoin received: the room moved to another server process
     trickled: 0, // ICE candidates sent after an offer (rtc:candidate) and taken
+    receiving: {}, // user id → {video, reason}: who gets audio only, and why (media:receiving)
+    audioOnly: false, // the user chose audio only (media:audio_only)
     joinClickedAt: null, // performance.now() of the #join click
     firstRemoteFrameAt: null, // performance.now() of the first remote video frame
     // performance.now() of each step of the first join: socket, joined, described (our offer),
