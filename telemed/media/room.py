@@ -747,7 +747,7 @@ class Room:
         for publisher in self.participants.values():
             if publisher is participant:
                 continue
-            for kind, publication in publisher.publications.items():
+            for kind in publisher.publications:
                 key = (publisher.user_id, kind)
                 if key in participant.viewing:
                     continue
@@ -760,7 +760,9 @@ class Room:
                 stream.attach(transceiver.sender)
                 participant.viewing[key] = stream
                 participant.carriers[key] = transceiver
-                self._ask_keyframe(publication)
+                # No keyframe request yet: the stream asks once its sender starts (after
+                # the answer). One asked for now would be dropped before it could be
+                # sent, and browsers make at most one keyframe per 300 ms.
                 added = True
         if not added:
             return
