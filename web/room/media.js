@@ -82,6 +82,10 @@ export function createMedia({ state, view, signalling, devices, consultationId, 
 
   return {
     close,
+    // The current connection (lib/rtc.js PeerLink), or null: for its statistics.
+    get link() {
+      return media.link;
+    },
     // A new connection (the first, or after a drop): the server replaces the old one.
     async connect(iceServers) {
       close();
