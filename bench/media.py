@@ -211,8 +211,12 @@ def match_frames(
     steady = sum(1 for delay in found if abs(delay - typical) < STEADY)
     # Most frames of a forwarding relay have about the same delay; the timestamps of a
     # re-encoding relay that drops frames drift away from the publisher's.
-    result.aligned = len(found) >= 0.95 * logged and (
-        keeps_timestamps or steady >= 0.5 * len(found)
+    # A relay that keeps timestamps is matched by construction (frames that arrive
+    # after the log began but were sent before it cannot be, and need not be).
+    result.aligned = (
+        bool(found)
+        if keeps_timestamps
+        else (len(found) >= 0.95 * logged and steady >= 0.5 * len(found))
     )
     if result.aligned:
         for n in window:

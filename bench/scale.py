@@ -16,8 +16,10 @@ CPU as the server, so letting the workers use whole cores would measure the gene
 not the server. Instead each worker is held to ``--share`` of a core (a CPU cgroup:
 ``cpu.cfs_quota_us`` or ``cpu.max``), like a node of a fixed size, and the clients get
 the rest of the machine. For each number of workers, K goes up by ``--step`` from
-``--start`` (two workers start where one stopped) while every client comes up and 99 %
-or more of each kind of frame arrives; the last such K is what it carries. The bench
+``--start`` (two workers start where one stopped) while every client comes up, 99 % or
+more of each kind of frame arrives (within 2 s after the window) and the 99th percentile
+of frame delays stays within ``--max-delay`` (a call half a second behind is not
+carried); the last such K is what it carries. The bench
 says when the machine was saturated in a window (then the generator may have been the
 limit) and how often the workers were throttled at their share (then they were).
 
@@ -117,10 +119,17 @@ class Step:
     """Share of the workers' CPU periods in the window in which they hit their share."""
     machine_cores: float
 
+    max_delay: float = 0.25
+
+    def p99(self, kind: str) -> float:
+        delays = sorted(self.result.latencies[kind])
+        return delays[int(0.99 * (len(delays) - 1))] if delays else float("nan")
+
     @property
     def carried(self) -> bool:
         return self.result.ready == self.result.clients and all(
-            self.result.delivered(kind) >= TARGET_DELIVERED for kind in KINDS
+            self.result.delivered(kind) >= TARGET_DELIVERED and self.p99(kind) <= self.max_delay
+            for kind in KINDS
         )
 
     @property
@@ -222,7 +231,7 @@ async def run_step(
     finally:
         cap.release()
     machine = (result.server_cpu + result.clients_cpu + result.other_cpu) / result.seconds
-    return Step(count, result, throttled / periods if periods else 0.0, machine)
+    return Step(count, result, throttled / periods if periods else 0.0, machine, args.max_delay)
 
 
 def describe(workers: int, step: Step) -> str:
@@ -237,6 +246,7 @@ def describe(workers: int, step: Step) -> str:
     return (
         f"  workers={workers} K={step.consultations:3d}  "
         f"delivered video {r.delivered('video'):7.2%} audio {r.delivered('audio'):7.2%}  "
+        f"p99 {step.p99('video') * 1000:4.0f}/{step.p99('audio') * 1000:4.0f} ms  "
         f"server {r.server_cores:4.2f} cores ({r.cpu_per_consultation:.4f} per consultation)  "
         f"clients {r.clients_cpu / r.seconds:4.2f}  machine {step.machine_cores:4.2f}  "
         f"throttled {step.throttled:5.1%}  {'carried' if step.carried else 'NOT carried'}"
@@ -256,6 +266,9 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=15, help="the measured window")
     parser.add_argument(
         "--settle", type=float, default=10, help="seconds before the window (joins' checks)"
+    )
+    parser.add_argument(
+        "--max-delay", type=float, default=0.25, help="p99 frame delay of a carried step (s)"
     )
     parser.add_argument("--ready-seconds", type=float, default=60)
     parser.add_argument("--dump", help="write each step's frame logs to DUMP-wW-kK-telemed.json")
