@@ -137,6 +137,8 @@ class Source:
         self._limit: int | None = None
         self.remb: int | None = None
         """The last REMB sent to the publisher (bits/s)."""
+        self.last_arrival_ms: int | None = None
+        """When the last packet came (``aiortc.clock.current_ms``)."""
         receiver._handle_rtp_packet = self._handle_rtp_packet  # type: ignore[method-assign] # aiortc's hook point
 
     async def limit(self, bitrate: int | None) -> None:
@@ -175,6 +177,7 @@ class Source:
         receiver = self.receiver
         if not receiver._enabled:
             return
+        self.last_arrival_ms = arrival_time_ms
         estimator = self._estimator
         if estimator is not None and packet.extensions.abs_send_time is not None:
             remb = estimator.add(

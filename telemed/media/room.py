@@ -33,6 +33,7 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc.clock import current_ms
 from aiortc.exceptions import InvalidAccessError, InvalidStateError
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamTrack
@@ -52,7 +53,7 @@ from telemed.media.sdp import (
     trickled_candidate,
     without_mdns_candidates,
 )
-from telemed.signaling.events import MediaReceiving, ServerOffer, TrackLabel
+from telemed.signaling.events import MediaConnection, MediaReceiving, ServerOffer, TrackLabel
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ VIDEO_FLOOR = 150_000
 """Bits/s under which a viewer gets audio only (``TELEMED_MEDIA_VIDEO_FLOOR_KBPS``)."""
 TICK = 0.5
 """Seconds between two looks at the participants' links (``ViewerLink.tick``)."""
+SILENCE_MS = 1500
+"""A publisher from whom nothing came for this long is interrupted (its network
+dropped); a browser sends audio 50 times a second, even silence."""
 CODECS = {"audio": ("audio/opus",), "video": ("video/vp8", "video/rtx")}
 
 Send = Callable[[ServerEvent, str], Awaitable[None]]
@@ -217,6 +221,17 @@ class Participant:
     """The media checks of the current connection (cancelled when it closes)."""
     link: ViewerLink = field(default_factory=lambda: ViewerLink(floor=VIDEO_FLOOR))
     """What the participant's link takes: whether it is sent video, and how much."""
+    interrupted: bool = False
+    """Its media stopped coming (``SILENCE_MS``) and has not come back yet."""
+
+    def silent(self, now_ms: int) -> bool:
+        """Whether the participant published and nothing came from it lately."""
+        arrivals = [
+            p.tap.last_arrival_ms
+            for p in self.publications.values()
+            if p.tap is not None and p.tap.last_arrival_ms is not None
+        ]
+        return bool(arrivals) and now_ms - max(arrivals) > SILENCE_MS
 
 
 class Room:
@@ -641,12 +656,32 @@ class Room:
         return estimated
 
     async def _watch_links(self) -> None:
-        """Move every participant's link on with time (a pause lasts, a try ends)."""
+        """Move every participant's link on with time (a pause lasts, a try ends), and
+        tell the room whose media stopped coming or came back."""
         while not self.closed:
             await asyncio.sleep(TICK)
             for participant in list(self.participants.values()):
                 if participant.link.tick(time.monotonic()):
                     await self._receiving_changed(participant)
+                silent = participant.silent(current_ms())
+                if silent != participant.interrupted:
+                    participant.interrupted = silent
+                    await self._connection_changed(participant)
+
+    async def _connection_changed(self, participant: Participant) -> None:
+        logger.info(
+            "room %s: user %s: media %s",
+            self.consultation_id,
+            participant.user_id,
+            "interrupted" if participant.interrupted else "back",
+        )
+        event = MediaConnection(
+            consultation_id=uuid.UUID(self.consultation_id),
+            user_id=uuid.UUID(participant.user_id),
+            state="interrupted" if participant.interrupted else "connected",
+        )
+        for member in list(self.participants.values()):
+            await self._send(event, member.sid)
 
     async def _receiving_changed(self, viewer: Participant) -> None:
         """The viewer gets video again, or no more: its streams follow, the room is told,

@@ -290,6 +290,18 @@ class MediaReceiving(ServerEvent):
     )
 
 
+class MediaConnection(ServerEvent):
+    event = "media:connection"
+
+    consultation_id: uuid.UUID
+    user_id: uuid.UUID
+    state: Literal["interrupted", "connected"] = Field(
+        description="`interrupted`: nothing has come from the participant for 1.5 s (its "
+        "network dropped; show «reconnecting», not a frozen picture); `connected`: its "
+        "media comes again"
+    )
+
+
 class Answer(BaseModel):
     sdp: str = Field(description="The server's answer")
 
@@ -482,6 +494,12 @@ PROTOCOL: tuple[EventSpec, ...] = (
         "A participant's video stopped or came back: its link carries too little for "
         "video (it gets audio only; the server tries video again every few seconds and "
         "keeps it once the link carries it), or it chose so. Sent to everyone in the room.",
+    ),
+    sent(
+        MediaConnection,
+        "A participant's media stopped coming, or came back. Its client recovers by "
+        "itself (the connection comes back, or it connects anew); the others show "
+        "«reconnecting» meanwhile. Sent to everyone in the room.",
     ),
     EventSpec(
         "media:report",

@@ -9,12 +9,18 @@ import { io } from "/static/vendor/socket.io/socket.io.esm.min.js";
 export const ACK_TIMEOUT_MS = 15000;
 
 export function connect({ token = null } = {}) {
-  return io({
+  const socket = io({
     auth: token ? { token } : undefined,
     transports: ["websocket"],
     reconnectionDelay: 500,
-    reconnectionDelayMax: 4000,
+    reconnectionDelayMax: 2000,
   });
+  // The device is back on a network: connect now rather than when the back-off says.
+  window.addEventListener("online", () => {
+    console.debug("socket: back online", socket.active, socket.connected);
+    if (socket.active && !socket.connected) socket.disconnect().connect();
+  });
+  return socket;
 }
 
 const unavailable = (message) => ({ ok: false, error: { code: "unavailable", message, details: {} } });

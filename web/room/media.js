@@ -4,14 +4,14 @@
 // breaks reported as a network drop (`onBroken`), which the socket may not have noticed
 // yet. Owns the peer connection and the remote elements.
 import { dataOf } from "../lib/socket.js";
-import { PeerLink } from "../lib/rtc.js";
+import { PeerLink, hasTurn, relayAsked } from "../lib/rtc.js";
 import { step } from "./state.js";
 import { $ } from "./view.js";
 
 // How long a "disconnected" connection may take to come back by itself.
 const DISCONNECTED_GRACE_MS = 5000;
 
-export function createMedia({ state, view, signalling, devices, consultationId, onBroken }) {
+export function createMedia({ state, view, signalling, devices, consultationId, onBroken, onInterrupted }) {
   const media = { link: null, labels: {} }; // labels: mid → {mid, user_id, kind, …}
 
   function countFrames(video) {
@@ -44,9 +44,19 @@ export function createMedia({ state, view, signalling, devices, consultationId, 
 
   function watch(link, connectionState) {
     if (link !== media.link) return;
-    if (connectionState === "connected") step(state, "connected");
+    if (connectionState === "connected") {
+      step(state, "connected");
+      if (state.interrupted[state.userId]) {
+        state.interrupted[state.userId] = false;
+        onInterrupted(false);
+      }
+    }
     if (connectionState === "failed") onBroken();
     if (connectionState === "disconnected") {
+      // Often back by itself within seconds (the same path): say so meanwhile.
+      state.mediaInterrupted += 1;
+      state.interrupted[state.userId] = true;
+      onInterrupted(true);
       setTimeout(() => {
         if (link === media.link && link.connectionState === "disconnected") onBroken();
       }, DISCONNECTED_GRACE_MS);
@@ -74,6 +84,30 @@ export function createMedia({ state, view, signalling, devices, consultationId, 
       .catch((error) => console.debug("rtc: candidate refused", error));
   }
 
+  // Relay candidates only (docs/media.md, "STUN and TURN"): asked for with ?ice=relay,
+  // or taken on the page's own after a connection with every candidate never came up,
+  // when there are TURN servers. A connection that the TURN servers failed is not tried
+  // again: the room says why (state.turn.failure), and a reload tries anew.
+  const ice = { asked: relayAsked(), relay: relayAsked(), fallbacks: 0 };
+
+  function unconnected(link, iceServers) {
+    if (link !== media.link) return;
+    const failure = link.turnFailure();
+    state.turn = { relay: link.relay, fallbacks: ice.fallbacks, failure };
+    if (failure) {
+      close();
+      const text = view.TEXT[failure === "refused" ? "turnRefused" : "turnUnreachable"];
+      view.say(text);
+      view.notice(text); // stays when the status line moves on
+      return;
+    }
+    if (!ice.asked && hasTurn(iceServers)) {
+      ice.relay = !link.relay; // the other way next: relay after direct, and back
+      if (ice.relay) ice.fallbacks += 1;
+    }
+    onBroken();
+  }
+
   function close() {
     if (media.link) media.link.close();
     media.link = null;
@@ -90,13 +124,17 @@ export function createMedia({ state, view, signalling, devices, consultationId, 
     async connect(iceServers) {
       close();
       const stream = devices.stream;
+      const relay = ice.relay && hasTurn(iceServers); // nothing to relay through otherwise
       const link = new PeerLink({
         iceServers,
+        relay,
         stream,
         receiveVideo: !stream || state.camera !== "granted",
         onTrack: showTrack,
         onStateChange: (connectionState) => watch(link, connectionState),
+        onUnconnected: () => unconnected(link, iceServers),
       });
+      state.turn = { relay, fallbacks: ice.fallbacks, failure: null };
       media.link = link;
       await link.offer(
         async (sdp) => {

@@ -1,4 +1,5 @@
-// What each side receives (docs/media.md, "Bandwidth"): video, or audio only when its
+// Whose media stopped coming (media:connection: their network dropped, they reconnect)
+// and what each side receives (docs/media.md, "Bandwidth"): video, or audio only when its
 // link carries too little for video (the server's media:receiving; it tries video
 // again by itself), and the user's own "audio only" choice (media:audio_only), which
 // also stops sending the camera, to save data.
@@ -11,6 +12,12 @@ export function createNetwork({ state, view, signalling, devices, consultationId
 
   function show() {
     const lines = [];
+    for (const [userId, interrupted] of Object.entries(state.interrupted)) {
+      if (!interrupted) continue;
+      const mine = userId === state.userId;
+      const who = mine ? "" : view.roleName((state.others[userId] || {}).role);
+      lines.push(TEXT[mine ? "interrupted" : "interruptedOther"].replace("{who}", who));
+    }
     for (const [userId, receiving] of Object.entries(state.receiving)) {
       if (receiving.video) continue;
       const mine = userId === state.userId;
@@ -34,6 +41,12 @@ export function createNetwork({ state, view, signalling, devices, consultationId
     devices.setCameraOff(active || cameraOffBefore);
   }
 
+  // The server tells whose media stopped coming (their network dropped) and came back.
+  signalling.on("media:connection", (event) => {
+    if (event.consultation_id !== consultationId) return;
+    state.interrupted[event.user_id] = event.state === "interrupted";
+    show();
+  });
   signalling.on("media:receiving", (event) => {
     if (event.consultation_id === consultationId) note(event.user_id, event.video, event.reason);
   });
@@ -42,6 +55,7 @@ export function createNetwork({ state, view, signalling, devices, consultationId
   });
 
   return {
+    show,
     setAudioOnly,
     // room:join's participants say who gets audio only; a choice made before a rejoin
     // (a room moved to another server) is made again.

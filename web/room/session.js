@@ -19,7 +19,9 @@ export function createSession({ state, view, bridge, signalling, devices, presen
     attempt: 0, // each (re)connection of the socket; a stale join stops where it is
     chat: null,
   };
-  const media = createMedia({ state, view, signalling, devices, consultationId, onBroken: reconnect });
+  const media = createMedia({
+    state, view, signalling, devices, consultationId, onBroken: reconnect, onInterrupted: network.show,
+  });
 
   function enqueue(task, onError) {
     room.queue = room.queue.then(task).catch(onError);

@@ -24,12 +24,18 @@ export function publishState() {
     trickled: 0, // ICE candidates sent after an offer (rtc:candidate) and taken
     receiving: {}, // user id → {video, reason}: who gets audio only, and why (media:receiving)
     audioOnly: false, // the user chose audio only (media:audio_only)
+    interrupted: {}, // user id → true while the server gets no media from them (media:connection)
+    mediaInterrupted: 0, // times this page's own media connection was interrupted (ICE disconnected)
     joinClickedAt: null, // performance.now() of the #join click
     firstRemoteFrameAt: null, // performance.now() of the first remote video frame
     // performance.now() of each step of the first join: socket, joined, described (our offer),
     // answered (rtc:offer's ack), offered (the server's rtc:offer), connected (media).
     steps: {},
     error: null,
+    // The media connection's use of TURN (docs/media.md, "STUN and TURN"): relay (relay
+    // candidates only), fallbacks (times the page took relay by itself), failure
+    // ("refused": the TURN server did not take the credentials; "unreachable"; or null).
+    turn: null,
   });
 }
 
