@@ -133,9 +133,12 @@ class MediaClient:
         *,
         camera: Callable[[], MediaStreamTrack] | None = None,
         microphone: Callable[[], MediaStreamTrack] | None = None,
+        configuration: Callable[[], RTCConfiguration] | None = None,
     ) -> None:
-        """``camera`` and ``microphone`` make a fresh track for each peer connection."""
+        """``camera`` and ``microphone`` make a fresh track for each peer connection;
+        ``configuration`` its ICE servers and policy (none: host candidates only)."""
         self.peer = peer
+        self.configuration = configuration or (lambda: RTCConfiguration(iceServers=[]))
         self.consultation_id = consultation_id
         self.camera = camera
         self.microphone = microphone
@@ -199,7 +202,7 @@ class MediaClient:
         that trickles looks to the server); ``self.trickled`` keeps their acks."""
         if self.pc is not None:
             await self.pc.close()
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc = RTCPeerConnection(self.configuration())
         self.pc = pc
         if self.camera is not None:
             pc.addTrack(self.camera())

@@ -1,12 +1,15 @@
-"""Real database servers for the tests, started on loopback in a temporary directory.
+"""Real servers for the tests (PostgreSQL, Redis, coturn), started on loopback in a
+temporary directory.
 
-PostgreSQL comes from the system's packages (``./dev test`` installs them). As root,
-the server runs as the ``postgres`` user, since PostgreSQL refuses to run as root.
+They come from the system's packages (``./dev test`` installs them). As root,
+PostgreSQL runs as the ``postgres`` user, since PostgreSQL refuses to run as root.
 """
 
 from __future__ import annotations
 
+import asyncio
 import glob
+import ipaddress
 import json
 import os
 import shutil
@@ -17,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -209,4 +213,166 @@ class RedisServer:
 
     def close(self) -> None:
         self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _certificates(root: Path, name: str) -> tuple[Path, Path, Path]:
+    """A certificate authority of the test's own (``ca.crt``), and a certificate for
+    ``name`` and 127.0.0.1 that it signed (``turn.crt``, ``turn.key``), valid a day: what
+    a browser checks as it checks a real one, once told to trust that authority."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.now(UTC)
+
+    def certificate(subject: str, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Telemed test CA")]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    authority = (
+        certificate("Telemed test CA", ca_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        certificate(name, key)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = root / "ca.crt", root / "turn.crt", root / "turn.key"
+    paths[0].write_bytes(authority.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+@dataclass
+class TurnServer:
+    """Debian's coturn (``turnserver``) on loopback, as docs/media.md configures it for
+    Telemed (``use-auth-secret`` with a ``static-auth-secret``: the time-limited
+    credentials ``telemed.media.turn`` mints), with two differences a test needs: it
+    listens on free ports, and it relays to loopback peers (the test's media server is on
+    127.0.0.1), which production refuses (``denied-peer-ip``). TLS uses a certificate for
+    ``localhost`` from an authority of the test's own (``authority``), which nothing
+    trusts unless told to."""
+
+    secret: str
+    port: int
+    """UDP and TCP (``turn:127.0.0.1:<port>``)."""
+    tls_port: int
+    """TLS over TCP (``turns:…:<tls_port>?transport=tcp``)."""
+    root: Path
+    process: subprocess.Popen[bytes]
+    realm: str = "telemed.test"
+
+    @property
+    def authority(self) -> Path:
+        return self.root / "ca.crt"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "turn.log"
+
+    async def logged(self, text: str, seconds: float = 5) -> None:
+        """Wait until coturn's log says ``text`` (it writes from threads of its own)."""
+        async with asyncio.timeout(seconds):
+            # Polls a file another process writes: there is nothing to wait on instead.
+            while text not in self.log.read_text():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+
+    def urls(self, *kinds: str) -> list[str]:
+        """The TURN URLs of ``kinds`` (``udp``, ``tcp``, ``tls``), as TELEMED_TURN_URLS."""
+        known = {
+            "udp": f"turn:127.0.0.1:{self.port}?transport=udp",
+            "tcp": f"turn:127.0.0.1:{self.port}?transport=tcp",
+            "tls": f"turns:localhost:{self.tls_port}?transport=tcp",
+        }
+        return [known[kind] for kind in kinds]
+
+    @classmethod
+    def start(cls, secret: str) -> TurnServer:
+        binary = shutil.which("turnserver")
+        if binary is None:
+            raise RuntimeError("coturn is not installed: run `./dev test` (it installs it)")
+        root = Path(tempfile.mkdtemp(prefix="telemed-turn-"))
+        _, cert, pkey = _certificates(root, "localhost")
+        port = tls_port = free_port()
+        while tls_port == port:
+            tls_port = free_port()
+        config = root / "turnserver.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    "listening-ip=127.0.0.1",
+                    "relay-ip=127.0.0.1",
+                    f"listening-port={port}",
+                    f"tls-listening-port={tls_port}",
+                    f"cert={cert}",
+                    f"pkey={pkey}",
+                    "use-auth-secret",
+                    f"static-auth-secret={secret}",
+                    f"realm={cls.realm}",
+                    "fingerprint",
+                    # No NAT discovery (RFC 5780: it needs a second address), no DTLS
+                    # (browsers do not use it for TURN), no telnet CLI.
+                    "no-rfc5780",
+                    "no-dtls",
+                    "no-cli",
+                    "no-multicast-peers",
+                    "no-software-attribute",
+                    # The media server is on 127.0.0.1; production denies loopback and
+                    # private peers (docs/media.md).
+                    "allow-loopback-peers",
+                    f"log-file={root / 'turn.log'}",
+                    "simple-log",
+                    "no-stdout-log",
+                    "verbose",  # a line per allocation and refusal: tests read them
+                    f"pidfile={root / 'turn.pid'}",
+                    f"userdb={root / 'turndb'}",  # not the system's /var/lib/turn/turndb
+                    "",
+                ]
+            )
+        )
+        process = subprocess.Popen(
+            [binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        server = cls(secret=secret, port=port, tls_port=tls_port, root=root, process=process)
+        try:
+            wait_for_port(port)
+            wait_for_port(tls_port)
+        except TimeoutError:
+            server.stop()
+            raise
+        return server
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
         shutil.rmtree(self.root, ignore_errors=True)

@@ -5,7 +5,19 @@
 // console.debug, as aiortc's example client logs them. Signalling is the caller's:
 // `exchange(sdp)` sends our description and resolves with the server's answer SDP (or
 // whatever it acknowledges); `trickle(candidate)` sends one candidate (null: the end).
+//
+// Relay only (docs/media.md, "STUN and TURN"): a connection made with
+// `iceTransportPolicy: "relay"` uses TURN servers' addresses alone, for networks where
+// nothing else passes. The page asks for it with ?ice=relay, or on its own after a
+// connection with every candidate failed to come up; `onUnconnected(link)` says so, and
+// `turnFailure()` tells what the TURN servers answered.
 const GATHERING_LIMIT_MS = 3000;
+// How long a new connection may take to connect before it counts as failed (a browser
+// takes half a minute to give up by itself).
+const CONNECT_LIMIT_MS = 8000;
+// icecandidateerror codes meaning the TURN server refused our credentials (RFC 8656:
+// 401 Unauthorized, 403 Forbidden, 437 Allocation Mismatch, 441 Wrong Credentials).
+const REFUSED = [401, 403, 437, 441];
 const WATCHED = [
   ["connectionstatechange", "connectionState"],
   ["iceconnectionstatechange", "iceConnectionState"],
@@ -27,19 +39,55 @@ function gathered(connection) {
   });
 }
 
+// Whether the page was asked to use relay candidates only (`?ice=relay`).
+export function relayAsked(search = location.search) {
+  return new URLSearchParams(search).get("ice") === "relay";
+}
+
+// Whether `iceServers` name a TURN server (what a relay-only connection needs).
+export function hasTurn(iceServers) {
+  return iceServers.some((server) =>
+    [].concat(server.urls).some((url) => /^turns?:/.test(url)),
+  );
+}
+
 export class PeerLink {
   // stream: the local camera and microphone (or null); receiveVideo: ask for video even
-  // when sending none. onTrack(event) for each remote track; onStateChange(state) for
-  // the connection's state until close().
-  constructor({ iceServers = [], stream = null, receiveVideo = false, onTrack, onStateChange }) {
-    const pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle" });
+  // when sending none; relay: TURN servers' candidates only. onTrack(event) for each
+  // remote track; onStateChange(state) for the connection's state until close();
+  // onUnconnected(link) once if it never connects (failed, not connected within
+  // CONNECT_LIMIT_MS, or relay only and no relay candidate gathered), before the
+  // onStateChange of that failure.
+  constructor({
+    iceServers = [], relay = false, stream = null, receiveVideo = false, onTrack, onStateChange, onUnconnected = () => {},
+  }) {
+    const iceTransportPolicy = relay ? "relay" : "all";
+    const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy, bundlePolicy: "max-bundle" });
     this.pc = pc;
+    this.relay = relay;
     this.closed = false;
+    this.connected = false; // ever
+    this.unconnected = false;
+    this.relayCandidates = 0;
+    this.turnErrors = []; // {url, code, text} of each TURN server that answered an error
+    this.onUnconnected = onUnconnected;
     for (const [event, property] of WATCHED) {
       pc.addEventListener(event, () => console.debug(`rtc: ${property} -> ${pc[property]}`));
     }
+    pc.addEventListener("icecandidate", ({ candidate }) => {
+      if (candidate && candidate.type === "relay") this.relayCandidates += 1;
+    });
+    pc.addEventListener("icecandidateerror", ({ url, errorCode, errorText }) => {
+      console.debug(`rtc: ${url} answered ${errorCode} ${errorText}`);
+      if (/^turns?:/.test(url || "")) this.turnErrors.push({ url, code: errorCode, text: errorText });
+    });
+    pc.addEventListener("icegatheringstatechange", () => {
+      if (pc.iceGatheringState === "complete" && this.relay && !this.relayCandidates) this.giveUp();
+    });
     pc.addEventListener("track", (event) => onTrack(event));
     pc.addEventListener("connectionstatechange", () => {
+      if (pc.connectionState === "connected") this.connected = true;
+      if (pc.connectionState === "failed") this.giveUp();
       if (!this.closed) onStateChange(pc.connectionState);
     });
     if (stream) stream.getTracks().forEach((track) => pc.addTrack(track, stream));
@@ -49,6 +97,24 @@ export class PeerLink {
 
   get connectionState() {
     return this.pc.connectionState;
+  }
+
+  // Why the TURN servers gave this connection no relay candidate: "refused" (they did
+  // not take the credentials), "unreachable" (no answer, a TLS connection that failed,
+  // or none gathered for a relay-only connection), or null (a relay candidate was
+  // gathered, or the connection did not need one and no TURN server failed).
+  turnFailure() {
+    if (this.relayCandidates) return null;
+    if (this.turnErrors.some((error) => REFUSED.includes(error.code))) return "refused";
+    return this.turnErrors.length || this.relay ? "unreachable" : null;
+  }
+
+  // A connection that never came up: said once, unless closed or connected meanwhile.
+  giveUp() {
+    if (this.closed || this.connected || this.unconnected) return;
+    this.unconnected = true;
+    console.debug(`rtc: not connected (relay only: ${this.relay}, TURN: ${this.turnFailure()})`);
+    this.onUnconnected(this);
   }
 
   // Our offer (a new connection), sent without waiting for ICE gathering; the answer is
@@ -63,6 +129,7 @@ export class PeerLink {
       else waiting.push(candidate);
     });
     await this.pc.setLocalDescription(await this.pc.createOffer());
+    setTimeout(() => this.giveUp(), CONNECT_LIMIT_MS);
     const answer = await exchange(this.pc.localDescription.sdp);
     if (this.closed) return;
     await this.pc.setRemoteDescription({ type: "answer", sdp: answer });
