@@ -76,6 +76,7 @@ DEFAULT_LIMITS: dict[str, Limit] = {
     "rtc.candidate": Limit(600, 60),  # a connection trickles a few to a few dozen
     "media.report": Limit(60, 60),
     "media.audio_only": Limit(30, 60),
+    "media.stats": Limit(60, 60),  # a page reports every 2 s
     "recording.consent": Limit(10, 60),
     "recording.start": Limit(10, 60),
     "recording.stop": Limit(10, 60),

@@ -216,6 +216,36 @@ async def test_a_weak_viewer_holds_the_publisher_back_and_gets_audio_only(
     assert not stream.paused
 
 
+async def test_call_quality_reports_reach_the_room(
+    client: AppClient,
+    room: dict[str, Any],
+    room_doctor: MediaClient,
+    peers: list[Peer],
+    media: list[MediaClient],
+) -> None:
+    cid = room["id"]
+    patient = await participant(client, peers, media, room["patient"]["token"], cid)
+    assert (await patient.join())["ok"]
+    assert (await patient.connect_media())["ok"]
+    report = {"consultation_id": cid, "level": "weak", "rtt_ms": 650, "loss": 0.01}
+    assert (await patient.peer.call("media:stats", report))["ok"]
+    assert (await patient.peer.call("media:stats", {**report, "level": "weak"}))["ok"]
+
+    def told(peer: Peer) -> list[str]:
+        return [e["level"] for e in peer.events("media:quality")]
+
+    await room_doctor.peer.wait_for(lambda: told(room_doctor.peer) == ["weak"])
+    await patient.peer.wait_for(lambda: told(patient.peer) == ["weak"])  # once: no change
+    for bad in ({"loss": 2}, {"level": "splendid"}, {"freezes": -1}):
+        refused = await patient.peer.call("media:stats", {**report, **bad})
+        assert refused["error"]["code"] == "invalid_input", refused
+    server_room = client.app[keys.ROOMS].get(cid)
+    assert server_room is not None
+    member = next(p for p in server_room.participants.values() if p.role == "patient")
+    assert member.quality.summary.reports == 2
+    assert member.quality.summary.seconds["weak"] > 0
+
+
 async def test_who_may_enter_and_when(
     client: AppClient, booked: dict[str, Any], clock: FakeClock, peers: list[Peer]
 ) -> None:

@@ -34,6 +34,21 @@ pytestmark = pytest.mark.skipif(
 
 
 @dataclass
+class Watched:
+    seconds: float
+    fps: float
+    freeze_seconds: float
+    freezes: int
+    concealed: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.seconds:.0f} s: {self.fps:.1f} frames/s decoded, {self.freezes} freezes "
+            f"({self.freeze_seconds:.2f} s), {self.concealed:.1%} of audio concealed"
+        )
+
+
+@dataclass
 class Call:
     space: Namespace
     origin: str
@@ -47,6 +62,32 @@ class Call:
             await self.doctor.evaluate("window.telemedRoom.remoteFrames"),
             await self.patient.evaluate("window.telemedRoom.remoteFrames"),
         )
+
+    async def watch(self, seconds: float) -> Watched:
+        """What the patient's page shows of the doctor over ``seconds`` (its getStats
+        totals, read by room/quality.js every 2 s, at both ends)."""
+        first = await self._stats()
+        await asyncio.sleep(seconds)
+        last = await self._stats()
+        span = (last["at"] - first["at"]) / 1000
+        samples = last["totalSamplesReceived"] - first["totalSamplesReceived"]
+        return Watched(
+            seconds=span,
+            fps=(last["framesDecoded"] - first["framesDecoded"]) / span,
+            freeze_seconds=last["totalFreezesDuration"] - first["totalFreezesDuration"],
+            freezes=last["freezeCount"] - first["freezeCount"],
+            concealed=(last["concealedSamples"] - first["concealedSamples"]) / samples,
+        )
+
+    async def _stats(self) -> dict[str, Any]:
+        seen = await self.patient.evaluate(
+            "window.telemedRoom.stats && window.telemedRoom.stats.at"
+        )
+        await wait_in_page(
+            self.patient, f"window.telemedRoom.stats && window.telemedRoom.stats.at !== {seen}"
+        )
+        stats: dict[str, Any] = await self.patient.evaluate("window.telemedRoom.stats")
+        return stats
 
     async def api(self, method: str, path: str, token: str) -> Any:
         async with (
@@ -74,9 +115,9 @@ async def _room_page(browser: Browser, origin: str, cid: str, token: str, who: s
 
 
 @asynccontextmanager
-async def call(tmp_path: Path) -> AsyncIterator[Call]:
-    """A doctor (this side) and a patient (in its namespace) in a call, both seeing the
-    other's video."""
+async def call(tmp_path: Path, *, kbit: int | None = None) -> AsyncIterator[Call]:
+    """A doctor (this side) and a patient (in its namespace, its link shaped to ``kbit``
+    kbit/s each way from the start) in a call; unshaped, both see the other's video."""
     data_dir = tmp_path / "data"
     [booked] = await book_consultations(
         Settings(data_dir=data_dir),
@@ -86,6 +127,7 @@ async def call(tmp_path: Path) -> AsyncIterator[Call]:
         doctor_each=True,
     )
     with namespace() as space, (tmp_path / "server.log").open("wb") as log:
+        space.shape(kbit)
         port = free_port()
         server = start_node(
             port,
@@ -109,7 +151,10 @@ async def call(tmp_path: Path) -> AsyncIterator[Call]:
                 doctor = await _room_page(here, origin, cid, booked.doctor_token, "doctor")
                 patient = await _room_page(inside, origin, cid, booked.patient_token, "patient")
                 for page in (doctor, patient):
-                    await wait_in_page(page, "window.telemedRoom.remoteFrames > 30", seconds=30)
+                    frames = 30 if kbit is None else 1
+                    await wait_in_page(
+                        page, f"window.telemedRoom.remoteFrames >= {frames}", seconds=30
+                    )
                 yield Call(space, origin, booked, doctor, patient)
         finally:
             stop_node(server)
@@ -179,3 +224,51 @@ async def test_media_comes_back_after_the_patients_link_drops_for_five_seconds(
         frames = sum(f["video_frames"] for f in mine)
         # 30 frames a second while the link was up (at least two thirds of it arrived).
         assert frames >= 20 * (recorded - 5 - 2), (frames, recorded, mine)
+
+
+async def test_a_patient_on_400_kbits_sees_the_doctor_and_hears_continuously(
+    tmp_path: Path,
+) -> None:
+    """The doctor sends 640x480; the patient's link carries 400 kbit/s each way. The
+    doctor's encoder follows what the patient's browser says its link takes."""
+    async with call(tmp_path) as room:
+        await asyncio.sleep(3)
+        baseline = await room.watch(10)
+    print(f"unshaped (baseline): {baseline}")
+    async with call(tmp_path / "shaped", kbit=400) as room:
+        await asyncio.sleep(5)  # the estimates settle
+        shaped = await room.watch(30)
+        levels = await room.doctor.evaluate("window.telemedRoom.levels")
+    print(f"400 kbit/s each way: {shaped}")
+    assert shaped.fps >= 10, shaped
+    assert shaped.freeze_seconds < 2, shaped
+    assert shaped.concealed < 0.05, shaped
+    assert levels, "the doctor's page was told the levels"
+
+
+async def test_a_patient_on_100_kbits_gets_audio_only_and_video_when_the_link_returns(
+    tmp_path: Path,
+) -> None:
+    async with call(tmp_path, kbit=100) as room:
+        doctor, patient = room.doctor, room.patient
+        # Both sides told, in words.
+        await wait_in_page(
+            patient,
+            "document.getElementById('network').textContent.includes('Соединение слабое')",
+            seconds=30,
+        )
+        await wait_in_page(
+            doctor, "document.getElementById('network').textContent.includes('слабое соединение')"
+        )
+        room.space.shape(1000)
+        returned = time.monotonic()
+        frames = await patient.evaluate("window.telemedRoom.remoteFrames")
+        await wait_in_page(
+            patient,
+            "!document.getElementById('network').textContent.includes('Соединение слабое')"
+            f" && window.telemedRoom.remoteFrames > {frames + 30}",
+            seconds=15,
+        )
+        back = time.monotonic() - returned
+        print(f"video back {back:.1f} s after the link returned to 1 Mbit/s")
+        assert back <= 10, back

@@ -10,6 +10,7 @@
 //   room/presence.js    the others in the room and their devices
 //   room/recording.js   consent, the indicator, the doctor's commands
 //   room/network.js     who gets audio only (a weak link, or the user's choice)
+//   room/quality.js     the call's figures (getStats), its level, told to the server
 //   room/session.js     joining, reconnecting, leaving, the end; it makes
 //     room/media.js       the media connection (lib/rtc.js), and
 //     room/chat-panel.js  the chat (lib/chat.js)
@@ -18,6 +19,7 @@ import { createBridge } from "./room/bridge.js";
 import { createDevices } from "./room/devices.js";
 import { createNetwork } from "./room/network.js";
 import { createPresence } from "./room/presence.js";
+import { createQuality } from "./room/quality.js";
 import { createRecording } from "./room/recording.js";
 import { createSession } from "./room/session.js";
 import { createSignalling } from "./room/signalling.js";
@@ -66,6 +68,8 @@ const network = createNetwork({ state, view, signalling, devices, consultationId
 const session = createSession({
   state, view, bridge, signalling, devices, presence, recording, network, consultationId, isDoctor, embedded: Boolean(embedded),
 });
+
+createQuality({ state, view, signalling, media: session.media, consultationId });
 
 $("leave").addEventListener("click", () => session.command({ type: "telemed:leave" }));
 bridge.listen(session.command);

@@ -141,6 +141,11 @@ class Source:
         """When the last packet came (``aiortc.clock.current_ms``)."""
         receiver._handle_rtp_packet = self._handle_rtp_packet  # type: ignore[method-assign] # aiortc's hook point
 
+    def statistics(self) -> list[StreamStatistics]:
+        """aiortc's counts of each source the publisher sends from (packets lost and
+        expected: the upload's loss)."""
+        return list(self._streams.values())
+
     async def limit(self, bitrate: int | None) -> None:
         """Hold the publisher to ``bitrate`` (bits/s; None: no limit but its link's):
         from now on the REMB the relay sends it says no more (video only: aiortc

@@ -45,6 +45,7 @@ from telemed.media.bandwidth import ViewerLink
 from telemed.media.checks import MediaStatus, Permission, check_camera, check_microphone
 from telemed.media.forwarding import ForwardedStream, FrameSink, Source
 from telemed.media.passthrough import ask_keyframe
+from telemed.media.quality import CallQuality
 from telemed.media.recorder import RemuxRecorder
 from telemed.media.sdp import (
     Numbering,
@@ -53,7 +54,13 @@ from telemed.media.sdp import (
     trickled_candidate,
     without_mdns_candidates,
 )
-from telemed.signaling.events import MediaConnection, MediaReceiving, ServerOffer, TrackLabel
+from telemed.signaling.events import (
+    MediaConnection,
+    MediaQuality,
+    MediaReceiving,
+    ServerOffer,
+    TrackLabel,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +230,18 @@ class Participant:
     """What the participant's link takes: whether it is sent video, and how much."""
     interrupted: bool = False
     """Its media stopped coming (``SILENCE_MS``) and has not come back yet."""
+    quality: CallQuality = field(default_factory=CallQuality)
+    """How its call goes (its reports, ``media:stats``)."""
+
+    def upload_counts(self) -> tuple[int, int]:
+        """Packets lost and expected of what it sends, as the server counts them."""
+        lost = expected = 0
+        for publication in self.publications.values():
+            if publication.tap is not None:
+                for stream in publication.tap.statistics():
+                    lost += max(0, stream.packets_lost)
+                    expected += stream.packets_expected
+        return lost, expected
 
     def silent(self, now_ms: int) -> bool:
         """Whether the participant published and nothing came from it lately."""
@@ -644,6 +663,29 @@ class Room:
         participant = self._member(user_id)
         if participant.link.choose_audio_only(active):
             await self._receiving_changed(participant)
+
+    async def stats(self, user_id: str, figures: dict[str, Any]) -> None:
+        """A participant's figures of the last few seconds (``media:stats``): its quality
+        summary grows, and the room hears when its level changes."""
+        participant = self._member(user_id)
+        quality = participant.quality
+        upload_loss = quality.upload_loss(*participant.upload_counts())
+        changed = quality.report(
+            figures,
+            now=time.monotonic(),
+            moment=self._hooks.clock.now(),
+            audio_only=not participant.link.video,
+            upload_loss=upload_loss,
+        )
+        if not changed or quality.level is None:
+            return
+        event = MediaQuality(
+            consultation_id=uuid.UUID(self.consultation_id),
+            user_id=uuid.UUID(user_id),
+            level=quality.level,
+        )
+        for member in list(self.participants.values()):
+            await self._send(event, member.sid)
 
     def _estimates_of(self, viewer: Participant) -> Callable[[int], None]:
         def estimated(bitrate: int) -> None:

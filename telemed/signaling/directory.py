@@ -96,6 +96,7 @@ class RoomDirectory:
             "room.answer": self._answer,
             "room.candidate": self._candidate,
             "room.audio_only": self._audio_only,
+            "room.stats": self._stats,
             "room.report": self._report,
             "room.consent": self._consent,
             "room.start": self._start_recording,
@@ -265,6 +266,11 @@ class RoomDirectory:
     async def _audio_only(self, args: dict[str, Any]) -> dict[str, Any]:
         room, participant = self._member(args)
         await room.choose_audio_only(participant.user_id, args["active"])
+        return {}
+
+    async def _stats(self, args: dict[str, Any]) -> dict[str, Any]:
+        room, participant = self._member(args)
+        await room.stats(participant.user_id, args["figures"])
         return {}
 
     async def _answer(self, args: dict[str, Any]) -> dict[str, Any]:

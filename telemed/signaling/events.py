@@ -290,6 +290,38 @@ class MediaReceiving(ServerEvent):
     )
 
 
+Level = Literal["good", "weak", "poor"]
+
+
+class MediaStats(EventModel):
+    consultation_id: uuid.UUID
+    level: Level = Field(description="The client's verdict on the last interval's figures")
+    rtt_ms: float | None = Field(default=None, ge=0, le=60_000)
+    loss: float | None = Field(default=None, ge=0, le=1, description="Of packets received")
+    jitter_ms: float | None = Field(default=None, ge=0, le=60_000)
+    available_bitrate: int | None = Field(
+        default=None, ge=0, le=1_000_000_000, description="Outgoing estimate, bits/s"
+    )
+    video_fps: float | None = Field(default=None, ge=0, le=240, description="Frames decoded")
+    concealed: float | None = Field(
+        default=None, ge=0, le=1, description="Audio samples concealed (lost), of those received"
+    )
+    freezes: int = Field(default=0, ge=0, le=1_000_000, description="Video freezes so far")
+    freeze_seconds: float = Field(default=0, ge=0, le=1_000_000)
+    relay: bool = Field(default=False, description="The connection goes through TURN")
+
+
+class MediaQuality(ServerEvent):
+    event = "media:quality"
+
+    consultation_id: uuid.UUID
+    user_id: uuid.UUID
+    level: Level = Field(
+        description="`good`; `weak` (round trip ≥ 400 ms, loss or concealed audio ≥ 3 %, "
+        "under 15 frames a second); `poor` (≥ 1 s, ≥ 10 %, under 5 frames a second)"
+    )
+
+
 class MediaConnection(ServerEvent):
     event = "media:connection"
 
@@ -500,6 +532,22 @@ PROTOCOL: tuple[EventSpec, ...] = (
         "A participant's media stopped coming, or came back. Its client recovers by "
         "itself (the connection comes back, or it connects anew); the others show "
         "«reconnecting» meanwhile. Sent to everyone in the room.",
+    ),
+    EventSpec(
+        "media:stats",
+        "client→server",
+        MediaStats,
+        Empty,
+        "Every few seconds: the call's figures from `getStats` over the last interval "
+        "(freezes: the running totals) and the client's level for them. The server adds "
+        "its own figures of the participant's upload and keeps the consultation's quality "
+        "summary.",
+        ("invalid_input", "invalid_state", "unavailable"),
+    ),
+    sent(
+        MediaQuality,
+        "A participant's call quality changed level: show it in words, for oneself and "
+        "for the other side. Sent to everyone in the room.",
     ),
     EventSpec(
         "media:report",

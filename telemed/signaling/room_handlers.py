@@ -37,6 +37,7 @@ from telemed.signaling.events import (
     Empty,
     IceCandidate,
     MediaReport,
+    MediaStats,
     MediaStatusChanged,
     MediaView,
     RecordingCommand,
@@ -113,6 +114,12 @@ class RoomEvents(_Base):
     async def on_media_audio_only(self, sid: str, request: AudioOnly) -> Ack:
         """media:audio_only {consultation_id, active}"""
         await self.ask(sid, request.consultation_id, "room.audio_only", active=request.active)
+        return ok(Empty())
+
+    async def on_media_stats(self, sid: str, request: MediaStats) -> Ack:
+        """media:stats {consultation_id, level, rtt_ms?, loss?, …}"""
+        figures = request.model_dump(mode="json", exclude={"consultation_id"})
+        await self.ask(sid, request.consultation_id, "room.stats", figures=figures)
         return ok(Empty())
 
     async def on_rtc_answer(self, sid: str, request: SessionDescription) -> Ack:

@@ -164,6 +164,7 @@ export function createSession({ state, view, bridge, signalling, devices, presen
   });
 
   return {
+    media,
     enter() {
       state.phase = "joining";
       view.say(TEXT.connecting);

@@ -25,6 +25,9 @@ export function publishState() {
     receiving: {}, // user id → {video, reason}: who gets audio only, and why (media:receiving)
     audioOnly: false, // the user chose audio only (media:audio_only)
     interrupted: {}, // user id → true while the server gets no media from them (media:connection)
+    stats: null, // this page's last getStats totals (room/quality.js)
+    figures: null, // the figures of the last interval (what media:stats reported)
+    levels: {}, // user id → good, weak or poor (media:quality)
     mediaInterrupted: 0, // times this page's own media connection was interrupted (ICE disconnected)
     joinClickedAt: null, // performance.now() of the #join click
     firstRemoteFrameAt: null, // performance.now() of the first remote video frame
