@@ -245,6 +245,29 @@ async def test_call_quality_reports_reach_the_room(
     assert member.quality.summary.reports == 2
     assert member.quality.summary.seconds["weak"] > 0
 
+    # Kept once the patient leaves: the doctor sees it on the consultation, the manager
+    # in the report by centre; not the patient, and nobody else.
+    assert (await patient.peer.call("room:leave", {"consultation_id": cid}))["ok"]
+    path = f"/consultations/{cid}/call-quality"
+    kept = await ok(client, "GET", path, room["doctor"]["token"])
+    [row] = kept["items"]
+    assert row["role"] == "patient"
+    assert row["weak_seconds"] >= 0
+    assert row["worst"]["level"] == "weak"
+    assert row["worst"]["rtt_ms"] == 650
+    forbidden = await client.get(
+        f"/api/v1{path}", headers={"Authorization": f"Bearer {room['patient']['token']}"}
+    )
+    assert forbidden.status == 403
+    hidden = await client.get(
+        f"/api/v1{path}", headers={"Authorization": f"Bearer {room['outsider']['token']}"}
+    )
+    assert hidden.status == 404
+    report = await ok(client, "GET", "/call-quality", room["manager"])
+    [centre] = report["by_centre"]
+    assert centre["centre_id"] == room["centre"]["id"]
+    assert centre["calls"] == 1
+
 
 async def test_who_may_enter_and_when(
     client: AppClient, booked: dict[str, Any], clock: FakeClock, peers: list[Peer]

@@ -1,11 +1,13 @@
-"""Recording files and their metadata."""
+"""Recording files and their metadata; each participant's call quality."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
+import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 
@@ -55,3 +57,25 @@ class RecordingPublic(BaseModel):
     sha256: str | None
     video_frames: int
     audio_frames: int
+
+
+class CallQualityRecord(SQLModel, table=True):
+    """How one participant's calls in one consultation went (``telemed.media.quality``):
+    what every room life of the consultation measured, added up."""
+
+    __tablename__ = "call_quality"
+    __table_args__ = (sa.UniqueConstraint("consultation_id", "user_id"),)
+
+    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
+    consultation_id: uuid.UUID = Field(foreign_key="consultation.id", index=True)
+    user_id: uuid.UUID = Field(foreign_key="user_account.id")
+    good_seconds: float = 0.0
+    weak_seconds: float = 0.0
+    poor_seconds: float = 0.0
+    freezes: int = 0
+    freeze_seconds: float = 0.0
+    relay_seconds: float = 0.0
+    audio_only_seconds: float = 0.0
+    worst: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    reports: int = 0
+    updated_at: datetime = Field(sa_type=UTCDateTime)

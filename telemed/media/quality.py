@@ -9,6 +9,7 @@ reports, the time and its own figures.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -44,6 +45,19 @@ class QualitySummary:
     """The first interval at the worst level seen: its level, moment and figures."""
     reports: int = 0
 
+    def since(self, before: QualitySummary) -> QualitySummary:
+        """What was added after ``before`` (an earlier copy of this summary); the worst
+        moment only if it is a new one."""
+        return QualitySummary(
+            seconds={k: v - before.seconds[k] for k, v in self.seconds.items()},
+            freezes=self.freezes - before.freezes,
+            freeze_seconds=self.freeze_seconds - before.freeze_seconds,
+            relay_seconds=self.relay_seconds - before.relay_seconds,
+            audio_only_seconds=self.audio_only_seconds - before.audio_only_seconds,
+            worst=self.worst if self.worst != before.worst else None,
+            reports=self.reports - before.reports,
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
@@ -70,6 +84,17 @@ class CallQuality:
     _last_freeze_seconds: float = 0.0
     _upload: tuple[int, int] | None = None
     """The server's last (packets lost, packets expected) of the participant's upload."""
+    _saved: QualitySummary = field(default_factory=QualitySummary)
+    """The summary as it was last stored (``unsaved``)."""
+
+    def unsaved(self) -> QualitySummary | None:
+        """What the summary gained since the last call (None: nothing), which the caller
+        then stores."""
+        saved = self._saved
+        if saved.reports == self.summary.reports:
+            return None
+        self._saved = copy.deepcopy(self.summary)
+        return self.summary.since(saved)
 
     def upload_loss(self, lost: int, expected: int) -> float | None:
         """The participant's upload loss since the last call, from the server's running

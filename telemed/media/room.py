@@ -45,7 +45,7 @@ from telemed.media.bandwidth import ViewerLink
 from telemed.media.checks import MediaStatus, Permission, check_camera, check_microphone
 from telemed.media.forwarding import ForwardedStream, FrameSink, Source
 from telemed.media.passthrough import ask_keyframe
-from telemed.media.quality import CallQuality
+from telemed.media.quality import CallQuality, QualitySummary
 from telemed.media.recorder import RemuxRecorder
 from telemed.media.sdp import (
     Numbering,
@@ -72,6 +72,8 @@ VIDEO_FLOOR = 150_000
 """Bits/s under which a viewer gets audio only (``TELEMED_MEDIA_VIDEO_FLOOR_KBPS``)."""
 TICK = 0.5
 """Seconds between two looks at the participants' links (``ViewerLink.tick``)."""
+SAVE_QUALITY_EVERY = 30.0
+"""Seconds between two stores of what the room measured of its participants' calls."""
 SILENCE_MS = 1500
 """A publisher from whom nothing came for this long is interrupted (its network
 dropped); a browser sends audio 50 times a second, even silence."""
@@ -83,6 +85,24 @@ Announce = Callable[["Room", "Participant"], Awaitable[None]]
 """Tell the room a participant's media status changed."""
 AnnounceRecording = Callable[["Room"], Awaitable[None]]
 """Tell the room the recording started or stopped, or a consent changed."""
+
+
+class QualityStore(Protocol):
+    """Where rooms add what they measured of each participant's call
+    (``telemed.media.quality_log.QualityLog``, in the database)."""
+
+    async def add(
+        self, *, consultation_id: uuid.UUID, user_id: uuid.UUID, gained: QualitySummary
+    ) -> None: ...
+
+
+class NoQualityStore:
+    """Keeps nothing (rooms made without a database)."""
+
+    async def add(
+        self, *, consultation_id: uuid.UUID, user_id: uuid.UUID, gained: QualitySummary
+    ) -> None:
+        return None
 
 
 class SegmentLog(Protocol):
@@ -170,6 +190,7 @@ class Hooks:
     clock: Clock
     """The app's clock: recording files are named by its time."""
     states: StateStore = field(default_factory=MemoryStateStore)
+    quality: QualityStore = field(default_factory=NoQualityStore)
 
 
 @dataclass
@@ -321,6 +342,7 @@ class Room:
         participant = self.participants.pop(user_id, None)
         if participant is None:
             return False
+        await self._save_quality(participant)
         await self._close_segment(user_id)
         await self._close_connection(participant)
         for other in self.participants.values():
@@ -618,6 +640,8 @@ class Room:
             await self._hooks.states.forget(self.consultation_id)
         self.closed = True
         for participant in list(self.participants.values()):
+            with contextlib.suppress(Exception):  # what was measured is not worth a stuck close
+                await self._save_quality(participant)
             await self._close_connection(participant)
         self.participants.clear()
         current = asyncio.current_task()
@@ -700,8 +724,13 @@ class Room:
     async def _watch_links(self) -> None:
         """Move every participant's link on with time (a pause lasts, a try ends), and
         tell the room whose media stopped coming or came back."""
+        saved = time.monotonic()
         while not self.closed:
             await asyncio.sleep(TICK)
+            if time.monotonic() - saved >= SAVE_QUALITY_EVERY:
+                saved = time.monotonic()
+                for participant in list(self.participants.values()):
+                    await self._save_quality(participant)
             for participant in list(self.participants.values()):
                 if participant.link.tick(time.monotonic()):
                     await self._receiving_changed(participant)
@@ -709,6 +738,15 @@ class Room:
                 if silent != participant.interrupted:
                     participant.interrupted = silent
                     await self._connection_changed(participant)
+
+    async def _save_quality(self, participant: Participant) -> None:
+        gained = participant.quality.unsaved()
+        if gained is not None:
+            await self._hooks.quality.add(
+                consultation_id=uuid.UUID(self.consultation_id),
+                user_id=uuid.UUID(participant.user_id),
+                gained=gained,
+            )
 
     async def _connection_changed(self, participant: Participant) -> None:
         logger.info(

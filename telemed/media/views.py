@@ -1,5 +1,6 @@
-"""HTTP routes of the video room: join tokens, and recordings (the list of a
-consultation's files and a file itself)."""
+"""HTTP routes of the video room: join tokens, recordings (the list of a consultation's
+files and a file itself), and call quality (a consultation's, and the manager's report
+by centre)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from telemed import keys
-from telemed.api import Call, ListOf, RawResponse, Routes
+from telemed.accounts.models import Role
+from telemed.api import Call, Instant, ListOf, RawResponse, RequestModel, Routes
 from telemed.jobs import register_job
-from telemed.media import recordings
+from telemed.media import quality_log, recordings
 from telemed.media.models import RecordingPublic
 from telemed.media.service import check_issue_join_token
 
 routes = Routes(tag="recordings")
 room_routes = Routes(tag="room")
+quality_routes = Routes(tag="call quality")
 
 
 class JoinTokenOut(BaseModel):
@@ -95,7 +98,32 @@ async def download_recording(call: Call) -> web.StreamResponse:
     )
 
 
+@quality_routes.get("/consultations/{id}/call-quality")
+async def consultation_quality(call: Call) -> ListOf[quality_log.CallQualityPublic]:
+    """GET /consultations/{id}/call-quality: how each participant's calls went (time by
+    level, freezes, the worst moment, time through TURN and on audio only), for the
+    consultation's doctor and the manager."""
+    items = await quality_log.consultation_quality(
+        call.session, actor=call.user, consultation_id=call.path_id()
+    )
+    return ListOf[quality_log.CallQualityPublic](items=items)
+
+
+class QualityQuery(RequestModel):
+    from_: Instant | None = Field(default=None, alias="from")
+    to: Instant | None = None
+
+
+@quality_routes.get("/call-quality", roles=(Role.MANAGER,))
+async def quality_report(call: Call, query: QualityQuery) -> quality_log.QualityReport:
+    """GET /call-quality: calls by quality per centre, of consultations starting in
+    ``[from, to)``: minutes by level, calls with a minute or more at `poor`, freezes,
+    minutes through TURN and on audio only."""
+    return await quality_log.quality_report(call.session, start=query.from_, end=query.to)
+
+
 def setup_routes(app: web.Application) -> None:
     app[keys.API].include(app, room_routes)
     app[keys.API].include(app, routes)
+    app[keys.API].include(app, quality_routes)
     register_job(app, "recording_purge", recordings.purge_recordings)

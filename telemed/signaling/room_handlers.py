@@ -15,6 +15,7 @@ from telemed import audit, keys, live
 from telemed.cluster import Cluster, Counts
 from telemed.media.passthrough import check_aiortc
 from telemed.media.placement import LonePlacement, RedisPlacement, RedisStateStore
+from telemed.media.quality_log import QualityLog
 from telemed.media.recordings import RecordingLog
 from telemed.media.room import (
     Hooks,
@@ -266,6 +267,7 @@ def setup_rooms(app: web.Application) -> None:
             log=log,
             clock=clock,
             states=RedisStateStore(client) if client is not None else MemoryStateStore(),
+            quality=QualityLog(session_factory=app[keys.SESSION_FACTORY], clock=clock),
         )
         rooms = Rooms(
             hooks=hooks,

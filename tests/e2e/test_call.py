@@ -154,12 +154,18 @@ async def test_a_call_in_two_browsers_with_chat_recording_end_and_conclusion(
         await recorded.first.get_by_role("link", name="Скачать").click()
     webm = await (await download_info.value).path()
     assert (await asyncio.to_thread(Path(webm).read_bytes))[:4] == b"\x1a\x45\xdf\xa3"
+    # How the call went, measured by both pages: for the doctor, in words.
+    quality = doctor_page.locator("#call-quality")
+    assert await quality.locator("li[data-role=patient]").count() == 1
+    assert await quality.locator("li[data-role=doctor]").count() == 1
+    assert "хорошая" in await quality.inner_text()
 
     # The patient is told, reads it, and downloads the PDF.
     await patient_page.goto(str(client.make_url(f"/#/consultations/{consultation_id}")))
     conclusion = patient_page.locator("#conclusion")
     await conclusion.wait_for()
     assert await patient_page.locator("#recordings").count() == 0  # not the patient's to see
+    assert await patient_page.locator("#call-quality").count() == 0
     await patient_page.locator("#bell").click()
     await patient_page.locator("#bell-panel li.unread", has_text="Заключение готово").wait_for()
     assert "Контроль давления" in await conclusion.inner_text()

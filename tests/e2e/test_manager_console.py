@@ -192,6 +192,8 @@ async def test_manager_console(
     assert by_centre == [CENTRE, "0", "1", "1", "0", "0"]
     by_doctor = (await text_of(page, "#sla-by-doctor tbody tr")).split("\t")
     assert by_doctor == ["врач не назначен", "0", "1", "1", "0", "0"]
+    # No call has been held: the quality report says so.
+    assert "Видеозвонков пока не было." in await text_of(page, "#view")
     await screenshot(page, "manager-sla", tmp_path)
     before = await rendered(page)
     await late.get_by_role("link", name="Открыть").click()

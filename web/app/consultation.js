@@ -225,6 +225,35 @@ async function recordingsOf(item) {
       r.state === "complete" ? h("p", { class: "actions" }, h("a", { href: `/api/v1/recordings/${r.id}/file`, download: `recording-${r.id}.webm` }, t("documents.download"))) : null))));
 }
 
+// How the calls went (the doctor and the manager): time by level, freezes, the worst
+// moment, time through TURN and on audio only, per participant.
+async function qualityOf(item) {
+  let items;
+  try {
+    ({ items } = await get(`/consultations/${item.id}/call-quality`));
+  } catch (error) {
+    if (error.status === 403 || error.status === 404) return null;
+    throw error;
+  }
+  if (!items.length) return null;
+  const minutes = (seconds) => t("quality.minutes", { n: (seconds / 60).toFixed(1) });
+  return h("section", { class: "card", id: "call-quality", "aria-labelledby": "call-quality-title" },
+    h("h2", { id: "call-quality-title" }, t("quality.title")),
+    h("ul", {}, items.map((q) => h("li", { dataset: { role: q.role } },
+      h("strong", {}, t(`details.${q.role}`)), ": ",
+      [
+        `${t("quality.good")} ${minutes(q.good_seconds)}`,
+        `${t("quality.weak")} ${minutes(q.weak_seconds)}`,
+        `${t("quality.poor")} ${minutes(q.poor_seconds)}`,
+        t("quality.freezes", { n: q.freezes, seconds: q.freeze_seconds }),
+        q.relay_seconds ? `${t("quality.relay")} ${minutes(q.relay_seconds)}` : null,
+        q.audio_only_seconds ? `${t("quality.audioOnly")} ${minutes(q.audio_only_seconds)}` : null,
+      ].filter(Boolean).join("; "),
+      q.worst && q.worst.level !== "good"
+        ? h("p", { class: "muted" }, t("quality.worst", { when: when(q.worst.at), level: t(`quality.${q.worst.level}`) }))
+        : null))));
+}
+
 // The patient adds documents from the cabinet to an open consultation.
 async function attachForm(item) {
   const { items } = await get("/documents");
@@ -275,6 +304,7 @@ async function details({ params }) {
     actions.length ? h("p", { class: "actions" }, actions) : null,
     item.state === "concluded" ? await conclusionView(item) : null,
     ["completed", "concluded", "in_progress"].includes(item.state) ? await recordingsOf(item) : null,
+    ["completed", "concluded", "in_progress"].includes(item.state) ? await qualityOf(item) : null,
     ...forms,
     h("section", { class: "card", "aria-labelledby": "docs-title" }, h("h2", { id: "docs-title" }, t("details.documents")), await documentsOf(item),
       role === "patient" && LIVE.includes(item.state) ? await attachForm(item) : null),

@@ -358,8 +358,21 @@ function deadlineTable(id, items, serverNow) {
     h("td", {}, h("a", { href: `#/consultations/${item.consultation_id}` }, t("manager.open"))))), { id });
 }
 
+// Calls by quality per centre (GET /call-quality), under the deadlines.
+function qualityTable(report) {
+  const minutes = (m) => m.toFixed(1);
+  return table(
+    ["sla.centre", "quality.calls", "quality.goodMinutes", "quality.weakMinutes", "quality.poorMinutes", "quality.poorCalls", "quality.freezeCount", "quality.relayMinutes", "quality.audioOnlyMinutes"],
+    report.by_centre.map((c) => h("tr", { dataset: { id: c.centre_id } },
+      h("td", {}, c.centre_name), h("td", {}, String(c.calls)),
+      h("td", {}, minutes(c.good_minutes)), h("td", {}, minutes(c.weak_minutes)), h("td", {}, minutes(c.poor_minutes)),
+      h("td", {}, String(c.poor_calls)), h("td", {}, String(c.freezes)),
+      h("td", {}, minutes(c.relay_minutes)), h("td", {}, minutes(c.audio_only_minutes)))),
+    { id: "quality-by-centre" });
+}
+
 async function sla() {
-  const report = await get("/sla");
+  const [report, quality] = await Promise.all([get("/sla"), get("/call-quality")]);
   const skew = Date.parse(report.now) - Date.now();
   const serverNow = () => Date.now() + skew;
   const totals = [["overdue", report.overdue.length], ["due_soon", report.due_soon.length], ["met", report.met.length]];
@@ -377,6 +390,9 @@ async function sla() {
       report.by_centre.length ? countsTable("sla-by-centre", "sla.centre", report.by_centre) : h("p", { class: "muted" }, t("sla.empty"))),
     h("section", { "aria-labelledby": "by-doctor-title" }, h("h2", { id: "by-doctor-title" }, t("sla.byDoctor")),
       report.by_doctor.length ? countsTable("sla-by-doctor", "sla.doctor", report.by_doctor) : h("p", { class: "muted" }, t("sla.empty"))),
+    h("section", { "aria-labelledby": "quality-title" }, h("h2", { id: "quality-title" }, t("quality.byCentre")),
+      h("p", { class: "muted" }, t("quality.hint")),
+      quality.by_centre.length ? qualityTable(quality) : h("p", { class: "muted" }, t("quality.none"))),
   ];
   const timer = setInterval(() => {
     document.querySelectorAll("#view td.deadline").forEach((cell) => { cell.textContent = countdown(cell.dataset.due, serverNow()); });
