@@ -154,11 +154,11 @@ def wait_until_healthy(base: str, server: subprocess.Popen[bytes], log: Path) ->
     raise AssertionError(f"/healthz did not answer 200 in 30 s:\n{log.read_text()}")
 
 
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
+def wait_for_port(port: int, timeout: float = 20.0, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
+            if sock.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on port {port}")
@@ -216,10 +216,10 @@ class RedisServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _certificates(root: Path, name: str) -> tuple[Path, Path, Path]:
+def _certificates(root: Path, name: str, address: str) -> tuple[Path, Path, Path]:
     """A certificate authority of the test's own (``ca.crt``), and a certificate for
-    ``name`` and 127.0.0.1 that it signed (``turn.crt``, ``turn.key``), valid a day: what
-    a browser checks as it checks a real one, once told to trust that authority."""
+    ``name`` and ``address`` that it signed (``turn.crt``, ``turn.key``), valid a day:
+    what a browser checks as it checks a real one, once told to trust that authority."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -249,7 +249,7 @@ def _certificates(root: Path, name: str) -> tuple[Path, Path, Path]:
         certificate(name, key)
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address(address))]
             ),
             critical=False,
         )
@@ -271,22 +271,29 @@ def _certificates(root: Path, name: str) -> tuple[Path, Path, Path]:
 
 @dataclass
 class TurnServer:
-    """Debian's coturn (``turnserver``) on loopback, as docs/media.md configures it for
-    Telemed (``use-auth-secret`` with a ``static-auth-secret``: the time-limited
-    credentials ``telemed.media.turn`` mints), with two differences a test needs: it
-    listens on free ports, and it relays to loopback peers (the test's media server is on
-    127.0.0.1), which production refuses (``denied-peer-ip``). TLS uses a certificate for
-    ``localhost`` from an authority of the test's own (``authority``), which nothing
-    trusts unless told to."""
+    """Debian's coturn (``turnserver``) on loopback (or ``address``), as docs/media.md
+    configures it for Telemed (``use-auth-secret`` with a ``static-auth-secret``: the
+    time-limited credentials ``telemed.media.turn`` mints), with two differences a test
+    needs: it listens on free ports, and it relays to loopback peers (the test's media
+    server is on 127.0.0.1), which production refuses (``denied-peer-ip``). TLS uses a
+    certificate for ``localhost`` and the address from an authority of the test's own
+    (``authority``), which nothing trusts unless told to."""
 
     secret: str
     port: int
-    """UDP and TCP (``turn:127.0.0.1:<port>``)."""
+    """UDP and TCP (``turn:<address>:<port>``)."""
     tls_port: int
     """TLS over TCP (``turns:…:<tls_port>?transport=tcp``)."""
     root: Path
     process: subprocess.Popen[bytes]
+    address: str = "127.0.0.1"
+    """Where it listens (relayed addresses are on 127.0.0.1 whatever this is)."""
     realm: str = "telemed.test"
+
+    @property
+    def host(self) -> str:
+        """The name its certificate is for (``localhost`` on loopback)."""
+        return "localhost" if self.address == "127.0.0.1" else self.address
 
     @property
     def authority(self) -> Path:
@@ -306,19 +313,19 @@ class TurnServer:
     def urls(self, *kinds: str) -> list[str]:
         """The TURN URLs of ``kinds`` (``udp``, ``tcp``, ``tls``), as TELEMED_TURN_URLS."""
         known = {
-            "udp": f"turn:127.0.0.1:{self.port}?transport=udp",
-            "tcp": f"turn:127.0.0.1:{self.port}?transport=tcp",
-            "tls": f"turns:localhost:{self.tls_port}?transport=tcp",
+            "udp": f"turn:{self.address}:{self.port}?transport=udp",
+            "tcp": f"turn:{self.address}:{self.port}?transport=tcp",
+            "tls": f"turns:{self.host}:{self.tls_port}?transport=tcp",
         }
         return [known[kind] for kind in kinds]
 
     @classmethod
-    def start(cls, secret: str) -> TurnServer:
+    def start(cls, secret: str, address: str = "127.0.0.1") -> TurnServer:
         binary = shutil.which("turnserver")
         if binary is None:
             raise RuntimeError("coturn is not installed: run `./dev test` (it installs it)")
         root = Path(tempfile.mkdtemp(prefix="telemed-turn-"))
-        _, cert, pkey = _certificates(root, "localhost")
+        _, cert, pkey = _certificates(root, "localhost", address)
         port = tls_port = free_port()
         while tls_port == port:
             tls_port = free_port()
@@ -326,7 +333,7 @@ class TurnServer:
         config.write_text(
             "\n".join(
                 [
-                    "listening-ip=127.0.0.1",
+                    f"listening-ip={address}",
                     "relay-ip=127.0.0.1",
                     f"listening-port={port}",
                     f"tls-listening-port={tls_port}",
@@ -359,10 +366,17 @@ class TurnServer:
         process = subprocess.Popen(
             [binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        server = cls(secret=secret, port=port, tls_port=tls_port, root=root, process=process)
+        server = cls(
+            secret=secret,
+            port=port,
+            tls_port=tls_port,
+            root=root,
+            process=process,
+            address=address,
+        )
         try:
-            wait_for_port(port)
-            wait_for_port(tls_port)
+            wait_for_port(port, host=address)
+            wait_for_port(tls_port, host=address)
         except TimeoutError:
             server.stop()
             raise

@@ -2,7 +2,9 @@
 candidates (``?ice=relay``: ``iceTransportPolicy: "relay"``) holds a call with an aiortc
 doctor through the TURN server, over UDP, TCP and TLS, with the credentials the server
 minted for the join; with a TURN secret that coturn does not share, the page says why
-in words, and without ``?ice=relay`` the call goes on directly.
+in words, and without ``?ice=relay`` the call goes on directly. A patient whose network
+passes no UDP at all (a network namespace of its own) connects through TURN over TCP by
+itself.
 
 TLS: Chromium checks a TURN server's certificate as it checks a web site's (a
 self-signed one fails with icecandidateerror 701, "Failed to establish connection"), so
@@ -11,9 +13,12 @@ certificate authority, as a real browser trusts a real server's."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ from playwright.async_api import Browser, Page
 from tests.browser import ARGS, wait_in_page
 from tests.factories import AppClient
 from tests.media_peers import MediaClient
+from tests.netns import Namespace, chromium_for, namespace
 from tests.servers import TurnServer, free_port, wait_for_port
 from tests.test_browser_forwarding import KEEP_CONNECTIONS
 
@@ -116,13 +122,17 @@ def telemed_secret() -> str:
 
 
 @pytest.fixture
-def settings_overrides(
-    turn: TurnServer, turn_kinds: list[str], telemed_secret: str
-) -> dict[str, Any]:
+def turn_urls(turn: TurnServer, turn_kinds: list[str]) -> list[str]:
+    """TELEMED_TURN_URLS."""
+    return turn.urls(*turn_kinds)
+
+
+@pytest.fixture
+def settings_overrides(turn_urls: list[str], telemed_secret: str) -> dict[str, Any]:
     return {
         "media_addresses": ["127.0.0.1"],
         "turn_secret": telemed_secret,
-        "turn_urls": turn.urls(*turn_kinds),
+        "turn_urls": turn_urls,
     }
 
 
@@ -219,3 +229,110 @@ async def test_a_refused_turn_credential_is_explained_and_a_direct_call_unharmed
     assert room["turn"] == {"relay": False, "fallbacks": 0, "failure": None}
     assert await page.locator("#notice").inner_text() == ""
     await page.context.close()
+
+
+def block_udp(space: Namespace) -> None:
+    """Nothing UDP leaves the namespace (every other packet does): its UDP goes to a
+    queue that holds none (this kernel has htb, pfifo and u32, no iptables)."""
+    device = space.inner
+    for command in (
+        f"qdisc add dev {device} root handle 1: htb default 1",
+        f"class add dev {device} parent 1: classid 1:1 htb rate 1gbit",
+        f"class add dev {device} parent 1: classid 1:2 htb rate 1gbit",
+        f"qdisc add dev {device} parent 1:2 pfifo limit 0",
+        f"filter add dev {device} parent 1: protocol ip prio 1"
+        " u32 match ip protocol 17 0xff flowid 1:2",
+    ):
+        space.run("tc", *command.split())
+
+
+@contextlib.asynccontextmanager
+async def forwarded(address: str, port: int) -> AsyncIterator[int]:
+    """A port on ``address`` whose TCP connections go to 127.0.0.1:``port`` (the test
+    server listens on loopback, which a namespace cannot reach)."""
+
+    writers: list[asyncio.StreamWriter] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
+        writers.extend((writer, upstream_writer))
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    server = await asyncio.start_server(connected, address, 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+        await server.wait_closed()
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or os.geteuid() != 0,
+    reason="network namespaces and tc need Linux and root (this project's machines and CI)",
+)
+class TestNoUdp:
+    """The patient's Chromium in a network namespace whose link passes TCP only; coturn
+    listens on this side of the link. The class gives its test a coturn there."""
+
+    @pytest.fixture
+    def space(self) -> Iterator[Namespace]:
+        with namespace() as made:
+            block_udp(made)
+            yield made
+
+    @pytest.fixture
+    def turn_here(self, space: Namespace) -> Iterator[TurnServer]:
+        server = TurnServer.start(SECRET, address=space.host_address)
+        yield server
+        server.stop()
+
+    @pytest.fixture
+    def turn_urls(self, turn_here: TurnServer) -> list[str]:
+        return turn_here.urls("udp", "tcp")
+
+    async def test_a_patient_without_udp_connects_through_turn_over_tcp_by_itself(
+        self,
+        client: AppClient,
+        booked: dict[str, Any],
+        room_doctor: MediaClient,
+        space: Namespace,
+        turn_here: TurnServer,
+        tmp_path: Path,
+    ) -> None:
+        doctor = room_doctor
+        assert client.port is not None
+        async with forwarded(space.host_address, client.port) as port:
+            origin = f"http://{space.host_address}:{port}"
+            async with chromium_for(origin, inside=space, directory=tmp_path) as inside:
+                context = await inside.new_context()
+                await context.grant_permissions(["camera", "microphone"], origin=origin)
+                await context.add_init_script(KEEP_CONNECTIONS)
+                page = await context.new_page()
+                page.on("console", lambda message: print("browser:", message.text))
+                token = booked["patient"]["token"]
+                await page.goto(
+                    f"{origin}/static/room.html?consultation={booked['id']}&token={token}"
+                )
+                await wait_in_page(page, "window.telemedRoom.phase === 'prejoin'")
+                await page.locator("#join:enabled").click()
+                await wait_in_page(page, "window.telemedRoom.remoteFrames >= 30", seconds=25)
+                await doctor.peer.wait_for(lambda: doctor.decoded["video"] >= 30, seconds=20)
+                # Every candidate allowed (no ?ice=relay), and the one that worked is
+                # coturn's, reached over TCP: the browser found it, the page did not
+                # have to fall back.
+                pair = await selected_pair(page)
+                assert pair["policy"] == "all"
+                assert pair["local"]["type"] == "relay", pair
+                assert pair["local"]["relayProtocol"] == "tcp", pair
+                room = await page.evaluate("window.telemedRoom")
+                assert room["turn"] == {"relay": False, "fallbacks": 0, "failure": None}
+        await turn_here.logged(f":{booked['patient']['user']['id']}>, lifetime=")
