@@ -18,10 +18,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import col, select
 
 from telemed import db, keys
 from telemed.accounts.models import Role, User
+from telemed.app import create_app
 from telemed.clock import FakeClock
 from telemed.jobs import run_jobs_once
 from telemed.notify import ics
@@ -29,6 +31,7 @@ from telemed.notify.models import Notification, OutboxChannel, OutboxMessage, Ou
 from telemed.notify.service import MASK, Attachment, do_notify
 from telemed.notify.texts import NotificationKind, format_datetime, format_short, render
 from telemed.notify.worker import claim
+from telemed.settings import Settings
 from tests.conftest import AppClient
 from tests.factories import assert_error, bearer, register, staff
 from tests.notify_gateways import SmsGateway, SmtpCapture
@@ -52,10 +55,17 @@ def sms_backend() -> str:
 
 
 @pytest.fixture
+def mode() -> str:
+    """The mode of a test's server; parametrize it to change it."""
+    return "development"
+
+
+@pytest.fixture
 def settings_overrides(
-    gateway: tuple[SmsGateway, str], smtp: tuple[SmtpCapture, int], sms_backend: str
+    gateway: tuple[SmsGateway, str], smtp: tuple[SmtpCapture, int], sms_backend: str, mode: str
 ) -> dict[str, Any]:
     return {
+        "mode": mode,
         "sms_backend": sms_backend,
         "sms_http_url": gateway[1],
         "sms_http_token": GATEWAY_TOKEN,
@@ -272,7 +282,9 @@ async def test_sms_with_a_password_is_masked_for_staff_logs_and_the_database(
         "created_at",
         "sent_at",
         "next_attempt_at",
+        "kept_text",
     }
+    assert item["kept_text"] is None  # a gateway is configured: nothing is kept
     # An admin may read the outbox; patients and doctors may not.
     admin = (await staff(client, Role.ADMIN))["token"]
     assert len((await get(client, "/outbox", admin))["items"]) == 1
@@ -313,26 +325,105 @@ async def test_sms_with_a_password_is_masked_for_staff_logs_and_the_database(
 
 
 @pytest.mark.parametrize("sms_backend", ["outbox"])
-async def test_outbox_backend_keeps_the_message_and_logs_one_line(
+async def test_outbox_backend_keeps_the_message_readable_in_development(
     client: AppClient,
     app: web.Application,
+    clock: FakeClock,
     gateway: tuple[SmsGateway, str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """No gateway (``./dev run``, a demo): the SMS is kept, not sent, and the manager
+    reads it whole, password included, to pass it on. The logs still never see it."""
     caplog.set_level(logging.INFO, logger="telemed")
     someone = await patient(client)
-    await notify(app, someone["user"]["id"], NotificationKind.SCHEDULED, sms=True)
+    phone = someone["user"]["phone"]
+    manager = (await staff(client, Role.MANAGER))["token"]
+    params = {"url": "https://t.example/", "login": phone, "password": TEMP_PASSWORD}
+    kind = NotificationKind.REFERRAL_CREDENTIALS
+    await notify(app, someone["user"]["id"], kind, params=params, sms=True, secrets=[TEMP_PASSWORD])
+    # Not kept yet: pending, masked like any message.
+    [pending] = (await get(client, "/outbox", manager))["items"]
+    assert (pending["status"], pending["kept_text"]) == ("pending", None)
+
     await run_jobs_once(app)
     row = await the_message(app)
-    assert row.status is OutboxStatus.SENT
+    assert row.status is OutboxStatus.KEPT
+    assert (row.attempts, row.sent_at, row.last_error) == (1, None, None)
+    assert TEMP_PASSWORD in row.body  # the outbox stands in for the gateway
     assert gateway[0].requests == 0  # nothing left the server
+    [item] = (await get(client, "/outbox", manager, status="kept"))["items"]
+    assert item["status"] == "kept"
+    assert item["sent_at"] is None
+    assert TEMP_PASSWORD not in item["body"]
+    assert MASK in item["body"]
+    assert item["kept_text"] == item["body"].replace(MASK, TEMP_PASSWORD)
+    assert (await get(client, "/outbox", manager, status="sent"))["items"] == []
+    # A message with nothing masked has nothing more to show.
+    clock.advance(timedelta(minutes=1))
+    await notify(app, someone["user"]["id"], NotificationKind.SCHEDULED, sms=True)
+    await run_jobs_once(app)
+    plain = (await get(client, "/outbox", manager, status="kept"))["items"][0]
+    assert (plain["kind"], plain["kept_text"]) == ("scheduled", None)
+    # Kept again: the message is final, later rounds leave it alone.
+    assert (await run_jobs_once(app))["deliver_outbox"] == 0
+
     lines = [r.getMessage() for r in caplog.records if r.name == "telemed.notify.senders"]
-    assert len(lines) == 1
+    assert len(lines) == 2
     assert str(row.id) in lines[0]
     assert "sms" in lines[0]
-    assert "scheduled" in lines[0]
-    assert someone["user"]["phone"] not in lines[0]
-    assert "консультация" not in lines[0].lower()
+    assert "referral_credentials" in lines[0]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for secret in (TEMP_PASSWORD, phone, phone[2:], "направили"):
+        assert secret not in logged
+
+
+@pytest.mark.parametrize("sms_backend", ["outbox"])
+@pytest.mark.parametrize("mode", ["production"])
+async def test_in_production_a_kept_message_is_masked_like_a_sent_one(
+    client: AppClient, app: web.Application, gateway: tuple[SmsGateway, str]
+) -> None:
+    someone = await patient(client)
+    manager = (await staff(client, Role.MANAGER))["token"]
+    params = {"url": "https://t.example/", "login": "x", "password": TEMP_PASSWORD}
+    kind = NotificationKind.REFERRAL_CREDENTIALS
+    await notify(app, someone["user"]["id"], kind, params=params, sms=True, secrets=[TEMP_PASSWORD])
+    await run_jobs_once(app)
+    row = await the_message(app)
+    assert row.status is OutboxStatus.KEPT
+    assert row.body == row.body_masked
+    assert TEMP_PASSWORD not in str(row.model_dump())
+    [item] = (await get(client, "/outbox", manager))["items"]
+    assert (item["status"], item["kept_text"]) == ("kept", None)
+    assert gateway[0].requests == 0
+
+
+@pytest.mark.parametrize("sms_backend", ["outbox"])
+async def test_production_masks_what_a_development_outbox_kept(
+    client: AppClient,
+    app: web.Application,
+    settings: Settings,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same database, first run in development mode (clear texts kept), then in
+    production: its first round masks them, and the outbox shows none."""
+    someone = await patient(client)
+    params = {"url": "https://t.example/", "login": "x", "password": TEMP_PASSWORD}
+    kind = NotificationKind.REFERRAL_CREDENTIALS
+    await notify(app, someone["user"]["id"], kind, params=params, sms=True, secrets=[TEMP_PASSWORD])
+    await run_jobs_once(app)
+    assert TEMP_PASSWORD in (await the_message(app)).body
+
+    production = create_app(settings.model_copy(update={"mode": "production"}), clock=clock)
+    async with TestClient(TestServer(production)) as other:
+        manager = (await staff(other, Role.MANAGER))["token"]
+        await run_jobs_once(production)
+        [item] = (await get(other, "/outbox", manager))["items"]
+        assert (item["status"], item["kept_text"]) == ("kept", None)
+    row = await the_message(app)
+    assert row.body == row.body_masked
+    assert TEMP_PASSWORD not in str(row.model_dump())
+    assert "masked the clear text of 1 kept messages" in caplog.text
 
 
 # ── retries ─────────────────────────────────────────────────────────────────────────

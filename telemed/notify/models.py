@@ -39,7 +39,10 @@ class OutboxChannel(StrEnum):
 
 class OutboxStatus(StrEnum):
     PENDING = "pending"
-    SENT = "sent"
+    SENT = "sent"  # a gateway (SMS) or a mail server took it
+    # No gateway (the ``outbox`` backend): nothing left the server; the message stays
+    # here for staff to read, in clear in development mode (``senders.keeps_clear_text``).
+    KEPT = "kept"
     FAILED = "failed"  # gave up after the last retry
 
 
@@ -47,8 +50,11 @@ class OutboxMessage(SQLModel, table=True):
     """An SMS or e-mail waiting to go out, or gone.
 
     ``body`` is what the recipient gets; ``body_masked`` is what staff and logs may see
-    (passwords replaced). Once sent, ``body`` is overwritten with the masked text so that
-    no password stays in the database. A worker claims a message by setting
+    (passwords and codes replaced). Once sent, ``body`` is overwritten with the masked
+    text so that no password stays in the database. A message *kept* (no gateway) keeps
+    its clear ``body`` only in development mode, where the outbox stands in for the
+    gateway and staff read it to pass it on; otherwise it too is masked. A worker claims a
+    message by setting
     ``claimed_until`` in one atomic UPDATE, so two server processes never send it twice.
     ``dedupe_key`` (unique) keeps one event from queueing the same message twice.
     """

@@ -1,8 +1,9 @@
 """Where outbox messages go: kept in the outbox (default), an SMS gateway, an SMTP server.
 
-A sender delivers one message or raises ``DeliveryError``; the worker decides about
-retries. Error texts are written here, never copied from a gateway's answer, so they
-carry no recipient or message text into the database or the logs.
+A sender delivers one message (or, the ``outbox`` backend, answers that it keeps it) or
+raises ``DeliveryError``; the worker decides about retries. Error texts are written here,
+never copied from a gateway's answer, so they carry no recipient or message text into
+the database or the logs.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import email.message
 import email.utils
 import logging
+from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
@@ -17,7 +19,7 @@ import aiosmtplib
 
 from telemed.notify.models import OutboxChannel, OutboxMessage
 from telemed.notify.service import Attachment
-from telemed.settings import EmailBackend, Settings, SmsBackend
+from telemed.settings import EmailBackend, Mode, Settings, SmsBackend
 
 logger = logging.getLogger(__name__)
 
@@ -26,23 +28,45 @@ class DeliveryError(Exception):
     """The message did not go out this time (the text is safe to store and log)."""
 
 
+@dataclass(frozen=True)
+class Kept:
+    """A sender's answer when nothing left the server: the message stays in the outbox,
+    with its clear text (``clear``) or masked."""
+
+    clear: bool
+
+
 class Sender(Protocol):
-    async def send(self, message: OutboxMessage) -> None:
-        """Deliver ``message``; raise ``DeliveryError`` if it did not go out."""
+    async def send(self, message: OutboxMessage) -> Kept | None:
+        """Deliver ``message`` (None), or keep it (``Kept``); raise ``DeliveryError`` if
+        it did not go out."""
         ...
 
 
-class OutboxSender:
-    """The ``outbox`` backend: nothing leaves the server. The message stays in the outbox
-    (staff read it masked at ``GET /outbox``) and one log line says it was kept."""
+def keeps_clear_text(settings: Settings) -> bool:
+    """Whether a message kept in the outbox keeps its clear text (passwords and codes
+    included) for staff to read and pass on: in development mode only, where the outbox
+    stands in for the gateway (``./dev run``, demo deployments). In production mode a
+    kept message is masked like a sent one, so no password ever stays readable there."""
+    return settings.mode is Mode.DEVELOPMENT
 
-    async def send(self, message: OutboxMessage) -> None:
+
+class OutboxSender:
+    """The ``outbox`` backend: nothing leaves the server. The message stays in the outbox,
+    marked ``kept`` (staff read it at ``GET /outbox``: in development mode as the
+    recipient would have got it, in production masked), and one log line says so."""
+
+    def __init__(self, *, keep_clear: bool) -> None:
+        self.keep_clear = keep_clear
+
+    async def send(self, message: OutboxMessage) -> Kept:
         logger.info(
             "outbox message %s (%s, %s) kept in the outbox: no gateway configured",
             message.id,
             message.channel.value,
             message.kind,
         )
+        return Kept(clear=self.keep_clear)
 
 
 class HttpSmsSender:
@@ -131,7 +155,8 @@ class SmtpSender:
 
 def build_senders(settings: Settings, http: aiohttp.ClientSession) -> dict[OutboxChannel, Sender]:
     """One sender per channel, as the settings choose."""
-    sms: Sender = OutboxSender()
+    keeper = OutboxSender(keep_clear=keeps_clear_text(settings))
+    sms: Sender = keeper
     if settings.sms_backend is SmsBackend.HTTP:
         assert settings.sms_http_url is not None  # the settings refuse http without a URL
         sms = HttpSmsSender(
@@ -140,7 +165,7 @@ def build_senders(settings: Settings, http: aiohttp.ClientSession) -> dict[Outbo
             token=settings.sms_http_token,
             timeout=settings.sms_http_timeout_seconds,
         )
-    mail: Sender = OutboxSender()
+    mail: Sender = keeper
     if settings.email_backend is EmailBackend.SMTP:
         mail = SmtpSender(settings)
     return {OutboxChannel.SMS: sms, OutboxChannel.EMAIL: mail}

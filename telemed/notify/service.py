@@ -2,9 +2,10 @@
 
 ``do_notify`` writes in the caller's transaction, so a notification exists exactly when
 the change it reports was committed; the outbox worker (``worker.py``) sends the queued
-messages afterwards, with retries. Passwords never stay readable: texts shown in the app,
-to staff and in logs have them masked, and the outbox keeps the clear text only until
-the message has gone.
+messages afterwards, with retries. Passwords and codes never stay readable: texts shown
+in the app, to staff and in logs have them masked, and the outbox keeps the clear text
+only until the message has gone, or, with no gateway in development mode, for staff to
+pass on (``senders.keeps_clear_text``).
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import base64
 import enum
 import hashlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import defer
 from sqlmodel import col, select
@@ -34,7 +35,7 @@ from telemed.signaling.events import NotificationCreated
 
 MASK = "••••••"
 # Params that are never copied into a notification's ``data``.
-SECRET_PARAMS = frozenset({"password"})
+SECRET_PARAMS = frozenset({"password", "code"})
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,12 @@ class Attachment:
 
 
 class OutboxMessagePublic(BaseModel):
-    """An outbox message as staff see it: ``body`` is the masked text, never the clear one."""
+    """An outbox message as staff see it: ``body`` is the masked text, never the clear one.
+
+    ``kept_text`` is the one exception: a message kept in the outbox because no gateway
+    is configured, in development mode, as the recipient would have got it (a referred
+    patient's password, a reset code), for staff to pass on; null otherwise, and when it
+    says nothing more than ``body``."""
 
     id: uuid.UUID
     channel: OutboxChannel
@@ -70,6 +76,10 @@ class OutboxMessagePublic(BaseModel):
     recipient: str
     subject: str
     body: str
+    kept_text: str | None = Field(
+        description="Kept, not sent (no gateway, development mode): the full text, "
+        "passwords and codes included; null otherwise"
+    )
     status: OutboxStatus
     attempts: int
     last_error: str | None
@@ -294,20 +304,34 @@ async def list_outbox(
     status: OutboxStatus | None = None,
     channel: OutboxChannel | None = None,
     limit: int = 100,
+    kept_text: bool = False,
 ) -> list[OutboxMessagePublic]:
-    """Outbox messages for staff, newest first, with the masked text only.
+    """Outbox messages for staff, newest first, with the masked text.
 
-    The clear ``body`` column is not even loaded, so it cannot leak through this path.
+    The clear ``body`` column is loaded only for kept messages, and only with
+    ``kept_text`` (development mode: ``senders.keeps_clear_text``), so it cannot leak
+    through this path otherwise.
     """
     m = OutboxMessage
+    clear = (
+        sa.case(
+            (
+                sa.and_(col(m.status) == OutboxStatus.KEPT, col(m.body) != col(m.body_masked)),
+                col(m.body),
+            ),
+            else_=None,
+        )
+        if kept_text
+        else sa.null()
+    )
     # SQLModel types a column attribute as its value; at run time it is the attribute.
-    statement = select(m).options(defer(m.body))  # type: ignore[arg-type]
+    statement = select(m, clear.label("kept_text")).options(defer(m.body))  # type: ignore[arg-type]
     if status is not None:
         statement = statement.where(m.status == status)
     if channel is not None:
         statement = statement.where(m.channel == channel)
     statement = statement.order_by(col(m.created_at).desc(), col(m.id).desc()).limit(limit)
-    messages = (await session.exec(statement)).all()
+    rows = (await session.exec(statement)).all()
     return [
         OutboxMessagePublic(
             id=message.id,
@@ -316,6 +340,7 @@ async def list_outbox(
             recipient=message.recipient,
             subject=message.subject,
             body=message.body_masked,
+            kept_text=text,
             status=message.status,
             attempts=message.attempts,
             last_error=message.last_error,
@@ -323,5 +348,25 @@ async def list_outbox(
             sent_at=message.sent_at,
             next_attempt_at=message.next_attempt_at,
         )
-        for message in messages
+        for message, text in rows
     ]
+
+
+async def do_mask_kept(
+    session: AsyncSession, *, user_id: uuid.UUID, kinds: Collection[NotificationKind]
+) -> int:
+    """Mask the clear text of the user's kept messages of these kinds (passwords and
+    codes that a newer message replaced: only the live one stays readable to staff).
+    Returns how many were masked."""
+    m = OutboxMessage
+    result = await session.exec(
+        sa.update(m)
+        .where(
+            col(m.user_id) == user_id,
+            col(m.kind).in_([NotificationKind(kind).value for kind in kinds]),
+            col(m.status) == OutboxStatus.KEPT,
+            col(m.body) != col(m.body_masked),
+        )
+        .values(body=m.body_masked)
+    )
+    return int(result.rowcount or 0)

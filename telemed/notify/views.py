@@ -10,6 +10,7 @@ from telemed.accounts.models import Role
 from telemed.api import Call, ListOf, QueryFlag, RequestModel, Routes
 from telemed.notify import service
 from telemed.notify.models import NotificationPublic, OutboxChannel, OutboxStatus
+from telemed.notify.senders import keeps_clear_text
 from telemed.notify.service import OutboxMessagePublic
 
 routes = Routes(tag="notifications")
@@ -61,9 +62,17 @@ async def mark_all_notifications_read(call: Call) -> None:
 
 @routes.get("/outbox", roles=MANAGERS)
 async def list_outbox(call: Call, query: OutboxQuery) -> ListOf[OutboxMessagePublic]:
-    """GET /outbox: SMS and e-mail messages, newest first, with passwords masked."""
+    """GET /outbox: SMS and e-mail messages, newest first, with passwords masked.
+
+    Where no gateway is configured, in development mode, a message is ``kept`` rather
+    than sent, and ``kept_text`` is its full text (passwords and codes included) for the
+    manager to pass on; with a gateway, or in production mode, it is always null."""
     messages = await service.list_outbox(
-        call.session, status=query.status, channel=query.channel, limit=query.limit
+        call.session,
+        status=query.status,
+        channel=query.channel,
+        limit=query.limit,
+        kept_text=keeps_clear_text(call.settings),
     )
     return ListOf[OutboxMessagePublic](items=messages)
 

@@ -30,7 +30,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from telemed import db, keys
 from telemed.jobs import register_job
 from telemed.notify.models import OutboxChannel, OutboxMessage, OutboxStatus
-from telemed.notify.senders import DeliveryError, Sender, build_senders
+from telemed.notify.senders import DeliveryError, Kept, Sender, build_senders, keeps_clear_text
 from telemed.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,9 @@ class Delivery:
 
     http: aiohttp.ClientSession
     senders: dict[OutboxChannel, Sender]
+    # Whether the kept messages' clear texts were masked since this process started
+    # (``mask_kept_texts``: once, where clear texts are not kept).
+    kept_masked: bool = False
 
 
 _DELIVERY: web.AppKey[Delivery] = web.AppKey("notify_delivery", Delivery)
@@ -120,18 +123,39 @@ async def claim(
     return list(result.all())
 
 
+async def mask_kept_texts(session: AsyncSession) -> int:
+    """Mask the clear text of every kept message; returns how many were masked.
+
+    A database used in development mode (the outbox kept clear texts for staff) and then
+    in production mode must not go on holding passwords: production masks them once, at
+    its first round."""
+    m = OutboxMessage
+    result = await session.exec(
+        sa.update(m)
+        .where(col(m.status) == OutboxStatus.KEPT, col(m.body) != col(m.body_masked))
+        .values(body=m.body_masked)
+    )
+    return int(result.rowcount or 0)
+
+
 async def _finish(
-    app: web.Application, message: OutboxMessage, error: str | None
+    app: web.Application, message: OutboxMessage, error: str | None, kept: Kept | None = None
 ) -> OutboxStatus | None:
-    """Record the outcome of one send; returns the new status, or None if the claim was
-    lost (the lease lapsed and another node took the message over)."""
+    """Record the outcome of one send (``kept``: the sender kept it); returns the new
+    status, or None if the claim was lost (the lease lapsed and another node took the
+    message over)."""
     settings = app[keys.SETTINGS]
     now = app[keys.CLOCK].now()
     node = app[keys.NODE_ID]
     m = OutboxMessage
     attempts = message.attempts + 1
     values: dict[str, object]
-    if error is None:
+    if error is None and kept is not None:
+        # Nothing left the server. The clear text stays only where the outbox stands in
+        # for the gateway (development mode), for staff to pass on.
+        status = OutboxStatus.KEPT
+        values = {"last_error": None} if kept.clear else {"body": m.body_masked, "last_error": None}
+    elif error is None:
         status = OutboxStatus.SENT
         # Only the masked text stays: no password outlives the delivery.
         values = {"sent_at": now, "body": m.body_masked, "last_error": None}
@@ -179,8 +203,9 @@ async def _finish(
 async def _deliver(app: web.Application, delivery: Delivery, message: OutboxMessage) -> None:
     sender = delivery.senders[message.channel]
     error: str | None = None
+    kept: Kept | None = None
     try:
-        await asyncio.wait_for(sender.send(message), send_timeout(app[keys.SETTINGS]))
+        kept = await asyncio.wait_for(sender.send(message), send_timeout(app[keys.SETTINGS]))
     except DeliveryError as exc:
         error = str(exc) or type(exc).__name__
     except TimeoutError:
@@ -189,7 +214,7 @@ async def _deliver(app: web.Application, delivery: Delivery, message: OutboxMess
         # A bug in a sender: keep the traceback, count the attempt, go on with the rest.
         logger.exception("outbox message %s: sender crashed", message.id)
         error = f"internal error ({type(exc).__name__})"
-    await _finish(app, message, error)
+    await _finish(app, message, error, kept)
 
 
 async def deliver_outbox(app: web.Application, now: datetime) -> int:
@@ -204,6 +229,12 @@ async def deliver_outbox(app: web.Application, now: datetime) -> int:
         async with gate:
             await _deliver(app, delivery, message)
 
+    if not delivery.kept_masked and not keeps_clear_text(settings):
+        async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+            masked = await mask_kept_texts(session)
+        if masked:
+            logger.warning("outbox: masked the clear text of %d kept messages", masked)
+        delivery.kept_masked = True
     for _ in range(MAX_BATCHES_PER_ROUND):
         async with db.transaction(app[keys.SESSION_FACTORY]) as session:
             # The lease runs from the real start of the claim, later in a long round.

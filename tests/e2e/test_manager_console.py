@@ -209,14 +209,22 @@ async def test_manager_console(
         manager["token"],
         {"reason": "Пациент направлен в другой центр"},
     )
-    await run_jobs_once(app)  # the outbox ("outbox" backend: kept and marked sent)
+    await run_jobs_once(app)  # the outbox ("outbox" backend: kept, not sent)
     await go(page, "#/outbox")
     outbox = await ok(client, "GET", "/outbox", manager["token"])
     assert [(m["kind"], m["recipient"]) for m in outbox["items"]] == [("cancelled", patient_phone)]
     rows = page.locator("#outbox tbody tr")
     assert await rows.count() == 1
     cells = (await rows.inner_text()).split("\t")
-    assert cells[1:7] == [patient_phone, "SMS", "отмена", "отправлено", "1", "—"]
+    assert cells[1:8] == [
+        patient_phone,
+        "SMS",
+        "отмена",
+        "сохранено, шлюза нет",
+        "1",
+        "—",
+        "не отправлено",
+    ]
     await rows.get_by_text("Показать").click()
     assert "отменена" in await rows.locator("details").inner_text()
     await screenshot(page, "manager-outbox", tmp_path)
@@ -228,13 +236,13 @@ async def test_manager_console(
     assert (await app_state(page))["route"] == "/outbox"
     assert "status=failed" in page.url
     assert "Сообщений нет." in await text_of(page, "#view")
-    await filters.get_by_label("Статус").select_option(label="отправлено")
+    await filters.get_by_label("Статус").select_option(label="сохранено, шлюза нет")
     await page.locator("#outbox-filter").get_by_label("Канал").select_option(label="SMS")
     before = await rendered(page)
     await page.locator("#outbox-filter").get_by_role("button", name="Показать").click()
     await redrawn_after(page, before)
-    sms_sent = [m for m in outbox["items"] if m["channel"] == "sms" and m["status"] == "sent"]
-    assert await rows.count() == len(sms_sent) > 0
+    sms_kept = [m for m in outbox["items"] if m["channel"] == "sms" and m["status"] == "kept"]
+    assert await rows.count() == len(sms_kept) > 0
     assert set(await rows.evaluate_all("rows => rows.map(r => r.dataset.channel)")) == {"sms"}
 
     # At 375 px nothing is wider than the screen: tables scroll in their own box.

@@ -403,17 +403,20 @@ async function sla() {
 
 // --- the outbox --------------------------------------------------------------------
 
-const STATUSES = ["pending", "sent", "failed"];
+const STATUSES = ["pending", "sent", "kept", "failed"];
 const CHANNELS = ["sms", "email"];
 
-// Texts as the API gives them: passwords already masked by the server.
-function outboxRow(item) {
+// Texts as the API gives them: passwords masked by the server. A message kept with no
+// gateway in development mode also has its full text (kept_text), shown in a row of its
+// own under the message, labelled as not sent, for the manager to pass on.
+function outboxRows(item) {
   const text = h("details", {}, h("summary", {}, t("outbox.showText")),
     item.subject ? h("p", {}, h("strong", {}, item.subject)) : null,
     h("p", { class: "text" }, item.body));
   const sent = item.sent_at ? when(item.sent_at)
-    : item.status === "pending" ? t("outbox.nextAttempt", { when: when(item.next_attempt_at) }) : "—";
-  return h("tr", { dataset: { id: item.id, status: item.status, channel: item.channel } },
+    : item.status === "pending" ? t("outbox.nextAttempt", { when: when(item.next_attempt_at) })
+      : item.status === "kept" ? t("outbox.notSent") : "—";
+  const row = h("tr", { dataset: { id: item.id, status: item.status, channel: item.channel } },
     h("td", {}, when(item.created_at)),
     h("td", {}, item.recipient),
     h("td", {}, word("channel", item.channel)),
@@ -423,6 +426,13 @@ function outboxRow(item) {
     h("td", {}, item.last_error || "—"),
     h("td", {}, sent),
     h("td", {}, text));
+  if (!item.kept_text) return [row];
+  return [row, h("tr", { class: "kept-row", dataset: { for: item.id } },
+    h("td", { colspan: 9 }, h("details", {},
+      h("summary", {}, t("outbox.showKept", { recipient: item.recipient })),
+      h("p", { class: "notice" }, t("outbox.keptLabel")),
+      item.subject ? h("p", {}, h("strong", {}, item.subject)) : null,
+      h("p", { class: "text kept-text" }, item.kept_text))))];
 }
 
 async function outbox({ query: search }) {
@@ -437,12 +447,14 @@ async function outbox({ query: search }) {
     event.preventDefault();
     go(`#/outbox${query({ status: filter.elements.status.value, channel: filter.elements.channel.value })}`);
   });
+  const kept = items.some((item) => item.status === "kept");
   return [
     h("h1", {}, t("outbox.title")),
+    kept ? h("p", { class: "notice", id: "outbox-kept" }, t("outbox.keptNotice")) : null,
     h("p", { class: "muted" }, t("outbox.masked")),
     filter,
     items.length
-      ? table(["outbox.created", "outbox.recipient", "outbox.channel", "outbox.kind", "outbox.status", "outbox.attempts", "outbox.lastError", "outbox.sent", "outbox.text"], items.map(outboxRow), { id: "outbox" })
+      ? table(["outbox.created", "outbox.recipient", "outbox.channel", "outbox.kind", "outbox.status", "outbox.attempts", "outbox.lastError", "outbox.sent", "outbox.text"], items.flatMap(outboxRows), { id: "outbox" })
       : h("p", { class: "muted" }, t("outbox.none")),
   ];
 }
