@@ -17,6 +17,7 @@ class ErrorCode(StrEnum):
     INVALID_VALUE = "invalid_value"
     WEAK_PASSWORD = "weak_password"
     INVALID_PHONE = "invalid_phone"
+    INVALID_CODE = "invalid_code"
     UNAUTHENTICATED = "unauthenticated"
     INVALID_CREDENTIALS = "invalid_credentials"
     PASSWORD_CHANGE_REQUIRED = "password_change_required"
@@ -83,6 +84,13 @@ class WeakPassword(InvalidValue):
 
 class InvalidPhone(InvalidValue):
     code, http_status = ErrorCode.INVALID_PHONE, 422
+
+
+class InvalidCode(InvalidValue):
+    """A password reset code that is wrong, expired, used, or for no account: one answer
+    for all, so that it tells nothing about which phones have accounts."""
+
+    code, http_status = ErrorCode.INVALID_CODE, 422
 
 
 class Unauthenticated(TelemedError):

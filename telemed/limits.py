@@ -8,9 +8,10 @@ message to other people has a limit, answered with ``RateLimited`` (HTTP 429 wit
 - ``Limiter`` counts in this process, or in Redis when one is configured, so that every
   process of a deployment shares the count. It guards the frequent actions: any call that
   writes, and every Socket.IO event.
-- Attempts that cost a password hash (sign-in, registration, a password change) are
-  counted in the database instead (``telemed.accounts.service``): those counts must hold
-  across processes and restarts even without Redis.
+- Attempts that cost a password hash or an SMS, or that guess a secret (sign-in,
+  registration, a password change, new credentials, password reset codes), are counted
+  in the database instead (``telemed.accounts.service``): those counts must hold across
+  processes and restarts even without Redis.
 
 The limits are named; ``DEFAULT_LIMITS`` lists them, and ``TELEMED_RATE_LIMITS`` (JSON,
 ``{"name": "count/seconds"}``) overrides any of them.
@@ -61,6 +62,15 @@ DEFAULT_LIMITS: dict[str, Limit] = {
     "register.address": Limit(10, 3600),
     # Wrong current passwords on a password change, per user (each costs a hash).
     "password.user": Limit(5, 900),
+    # New credentials a manager issues to one referred patient (each an SMS to them).
+    "credentials.patient": Limit(3, 3600),
+    # Password reset codes asked for one phone, and from one address (each an SMS),
+    # whether or not the phone has an account.
+    "reset.phone": Limit(5, 3600),
+    "reset.address": Limit(20, 3600),
+    # Tries of a reset code, per phone and per address (a right code uncounts them).
+    "reset_code.phone": Limit(10, 3600),
+    "reset_code.address": Limit(30, 3600),
     # Socket.IO: any event, per user.
     "event.user": Limit(900, 60),
     # Chat messages per user (``TELEMED_CHAT_RATE_PER_MINUTE`` sets it too).

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     cookie_secure: bool = False
     session_ttl_hours: int = Field(default=24 * 14, ge=1)
 
+    # A password reset code sent by SMS is good for this long (and for one use).
+    password_reset_code_minutes: int = Field(default=15, ge=1, le=1440)
     login_window_minutes: int = Field(default=15, ge=1)
     login_max_failures_per_account: int = Field(default=5, ge=1)
     login_max_failures_per_address: int = Field(default=20, ge=1)
@@ -246,6 +248,10 @@ class Settings(BaseSettings):
     @property
     def cancel_notice(self) -> timedelta:
         return timedelta(minutes=self.cancel_notice_minutes)
+
+    @property
+    def password_reset_code_ttl(self) -> timedelta:
+        return timedelta(minutes=self.password_reset_code_minutes)
 
     @property
     def login_window(self) -> timedelta:

@@ -750,9 +750,15 @@ ALL_PARAMS: dict[str, object] = {
     "url": "https://telemed.example.ru/",
     "login": "+79121234567",
     "password": TEMP_PASSWORD,
+    "code": "482913",
+    "expires": WHEN,
     "count": 12,
 }
-WITH_LINKS = {NotificationKind.REFERRAL_CREDENTIALS, NotificationKind.REMINDER_1H}
+WITH_LINKS = {
+    NotificationKind.REFERRAL_CREDENTIALS,
+    NotificationKind.NEW_CREDENTIALS,
+    NotificationKind.REMINDER_1H,
+}
 
 
 @pytest.mark.parametrize("locale", ["ru", "en"])

@@ -1,20 +1,27 @@
 """Route 3: the manager imports a referral table; each good row becomes a patient with a
-referral consultation and an SMS with the credentials; bad rows are reported."""
+referral consultation and an SMS with the credentials; bad rows are reported. A manager
+may issue a referred patient new credentials."""
 
 from __future__ import annotations
 
 import io
+import re
+import uuid
 from datetime import date, timedelta
 from typing import Any
 
 import pytest
-from aiohttp import FormData
+from aiohttp import FormData, web
 from openpyxl import Workbook
+from sqlmodel import select
 
+from telemed import keys
+from telemed.audit import AuditEvent
 from telemed.clock import FakeClock
+from telemed.jobs import run_jobs_once
 from tests.conftest import AppClient
-from tests.factories import assert_error, bearer, register
-from tests.flows import make_centre, make_doctor, manager_token, ok
+from tests.factories import PASSWORD, assert_error, bearer, register
+from tests.flows import api, make_centre, make_doctor, manager_token, ok
 
 HEADER = [
     "ФИО",
@@ -289,3 +296,131 @@ async def test_bad_tables_and_callers_are_refused(
     await assert_error(response, 403, "forbidden")
     assert (await ok(client, "GET", "/consultations", manager))["items"] == []
     assert (await ok(client, "GET", "/referral-imports", manager))["items"] == []
+
+
+# ── new credentials for a referred patient ──────────────────────────────────────────
+
+CREDENTIALS_SMS = re.compile(r"логин (\+7\d{10}), пароль (\S+?)\.")
+
+
+async def kept_password(client: AppClient, manager: str, phone: str, kind: str) -> str:
+    """The password in the newest SMS of ``kind`` to ``phone``, as a manager of a demo
+    (development mode, no gateway) reads it in the outbox."""
+    outbox = (await ok(client, "GET", "/outbox", manager))["items"]
+    [latest, *_] = [m for m in outbox if m["recipient"] == phone and m["kind"] == kind]
+    assert latest["status"] == "kept"
+    found = CREDENTIALS_SMS.search(latest["kept_text"] or "")
+    assert found, latest
+    return found[2]
+
+
+async def sign_in(client: AppClient, login: str, password: str) -> tuple[int, Any]:
+    status, body = await api(
+        client, "POST", "/auth/login", None, {"login": login, "password": password}
+    )
+    client.session.cookie_jar.clear()
+    return status, body
+
+
+async def test_a_manager_issues_a_referred_patient_new_credentials(
+    client: AppClient, app: web.Application, centres: dict[str, Any], clock: FakeClock
+) -> None:
+    manager = centres["manager"]
+    rows = table_rows(clock.now().date())[:1]
+    report = await (
+        await upload_table(client, manager, csv_bytes(rows), "t.csv", dry_run=False)
+    ).json()
+    patient_id, phone = report["rows"][0]["patient_id"], "+79005550101"
+    await run_jobs_once(app)
+    first = await kept_password(client, manager, phone, "referral_credentials")
+    status, signed = await sign_in(client, phone, first)
+    assert status == 200
+    assert signed["user"]["must_change_password"] is True
+
+    clock.advance(timedelta(days=3))  # the SMS was lost; the patient calls the service
+    issued = await ok(client, "POST", f"/patients/{patient_id}/credentials", manager, status=201)
+    assert issued == {
+        "patient_id": patient_id,
+        "login": phone,
+        "issued_at": clock.now().isoformat().replace("+00:00", "Z"),
+        "kept_in_outbox": True,
+    }
+    # The old password and the patient's sessions are dead at once.
+    assert (await api(client, "GET", "/me", signed["token"]))[0] == 401
+    assert (await sign_in(client, phone, first))[0] == 401
+    # The new one comes by SMS; only it stays readable in the outbox.
+    await run_jobs_once(app)
+    second = await kept_password(client, manager, phone, "new_credentials")
+    assert second != first
+    outbox = (await ok(client, "GET", "/outbox", manager))["items"]
+    [old_sms] = [m for m in outbox if m["kind"] == "referral_credentials"]
+    assert (old_sms["status"], old_sms["kept_text"]) == ("kept", None)
+    # Signed in with it, the patient must choose a password before anything else.
+    status, again = await sign_in(client, phone, second)
+    assert status == 200
+    assert again["user"]["must_change_password"] is True
+    await ok(
+        client,
+        "POST",
+        "/auth/password",
+        again["token"],
+        {"current_password": second, "new_password": "Sunny-Garden-58"},
+        status=204,
+    )
+    assert (await sign_in(client, phone, "Sunny-Garden-58"))[0] == 200
+
+    async with app[keys.SESSION_FACTORY]() as session:
+        events = (
+            await session.exec(select(AuditEvent).where(AuditEvent.action == "credentials.issued"))
+        ).all()
+    assert [(str(e.subject_id), e.object_id) for e in events] == [(patient_id, patient_id)]
+    manager_id = (await ok(client, "GET", "/me", manager))["id"]
+    assert str(events[0].actor_id) == manager_id
+
+
+async def test_new_credentials_are_refused_to_others_and_limited(
+    client: AppClient, app: web.Application, centres: dict[str, Any], clock: FakeClock
+) -> None:
+    manager = centres["manager"]
+    rows = table_rows(clock.now().date())[:1]
+    report = await (
+        await upload_table(client, manager, csv_bytes(rows), "t.csv", dry_run=False)
+    ).json()
+    referred = report["rows"][0]["patient_id"]
+    self_registered = await register(client)
+    doctor = await make_doctor(client, manager, centres["cardio"]["id"])
+    manager_id = (await ok(client, "GET", "/me", manager))["id"]
+
+    # Only managers; only referred patients (the accounts the service made).
+    for token in (self_registered["token"], doctor["token"]):
+        response = await client.post(
+            f"/api/v1/patients/{referred}/credentials", headers=bearer(token)
+        )
+        await assert_error(response, 403, "forbidden")
+    for other in (
+        self_registered["user"]["id"],
+        doctor["user_id"],
+        manager_id,
+        str(uuid.uuid4()),
+        "not-an-id",
+    ):
+        response = await client.post(
+            f"/api/v1/patients/{other}/credentials", headers=bearer(manager)
+        )
+        await assert_error(response, 404, "not_found")
+    # A refusal changed nothing: the self-registered patient still signs in.
+    assert (await sign_in(client, self_registered["user"]["phone"], PASSWORD))[0] == 200
+
+    # At most three issues an hour for one patient (each is an SMS to them).
+    for _ in range(3):
+        await ok(client, "POST", f"/patients/{referred}/credentials", manager, status=201)
+    response = await client.post(
+        f"/api/v1/patients/{referred}/credentials", headers=bearer(manager)
+    )
+    error = await assert_error(response, 429, "rate_limited")
+    assert int(response.headers["Retry-After"]) == error["details"]["retry_after"] > 0
+    await run_jobs_once(app)
+    outbox = (await ok(client, "GET", "/outbox", manager))["items"]
+    assert [m["kind"] for m in outbox].count("new_credentials") == 3
+    clock.advance(timedelta(hours=1))
+    await ok(client, "POST", f"/patients/{referred}/credentials", manager, status=201)

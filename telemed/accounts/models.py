@@ -72,8 +72,10 @@ class RateEvent(SQLModel, table=True):
     restarts: a failed sign-in, a registration, a wrong current password.
 
     ``key`` names what is counted: ``login:acct:<account>``, ``login:addr:<ip>``,
-    ``register:addr:<ip>``, ``password:user:<id>``. Accounts unknown by the database are
-    named by the SHA-256 of the login: no login identifier is stored in the clear.
+    ``register:addr:<ip>``, ``password:user:<id>``, ``credentials:user:<id>``,
+    ``reset:phone:<phone>``, ``reset:addr:<ip>``, ``reset-code:phone:<phone>``,
+    ``reset-code:addr:<ip>``. Phones and accounts unknown by the database are named by
+    the SHA-256 of the login: no login identifier is stored in the clear.
     """
 
     __tablename__ = "rate_event"
@@ -82,6 +84,22 @@ class RateEvent(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(max_length=100)
     at: datetime = Field(sa_type=UTCDateTime)
+
+
+class PasswordResetCode(SQLModel, table=True):
+    """A code sent by SMS to set a new password without the old one: short-lived, used
+    once, and dead after ``MAX_CODE_FAILURES`` wrong tries. A user has at most one live
+    code: a new request deletes the earlier ones. Only an HMAC of the code is stored."""
+
+    __tablename__ = "password_reset_code"
+
+    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="user_account.id", index=True, ondelete="CASCADE")
+    code_hash: str = Field(max_length=64)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    failures: int = 0
 
 
 class UserPublic(BaseModel):

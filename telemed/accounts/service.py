@@ -1,4 +1,5 @@
-"""Accounts: registration, sign-in with rate limits, sessions and password changes.
+"""Accounts: registration, sign-in with rate limits, sessions, password changes, new
+temporary passwords, and password reset by a code sent by SMS.
 
 Functions take the caller's ``session`` and never commit: the caller owns the
 transaction.
@@ -7,10 +8,11 @@ transaction.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 import secrets
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -20,18 +22,29 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed import audit
-from telemed.accounts.models import AuthSession, Locale, RateEvent, Role, User
+from telemed.accounts.models import (
+    AuthSession,
+    Locale,
+    PasswordResetCode,
+    RateEvent,
+    Role,
+    User,
+)
 from telemed.accounts.passwords import check_password
 from telemed.accounts.phones import looks_like_phone, normalise_phone
 from telemed.errors import (
     Conflict,
     EmailTaken,
+    InvalidCode,
     InvalidCredentials,
     InvalidPhone,
     InvalidValue,
     PhoneTaken,
     RateLimited,
 )
+from telemed.limits import Limit
+from telemed.notify.service import do_mask_kept, do_notify
+from telemed.notify.texts import NotificationKind
 
 TOKEN_BYTES = 32
 
@@ -439,3 +452,221 @@ def check_new_password(user: User, *, current_password: str, new_password: str) 
         personal=(user.phone, user.full_name, *([user.email] if user.email else [])),
         field="new_password",
     )
+
+
+async def do_set_temporary_password(
+    session: AsyncSession, *, user: User, password_hash: str, now: datetime
+) -> None:
+    """Replace the user's password with a temporary one (hashed beforehand), to be changed
+    at the next sign-in: the old password stops working and every session ends (join
+    tokens too). The account's counted sign-in failures are forgotten, so that the new
+    password works at once."""
+    user.password_hash = password_hash
+    user.must_change_password = True
+    user.password_changed_at = now
+    session.add(user)
+    await do_revoke_user_sessions(session, user_id=user.id, now=now)
+    await do_forget_attempts(session, keys=[f"login:acct:{user.id}", f"password:user:{user.id}"])
+
+
+# ── password reset by a code sent by SMS ────────────────────────────────────────────
+
+RESET_CODE_DIGITS = 6
+MAX_CODE_FAILURES = 5
+"""Wrong tries after which a code is dead, even for the right code."""
+RESET_ROLES = frozenset({Role.PATIENT, Role.DOCTOR})
+"""Who may reset a password by SMS. Managers and admins may not: a phone number (a SIM
+card) is not enough to open the console that reads the outbox and manages accounts."""
+
+
+def _phone_key(phone: str) -> str:
+    """A phone as a rate-limit key: hashed, so that no phone is stored in the clear, and
+    the same whether or not it has an account."""
+    return hashlib.sha256(phone.encode()).hexdigest()[:64]
+
+
+def reset_code_hash(secret: str, user_id: uuid.UUID, code: str) -> str:
+    """What is stored of a code: an HMAC with the server's secret key, so that a copy of
+    the database does not give the codes away (a six-digit hash alone would)."""
+    return hmac.new(secret.encode(), f"{user_id}:{code}".encode(), hashlib.sha256).hexdigest()
+
+
+async def _reserve(session: AsyncSession, *, key: str, limit: Limit, now: datetime) -> RateEvent:
+    return await reserve_attempt(
+        session, key=key, limit=limit.count, window=timedelta(seconds=limit.seconds), now=now
+    )
+
+
+async def do_request_password_reset(
+    session: AsyncSession,
+    *,
+    phone: str,
+    address: str | None,
+    now: datetime,
+    secret: str,
+    code_ttl: timedelta,
+    limits: Mapping[str, Limit],
+) -> None:
+    """Send a reset code by SMS to the account with this phone, if there is one that may
+    reset its password this way (``RESET_ROLES``, active).
+
+    The caller learns nothing either way: the request is counted per phone and per
+    address (``RateLimited`` past ``reset.phone`` or ``reset.address``) whether or not
+    the phone has an account, and nothing is returned. A new code replaces the user's
+    earlier ones. Raises ``InvalidPhone`` for what is not a phone number.
+    """
+    phone = normalise_phone(phone)
+    await _reserve(
+        session, key=f"reset:phone:{_phone_key(phone)}", limit=limits["reset.phone"], now=now
+    )
+    if address:
+        await _reserve(
+            session, key=f"reset:addr:{address[:70]}", limit=limits["reset.address"], now=now
+        )
+    user = await get_user_by_phone(session, phone)
+    if user is None or user.role not in RESET_ROLES or not user.is_active:
+        return
+    await session.exec(
+        sa.delete(PasswordResetCode).where(col(PasswordResetCode.user_id) == user.id)
+    )
+    code = f"{secrets.randbelow(10**RESET_CODE_DIGITS):0{RESET_CODE_DIGITS}d}"
+    session.add(
+        PasswordResetCode(
+            user_id=user.id,
+            code_hash=reset_code_hash(secret, user.id, code),
+            created_at=now,
+            expires_at=now + code_ttl,
+        )
+    )
+    # Only the live code stays readable in a development outbox.
+    await do_mask_kept(session, user_id=user.id, kinds=[NotificationKind.PASSWORD_RESET_CODE])
+    await do_notify(
+        session,
+        now=now,
+        user=user,
+        kind=NotificationKind.PASSWORD_RESET_CODE,
+        params={"code": code, "expires": now + code_ttl},
+        sms=True,
+        secrets=[code],
+    )
+    audit.record(
+        session,
+        now=now,
+        actor_id=None,
+        action="password.reset_requested",
+        object_type="user",
+        object_id=user.id,
+        subject_id=user.id,
+        address=address,
+    )
+
+
+@dataclass(frozen=True)
+class ResetGrant:
+    """A right, live reset code, checked: the password may be set (``do_reset_password``)."""
+
+    user_id: uuid.UUID
+    code_id: uuid.UUID
+    personal: tuple[str, ...]  # the user's phone, name and e-mail, for the password policy
+    counted: tuple[str, ...]  # the keys its tries were counted under
+
+
+async def check_reset_code(
+    session: AsyncSession,
+    *,
+    phone: str,
+    code: str,
+    address: str | None,
+    now: datetime,
+    secret: str,
+    limits: Mapping[str, Limit],
+) -> ResetGrant | None:
+    """Count a try of a reset code (per phone and per address: ``RateLimited`` past
+    ``reset_code.phone`` or ``reset_code.address``) and check it.
+
+    Returns the grant, or None for a code that is wrong, expired, used, dead after
+    ``MAX_CODE_FAILURES`` wrong tries, or for no account: one answer for all. A wrong
+    code counts against the live code's tries. The caller commits before it answers, so
+    that the counts stay, then refuses a None with ``InvalidCode``.
+    """
+    phone = normalise_phone(phone)
+    code = "".join(code.split())  # "123 456" as read out from the SMS
+    keys = [f"reset-code:phone:{_phone_key(phone)}"]
+    await _reserve(session, key=keys[0], limit=limits["reset_code.phone"], now=now)
+    if address:
+        keys.append(f"reset-code:addr:{address[:70]}")
+        await _reserve(session, key=keys[1], limit=limits["reset_code.address"], now=now)
+    user = await get_user_by_phone(session, phone)
+    if user is None or user.role not in RESET_ROLES or not user.is_active:
+        return None
+    live = (
+        await session.exec(
+            select(PasswordResetCode).where(
+                PasswordResetCode.user_id == user.id,
+                col(PasswordResetCode.used_at).is_(None),
+                PasswordResetCode.expires_at > now,
+                PasswordResetCode.failures < MAX_CODE_FAILURES,
+            )
+        )
+    ).first()
+    if live is None:
+        return None
+    if not hmac.compare_digest(live.code_hash, reset_code_hash(secret, user.id, code)):
+        await session.exec(
+            sa.update(PasswordResetCode)
+            .where(col(PasswordResetCode.id) == live.id)
+            .values(failures=PasswordResetCode.failures + 1)
+        )
+        return None
+    return ResetGrant(
+        user_id=user.id,
+        code_id=live.id,
+        personal=(user.phone, user.full_name, *([user.email] if user.email else [])),
+        counted=tuple(keys),
+    )
+
+
+async def do_reset_password(
+    session: AsyncSession,
+    *,
+    grant: ResetGrant,
+    new_hash: str,
+    now: datetime,
+    address: str | None,
+) -> User:
+    """Use the code of ``grant`` (once: a code used meanwhile is ``InvalidCode``) to set
+    the new password (hashed beforehand): the must-change flag goes, every session ends,
+    the phone's and the account's counted failures are forgotten. Returns the user."""
+    used = await session.exec(
+        sa.update(PasswordResetCode)
+        .where(
+            col(PasswordResetCode.id) == grant.code_id,
+            col(PasswordResetCode.used_at).is_(None),
+            col(PasswordResetCode.expires_at) > now,
+        )
+        .values(used_at=now)
+    )
+    user = await session.get(User, grant.user_id)
+    if used.rowcount != 1 or user is None or not user.is_active:
+        raise InvalidCode(
+            "The code is wrong or no longer valid: ask for a new one", details={"field": "code"}
+        )
+    user.password_hash = new_hash
+    user.must_change_password = False
+    user.password_changed_at = now
+    session.add(user)
+    await do_revoke_user_sessions(session, user_id=user.id, now=now)
+    await do_forget_attempts(
+        session, keys=[*grant.counted, f"login:acct:{user.id}", f"password:user:{user.id}"]
+    )
+    audit.record(
+        session,
+        now=now,
+        actor_id=user.id,
+        action="password.reset",
+        object_type="user",
+        object_id=user.id,
+        subject_id=user.id,
+        address=address,
+    )
+    return user

@@ -1,4 +1,5 @@
-"""HTTP routes of accounts: register, sign in and out, password, the caller's profile."""
+"""HTTP routes of accounts: register, sign in and out, the password (changed, or reset with
+a code sent by SMS), the caller's profile."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 from telemed import audit, keys
 from telemed.accounts import service
 from telemed.accounts.models import AuthSession, Locale, Role, User, UserPublic
+from telemed.accounts.passwords import check_password
 from telemed.api import NONBLANK, Access, Call, RequestModel, Routes, TimeZoneName
 from telemed.auth import clear_session_cookie, set_session_cookie
-from telemed.errors import InvalidCredentials, InvalidValue
+from telemed.errors import InvalidCode, InvalidCredentials, InvalidValue
 
 routes = Routes(tag="accounts")
 
@@ -54,6 +56,27 @@ class LoginIn(RequestModel):
 
 class PasswordChangeIn(RequestModel):
     current_password: str = Field(min_length=1, max_length=256, pattern=NONBLANK)
+    new_password: str = Field(min_length=1, max_length=256, pattern=NONBLANK)
+
+
+class PasswordResetIn(RequestModel):
+    phone: str = Field(
+        min_length=1, max_length=32, pattern=NONBLANK, description="The account's phone"
+    )
+
+
+class PasswordResetRequested(BaseModel):
+    """The same answer whether or not the phone has an account."""
+
+    code_digits: int = Field(description="How many digits the code has")
+    code_valid_minutes: int = Field(description="How long a code is good for")
+
+
+class PasswordResetConfirmIn(RequestModel):
+    phone: str = Field(min_length=1, max_length=32, pattern=NONBLANK)
+    code: str = Field(
+        min_length=1, max_length=16, pattern=NONBLANK, description="The code from the SMS"
+    )
     new_password: str = Field(min_length=1, max_length=256, pattern=NONBLANK)
 
 
@@ -230,6 +253,72 @@ async def change_password(call: Call, body: PasswordChangeIn) -> None:
             now=call.now,
             address=call.address,
         )
+
+
+@routes.post("/auth/password-reset", status=202, access=Access.PUBLIC, errors=(429,))
+async def request_password_reset(call: Call, body: PasswordResetIn) -> PasswordResetRequested:
+    """POST /auth/password-reset: send a code to set a new password by SMS to the phone.
+
+    The answer is the same whether or not the phone has an account (only patients and
+    doctors get a code). Requests are limited per phone and per address (429 with
+    ``Retry-After``); a new code replaces the earlier one."""
+    settings = call.settings
+    await service.do_request_password_reset(
+        call.session,
+        phone=body.phone,
+        address=call.address,
+        now=call.now,
+        secret=settings.resolved_secret_key(),
+        code_ttl=settings.password_reset_code_ttl,
+        limits=settings.limits,
+    )
+    return PasswordResetRequested(
+        code_digits=service.RESET_CODE_DIGITS,
+        code_valid_minutes=settings.password_reset_code_minutes,
+    )
+
+
+@routes.post("/auth/password-reset/confirm", access=Access.PUBLIC, errors=(429,), transaction=False)
+async def reset_password(call: Call, body: PasswordResetConfirmIn) -> AuthOut:
+    """POST /auth/password-reset/confirm: set a new password with the code from the SMS,
+    and sign in.
+
+    A code is good once, for ``TELEMED_PASSWORD_RESET_CODE_MINUTES``, and dies after five
+    wrong tries; a wrong, expired or used code, or a phone without an account, is 422
+    ``invalid_code`` alike. Tries are limited per phone and per address (429). Every
+    other session of the account ends."""
+    settings = call.settings
+    passwords = call.app[keys.PASSWORDS]
+    check_password(body.new_password, field="new_password")
+    async with call.transaction() as session:
+        grant = await service.check_reset_code(
+            session,
+            phone=body.phone,
+            code=body.code,
+            address=call.address,
+            now=call.now,
+            secret=settings.resolved_secret_key(),
+            limits=settings.limits,
+        )
+    # Refused after the commit, so that the try stays counted.
+    if grant is None:
+        raise InvalidCode(
+            "The code is wrong or no longer valid: ask for a new one", details={"field": "code"}
+        )
+    check_password(body.new_password, personal=grant.personal, field="new_password")
+    new_hash = await passwords.hash(body.new_password)
+    async with call.transaction() as session:
+        user = await service.do_reset_password(
+            session, grant=grant, new_hash=new_hash, now=call.now, address=call.address
+        )
+        token, auth_session = await service.do_start_session(
+            session,
+            user=user,
+            now=call.now,
+            ttl=settings.session_ttl,
+            user_agent=call.request.headers.get("User-Agent"),
+        )
+    return _signed_in(call, token, auth_session, user)
 
 
 @routes.get("/me", allow_pending_password=True)

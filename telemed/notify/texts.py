@@ -32,6 +32,9 @@ class NotificationKind(StrEnum):
     REMINDER_1H = "reminder_1h"
     CONCLUSION_ISSUED = "conclusion_issued"  # patient: the written conclusion is ready
     REFERRAL_CREDENTIALS = "referral_credentials"  # referred patient: login and password
+    NEW_CREDENTIALS = "new_credentials"  # referred patient: a manager issued a new password
+    # Anyone who asked: the code to set a new password (a kind's name, not a password).
+    PASSWORD_RESET_CODE = "password_reset_code"  # noqa: S105
     SLA_OVERDUE = "sla_overdue"  # managers: a request waits past its deadline
 
 
@@ -442,6 +445,41 @@ def _ru_referral(p: _Params) -> RenderedText:
     )
 
 
+@ru(K.NEW_CREDENTIALS)
+def _ru_new_credentials(p: _Params) -> RenderedText:
+    return RenderedText(
+        title="Новый пароль для входа",
+        body=(
+            "Вам выдан новый временный пароль для входа в личный кабинет службы «Телемед»; "
+            "прежний пароль больше не действует.\n"
+            f"Вход в личный кабинет: {p['url']}\n"
+            f"Логин: {p['login']}\n"
+            f"Пароль: {p['password']}\n"
+            "При входе смените пароль."
+        ),
+        sms=(
+            "Телемед: новый временный пароль. "
+            f"Вход: {p['url']} логин {p['login']}, пароль {p['password']}. "
+            "Смените его при входе."
+        ),
+    )
+
+
+@ru(K.PASSWORD_RESET_CODE)
+def _ru_password_reset_code(p: _Params) -> RenderedText:
+    # The code goes in the SMS only: the bell and the outbox's masked text say that one
+    # was sent, which is what the account's owner should know if it was not them.
+    return RenderedText(
+        title="Код для смены пароля",
+        body=(
+            "Запрошена смена пароля: код отправлен по SMS"
+            f"{p.opt('expires', ' и действует до {}')}. "
+            "Если это были не вы, ничего не делайте: пароль останется прежним."
+        ),
+        sms=f"Телемед: код для смены пароля {p['code']}. Никому его не сообщайте.",
+    )
+
+
 @ru(K.SLA_OVERDUE)
 def _ru_sla_overdue(p: _Params) -> RenderedText:
     return RenderedText(
@@ -646,6 +684,39 @@ def _en_referral(p: _Params) -> RenderedText:
             f"Sign in: {p['url']} login {p['login']}, password {p['password']}. "
             "Change the password at first sign-in."
         ),
+    )
+
+
+@en(K.NEW_CREDENTIALS)
+def _en_new_credentials(p: _Params) -> RenderedText:
+    return RenderedText(
+        title="New sign-in password",
+        body=(
+            "You have been given a new temporary password for your Telemed account; the "
+            "previous one no longer works.\n"
+            f"Sign in at: {p['url']}\n"
+            f"Login: {p['login']}\n"
+            f"Password: {p['password']}\n"
+            "Please change the password when you sign in."
+        ),
+        sms=(
+            "Telemed: a new temporary password. "
+            f"Sign in: {p['url']} login {p['login']}, password {p['password']}. "
+            "Change it when you sign in."
+        ),
+    )
+
+
+@en(K.PASSWORD_RESET_CODE)
+def _en_password_reset_code(p: _Params) -> RenderedText:
+    return RenderedText(
+        title="Password reset code",
+        body=(
+            "A password reset was requested: the code was sent by SMS"
+            f"{p.opt('expires', ' and is valid until {}')}. "
+            "If it was not you, do nothing: your password stays as it is."
+        ),
+        sms=f"Telemed: your password reset code is {p['code']}. Do not share it with anyone.",
     )
 
 

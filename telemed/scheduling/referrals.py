@@ -5,7 +5,8 @@ consultation at the centre its profile names; a new account gets a generated pas
 (to be changed at first sign-in) and an SMS with the login and password. Bad rows are
 reported with their row number, column and reason while the good rows go through. A row
 imported before (same fingerprint) creates nothing again. A dry run reports what would
-happen and changes nothing but the kept report.
+happen and changes nothing but the kept report. A manager may later issue a referred
+patient new credentials (``check_issue_credentials``, ``do_issue_credentials``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -27,9 +28,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from telemed import audit
 from telemed.accounts.models import Role, User
 from telemed.accounts.passwords import TEMPORARY_HASHER, generate_password
-from telemed.accounts.service import check_new_account, do_create_user, get_user_by_phone
+from telemed.accounts.service import (
+    check_new_account,
+    do_create_user,
+    do_set_temporary_password,
+    get_user_by_phone,
+    reserve_attempt,
+)
 from telemed.errors import NotFound, TelemedError
-from telemed.notify.service import do_notify
+from telemed.limits import Limit
+from telemed.notify.service import do_mask_kept, do_notify
 from telemed.notify.texts import NotificationKind
 from telemed.scheduling.consultations import (
     age_on,
@@ -375,6 +383,90 @@ def _hash_all(passwords: dict[int, str]) -> dict[int, str]:
 def _new_password() -> tuple[str, str]:
     password = generate_password()
     return password, TEMPORARY_HASHER.hash(password)
+
+
+# ── new credentials for a referred patient ──────────────────────────────────────────
+
+CREDENTIAL_KINDS = (NotificationKind.REFERRAL_CREDENTIALS, NotificationKind.NEW_CREDENTIALS)
+
+
+async def check_issue_credentials(
+    session: AsyncSession, *, patient_id: uuid.UUID, now: datetime, limit: Limit
+) -> User:
+    """The referred patient a manager may issue new credentials to, with the issue
+    counted (``RateLimited`` past ``limit`` for this patient).
+
+    Raises ``NotFound`` unless ``patient_id`` is an active patient with at least one
+    referral (route 3): the accounts the service made. Patients who registered
+    themselves reset their password by SMS; staff accounts are not the manager's to
+    reset here."""
+    patient = await session.get(User, patient_id)
+    referred = (
+        await session.exec(
+            select(Consultation.id)
+            .where(Consultation.patient_id == patient_id, Consultation.route == Route.REFERRAL)
+            .limit(1)
+        )
+    ).first()
+    if patient is None or patient.role is not Role.PATIENT or not patient.is_active or not referred:
+        raise NotFound("No referred patient with this id")
+    await reserve_attempt(
+        session,
+        key=f"credentials:user:{patient.id}",
+        limit=limit.count,
+        window=timedelta(seconds=limit.seconds),
+        now=now,
+    )
+    return patient
+
+
+async def do_issue_credentials(
+    session: AsyncSession,
+    *,
+    patient_id: uuid.UUID,
+    password: str,
+    password_hash: str,
+    actor: User,
+    now: datetime,
+    login_url: str,
+    address: str | None,
+) -> User:
+    """Give a referred patient (``check_issue_credentials``) a new temporary password,
+    hashed beforehand: the old password dies, every session of the patient ends, the
+    password must be changed at the next sign-in, and an SMS brings the login and the new
+    password. Earlier credentials kept in a development outbox are masked, so that only
+    the live password is readable there. Audited as ``credentials.issued``. Returns the
+    patient."""
+    patient = await session.get(User, patient_id)
+    if patient is None:
+        raise NotFound("No referred patient with this id")
+    await do_set_temporary_password(session, user=patient, password_hash=password_hash, now=now)
+    await do_mask_kept(session, user_id=patient.id, kinds=CREDENTIAL_KINDS)
+    await do_notify(
+        session,
+        now=now,
+        user=patient,
+        kind=NotificationKind.NEW_CREDENTIALS,
+        params={"url": login_url, "login": patient.phone, "password": password},
+        sms=True,
+        secrets=[password],
+    )
+    audit.record(
+        session,
+        now=now,
+        actor_id=actor.id,
+        action="credentials.issued",
+        object_type="user",
+        object_id=patient.id,
+        subject_id=patient.id,
+        address=address,
+    )
+    return patient
+
+
+def new_temporary_password() -> tuple[str, str]:
+    """A temporary password and its (light) hash: call it outside any transaction."""
+    return _new_password()
 
 
 async def get_import(session: AsyncSession, import_id: uuid.UUID) -> ReferralImport:

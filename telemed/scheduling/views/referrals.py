@@ -1,7 +1,9 @@
-"""HTTP routes of referral imports (route 3): upload a table, read the reports."""
+"""HTTP routes of referral imports (route 3): upload a table, read the reports, issue a
+referred patient new credentials."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -9,6 +11,7 @@ from datetime import datetime
 
 from pydantic import (
     BaseModel,
+    Field,
 )
 
 from telemed.accounts.models import Role
@@ -26,6 +29,7 @@ from telemed.scheduling import referrals
 from telemed.scheduling.models import (
     ReferralImport,
 )
+from telemed.settings import SmsBackend
 
 routes = Routes(tag="referrals")
 
@@ -131,6 +135,13 @@ def _report(record: ReferralImport) -> ImportReport:
     )
 
 
+def _login_url(call: Call) -> str:
+    """Where patients sign in, for the SMS: the public URL, or the request's own host."""
+    request = call.request
+    base = (call.settings.public_url or f"{request.scheme}://{request.host}").rstrip("/")
+    return base + "/"
+
+
 @routes.post(
     "/referral-imports",
     status=201,
@@ -145,8 +156,6 @@ async def import_referrals(call: Call, query: ImportQuery, body: ReferralTable) 
 
     A large table goes in several short transactions, so that other users' changes are
     not held up while it is imported."""
-    request = call.request
-    base = (call.settings.public_url or f"{request.scheme}://{request.host}").rstrip("/")
     record = await referrals.import_referrals(
         call.transaction,
         actor=call.user,
@@ -155,7 +164,7 @@ async def import_referrals(call: Call, query: ImportQuery, body: ReferralTable) 
         data=body.data,
         file_name=body.file_name,
         dry_run=query.dry_run,
-        login_url=base + "/",
+        login_url=_login_url(call),
     )
     return _report(record)
 
@@ -172,3 +181,57 @@ async def list_referral_imports(call: Call) -> ListOf[ImportReport]:
 async def get_referral_import(call: Call) -> ImportReport:
     """GET /referral-imports/{id}: one kept import report (manager)."""
     return _report(await referrals.get_import(call.session, call.path_id()))
+
+
+class CredentialsIssued(BaseModel):
+    patient_id: uuid.UUID
+    login: str = Field(description="The patient's login (the phone the SMS goes to)")
+    issued_at: datetime
+    kept_in_outbox: bool = Field(
+        description="No SMS gateway is configured: the SMS is kept in the outbox "
+        "(GET /outbox) instead of sent"
+    )
+
+
+@routes.post(
+    "/patients/{id}/credentials",
+    status=201,
+    roles=MANAGERS,
+    errors=(429,),
+    transaction=False,
+)
+async def issue_credentials(call: Call) -> CredentialsIssued:
+    """POST /patients/{id}/credentials: issue a referred patient a new temporary password
+    (manager), sent by SMS.
+
+    The old password stops working, the patient's sessions end, and the new password
+    must be changed at the next sign-in. Only patients with a referral (route 3) are
+    found here (404 otherwise); at most ``credentials.patient`` issues per patient
+    (429). Audited."""
+    async with call.transaction() as session:
+        patient = await referrals.check_issue_credentials(
+            session,
+            patient_id=call.path_id(),
+            now=call.now,
+            limit=call.settings.limits["credentials.patient"],
+        )
+        patient_id = patient.id
+    password, password_hash = await asyncio.to_thread(referrals.new_temporary_password)
+    async with call.transaction() as session:
+        patient = await referrals.do_issue_credentials(
+            session,
+            patient_id=patient_id,
+            password=password,
+            password_hash=password_hash,
+            actor=call.user,
+            now=call.now,
+            login_url=_login_url(call),
+            address=call.address,
+        )
+        login = patient.phone
+    return CredentialsIssued(
+        patient_id=patient_id,
+        login=login,
+        issued_at=call.now,
+        kept_in_outbox=call.settings.sms_backend is SmsBackend.OUTBOX,
+    )
