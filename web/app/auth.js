@@ -1,5 +1,5 @@
-// Signing in, registering, and the forced password change of referred patients and of
-// doctors created by the manager.
+// Signing in, registering, a forgotten password reset with a code sent by SMS, and the
+// forced password change of referred patients and of doctors created by the manager.
 import { get, patch, post } from "./api.js";
 import { field, form, h, toast } from "./dom.js";
 import { t } from "./i18n.js";
@@ -17,7 +17,44 @@ function login() {
       await signedIn(answer.user);
       go("#/");
     }),
+    h("p", {}, h("a", { href: "#/reset", id: "forgot" }, t("login.forgot"))),
     h("p", {}, t("login.noAccount"), " ", h("a", { href: "#/register" }, t("login.register"))));
+}
+
+// A forgotten password: a code by SMS to the phone, then the code and a new password.
+// The server answers the same whether or not the phone has an account, and so does
+// this page.
+function reset() {
+  let phone = "";
+  const sent = h("p", { class: "notice", role: "status", id: "reset-sent", hidden: true });
+  const codeForm = form({ id: "reset-code-form", "aria-label": t("reset.setTitle"), hidden: true }, [
+    field("code", "reset.code", { inputmode: "numeric", autocomplete: "one-time-code", required: true, maxlength: 16 }),
+    field("new_password", "password.new", { type: "password", autocomplete: "new-password", required: true, hint: "register.passwordHint" }),
+  ], "reset.submit", async (values) => {
+    const answer = await post("/auth/password-reset/confirm", { phone, code: values.code.trim(), new_password: values.new_password });
+    await signedIn(answer.user);
+    toast(t("reset.done"));
+    go("#/");
+  });
+  const phoneForm = form({ id: "reset-phone-form", "aria-label": t("reset.askTitle") }, [
+    field("phone", "register.phone", { type: "tel", autocomplete: "tel", required: true, hint: "login.loginHint" }),
+  ], "reset.send", async (values) => {
+    const asked = values.phone.trim();
+    const answer = await post("/auth/password-reset", { phone: asked });
+    phone = asked;
+    sent.textContent = t("reset.sent", { minutes: answer.code_valid_minutes });
+    sent.hidden = false;
+    codeForm.hidden = false;
+    phoneForm.querySelector("button[type=submit]").textContent = t("reset.again");
+    codeForm.elements.code.focus();
+  });
+  return h("section", { class: "narrow" },
+    h("h1", {}, t("reset.title")),
+    h("p", {}, t("reset.hint")),
+    phoneForm,
+    sent,
+    codeForm,
+    h("p", {}, h("a", { href: "#/login" }, t("reset.back"))));
 }
 
 function register() {
@@ -92,5 +129,6 @@ export const routes = [
   ["/profile", profile],
   ["/login", login, { public: true }],
   ["/register", register, { public: true }],
+  ["/reset", reset, { public: true }],
   ["/password", password],
 ];

@@ -7,6 +7,7 @@ import { countdown, fileSize, t, timeZone, when } from "./i18n.js";
 import { go, onLeave } from "./nav.js";
 import { session } from "./session.js";
 import { documentItem } from "./patient.js";
+import { credentialsCard } from "./manager.js";
 
 const LIVE = ["requested", "scheduled", "in_progress"];
 
@@ -306,6 +307,7 @@ async function details({ params }) {
     ["completed", "concluded", "in_progress"].includes(item.state) ? await recordingsOf(item) : null,
     ["completed", "concluded", "in_progress"].includes(item.state) ? await qualityOf(item) : null,
     ...forms,
+    role === "manager" && item.route === "referral" ? credentialsCard(item) : null,
     h("section", { class: "card", "aria-labelledby": "docs-title" }, h("h2", { id: "docs-title" }, t("details.documents")), await documentsOf(item),
       role === "patient" && LIVE.includes(item.state) ? await attachForm(item) : null),
     role !== "manager" ? chat(item) : null);

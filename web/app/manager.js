@@ -1,6 +1,6 @@
 // The manager's console: medical centres and their doctors, referral tables (checked
-// first, then imported), response deadlines, and the outbox of SMS and e-mail. The server
-// decides everything; these pages ask and show.
+// first, then imported; new credentials for a referred patient), response deadlines, and
+// the outbox of SMS and e-mail. The server decides everything; these pages ask and show.
 import { del, get, patch, post, query, upload } from "./api.js";
 import { errorBox, field, form, h, showError, table, toast } from "./dom.js";
 import { countdown, t, tOr, when } from "./i18n.js";
@@ -246,7 +246,9 @@ function reportRow(row) {
     h("td", {}, errors.length ? h("ul", { class: "cell-errors" }, errors) : "—"),
     h("td", {},
       row.note ? message(row.note) : null,
-      row.consultation_id ? [row.note ? " " : null, h("a", { href: `#/consultations/${row.consultation_id}` }, t("manager.open"))] : null));
+      row.consultation_id ? [row.note ? " " : null, h("a", { href: `#/consultations/${row.consultation_id}` }, t("manager.open"))] : null,
+      // The patient the row made or found: new credentials if the SMS never arrived.
+      row.patient_id ? h("div", {}, credentialsButton(row.patient_id, t("credentials.issueRow", { row: row.row }))) : null));
 }
 
 function reportView(report) {
@@ -255,8 +257,46 @@ function reportView(report) {
     h("h2", { id: "report-title" }, report.dry_run ? t("imports.dryRunTitle") : t("imports.doneTitle"), " ", h("small", { class: "muted" }, report.file_name)),
     h("p", { id: "report-summary" }, t(report.dry_run ? "imports.dryRunSummary" : "imports.doneSummary", values)),
     report.invalid ? h("p", { class: "notice" }, t("imports.fixHint")) : null,
+    report.dry_run ? null : h("p", { class: "muted" }, t("imports.credentialsHint"), " ", h("a", { href: "#/outbox" }, t("nav.outbox"))),
     table(["imports.row", "imports.status", "imports.errors", "imports.note"], report.rows.map(reportRow), { id: "import-rows", "aria-labelledby": "report-title" }),
   ];
+}
+
+// --- new credentials for a referred patient ----------------------------------------
+
+// A button that issues a referred patient a new temporary password (asking first), and
+// says in words what happened: where the SMS went, or that it waits in the outbox when
+// no gateway sends SMS. The server decides who may get one (404, 429 otherwise).
+export function credentialsButton(patientId, label) {
+  const result = h("span", { class: "credentials-result", role: "status" });
+  const box = errorBox();
+  const button = h("button", { type: "button", class: "credentials", "aria-label": label }, t("credentials.issue"));
+  button.addEventListener("click", async () => {
+    if (!confirm(t("credentials.confirm"))) return;
+    box.hidden = true;
+    result.replaceChildren();
+    button.disabled = true;
+    try {
+      const issued = await post(`/patients/${patientId}/credentials`);
+      result.replaceChildren(t("credentials.issued", { when: when(issued.issued_at) }), " ",
+        ...(issued.kept_in_outbox
+          ? [t("credentials.kept", { login: issued.login }), " ", h("a", { href: "#/outbox?status=kept" }, t("credentials.toOutbox")), "."]
+          : [t("credentials.sent", { login: issued.login })]));
+    } catch (error) {
+      showError(box, error);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return h("span", { class: "credentials-box" }, button, " ", result, box);
+}
+
+// The consultation page's part for a referral (manager): the patient's credentials.
+export function credentialsCard(item) {
+  return h("section", { class: "card", id: "credentials", "aria-labelledby": "credentials-title" },
+    h("h2", { id: "credentials-title" }, t("credentials.title")),
+    h("p", { class: "muted" }, t("credentials.hint")),
+    h("p", {}, credentialsButton(item.patient.id, t("credentials.issueFor", { name: item.full_name }))));
 }
 
 function pastImports(items) {
