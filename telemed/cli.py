@@ -21,9 +21,10 @@ from telemed.clock import SystemClock
 from telemed.demo import demo_password_hashes, load_demo
 from telemed.errors import TelemedError
 from telemed.logs import configure_logging
+from telemed.notify.senders import keeps_clear_text
 from telemed.scheduling.service import do_create_doctor
 from telemed.serve import serve, supervise, worker_command
-from telemed.settings import Mode, Settings
+from telemed.settings import Mode, Settings, SmsBackend
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,6 +192,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
 
 
+def _no_gateway(settings: Settings) -> str:
+    """What a first run must know to finish route 3: where the SMS that were not sent are."""
+    where = f"http://{settings.host}:{settings.port}/#/outbox"
+    if keeps_clear_text(settings):
+        return (
+            "SMS are not sent (TELEMED_SMS_BACKEND=outbox): a manager reads them in full, "
+            f"passwords and codes included, at {where}"
+        )
+    return (
+        "SMS are not sent (TELEMED_SMS_BACKEND=outbox): they are kept, masked, at "
+        f"{where}; configure a gateway (TELEMED_SMS_HTTP_URL) for patients to get them"
+    )
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> None:
     """One process (``--worker``: one of several, the port shared), or the supervisor
     of ``settings.worker_count`` of them."""
@@ -198,6 +213,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         if args.demo:
             print(asyncio.run(_demo(settings)))
         print(f"Telemed on http://{settings.host}:{settings.port}/", flush=True)
+        if settings.sms_backend is SmsBackend.OUTBOX:
+            print(_no_gateway(settings), flush=True)
         if settings.worker_count > 1:
             if settings.migrate_on_start:
                 asyncio.run(_upgrade(settings))

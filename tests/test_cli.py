@@ -224,6 +224,10 @@ def test_serve_with_demo_data_answers_and_signs_in(tmp_path: Path) -> None:
             wait_until_healthy(base, server, err_path)
             stdout = out_path.read_text()
             assert f"Telemed on http://127.0.0.1:{port}/" in stdout
+            # No SMS gateway by default: the first run says where the SMS are kept.
+            assert f"reads them in full, passwords and codes included, at {base}/#/outbox" in (
+                stdout
+            )
             printed = logins(stdout)
             phone, (_, password) = next(
                 (phone, login) for phone, login in printed.items() if login[0] == "patient"
