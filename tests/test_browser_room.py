@@ -40,10 +40,11 @@ async def open_room(
     lang: str = "",
     who: str = "patient",
     width: int = 1280,
+    height: int = 800,
 ) -> Page:
     """The room page of the consultation's patient (or doctor), at its pre-join check."""
     origin = str(client.make_url("/")).rstrip("/")
-    context = await browser.new_context(viewport={"width": width, "height": 800})
+    context = await browser.new_context(viewport={"width": width, "height": height})
     if allow:
         await context.grant_permissions(["camera", "microphone"], origin=origin)
     page = await context.new_page()
@@ -248,22 +249,26 @@ async def test_waiting_chat_status_mute_reconnection_and_the_end_on_a_phone(
     sent = await early.peer.call("chat:send", send(cid, "d-1", "Здравствуйте! Я скоро буду."))
     assert sent["ok"], sent
 
-    page = await open_room(browser, client, room, allow=True, width=375)
+    page = await open_room(browser, client, room, allow=True, width=375, height=812)
+    # Before joining: a speaker test and the way back to the consultation.
+    await page.get_by_role("button", name="Проверить звук").click()
+    assert (await room_state(page))["speakerTests"] == 1
+    back = page.get_by_role("link", name="Вернуться к консультации")
+    assert await back.get_attribute("href") == f"/#/consultations/{cid}"
     await join(page)
     assert await page.locator("#status").inner_text() == "Ожидаем врача…"
     await page.locator("#consent-no").click()
     await wait_in_page(page, "window.telemedRoom.chat === 1")
     first = page.locator("#chat-log li").first
-    assert "Здравствуйте" in await first.inner_text()
     assert await first.get_attribute("class") == "theirs"
-
-    # On a phone-sized screen the chat is under the video and nothing scrolls sideways.
-    stage = await page.locator(".stage").bounding_box()
-    chat_box = await page.locator("#chat").bounding_box()
-    assert stage is not None
-    assert chat_box is not None
-    assert chat_box["y"] >= stage["y"] + stage["height"]
-    assert await page.evaluate("document.scrollingElement.scrollWidth") <= 375
+    # On a phone the chat is a panel over the video, closed: what came is counted.
+    chat_button = page.locator("#chat-toggle")
+    assert await page.locator("#chat").is_hidden()
+    assert await page.locator("#unread").inner_text() == "1"
+    assert await chat_button.get_attribute("aria-label") == "Чат: 1 непрочитанное"
+    # The doctor's name and specialty, from the start.
+    assert await page.locator("#peer-name").inner_text() == room["doctor"]["full_name"]
+    assert await page.locator("#peer-specialty").inner_text() == room["doctor"]["specialty"]
 
     # The doctor comes.
     doctor = early
@@ -276,6 +281,44 @@ async def test_waiting_chat_status_mute_reconnection_and_the_end_on_a_phone(
         "document.getElementById('others').textContent"
         " === 'Врач: камера работает, микрофон работает'",
     )
+    await wait_in_page(page, "/^0:0[1-9]/.test(document.getElementById('timer').textContent)")
+    # The page's own call quality, in words (measured every 2 s, told by the server).
+    await wait_in_page(page, "!document.getElementById('link-level').hidden", seconds=10)
+    level = await page.locator("#link-level").inner_text()
+    assert level in ("Связь хорошая", "Связь слабая", "Связь плохая"), level
+
+    # The doctor's video fills most of the phone's screen, the self-view is a small
+    # picture, the bar of buttons is on the screen, nothing scrolls; with the chat open
+    # too.
+    async def layout() -> None:
+        view = {"width": 375, "height": 812}
+        video = await page.locator("#remotes video").first.bounding_box()
+        bar = await page.locator("#controls").bounding_box()
+        local = await page.locator("#local").bounding_box()
+        assert video is not None
+        assert bar is not None
+        assert local is not None
+        shown_height = min(video["y"] + video["height"], view["height"]) - max(video["y"], 0)
+        assert video["width"] * shown_height >= 0.6 * view["width"] * view["height"], video
+        assert local["width"] * local["height"] <= 0.1 * view["width"] * view["height"], local
+        assert bar["y"] >= 0, bar
+        assert bar["y"] + bar["height"] <= view["height"], bar
+        assert await page.evaluate("document.scrollingElement.scrollHeight") <= view["height"]
+        assert await page.evaluate("document.scrollingElement.scrollWidth") <= view["width"]
+        for button in await page.locator("#controls button:visible").all():
+            assert await button.get_attribute("aria-label"), await button.inner_html()
+
+    await layout()
+    await chat_button.click()
+    assert await chat_button.get_attribute("aria-expanded") == "true"
+    assert await page.locator("#unread").is_hidden()
+    chat_box = await page.locator("#chat").bounding_box()
+    bar_box = await page.locator("#controls").bounding_box()
+    assert chat_box is not None
+    assert bar_box is not None
+    assert chat_box["y"] + chat_box["height"] <= bar_box["y"] + 1  # the bar stays usable
+    await layout()
+    assert "Здравствуйте" in await first.inner_text()
 
     # Chat both ways, by keyboard: the input is labelled, Enter sends.
     await page.get_by_label("Сообщение").fill("Добрый день, доктор")
@@ -338,6 +381,8 @@ async def test_waiting_chat_status_mute_reconnection_and_the_end_on_a_phone(
     assert (await doctor.peer.call("consultation:end", {"consultation_id": cid}))["ok"]
     await wait_in_page(page, "window.telemedRoom.phase === 'ended'")
     assert await page.locator("#status").inner_text() == "Консультация завершена"
+    assert await page.locator("#after-title").inner_text() == "Консультация завершена"
+    assert await page.locator("#after").is_visible()
     link = page.locator("#after-link")
     assert await link.get_attribute("href") == f"/#/consultations/{cid}"
     assert await page.evaluate(f"{local}.getTracks().every(t => t.readyState === 'ended')")

@@ -24,7 +24,7 @@ import { createRecording } from "./room/recording.js";
 import { createSession } from "./room/session.js";
 import { createSignalling } from "./room/signalling.js";
 import { publishState } from "./room/state.js";
-import { $, createView } from "./room/view.js";
+import { $, createView, makeMovable } from "./room/view.js";
 
 const params = new URLSearchParams(location.search);
 const embedded = location.pathname.match(/^\/embed\/consultations\/([0-9a-f-]{36})$/);
@@ -59,6 +59,11 @@ document.title = TEXT.title;
 const view = createView({ TEXT, lang: state.lang, timeZone: (me && me.time_zone) || "Europe/Moscow" });
 
 const isDoctor = state.role === "doctor";
+// Icon buttons: their names are their labels (for screen readers) and their tooltips.
+for (const button of document.querySelectorAll("button[aria-label]")) button.title = button.getAttribute("aria-label");
+makeMovable($("local"), $("room"));
+if (consultationId && !embedded) $("back-link").href = `/#/consultations/${consultationId}`;
+else $("back-link").hidden = true;
 const bridge = createBridge({ consultationId, embedded: Boolean(embedded), hostOrigin });
 const signalling = createSignalling({ token });
 const devices = createDevices({ state, view, signalling, consultationId });

@@ -242,8 +242,16 @@ class RecordingStateChanged(ServerEvent):
     recording: RecordingView
 
 
+class RoomDoctor(BaseModel):
+    name: str = Field(description="The consultation's doctor, as the room shows them")
+    specialty: str
+
+
 class RoomJoined(BaseModel):
     consultation: ConsultationView
+    doctor: RoomDoctor | None = Field(
+        default=None, description="The consultation's doctor (none while unassigned)"
+    )
     recording: RecordingView
     participants: list[RoomParticipant] = Field(description="Who is in the room, you too")
     ice_servers: list[dict[str, Any]] = Field(

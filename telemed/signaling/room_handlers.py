@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import redis.asyncio
 from aiohttp import web
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed import audit, keys, live
+from telemed.accounts.models import User
 from telemed.cluster import Cluster, Counts
 from telemed.media.passthrough import check_aiortc
 from telemed.media.placement import LonePlacement, RedisPlacement, RedisStateStore
@@ -29,6 +31,7 @@ from telemed.media.service import check_join
 from telemed.media.turn import ice_servers_for
 from telemed.scheduling.consultations import check_end
 from telemed.scheduling.lifecycle import LIVE, Moved
+from telemed.scheduling.models import Consultation, Doctor
 from telemed.signaling.directory import Placement, RoomDirectory, recording_view
 from telemed.signaling.events import (
     Answer,
@@ -44,6 +47,7 @@ from telemed.signaling.events import (
     RecordingCommand,
     RecordingConsent,
     RecordingStateChanged,
+    RoomDoctor,
     RoomJoin,
     RoomJoined,
     RoomLeave,
@@ -79,6 +83,7 @@ class RoomEvents(_Base):
                 settings=settings,
                 consultation_id=request.consultation_id,
             )
+            doctor = await room_doctor(session, consultation)
         answer = await self.directory.join(
             consultation.id, user_id=user.id, role=party.value, sid=sid
         )
@@ -88,6 +93,7 @@ class RoomEvents(_Base):
                 {
                     **answer,
                     "consultation": ConsultationView.of(consultation),
+                    "doctor": doctor,
                     "ice_servers": ice_servers_for(settings, user_id=user.id, now=self.clock.now()),
                 }
             )
@@ -203,6 +209,17 @@ class RoomEvents(_Base):
     async def leave_rooms_of(self, sid: str) -> None:
         """A socket went away: it leaves the rooms it was in."""
         await self.directory.leave_all(sid)
+
+
+async def room_doctor(session: AsyncSession, consultation: Consultation) -> RoomDoctor | None:
+    """The consultation's doctor as the room shows them: name and specialty."""
+    if consultation.doctor_id is None:
+        return None
+    doctor = await session.get(Doctor, consultation.doctor_id)
+    account = await session.get(User, doctor.user_id) if doctor is not None else None
+    if doctor is None or account is None:
+        return None
+    return RoomDoctor(name=account.full_name, specialty=doctor.specialty)
 
 
 def setup_rooms(app: web.Application) -> None:

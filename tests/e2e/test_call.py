@@ -42,6 +42,10 @@ async def enter_room(page: Page, consultation_id: str) -> None:
 
 
 async def say_in_room(page: Page, text: str) -> None:
+    """Write in the room's chat (on a phone, opening its panel first)."""
+    toggle = page.locator("#chat-toggle")
+    if await toggle.is_visible() and await toggle.get_attribute("aria-expanded") == "false":
+        await toggle.click()
     await page.locator("#chat-input").fill(text)
     await page.locator("#chat-input").press("Enter")
 

@@ -1,5 +1,7 @@
-// The chat beside the video: lib/chat.js's messages drawn in #chat-log (as text), the
-// form that sends, and a chat the server no longer takes messages in shown read-only.
+// The chat: beside the video on a wide screen, a panel over it on a phone (opened from
+// the bar, with a badge counting what came while it was closed). lib/chat.js's messages
+// drawn in #chat-log (as text), the form that sends, and a chat the server no longer
+// takes messages in shown read-only.
 import { Chat } from "../lib/chat.js";
 import { $ } from "./view.js";
 
@@ -7,8 +9,36 @@ export function createChatPanel({ state, view, socket, consultationId, isDoctor 
   const { TEXT } = view;
   const log = $("chat-log");
 
+  const phone = window.matchMedia("(max-width: 899px)");
+  const isOpen = () => !phone.matches || $("room").classList.contains("chat-open");
+
+  function showUnread() {
+    const badge = $("unread");
+    badge.textContent = String(state.unread);
+    badge.hidden = state.unread === 0;
+    const label = state.unread ? `${TEXT.chat}: ${view.plural("unread", state.unread)}` : TEXT.chat;
+    $("chat-toggle").setAttribute("aria-label", label);
+    $("chat-toggle").title = label;
+  }
+
+  function toggle(open) {
+    $("room").classList.toggle("chat-open", open);
+    $("chat-toggle").setAttribute("aria-expanded", String(open));
+    if (open) {
+      state.unread = 0;
+      showUnread();
+      $("chat-input").focus();
+    }
+  }
+
+  $("chat-toggle").addEventListener("click", () => toggle(!$("room").classList.contains("chat-open")));
+
   function draw(message, index) {
     const mine = message.sender_id === state.userId;
+    if (!mine && !isOpen() && index >= log.children.length) {
+      state.unread += 1;
+      showUnread();
+    }
     const item = document.createElement("li");
     item.className = mine ? "mine" : "theirs";
     item.dataset.seq = message.seq;

@@ -1,8 +1,9 @@
 // The user's camera and microphone: getUserMedia (sound only when the camera fails), the
-// check before joining (preview, level meter, the choice of devices), guidance in the
-// user's words when access is denied, no device is found or it is busy, the mute and
-// camera switches, and what the browser gave reported to the room (media:report), so the
-// others see it in words. Owns the local stream.
+// check before joining (preview, level meter, the choice of devices, a speaker test),
+// guidance in the user's words when access is denied, no device is found or it is busy,
+// the mute and camera switches, the front/back camera switch of a phone, and what the
+// browser gave reported to the room (media:report), so the others see it in words. Owns
+// the local stream.
 import { $ } from "./view.js";
 
 function permissionOf(error) {
@@ -154,8 +155,48 @@ export function createDevices({ state, view, signalling, consultationId }) {
     local.stream = null;
   }
 
+  // A short tone through the speakers (or headphones): the user hears whether sound works.
+  function testSpeaker() {
+    const audio = new AudioContext();
+    const tone = audio.createOscillator();
+    const gain = audio.createGain();
+    tone.frequency.value = 660;
+    gain.gain.setValueAtTime(0.2, audio.currentTime);
+    gain.gain.exponentialRampToValueAtTime(0.001, audio.currentTime + 0.8);
+    tone.connect(gain).connect(audio.destination);
+    tone.start();
+    tone.stop(audio.currentTime + 0.8);
+    tone.onended = () => audio.close();
+    state.speakerTests += 1;
+  }
+
+  // The next camera (a phone's front and back): its track replaces the current one in
+  // the preview and, through `replaceVideo`, on the media connection.
+  async function switchCamera(replaceVideo) {
+    const cameras = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
+    const current = local.stream && local.stream.getVideoTracks()[0];
+    if (!current || cameras.length < 2) return;
+    const at = cameras.findIndex((d) => d.deviceId === current.getSettings().deviceId);
+    const next = cameras[(at + 1) % cameras.length];
+    const fresh = await navigator.mediaDevices.getUserMedia({ video: { deviceId: { exact: next.deviceId } } });
+    const track = fresh.getVideoTracks()[0];
+    track.enabled = !state.cameraOff;
+    await replaceVideo(track);
+    local.stream.removeTrack(current);
+    current.stop();
+    local.stream.addTrack(track);
+    $("local").srcObject = local.stream;
+  }
+
+  async function offerSwitch() {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
+    const cameras = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
+    $("camera-switch").hidden = cameras.length < 2 || state.camera !== "granted";
+  }
+
   $("mute").addEventListener("click", () => setMuted(!state.muted));
   $("camera-toggle").addEventListener("click", () => setCameraOff(!state.cameraOff));
+  $("speaker-test").addEventListener("click", testSpeaker);
 
   return {
     get stream() {
@@ -172,5 +213,7 @@ export function createDevices({ state, view, signalling, consultationId }) {
     setMuted,
     setCameraOff,
     stop,
+    switchCamera,
+    offerSwitch,
   };
 }

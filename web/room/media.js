@@ -116,6 +116,12 @@ export function createMedia({ state, view, signalling, devices, consultationId, 
 
   return {
     close,
+    // Another camera's track (a phone's front/back switch) on the current connection.
+    async replaceVideo(track) {
+      const pc = media.link && media.link.pc;
+      const sender = pc && pc.getSenders().find((s) => s.track && s.track.kind === "video");
+      if (sender) await sender.replaceTrack(track);
+    },
     // The current connection (lib/rtc.js PeerLink), or null: for its statistics.
     get link() {
       return media.link;

@@ -90,15 +90,24 @@ export function createQuality({ state, view, signalling, media, consultationId }
   const { TEXT } = view;
   let last = null;
 
+  // One's own level always, in the top bar; advice, and the other side's level, only
+  // when it is not good.
   function show() {
+    const own = state.levels[state.userId];
+    $("link-level").hidden = !own;
+    if (own) {
+      $("link-level").textContent = TEXT[`level_${own}`];
+      $("link-level").dataset.level = own;
+    }
     const lines = [];
     for (const [userId, level] of Object.entries(state.levels)) {
+      if (level === "good") continue;
       const mine = userId === state.userId;
       const who = mine ? "" : view.roleName((state.others[userId] || {}).role);
       lines.push(TEXT[`quality_${level}${mine ? "" : "_other"}`].replace("{who}", who));
     }
     $("quality").textContent = lines.join(" ");
-    $("quality").dataset.level = state.levels[state.userId] || "";
+    $("quality").dataset.level = own || "";
   }
 
   async function measure() {

@@ -77,6 +77,8 @@ export function createSession({ state, view, bridge, signalling, devices, presen
       return;
     }
     state.joins += 1;
+    showPeer(joined.data.doctor);
+    startTimer();
     presence.joined(joined.data.participants);
     recording.joined(joined.data.recording);
     network.joined(joined.data.participants).catch((error) => console.debug("audio only:", error));
@@ -94,25 +96,55 @@ export function createSession({ state, view, bridge, signalling, devices, presen
     }
   }
 
-  // Stop everything: the camera light goes off, and no reconnection follows.
-  function finish(linkText) {
+  // Stop everything: the camera light goes off, and no reconnection follows. What
+  // happened is said in the middle of the screen, with the way on.
+  function finish(title, linkText) {
     media.close();
     devices.stop();
+    stopTimer();
     if (signalling.socket) signalling.socket.disconnect();
     $("controls").hidden = true;
     $("chat-form").hidden = true;
     for (const dialog of document.querySelectorAll("dialog")) if (dialog.open) dialog.close();
-    if (!embedded) {
-      $("after-link").href = `/#/consultations/${consultationId}`;
-      $("after-link").textContent = linkText;
-      $("after").hidden = false;
+    $("after-title").textContent = title;
+    $("after-link").hidden = embedded;
+    $("after-link").href = `/#/consultations/${consultationId}`;
+    $("after-link").textContent = linkText;
+    $("after").hidden = false;
+  }
+
+  // The call's length, from the first picture of the other side.
+  const timer = { id: null };
+  function startTimer() {
+    if (timer.id) return;
+    timer.id = setInterval(() => {
+      if (state.firstRemoteFrameAt === null) return;
+      const seconds = Math.floor((performance.now() - state.firstRemoteFrameAt) / 1000);
+      const clock = `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
+      $("timer").textContent = clock;
+      $("timer").dateTime = `PT${seconds}S`;
+      $("timer").hidden = false;
+    }, 1000);
+  }
+  function stopTimer() {
+    clearInterval(timer.id);
+    timer.id = null;
+  }
+
+  // Who the patient talks to: the doctor's name and specialty; the doctor sees "Patient".
+  function showPeer(doctor) {
+    if (isDoctor) {
+      $("peer-name").textContent = TEXT.rolePatient;
+    } else if (doctor) {
+      $("peer-name").textContent = doctor.name;
+      $("peer-specialty").textContent = doctor.specialty;
     }
   }
 
   function ended() {
     state.phase = "ended";
     view.say(TEXT.ended);
-    finish(isDoctor ? TEXT.writeConclusion : TEXT.openConsultation);
+    finish(TEXT.ended, isDoctor ? TEXT.writeConclusion : TEXT.openConsultation);
     bridge.tell("telemed:ended");
   }
 
@@ -154,6 +186,10 @@ export function createSession({ state, view, bridge, signalling, devices, presen
     if (event.id === consultationId && !LIVE.includes(event.state)) ended();
   });
 
+  $("camera-switch").addEventListener("click", () => {
+    devices.switchCamera(media.replaceVideo).catch((error) => view.notice(String(error)));
+  });
+
   // The doctor ends the consultation for everyone, after a confirmation.
   $("end").addEventListener("click", () => $("end-dialog").showModal());
   $("end-cancel").addEventListener("click", () => $("end-dialog").close());
@@ -174,6 +210,7 @@ export function createSession({ state, view, bridge, signalling, devices, presen
       $("chat").hidden = false;
       $("doctor-controls").hidden = !isDoctor;
       $("consent").hidden = isDoctor;
+      devices.offerSwitch();
       const socket = signalling.open();
       room.chat = createChatPanel({ state, view, socket, consultationId, isDoctor });
     },
@@ -185,7 +222,7 @@ export function createSession({ state, view, bridge, signalling, devices, presen
         await signalling.call("room:leave", { consultation_id: consultationId });
         state.phase = "left";
         view.say(TEXT.left);
-        finish(TEXT.openConsultation);
+        finish(TEXT.left, TEXT.openConsultation);
         bridge.tell("telemed:left");
       } else if (type === "telemed:mute") {
         devices.setMuted(Boolean(data.muted));

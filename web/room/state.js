@@ -18,6 +18,8 @@ export function publishState() {
     recording: false,
     consented: false,
     chat: 0, // messages shown
+    unread: 0, // messages come while the chat panel was closed (a phone)
+    speakerTests: 0, // the check's speaker test played
     joins: 0, // room:join calls that succeeded (a reconnection joins again)
     reconnections: 0, // network drops noticed (each shows «reconnecting», then joins again)
     moves: 0, // room:rejoin received: the room moved to another server process

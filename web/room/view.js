@@ -9,6 +9,7 @@ export function createView({ TEXT, lang, timeZone }) {
   const zone = { timeZone };
   const locale = localeOf(lang);
   const timeFormat = new Intl.DateTimeFormat(locale, { hour: "2-digit", minute: "2-digit", ...zone });
+  const plurals = new Intl.PluralRules(locale);
   const momentFormat = new Intl.DateTimeFormat(locale, { dateStyle: "medium", timeStyle: "short", ...zone });
   return {
     TEXT,
@@ -18,6 +19,12 @@ export function createView({ TEXT, lang, timeZone }) {
     // What came of the user's last action (a refused command), apart from the room's state.
     notice(text) {
       $("notice").textContent = text;
+    },
+    // A count in words, with the language's plural form: TEXT[`${key}_one`] (few, many,
+    // other), "{n}" replaced.
+    plural(key, n) {
+      const form = plurals.select(n);
+      return (TEXT[`${key}_${form}`] ?? TEXT[`${key}_other`]).replace("{n}", String(n));
     },
     roleName(role) {
       return TEXT[role === "doctor" ? "roleDoctor" : role === "patient" ? "rolePatient" : "roleOther"];
@@ -33,4 +40,34 @@ export function createView({ TEXT, lang, timeZone }) {
       return timeFormat.format(new Date(iso));
     },
   };
+}
+
+// The self-view can be dragged anywhere over the video; let go, it goes to the nearest
+// corner (as video-call apps do).
+export function makeMovable(element, within) {
+  let start = null;
+  element.addEventListener("pointerdown", (event) => {
+    const box = element.getBoundingClientRect();
+    start = { x: event.clientX - box.left, y: event.clientY - box.top };
+    element.setPointerCapture(event.pointerId);
+  });
+  element.addEventListener("pointermove", (event) => {
+    if (!start) return;
+    const area = within.getBoundingClientRect();
+    const box = element.getBoundingClientRect();
+    const left = Math.min(Math.max(0, event.clientX - area.left - start.x), area.width - box.width);
+    const top = Math.min(Math.max(0, event.clientY - area.top - start.y), area.height - box.height);
+    Object.assign(element.style, { left: `${left}px`, top: `${top}px`, right: "auto", bottom: "auto" });
+  });
+  element.addEventListener("pointerup", () => {
+    if (!start) return;
+    start = null;
+    const area = within.getBoundingClientRect();
+    const box = element.getBoundingClientRect();
+    const right = box.left + box.width / 2 > area.left + area.width / 2;
+    const lower = box.top + box.height / 2 > area.top + area.height / 2;
+    Object.assign(element.style, { left: "", top: "", right: "", bottom: "" });
+    element.classList.toggle("at-left", !right);
+    element.classList.toggle("at-top", !lower);
+  });
 }
