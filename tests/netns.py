@@ -68,6 +68,15 @@ class Namespace:
     def restore(self) -> None:
         self.run("ip", "link", "set", self.inner, "up")
 
+    def readdress(self) -> str:
+        """The namespace moves to another address on its link (as a phone that changes
+        networks); returns it. Its connections from the old address are dead."""
+        new = self.address.rsplit(".", 1)[0] + "." + str(int(self.address.rsplit(".", 1)[1]) + 1)
+        # Removed first: removing a primary address would take its secondaries with it.
+        self.run("ip", "addr", "del", f"{self.address}/29", "dev", self.inner)
+        self.run("ip", "addr", "add", f"{new}/29", "dev", self.inner)
+        return new
+
     def wrapper(self, directory: Path) -> Path:
         """An executable that runs Chromium inside the namespace (for Playwright's
         ``executable_path``: it talks to the browser over pipes, which cross)."""
@@ -79,7 +88,7 @@ class Namespace:
 
 @contextmanager
 def namespace() -> Iterator[Namespace]:
-    """A fresh namespace and link (10.213.N.0/30), removed after."""
+    """A fresh namespace and link (10.213.N.0/29), removed after."""
     assert os.geteuid() == 0, "network namespaces need root (this project's machines give it)"
     tag = f"{os.getpid() % 10000:04d}{random.randrange(100):02d}"
     net = random.randrange(1, 250)
@@ -94,9 +103,9 @@ def namespace() -> Iterator[Namespace]:
     try:
         _run("ip", "link", "add", found.outer, "type", "veth", "peer", "name", found.inner)
         _run("ip", "link", "set", found.inner, "netns", found.name)
-        _run("ip", "addr", "add", f"{found.host_address}/30", "dev", found.outer)
+        _run("ip", "addr", "add", f"{found.host_address}/29", "dev", found.outer)
         _run("ip", "link", "set", found.outer, "up")
-        found.run("ip", "addr", "add", f"{found.address}/30", "dev", found.inner)
+        found.run("ip", "addr", "add", f"{found.address}/29", "dev", found.inner)
         found.run("ip", "link", "set", found.inner, "up")
         found.run("ip", "link", "set", "lo", "up")
         yield found

@@ -78,6 +78,11 @@ SEEN_REFRESH_MS = 1000
 """How often a source's "last seen" (``getSynchronizationSources``) is brought up to date."""
 
 
+GAP_MS = 1000
+"""Nothing from a publisher for this long: frames are assembled anew (a new jitter
+buffer, a keyframe asked for)."""
+
+
 class PacketCache:
     """The last ``CACHE_SIZE`` packets of a source, by sequence number."""
 
@@ -182,7 +187,13 @@ class Source:
         receiver = self.receiver
         if not receiver._enabled:
             return
-        self.last_arrival_ms = arrival_time_ms
+        previous, self.last_arrival_ms = self.last_arrival_ms, arrival_time_ms
+        if previous is not None and arrival_time_ms - previous > GAP_MS and self._buffer:
+            # The publisher's network dropped for a while and came back on the same
+            # connection: what the jitter buffer waits for will never come.
+            self._buffer = None
+            if self.kind == "video":
+                await receiver._send_rtcp_pli(packet.ssrc)
         estimator = self._estimator
         if estimator is not None and packet.extensions.abs_send_time is not None:
             remb = estimator.add(

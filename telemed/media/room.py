@@ -74,7 +74,7 @@ TICK = 0.5
 """Seconds between two looks at the participants' links (``ViewerLink.tick``)."""
 SAVE_QUALITY_EVERY = 30.0
 """Seconds between two stores of what the room measured of its participants' calls."""
-SILENCE_MS = 1500
+SILENCE_MS = 1000
 """A publisher from whom nothing came for this long is interrupted (its network
 dropped); a browser sends audio 50 times a second, even silence."""
 CODECS = {"audio": ("audio/opus",), "video": ("video/vp8", "video/rtx")}

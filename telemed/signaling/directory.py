@@ -472,6 +472,7 @@ def participant_view(participant: Participant) -> RoomParticipant:
         media=MediaView.model_validate(participant.status),
         video=participant.link.video,
         audio_only_reason=participant.link.reason,
+        interrupted=participant.interrupted,
     )
 
 

@@ -195,6 +195,9 @@ class RoomParticipant(BaseModel):
     audio_only_reason: Literal["network", "chosen"] | None = Field(
         default=None, description="Why it gets audio only (`media:receiving`)"
     )
+    interrupted: bool = Field(
+        default=False, description="Its media stopped coming (`media:connection`)"
+    )
 
 
 class MediaReport(EventModel):
@@ -336,7 +339,7 @@ class MediaConnection(ServerEvent):
     consultation_id: uuid.UUID
     user_id: uuid.UUID
     state: Literal["interrupted", "connected"] = Field(
-        description="`interrupted`: nothing has come from the participant for 1.5 s (its "
+        description="`interrupted`: nothing has come from the participant for 1 s (its "
         "network dropped; show «reconnecting», not a frozen picture); `connected`: its "
         "media comes again"
     )

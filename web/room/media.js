@@ -10,6 +10,11 @@ import { $ } from "./view.js";
 
 // How long a "disconnected" connection may take to come back by itself.
 const DISCONNECTED_GRACE_MS = 5000;
+// How long a connection that was receiving may receive nothing while someone else is
+// present and sending (the server says within about 1.5 s when someone stops) before it
+// counts as broken: the path died with the device's address, which the browser notices
+// many seconds later.
+const STALLED_MS = 2000;
 
 export function createMedia({ state, view, signalling, devices, consultationId, onBroken, onInterrupted }) {
   const media = { link: null, labels: {} }; // labels: mid → {mid, user_id, kind, …}
@@ -108,6 +113,29 @@ export function createMedia({ state, view, signalling, devices, consultationId, 
     onBroken();
   }
 
+  function watchInbound(link) {
+    let last = 0;
+    let since = performance.now();
+    const timer = setInterval(async () => {
+      if (link !== media.link) return clearInterval(timer);
+      let packets = 0;
+      (await link.pc.getStats()).forEach((stat) => {
+        if (stat.type === "inbound-rtp") packets += stat.packetsReceived || 0;
+      });
+      const sending = Object.entries(state.others).some(
+        ([userId, other]) => userId !== state.userId && other.present && !state.interrupted[userId],
+      );
+      if (packets !== last || packets === 0 || !sending || link.connectionState !== "connected") {
+        last = packets;
+        since = performance.now();
+      } else if (performance.now() - since >= STALLED_MS && link === media.link) {
+        clearInterval(timer);
+        state.stalls += 1;
+        onBroken();
+      }
+    }, 500);
+  }
+
   function close() {
     if (media.link) media.link.close();
     media.link = null;
@@ -142,6 +170,7 @@ export function createMedia({ state, view, signalling, devices, consultationId, 
       });
       state.turn = { relay, fallbacks: ice.fallbacks, failure: null };
       media.link = link;
+      watchInbound(link);
       await link.offer(
         async (sdp) => {
           step(state, "described");

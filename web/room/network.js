@@ -60,7 +60,10 @@ export function createNetwork({ state, view, signalling, devices, consultationId
     // room:join's participants say who gets audio only; a choice made before a rejoin
     // (a room moved to another server) is made again.
     async joined(participants) {
-      for (const p of participants) note(p.user_id, p.video, p.audio_only_reason);
+      for (const p of participants) {
+        if (p.user_id !== state.userId) state.interrupted[p.user_id] = Boolean(p.interrupted);
+        note(p.user_id, p.video, p.audio_only_reason);
+      }
       const me = participants.find((p) => p.user_id === state.userId);
       if (state.audioOnly && me && me.video) await setAudioOnly(true);
     },

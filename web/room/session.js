@@ -33,9 +33,10 @@ export function createSession({ state, view, bridge, signalling, devices, presen
     state.reconnections += 1;
     view.say(TEXT.reconnecting);
     media.close();
-    // Closing the transport makes the client connect again (a new socket, then "connect").
+    // A new socket at once (then "connect" joins again): the old one may be stuck on a
+    // dead path, and the client's back-off would only add to the wait.
     const socket = signalling.socket;
-    if (socket.connected) socket.io.engine.close();
+    if (socket.connected) socket.disconnect().connect();
     else if (!socket.active) socket.connect();
   }
 
