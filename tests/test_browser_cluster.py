@@ -8,25 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser
 
-from tests.browser import wait_in_page
-from tests.nodes import NodeGroup, book, node_group
+from tests.browser import joined_room, wait_in_page
+from tests.nodes import book, node_group
 from tests.servers import PostgresServer, RedisServer
-
-
-async def _room_page(browser: Browser, group: NodeGroup, n: int, cid: str, token: str) -> Page:
-    """The room page, served by process ``n``, joined."""
-    origin = group.url(n)
-    context = await browser.new_context()
-    await context.grant_permissions(["camera", "microphone"], origin=origin)
-    page = await context.new_page()
-    page.on("console", lambda message: print(f"browser {n}:", message.text))
-    await page.goto(f"{origin}/static/room.html?consultation={cid}&token={token}")
-    await wait_in_page(page, "window.telemedRoom.phase === 'prejoin'")
-    await page.locator("#join:enabled").click()
-    await wait_in_page(page, "window.telemedRoom.phase === 'joined'")
-    return page
 
 
 async def test_browsers_on_two_processes_hold_a_call(
@@ -35,8 +21,8 @@ async def test_browsers_on_two_processes_hold_a_call(
     async with node_group(postgres, redis_server, tmp_path, 2) as group:
         [booked] = await book(group, 1)
         cid = booked.consultation_id
-        doctor = await _room_page(browser, group, 0, cid, booked.doctor_token)
-        patient = await _room_page(browser, group, 1, cid, booked.patient_token)
+        doctor = await joined_room(browser, group.url(0), cid, booked.doctor_token, "doctor")
+        patient = await joined_room(browser, group.url(1), cid, booked.patient_token, "patient")
         for page in (doctor, patient):
             await wait_in_page(page, "window.telemedRoom.remoteFrames > 30")
             state: dict[str, Any] = await page.evaluate("window.telemedRoom")
