@@ -119,13 +119,14 @@ async def request_to_centre(
     *,
     diagnosis: str = "Мигрень",
     complaints: str = "Головные боли",
+    age: int = 46,
 ) -> dict[str, Any]:
     """A patient's route 1 request to a centre, through the API."""
     body = {
         "route": "initiative",
         "centre_id": centre_id,
         "full_name": patient["user"]["full_name"],
-        "age": 46,
+        "age": age,
         "diagnosis": diagnosis,
         "complaints": complaints,
     }

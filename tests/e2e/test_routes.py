@@ -230,11 +230,17 @@ async def test_the_doctor_declines_a_request_with_a_reason(
     centre = await make_centre(client, manager, "Кардиоцентр")
     doctor = await make_doctor(client, manager, centre["id"])
     patient = await make_patient(client)
-    created = await request_to_centre(client, patient, centre["id"])
+    created = await request_to_centre(client, patient, centre["id"], age=41)
+    elder = await make_patient(client)
+    older = await request_to_centre(client, elder, centre["id"], diagnosis="ИБС", age=64)
 
     desk = await new_page(browser, client)
     await sign_in(desk, client, doctor["phone"], NEW_PASSWORD)
+    # Ages in Russian plurals.
+    await go(desk, f"/consultations/{older['id']}")
+    assert ", 64 года" in await desk.locator("dl.facts").inner_text()
     await go(desk, f"/consultations/{created['id']}")
+    assert ", 41 год" in await desk.locator("dl.facts").inner_text()
     decline = desk.locator("#decline-form")
     await decline.get_by_label("Причина").fill("Нужен невролог: обратитесь в неврологический центр")
     await decline.get_by_role("button", name="Отклонить заявку").click()

@@ -3,7 +3,7 @@
 import { Chat } from "../lib/chat.js";
 import { get, post, query } from "./api.js";
 import { badge, errorBox, field, form, h, showError, toast } from "./dom.js";
-import { countdown, fileSize, t, timeZone, when } from "./i18n.js";
+import { countdown, fileSize, t, tCount, timeZone, when } from "./i18n.js";
 import { go, onLeave } from "./nav.js";
 import { session } from "./session.js";
 import { documentItem } from "./patient.js";
@@ -92,7 +92,7 @@ async function consultations({ query: search }) {
 
 function facts(item) {
   const rows = [
-    ["details.patient", `${item.full_name}${item.age !== null ? `, ${t("details.years", { n: item.age })}` : ""}`],
+    ["details.patient", `${item.full_name}${item.age !== null ? `, ${tCount("details.years", item.age)}` : ""}`],
     ["details.centre", item.centre.name],
     ["details.doctor", item.doctor ? `${item.doctor.full_name} (${item.doctor.specialty})` : "—"],
     ["details.route", t(`route.${item.route}`)],

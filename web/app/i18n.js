@@ -30,6 +30,15 @@ export function t(key, values = {}) {
   return text.replace(/\{(\w+)\}/g, (_, name) => String(values[name] ?? ""));
 }
 
+// A count in words, in the language's plural form (Russian: 41 год, 64 года, 15 лет):
+// the dictionary's `${key}_one`, `_few`, `_many` or `_other`, with {n}.
+const plurals = new Map();
+export function tCount(key, n, values = {}) {
+  if (!plurals.has(lang)) plurals.set(lang, new Intl.PluralRules(lang));
+  const form = `${key}_${plurals.get(lang).select(n)}`;
+  return t(form in words ? form : `${key}_other`, { n, ...values });
+}
+
 // The word for ``key``, or ``fallback`` when the dictionary has none (a value the server
 // names that has no word yet, an error code the server added).
 export function tOr(key, fallback) {
