@@ -25,7 +25,7 @@ PAUSE_AFTER = 2.0
 """Seconds an estimate must stay under the floor before video is paused."""
 FIRST_RETRY = 3.0
 """Seconds of audio only before video is first tried again."""
-LAST_RETRY = 6.0
+LAST_RETRY = 4.0
 """The longest wait between two tries (each failed try doubles the wait, up to this)."""
 TRIAL = 3.0
 """Seconds a try lasts before it is judged."""
