@@ -42,6 +42,7 @@ from telemed.errors import (
     InvalidInput,
     NotFound,
     PasswordChangeRequired,
+    Problem,
     RequestTimeout,
     TooLarge,
     Unauthenticated,
@@ -443,12 +444,70 @@ def check_join_token(auth_session: AuthSession | None, endpoint: Endpoint) -> No
         )
 
 
+_PROBLEMS_BY_TYPE: dict[str, Problem] = {
+    "missing": Problem.MISSING,
+    "extra_forbidden": Problem.UNKNOWN_FIELD,
+    "string_too_short": Problem.TOO_SHORT,
+    "too_short": Problem.TOO_SHORT,
+    "string_too_long": Problem.TOO_LONG,
+    "too_long": Problem.TOO_LONG,
+    "greater_than": Problem.TOO_SMALL,
+    "greater_than_equal": Problem.TOO_SMALL,
+    "less_than": Problem.TOO_LARGE,
+    "less_than_equal": Problem.TOO_LARGE,
+    "string_pattern_mismatch": Problem.BAD_FORMAT,
+    "enum": Problem.NOT_ALLOWED,
+    "literal_error": Problem.NOT_ALLOWED,
+}
+# Limits a problem's text names, under the names the texts use: {min} and {max}.
+_LIMITS = {
+    "min_length": "min",
+    "gt": "min",
+    "ge": "min",
+    "max_length": "max",
+    "lt": "max",
+    "le": "max",
+}
+# Fields whose format has a problem of its own (its text shows the format).
+_FORMAT_PROBLEMS = {"icd10": Problem.BAD_ICD10, "email": Problem.BAD_EMAIL}
+
+
+def _problem(error_type: str, field: str) -> Problem:
+    if error_type == "string_pattern_mismatch":
+        return _FORMAT_PROBLEMS.get(field.rsplit(".", 1)[-1], Problem.BAD_FORMAT)
+    if error_type in _PROBLEMS_BY_TYPE:
+        return _PROBLEMS_BY_TYPE[error_type]
+    if error_type.startswith(("date", "datetime", "time")):
+        return Problem.NOT_DATE
+    if error_type.startswith(("int_", "float_", "decimal_")):
+        return Problem.NOT_NUMBER
+    if error_type.endswith("_type"):
+        return Problem.WRONG_TYPE
+    return Problem.INVALID
+
+
 def validation_details(exc: pydantic.ValidationError) -> dict[str, Any]:
-    """Field errors in a client-friendly list, without echoing the submitted values."""
+    """Field errors in a client-friendly list, without echoing the submitted values: each
+    with its ``Problem`` code and the limits its text names, and pydantic's own type and
+    English message for API clients."""
     fields = []
     for err in exc.errors(include_url=False, include_input=False):
         location = ".".join(str(part) for part in err["loc"])
-        fields.append({"field": location, "message": err["msg"], "type": err["type"]})
+        context = err.get("ctx", {})
+        params = {
+            name: context[key]
+            for key, name in _LIMITS.items()
+            if isinstance(context.get(key), int | float)
+        }
+        fields.append(
+            {
+                "field": location,
+                "code": str(_problem(err["type"], location)),
+                "params": params,
+                "message": err["msg"],
+                "type": err["type"],
+            }
+        )
     return {"fields": fields}
 
 

@@ -42,6 +42,79 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
 
 
+class Problem(StrEnum):
+    """What exactly is wrong with one value: the code a client words for its user, with
+    the parameters (``params``) its text needs ("at most {max} characters").
+
+    Field errors (``details.fields`` of ``invalid_input`` and ``invalid_value``) and the
+    rows of a referral import report carry one each; the web app has a text for every
+    member in Russian and English (tests/test_error_codes.py)."""
+
+    # Any field (also from the schema: see telemed.api.validation_details).
+    MISSING = "missing"
+    INVALID = "invalid"
+    UNKNOWN_FIELD = "unknown_field"
+    WRONG_TYPE = "wrong_type"
+    NOT_ALLOWED = "not_allowed"  # a value outside the listed choices
+    TOO_SHORT = "too_short"  # {min}
+    TOO_LONG = "too_long"  # {max}, and {n} where the length is known
+    TOO_SMALL = "too_small"  # {min}
+    TOO_LARGE = "too_large"  # {max}
+    BAD_FORMAT = "bad_format"
+    NOT_DATE = "not_date"
+    NOT_NUMBER = "not_number"
+    # Dates and times.
+    IN_PAST = "in_past"
+    IN_FUTURE = "in_future"
+    BEYOND_HORIZON = "beyond_horizon"  # {days}
+    END_BEFORE_START = "end_before_start"
+    RANGE_TOO_LONG = "range_too_long"
+    RANGE_TOO_SHORT = "range_too_short"
+    SLOT_LENGTH = "slot_length"  # {min}, {max} minutes
+    DURATION = "duration"  # {min}, {max} minutes
+    TWO_DIGIT_YEAR = "two_digit_year"
+    NO_SUCH_DATE = "no_such_date"
+    TOO_OLD = "too_old"  # {years}
+    # People, contacts, codes.
+    NOT_NAME = "not_name"
+    BAD_PHONE = "bad_phone"
+    NOT_MOBILE = "not_mobile"
+    BAD_EMAIL = "bad_email"
+    BAD_ICD10 = "bad_icd10"
+    FIRST_CONCLUSION_AMENDED = "first_conclusion_amended"
+    CODE_INVALID = "code_invalid"
+    # Passwords: ``weak_password`` lists each rule the password breaks.
+    PASSWORD_TOO_SHORT = "password_too_short"  # {min}
+    PASSWORD_TOO_LONG = "password_too_long"  # {max}
+    PASSWORD_NO_LETTER = "password_no_letter"
+    PASSWORD_NO_DIGIT = "password_no_digit"
+    PASSWORD_COMMON = "password_common"
+    PASSWORD_PERSONAL = "password_personal"
+    PASSWORD_SAME = "password_same"
+    # Referral import: the file as a whole.
+    FILE_EMPTY = "file_empty"
+    FILE_UNREADABLE = "file_unreadable"
+    FILE_NOT_TABLE = "file_not_table"
+    FILE_UTF16 = "file_utf16"
+    TOO_MANY_ROWS = "too_many_rows"  # {max}
+    NO_HEADER = "no_header"
+    MISSING_COLUMNS = "missing_columns"  # {columns}, {found}
+    DUPLICATE_COLUMNS = "duplicate_columns"  # {columns}
+    # Referral import: one row.
+    STAFF_PHONE = "staff_phone"
+    OTHER_PATIENT = "other_patient"
+    NO_CENTRE = "no_centre"
+    SEVERAL_CENTRES = "several_centres"  # {names}
+    DUPLICATE_ROW = "duplicate_row"  # {row}
+    IMPORTED_BEFORE = "imported_before"
+    IMPORTED_CONCURRENTLY = "imported_concurrently"
+
+
+def field_problem(field: str, problem: Problem, **params: Any) -> dict[str, Any]:
+    """One entry of ``details.fields``."""
+    return {"field": field, "code": str(problem), "params": params}
+
+
 class TelemedError(Exception):
     """An error whose message and details are safe to send to the client."""
 
@@ -73,9 +146,32 @@ class InvalidInput(TelemedError):
 class InvalidValue(TelemedError):
     """A request the schema allows, with a value that a rule refuses (a time in the
     past, a slot range longer than a day): the user's to correct. ``details.field``
-    names the field."""
+    names the field, ``details.fields`` says what is wrong as a ``Problem`` with its
+    parameters (more than one for a password that breaks several rules)."""
 
     code, http_status = ErrorCode.INVALID_VALUE, 422
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        problem: Problem,
+        field: str | None = None,
+        params: dict[str, Any] | None = None,
+        problems: list[tuple[Problem, dict[str, Any]]] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        found = problems or [(problem, params or {})]
+        entries = [field_problem(field or "", kind, **values) for kind, values in found]
+        super().__init__(
+            message,
+            details={
+                **({"field": field} if field else {}),
+                **(details or {}),
+                "fields": entries,
+            },
+        )
+        self.problem = problem
 
 
 class WeakPassword(InvalidValue):

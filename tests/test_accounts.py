@@ -113,7 +113,24 @@ async def test_register_rejects_non_json(client: AppClient) -> None:
     await assert_error(response, 400, "invalid_input")
 
 
-async def test_password_must_not_contain_the_phone(client: AppClient) -> None:
+@pytest.mark.parametrize(
+    ("password", "problems"),
+    [
+        ("a{phone}x", [("password_personal", {})]),
+        (
+            "петров",
+            [
+                ("password_too_short", {"min": 8}),
+                ("password_no_digit", {}),
+                ("password_personal", {}),
+            ],
+        ),
+    ],
+)
+async def test_a_weak_password_says_each_rule_it_breaks(
+    client: AppClient, password: str, problems: list[tuple[str, dict[str, int]]]
+) -> None:
+    """Not the phone, not the name: each rule broken is a code the client words."""
     phone = next_phone()
     response = await client.post(
         "/api/v1/auth/register",
@@ -121,11 +138,13 @@ async def test_password_must_not_contain_the_phone(client: AppClient) -> None:
             "full_name": "Петров Пётр",
             "birth_date": "1980-01-01",
             "phone": phone,
-            "password": "a" + phone[-7:] + "x",
+            "password": password.format(phone=phone[-7:]),
         },
     )
     error = await assert_error(response, 422, "weak_password")
-    assert "not your phone number, e-mail or name" in error["details"]["requirements"]
+    assert error["details"]["fields"] == [
+        {"field": "password", "code": code, "params": params} for code, params in problems
+    ]
 
 
 async def test_duplicate_phone_is_409_however_written(client: AppClient) -> None:

@@ -167,7 +167,9 @@ async def test_scheduling_rules(client: AppClient, world: World, clock: FakeCloc
         json={"starts_at": iso(clock.now() - timedelta(hours=1))},
         headers=bearer(doctor["token"]),
     )
-    await assert_error(past, 422, "invalid_value")
+    refused = await assert_error(past, 422, "invalid_value")
+    # Told as a problem with a code, for the client to word: a time in the past.
+    assert refused["details"]["fields"] == [{"field": "starts_at", "code": "in_past", "params": {}}]
     naive = await client.post(
         "/api/v1" + path, json={"starts_at": "2030-01-01T10:00:00"}, headers=bearer(doctor["token"])
     )

@@ -143,7 +143,10 @@ async def test_wrong_expired_and_replaced_codes_are_refused_alike(
     code = await kept_code(client, app, manager, phone)
     wrong = f"{(int(code) + 1) % 10**6:06d}"
     first = await assert_error(await confirm(client, phone, wrong), 422, "invalid_code")
-    assert first["details"] == {"field": "code"}
+    assert first["details"] == {
+        "field": "code",
+        "fields": [{"field": "code", "code": "code_invalid", "params": {}}],
+    }
     # Expired: the same answer.
     clock.advance(timedelta(minutes=15, seconds=1))
     assert await assert_error(await confirm(client, phone, code), 422, "invalid_code") == first

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from openpyxl import Workbook
 
-from telemed.errors import InvalidValue
+from telemed.errors import InvalidValue, Problem
 from telemed.scheduling.referral_table import (
     MAX_ROWS,
     CellError,
@@ -127,6 +127,40 @@ def one_row(**cells: str) -> ReferralRow:
     return parsed
 
 
+def said(row: ReferralRow) -> list[tuple[str, str]]:
+    """Each error of the row as (column, English message)."""
+    return [(error.column, error.message) for error in row.errors]
+
+
+@pytest.mark.parametrize(
+    ("cells", "column", "code", "params"),
+    [
+        ({"phone": "12345"}, "phone", "bad_phone", {}),
+        ({"phone": ""}, "phone", "missing", {}),
+        ({"phone": "8 (343) 123-45-67"}, "phone", "not_mobile", {}),
+        ({"birth_date": "01.02.85"}, "birth_date", "two_digit_year", {}),
+        ({"birth_date": "31.02.1985"}, "birth_date", "no_such_date", {}),
+        ({"birth_date": "вчера"}, "birth_date", "not_date", {}),
+        ({"birth_date": "01.01.1800"}, "birth_date", "too_old", {"years": 130}),
+        ({"icd10": "II25"}, "icd10", "bad_icd10", {}),
+        ({"email": "nobody"}, "email", "bad_email", {}),
+        ({"full_name": "12345"}, "full_name", "not_name", {}),
+        ({"diagnosis": "д" * 1001}, "diagnosis", "too_long", {"n": 1001, "max": 1000}),
+    ],
+)
+def test_each_cell_error_has_a_code_and_the_parameters_of_its_text(
+    cells: dict[str, str], column: str, code: str, params: dict[str, object]
+) -> None:
+    """The web app words a cell error from its code and parameters, in the user's language."""
+    (error,) = one_row(**cells).errors
+    assert error.to_wire() == {
+        "column": column,
+        "code": code,
+        "params": params,
+        "message": error.message,
+    }
+
+
 def assert_messy_rows(rows: list[ReferralRow]) -> None:
     assert errors_by_row(rows) == MESSY_ERRORS
     first, second, *_, last = rows
@@ -189,7 +223,14 @@ def test_messy_utf8_semicolon_table_row_by_row() -> None:
     assert by_row[8].report() == {
         "row": 8,
         "ok": False,
-        "errors": [{"column": "row", "message": "duplicate of row 2"}],
+        "errors": [
+            {
+                "column": "row",
+                "code": "duplicate_row",
+                "params": {"row": 2},
+                "message": "duplicate of row 2",
+            }
+        ],
     }
 
 
@@ -430,7 +471,7 @@ def test_phones_as_people_write_them(raw: str, phone: str) -> None:
 def test_bad_phones(raw: str, message: str) -> None:
     row = one_row(phone=raw)
     assert row.phone is None
-    assert row.errors == [CellError("phone", message)]
+    assert said(row) == [("phone", message)]
 
 
 @pytest.mark.parametrize(
@@ -466,7 +507,7 @@ def test_birth_dates_as_people_write_them(raw: str) -> None:
 def test_bad_birth_dates(raw: str, message: str) -> None:
     row = one_row(birth_date=raw)
     assert row.birth_date is None
-    assert row.errors == [CellError("birth_date", message)]
+    assert said(row) == [("birth_date", message)]
 
 
 def test_birth_date_limits_are_inclusive() -> None:
@@ -496,7 +537,11 @@ def test_icd10_codes(raw: str, code: str | None) -> None:
 def test_bad_icd10_codes(raw: str) -> None:
     row = one_row(icd10=raw)
     assert row.errors == [
-        CellError("icd10", "not an ICD-10 code: a letter and two digits, like I25 or I25.1")
+        CellError(
+            "icd10",
+            Problem.BAD_ICD10,
+            "not an ICD-10 code: a letter and two digits, like I25 or I25.1",
+        )
     ]
 
 
@@ -511,7 +556,7 @@ def test_emails(raw: str, email: str | None) -> None:
 
 @pytest.mark.parametrize("raw", ["ivanov@mail", "ivanov.mail.ru", "a@b@c.ru", "a b@c.ru", "a@.ru"])
 def test_bad_emails(raw: str) -> None:
-    assert one_row(email=raw).errors == [CellError("email", "not a valid e-mail address")]
+    assert said(one_row(email=raw)) == [("email", "not a valid e-mail address")]
 
 
 @pytest.mark.parametrize(
@@ -528,7 +573,7 @@ def test_values_too_long(column: str, limit: int) -> None:
     assert one_row(**{column: "я" * limit}).ok
     row = one_row(**{column: "я" * (limit + 1)})
     assert getattr(row, column) is None
-    assert row.errors == [CellError(column, f"too long: {limit + 1} characters, at most {limit}")]
+    assert said(row) == [(column, f"too long: {limit + 1} characters, at most {limit}")]
 
 
 def test_a_row_lists_every_error_in_column_order() -> None:
@@ -558,7 +603,7 @@ def test_a_row_lists_every_error_in_column_order() -> None:
 
 
 def test_a_name_must_have_letters() -> None:
-    assert one_row(full_name="12345").errors == [CellError("full_name", "not a name")]
+    assert said(one_row(full_name="12345")) == [("full_name", "not a name")]
 
 
 def test_key_is_the_same_for_the_same_referral_typed_again() -> None:
@@ -688,7 +733,14 @@ def test_missing_required_columns_are_listed_with_the_columns_found() -> None:
     assert refused.value.message == (
         "The table lacks required columns: Телефон (phone), Профиль (profile)"
     )
-    assert refused.value.details == {
+    assert refused.value.problem is Problem.MISSING_COLUMNS
+    found = refused.value.details["found_columns"]
+    assert refused.value.details["fields"][0]["params"] == {
+        "columns": ["phone", "profile"],
+        "found": found,
+    }
+    assert {key: value for key, value in refused.value.details.items() if key != "fields"} == {
+        "field": "file",
         "missing_columns": ["phone", "profile"],
         "found_columns": [
             "ФИО",
@@ -714,15 +766,20 @@ def test_too_many_rows_are_refused() -> None:
     assert len(parse(table(RU_HEADER, *[GOOD] * MAX_ROWS))) == MAX_ROWS
     with pytest.raises(InvalidValue) as refused:
         parse(table(RU_HEADER, *[GOOD] * (MAX_ROWS + 1)))
-    assert refused.value.details == {"max_rows": MAX_ROWS}
+    assert refused.value.details["max_rows"] == MAX_ROWS
+    assert refused.value.details["fields"] == [
+        {"field": "file", "code": "too_many_rows", "params": {"max": MAX_ROWS}}
+    ]
 
 
 SAMPLE_ERRORS = [
     {
         "column": "birth_date",
+        "code": "two_digit_year",
+        "params": {},
         "message": "the year has two digits, so the century is unknown: write DD.MM.YYYY",
     },
-    {"column": "phone", "message": "not a valid phone number"},
+    {"column": "phone", "code": "bad_phone", "params": {}, "message": "not a valid phone number"},
 ]
 SAMPLE_REPORT = [
     *({"row": n, "ok": True, "errors": []} for n in range(2, 7)),
@@ -745,4 +802,4 @@ def test_the_documented_samples_give_the_documented_report(name: str) -> None:
     assert rows[0].phone == "+79005550101"
     doc = (SAMPLES.parent / "referral-import.md").read_text(encoding="utf-8")
     for error in SAMPLE_ERRORS:
-        assert error["message"] in doc
+        assert str(error["message"]) in doc

@@ -10,12 +10,12 @@ import secrets
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, Final, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from telemed.errors import WeakPassword
+from telemed.errors import Problem, WeakPassword
 
 T = TypeVar("T")
 
@@ -53,23 +53,35 @@ COMMON = frozenset(
 )
 
 
-def password_problems(password: str, *, personal: tuple[str, ...] = ()) -> list[str]:
-    """Every rule the password breaks (empty when it is acceptable)."""
-    problems = []
+def password_problems(
+    password: str, *, personal: tuple[str, ...] = ()
+) -> list[tuple[Problem, dict[str, Any]]]:
+    """Every rule the password breaks, with its parameters (empty when acceptable)."""
+    problems: list[tuple[Problem, dict[str, Any]]] = []
     if len(password) < MIN_LENGTH:
-        problems.append(f"at least {MIN_LENGTH} characters")
+        problems.append((Problem.PASSWORD_TOO_SHORT, {"min": MIN_LENGTH}))
     if len(password) > MAX_LENGTH:
-        problems.append(f"at most {MAX_LENGTH} characters")
+        problems.append((Problem.PASSWORD_TOO_LONG, {"max": MAX_LENGTH}))
     if not re.search(r"[^\W\d_]", password):
-        problems.append("at least one letter")
+        problems.append((Problem.PASSWORD_NO_LETTER, {}))
     if not re.search(r"\d", password):
-        problems.append("at least one digit")
+        problems.append((Problem.PASSWORD_NO_DIGIT, {}))
     if password.lower() in COMMON:
-        problems.append("not a commonly used password")
+        problems.append((Problem.PASSWORD_COMMON, {}))
     lowered = password.lower()
     if any(piece in lowered for piece in _personal_pieces(personal)):
-        problems.append("not your phone number, e-mail or name")
+        problems.append((Problem.PASSWORD_PERSONAL, {}))
     return problems
+
+
+_REQUIREMENTS: Final = {
+    Problem.PASSWORD_TOO_SHORT: f"at least {MIN_LENGTH} characters",
+    Problem.PASSWORD_TOO_LONG: f"at most {MAX_LENGTH} characters",
+    Problem.PASSWORD_NO_LETTER: "at least one letter",
+    Problem.PASSWORD_NO_DIGIT: "at least one digit",
+    Problem.PASSWORD_COMMON: "not a commonly used password",
+    Problem.PASSWORD_PERSONAL: "not your phone number, e-mail or name",
+}
 
 
 def _personal_pieces(personal: tuple[str, ...]) -> set[str]:
@@ -90,8 +102,11 @@ def check_password(
     problems = password_problems(password, personal=personal)
     if problems:
         raise WeakPassword(
-            "The password is too weak: it needs " + "; ".join(problems),
-            details={"field": field, "requirements": problems},
+            "The password is too weak: it needs "
+            + "; ".join(_REQUIREMENTS[problem] for problem, _ in problems),
+            problem=problems[0][0],
+            problems=problems,
+            field=field,
         )
 
 

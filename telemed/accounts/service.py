@@ -40,6 +40,7 @@ from telemed.errors import (
     InvalidPhone,
     InvalidValue,
     PhoneTaken,
+    Problem,
     RateLimited,
 )
 from telemed.limits import Limit
@@ -59,7 +60,9 @@ def normalise_email(raw: str | None) -> str | None:
     email = raw.strip().lower()
     local, at, domain = email.partition("@")
     if not at or not local or "." not in domain or " " in email or len(email) > 254:
-        raise InvalidValue("This is not an e-mail address", details={"field": "email"})
+        raise InvalidValue(
+            "This is not an e-mail address", problem=Problem.BAD_EMAIL, field="email"
+        )
     return email
 
 
@@ -99,7 +102,7 @@ def check_new_account(
     email = normalise_email(email)
     full_name = " ".join(full_name.split())
     if not full_name:
-        raise InvalidValue("Enter the full name", details={"field": "full_name"})
+        raise InvalidValue("Enter the full name", problem=Problem.MISSING, field="full_name")
     check_password(password, personal=(phone, full_name, *([email] if email else [])))
     return NewAccount(full_name=full_name, phone=phone, email=email, birth_date=birth_date)
 
@@ -445,7 +448,9 @@ def check_new_password(user: User, *, current_password: str, new_password: str) 
     """The new password differs from the current one and meets the policy (pure)."""
     if new_password == current_password:
         raise InvalidValue(
-            "The new password must differ from the current one", details={"field": "new_password"}
+            "The new password must differ from the current one",
+            problem=Problem.PASSWORD_SAME,
+            field="new_password",
         )
     check_password(
         new_password,
@@ -649,7 +654,9 @@ async def do_reset_password(
     user = await session.get(User, grant.user_id)
     if used.rowcount != 1 or user is None or not user.is_active:
         raise InvalidCode(
-            "The code is wrong or no longer valid: ask for a new one", details={"field": "code"}
+            "The code is wrong or no longer valid: ask for a new one",
+            problem=Problem.CODE_INVALID,
+            field="code",
         )
     user.password_hash = new_hash
     user.must_change_password = False

@@ -16,7 +16,7 @@ from telemed.accounts.models import AuthSession, Locale, Role, User, UserPublic
 from telemed.accounts.passwords import check_password
 from telemed.api import NONBLANK, Access, Call, RequestModel, Routes, TimeZoneName
 from telemed.auth import clear_session_cookie, set_session_cookie
-from telemed.errors import InvalidCode, InvalidCredentials, InvalidValue
+from telemed.errors import InvalidCode, InvalidCredentials, InvalidValue, Problem
 
 routes = Routes(tag="accounts")
 
@@ -113,7 +113,9 @@ async def register(call: Call, body: RegisterIn) -> AuthOut:
     are limited per client address (429 with ``Retry-After``).
     """
     if body.birth_date > call.now.date():
-        raise InvalidValue("The birth date is in the future", details={"field": "birth_date"})
+        raise InvalidValue(
+            "The birth date is in the future", problem=Problem.IN_FUTURE, field="birth_date"
+        )
     account = service.check_new_account(
         full_name=body.full_name,
         phone=body.phone,
@@ -303,7 +305,9 @@ async def reset_password(call: Call, body: PasswordResetConfirmIn) -> AuthOut:
     # Refused after the commit, so that the try stays counted.
     if grant is None:
         raise InvalidCode(
-            "The code is wrong or no longer valid: ask for a new one", details={"field": "code"}
+            "The code is wrong or no longer valid: ask for a new one",
+            problem=Problem.CODE_INVALID,
+            field="code",
         )
     check_password(body.new_password, personal=grant.personal, field="new_password")
     new_hash = await passwords.hash(body.new_password)

@@ -13,7 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed import audit
 from telemed.accounts.models import User
-from telemed.errors import InvalidState, InvalidValue, NotFound
+from telemed.errors import InvalidState, InvalidValue, NotFound, Problem
 from telemed.notify.service import do_notify
 from telemed.notify.texts import NotificationKind
 from telemed.scheduling.conclusion_pdf import ConclusionSheet, render_conclusion_pdf
@@ -50,7 +50,9 @@ async def check_issue_conclusion(
         )
     if move is Move.CONCLUDE and amendment_reason:
         raise InvalidValue(
-            "A first conclusion has no amendment reason", details={"field": "amendment_reason"}
+            "A first conclusion has no amendment reason",
+            problem=Problem.FIRST_CONCLUSION_AMENDED,
+            field="amendment_reason",
         )
     doctor = await doctor_of(session, actor)
     assert doctor is not None  # the party is DOCTOR

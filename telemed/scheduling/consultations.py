@@ -30,6 +30,7 @@ from telemed.errors import (
     InvalidValue,
     NotFound,
     Overlap,
+    Problem,
     SlotTaken,
     TooLate,
 )
@@ -556,16 +557,23 @@ async def check_schedule(
     if consultation.route is Route.DUTY:
         raise InvalidState("A duty booking keeps its slot; cancel it instead")
     if starts_at <= now:
-        raise InvalidValue("Choose a time in the future", details={"field": "starts_at"})
+        raise InvalidValue(
+            "Choose a time in the future", problem=Problem.IN_PAST, field="starts_at"
+        )
     if starts_at > now + settings.booking_horizon:
         raise InvalidValue(
             f"Choose a time within {settings.booking_horizon_days} days",
-            details={"field": "starts_at", "horizon_days": settings.booking_horizon_days},
+            problem=Problem.BEYOND_HORIZON,
+            field="starts_at",
+            params={"days": settings.booking_horizon_days},
+            details={"horizon_days": settings.booking_horizon_days},
         )
     if not 5 <= duration_min <= settings.max_consultation_minutes:
         raise InvalidValue(
             f"The duration must be 5 to {settings.max_consultation_minutes} minutes",
-            details={"field": "duration_min"},
+            problem=Problem.DURATION,
+            field="duration_min",
+            params={"min": 5, "max": settings.max_consultation_minutes},
         )
     doctor = await doctor_of(session, actor)
     assert doctor is not None  # the party is DOCTOR

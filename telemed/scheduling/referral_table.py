@@ -27,7 +27,7 @@ import phonenumbers
 from openpyxl import load_workbook
 
 from telemed.accounts.phones import normalise_phone
-from telemed.errors import InvalidPhone, InvalidValue
+from telemed.errors import InvalidPhone, InvalidValue, Problem
 
 # The canonical columns, in the order errors are listed.
 COLUMNS: Final[tuple[str, ...]] = (
@@ -117,10 +117,10 @@ _ICD10: Final = re.compile(r"[A-Z]\d{2}(?:\.\d{1,2})?")
 _ICD10_LOOKALIKES: Final = str.maketrans("АВСЕНІКМОРТХ", "ABCEHIKMOPTX")
 # Files a manager may upload by mistake, told apart to say what to do instead.
 _FOREIGN_FORMATS: Final = {
-    b"\xd0\xcf\x11\xe0": "in the old Excel format (.xls) or another old Office format",
-    b"%PDF-": "a PDF document",
-    b"\x89PNG": "a PNG image",
-    b"\xff\xd8\xff": "a JPEG image",
+    b"\xd0\xcf\x11\xe0": ("xls", "in the old Excel format (.xls) or another old Office format"),
+    b"%PDF-": ("pdf", "a PDF document"),
+    b"\x89PNG": ("png", "a PNG image"),
+    b"\xff\xd8\xff": ("jpeg", "a JPEG image"),
 }
 _MOBILE_TYPES: Final = {
     phonenumbers.PhoneNumberType.MOBILE,
@@ -136,7 +136,17 @@ class CellError:
     """One problem with one cell, worded for the manager who fixes the table."""
 
     column: str  # a name from COLUMNS, "row" for the row as a whole, "file" for the file
+    code: Problem
     message: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "column": self.column,
+            "code": str(self.code),
+            "params": self.params,
+            "message": self.message,
+        }
 
 
 @dataclass
@@ -183,12 +193,9 @@ class ReferralRow:
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
     def report(self) -> dict[str, Any]:
-        """The row as the import report shows it: ``{row, ok, errors: [{column, message}]}``."""
-        return {
-            "row": self.row,
-            "ok": self.ok,
-            "errors": [{"column": e.column, "message": e.message} for e in self.errors],
-        }
+        """The row as the import report shows it:
+        ``{row, ok, errors: [{column, code, params, message}]}``."""
+        return {"row": self.row, "ok": self.ok, "errors": [e.to_wire() for e in self.errors]}
 
 
 def parse_referral_table(
@@ -204,7 +211,7 @@ def parse_referral_table(
     ``MAX_ROWS`` rows.
     """
     if not data.strip():
-        raise InvalidValue("The file is empty", details={})
+        raise InvalidValue("The file is empty", problem=Problem.FILE_EMPTY, field="file")
     table = _read_xlsx(data) if data.startswith(b"PK\x03\x04") else None
     if table is not None:
         header_at, columns = _find_header(table)
@@ -220,6 +227,9 @@ def parse_referral_table(
         if len(rows) == MAX_ROWS:
             raise InvalidValue(
                 f"The table has more than {MAX_ROWS} patients; split it into several files",
+                problem=Problem.TOO_MANY_ROWS,
+                field="file",
+                params={"max": MAX_ROWS},
                 details={"max_rows": MAX_ROWS},
             )
         rows.append(_parse_row(number, values, today))
@@ -260,7 +270,8 @@ def _read_xlsx(data: bytes) -> Table:
     except Exception:
         raise InvalidValue(
             "The file is not a readable XLSX workbook; save the table as XLSX or CSV",
-            details={},
+            problem=Problem.FILE_UNREADABLE,
+            field="file",
         ) from None
 
 
@@ -287,7 +298,11 @@ def _read_csv(data: bytes, file_name: str | None) -> tuple[int, dict[str, int], 
                 enumerate(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), 1)
             )
         except csv.Error:
-            raise InvalidValue("The file is not a readable CSV table", details={}) from None
+            raise InvalidValue(
+                "The file is not a readable CSV table",
+                problem=Problem.FILE_UNREADABLE,
+                field="file",
+            ) from None
         try:
             header_at, columns = _find_header(table)
         except InvalidValue as error:
@@ -302,12 +317,16 @@ def _decode(data: bytes, file_name: str | None) -> str:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise InvalidValue(
             "The file is UTF-16 text; save the table as XLSX or as CSV (UTF-8 or Windows-1251)",
-            details={},
+            problem=Problem.FILE_UTF16,
+            field="file",
         )
-    for magic, what in _FOREIGN_FORMATS.items():
+    for magic, (kind, what) in _FOREIGN_FORMATS.items():
         if data.startswith(magic):
             raise InvalidValue(
-                f"The file is {what}, not a table; save the table as XLSX or CSV", details={}
+                f"The file is {what}, not a table; save the table as XLSX or CSV",
+                problem=Problem.FILE_NOT_TABLE,
+                field="file",
+                params={"format": kind},
             )
     for encoding in ("utf-8-sig", "cp1251"):
         try:
@@ -320,7 +339,12 @@ def _decode(data: bytes, file_name: str | None) -> str:
     hint = ""
     if file_name and file_name.lower().endswith((".xlsx", ".xls")):
         hint = f" ({file_name} is named like a workbook, but is not one)"
-    raise InvalidValue(f"The file is neither a CSV table nor an XLSX workbook{hint}", details={})
+    raise InvalidValue(
+        f"The file is neither a CSV table nor an XLSX workbook{hint}",
+        problem=Problem.FILE_NOT_TABLE,
+        field="file",
+        params={"format": "unknown"},
+    )
 
 
 def _keep_nonempty(rows: Iterable[tuple[int, Sequence[Cell]]]) -> Table:
@@ -332,6 +356,9 @@ def _keep_nonempty(rows: Iterable[tuple[int, Sequence[Cell]]]) -> Table:
         if len(table) > MAX_ROWS + HEADER_SEARCH_ROWS:
             raise InvalidValue(
                 f"The table has more than {MAX_ROWS} patients; split it into several files",
+                problem=Problem.TOO_MANY_ROWS,
+                field="file",
+                params={"max": MAX_ROWS},
                 details={"max_rows": MAX_ROWS},
             )
         table.append((number, list(cells)))
@@ -370,7 +397,11 @@ def _find_header(table: Table) -> tuple[int, dict[str, int]]:
     ``HEADER_SEARCH_ROWS`` rows (a title may stand above it).
     """
     if not table:
-        raise InvalidValue("The table has no header row: the file has no text in it", details={})
+        raise InvalidValue(
+            "The table has no header row: the file has no text in it",
+            problem=Problem.NO_HEADER,
+            field="file",
+        )
     best: tuple[int, int, dict[str, int], list[str]] | None = None
     for index, (_, cells) in enumerate(table[:HEADER_SEARCH_ROWS]):
         columns: dict[str, int] = {}
@@ -387,6 +418,9 @@ def _find_header(table: Table) -> tuple[int, dict[str, int]]:
             if repeated:
                 raise InvalidValue(
                     "The table has a column more than once: " + _titles(repeated),
+                    problem=Problem.DUPLICATE_COLUMNS,
+                    field="file",
+                    params={"columns": repeated},
                     details={"duplicate_columns": repeated, "found_columns": _found(cells)},
                 )
             return index, columns
@@ -397,6 +431,9 @@ def _find_header(table: Table) -> tuple[int, dict[str, int]]:
     missing = [column for column in COLUMNS if column in REQUIRED_COLUMNS - columns.keys()]
     raise InvalidValue(
         "The table lacks required columns: " + _titles(missing),
+        problem=Problem.MISSING_COLUMNS,
+        field="file",
+        params={"columns": missing, "found": found},
         details={"missing_columns": missing, "found_columns": found},
     )
 
@@ -416,10 +453,10 @@ def _found(cells: list[Cell]) -> list[str]:
 def _parse_row(number: int, values: dict[str, Cell], today: date) -> ReferralRow:
     errors: list[CellError] = []
 
-    def check(column: str, parsed: tuple[Any, str | None]) -> Any:
-        value, message = parsed
-        if message is not None:
-            errors.append(CellError(column, message))
+    def check(column: str, parsed: Parsed) -> Any:
+        value, problem = parsed
+        if problem is not None:
+            errors.append(CellError(column, *problem))
         return value
 
     full_name = check("full_name", _parse_name(values.get("full_name")))
@@ -468,13 +505,18 @@ def _mark_duplicates(rows: list[ReferralRow]) -> None:
             continue
         key = row.key()
         if key in first_good:
-            row.errors.append(CellError("row", f"duplicate of row {first_good[key]}"))
+            first = first_good[key]
+            row.errors.append(
+                CellError("row", Problem.DUPLICATE_ROW, f"duplicate of row {first}", {"row": first})
+            )
         elif row.ok:
             first_good[key] = row.row
 
 
-Parsed = tuple[Any, str | None]
-MISSING: Final = "required value is missing"
+Failure = tuple[Problem, str, dict[str, Any]]
+"""What is wrong with a cell: the problem, in English (logs, API clients), its parameters."""
+Parsed = tuple[Any, Failure | None]
+MISSING: Final[Failure] = (Problem.MISSING, "required value is missing", {})
 
 
 def _parse_text(column: str, cell: Cell) -> Parsed:
@@ -483,14 +525,18 @@ def _parse_text(column: str, cell: Cell) -> Parsed:
         return None, (MISSING if column in REQUIRED_COLUMNS else None)
     limit = MAX_LENGTHS[column]
     if len(text) > limit:
-        return None, f"too long: {len(text)} characters, at most {limit}"
+        return None, (
+            Problem.TOO_LONG,
+            f"too long: {len(text)} characters, at most {limit}",
+            {"n": len(text), "max": limit},
+        )
     return text, None
 
 
 def _parse_name(cell: Cell) -> Parsed:
     name, message = _parse_text("full_name", cell)
     if name is not None and not any(ch.isalpha() for ch in name):
-        return None, "not a name"
+        return None, (Problem.NOT_NAME, "not a name", {})
     return name, message
 
 
@@ -502,17 +548,21 @@ def _parse_birth_date(cell: Cell, today: date) -> Parsed:
         if not text:
             return None, MISSING
         parsed = _parse_date_text(text)
-        if isinstance(parsed, str):
+        if not isinstance(parsed, date):
             return None, parsed
         born = parsed
     if born > today:
-        return None, "birth date is in the future"
+        return None, (Problem.IN_FUTURE, "birth date is in the future", {})
     if born < _years_before(today, MAX_AGE_YEARS):
-        return None, f"birth date is more than {MAX_AGE_YEARS} years ago"
+        return None, (
+            Problem.TOO_OLD,
+            f"birth date is more than {MAX_AGE_YEARS} years ago",
+            {"years": MAX_AGE_YEARS},
+        )
     return born, None
 
 
-def _parse_date_text(text: str) -> date | str:
+def _parse_date_text(text: str) -> date | Failure:
     """A date as Russian tables write it (day first), or what is wrong with it."""
     text = _DATE_TAIL.sub("", text.strip())
     text = _DATE_SEPARATOR.sub(r"\1", text)
@@ -520,14 +570,18 @@ def _parse_date_text(text: str) -> date | str:
         year, month, day = map(int, match.groups())
     elif match := _DAY_FIRST.fullmatch(text):
         if len(match.group(3)) == 2:
-            return "the year has two digits, so the century is unknown: write DD.MM.YYYY"
+            return (
+                Problem.TWO_DIGIT_YEAR,
+                "the year has two digits, so the century is unknown: write DD.MM.YYYY",
+                {},
+            )
         day, month, year = map(int, match.groups())
     else:
-        return "not a date: write DD.MM.YYYY"
+        return (Problem.NOT_DATE, "not a date: write DD.MM.YYYY", {})
     try:
         return date(year, month, day)
     except ValueError:
-        return "no such date"
+        return (Problem.NO_SUCH_DATE, "no such date", {})
 
 
 def _years_before(today: date, years: int) -> date:
@@ -545,9 +599,13 @@ def _parse_phone(cell: Cell) -> Parsed:
     try:
         phone = normalise_phone(text)
     except InvalidPhone:
-        return None, "not a valid phone number"
+        return None, (Problem.BAD_PHONE, "not a valid phone number", {})
     if phonenumbers.number_type(phonenumbers.parse(phone)) not in _MOBILE_TYPES:
-        return None, "not a mobile phone number: the login and password are sent by SMS"
+        return None, (
+            Problem.NOT_MOBILE,
+            "not a mobile phone number: the login and password are sent by SMS",
+            {},
+        )
     return phone, None
 
 
@@ -556,7 +614,7 @@ def _parse_email(cell: Cell) -> Parsed:
     if not text:
         return None, None
     if len(text) > MAX_LENGTHS["email"] or not _EMAIL.fullmatch(text):
-        return None, "not a valid e-mail address"
+        return None, (Problem.BAD_EMAIL, "not a valid e-mail address", {})
     return text, None
 
 
@@ -566,7 +624,11 @@ def _parse_icd10(cell: Cell) -> Parsed:
         return None, None
     code = text.removesuffix(".")
     if not _ICD10.fullmatch(code):
-        return None, "not an ICD-10 code: a letter and two digits, like I25 or I25.1"
+        return None, (
+            Problem.BAD_ICD10,
+            "not an ICD-10 code: a letter and two digits, like I25 or I25.1",
+            {},
+        )
     return code, None
 
 

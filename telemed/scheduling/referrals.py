@@ -35,7 +35,7 @@ from telemed.accounts.service import (
     get_user_by_phone,
     reserve_attempt,
 )
-from telemed.errors import NotFound, TelemedError
+from telemed.errors import InvalidValue, NotFound, Problem, TelemedError
 from telemed.limits import Limit
 from telemed.notify.service import do_mask_kept, do_notify
 from telemed.notify.texts import NotificationKind
@@ -75,9 +75,20 @@ class CentreIndex:
         if len(offering) > 1:
             names = ", ".join(sorted(c.name for c in offering))
             return CellError(
-                "profile", f"several centres offer this profile ({names}): write the centre's name"
+                "profile",
+                Problem.SEVERAL_CENTRES,
+                f"several centres offer this profile ({names}): write the centre's name",
+                {"names": names},
             )
-        return CellError("profile", "no medical centre offers this profile or has this name")
+        return CellError(
+            "profile", Problem.NO_CENTRE, "no medical centre offers this profile or has this name"
+        )
+
+
+def _params_of(error: TelemedError) -> dict[str, Any]:
+    fields = error.details.get("fields") or [{}]
+    params: dict[str, Any] = fields[0].get("params", {})
+    return params
 
 
 def _same_person(user: User, row: ReferralRow) -> bool:
@@ -258,16 +269,24 @@ async def _import_row(
             centre = found
     existing_user = await get_user_by_phone(session, row.phone) if row.phone else None
     if existing_user is not None and existing_user.role is not Role.PATIENT:
-        errors.append(CellError("phone", "this phone belongs to a staff account, not a patient"))
+        errors.append(
+            CellError(
+                "phone", Problem.STAFF_PHONE, "this phone belongs to a staff account, not a patient"
+            )
+        )
     elif existing_user is not None and not _same_person(existing_user, row):
         # Never put one person's referral into another person's cabinet.
         errors.append(
-            CellError("phone", "this phone belongs to another patient (name or birth date differ)")
+            CellError(
+                "phone",
+                Problem.OTHER_PATIENT,
+                "this phone belongs to another patient (name or birth date differ)",
+            )
         )
     entry: dict[str, Any] = {
         "row": row.row,
         "ok": not errors,
-        "errors": [{"column": e.column, "message": e.message} for e in errors],
+        "errors": [error.to_wire() for error in errors],
     }
     if errors:
         entry["status"] = "invalid"
@@ -281,7 +300,10 @@ async def _import_row(
     ).first()
     if already is not None:
         entry.update(
-            status="exists", consultation_id=str(already), note="imported before: nothing created"
+            status="exists",
+            consultation_id=str(already),
+            note="imported before: nothing created",
+            note_code=str(Problem.IMPORTED_BEFORE),
         )
         return entry, None
     if dry_run:
@@ -358,13 +380,17 @@ async def _import_row(
             )
     except TelemedError as exc:
         column = str(exc.details.get("field", "row"))
-        entry.update(
-            ok=False, status="invalid", errors=[{"column": column, "message": exc.message}]
-        )
+        problem = exc.problem if isinstance(exc, InvalidValue) else Problem.INVALID
+        failure = CellError(column, problem, exc.message, _params_of(exc))
+        entry.update(ok=False, status="invalid", errors=[failure.to_wire()])
         return entry, None
     except IntegrityError:
         # A parallel import of the same row got there first.
-        entry.update(status="exists", note="imported at the same moment by another upload")
+        entry.update(
+            status="exists",
+            note="imported at the same moment by another upload",
+            note_code=str(Problem.IMPORTED_CONCURRENTLY),
+        )
         return entry, None
     entry.update(
         status="created" if password else "linked",

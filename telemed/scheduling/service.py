@@ -22,6 +22,7 @@ from telemed.errors import (
     InvalidState,
     InvalidValue,
     NotFound,
+    Problem,
 )
 from telemed.scheduling.consultations import check_doctor_free, doctor_of
 from telemed.scheduling.models import (
@@ -260,7 +261,7 @@ async def do_update_doctor(
     if "full_name" in changes:
         name = " ".join(str(changes.pop("full_name")).split())
         if not name:
-            raise InvalidValue("Enter the full name", details={"field": "full_name"})
+            raise InvalidValue("Enter the full name", problem=Problem.MISSING, field="full_name")
         user.full_name = name
         session.add(user)
     for name, value in changes.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from telemed.errors import InvalidValue
+from telemed.errors import InvalidValue, Problem
 
 MIN_SLOT_MINUTES = 10
 MAX_SLOT_MINUTES = 120
@@ -25,18 +25,29 @@ def cut_slots(
     if not MIN_SLOT_MINUTES <= slot_minutes <= MAX_SLOT_MINUTES:
         raise InvalidValue(
             f"A slot lasts {MIN_SLOT_MINUTES} to {MAX_SLOT_MINUTES} minutes",
-            details={"field": "slot_minutes"},
+            problem=Problem.SLOT_LENGTH,
+            field="slot_minutes",
+            params={"min": MIN_SLOT_MINUTES, "max": MAX_SLOT_MINUTES},
         )
     if ends_at <= starts_at:
-        raise InvalidValue("The end must be after the start", details={"field": "ends_at"})
+        raise InvalidValue(
+            "The end must be after the start", problem=Problem.END_BEFORE_START, field="ends_at"
+        )
     if ends_at - starts_at > MAX_RANGE:
-        raise InvalidValue("Publish at most one day at a time", details={"field": "ends_at"})
+        raise InvalidValue(
+            "Publish at most one day at a time", problem=Problem.RANGE_TOO_LONG, field="ends_at"
+        )
     if starts_at <= now:
-        raise InvalidValue("Slots must be in the future", details={"field": "starts_at"})
+        raise InvalidValue(
+            "Slots must be in the future", problem=Problem.IN_PAST, field="starts_at"
+        )
     if ends_at > now + horizon:
         raise InvalidValue(
             f"Slots can be published up to {horizon.days} days ahead",
-            details={"field": "ends_at", "horizon_days": horizon.days},
+            problem=Problem.BEYOND_HORIZON,
+            field="ends_at",
+            params={"days": horizon.days},
+            details={"horizon_days": horizon.days},
         )
     step = timedelta(minutes=slot_minutes)
     slots = []
@@ -45,5 +56,7 @@ def cut_slots(
         slots.append((start, start + step))
         start += step
     if not slots:
-        raise InvalidValue("The range is shorter than one slot", details={"field": "ends_at"})
+        raise InvalidValue(
+            "The range is shorter than one slot", problem=Problem.RANGE_TOO_SHORT, field="ends_at"
+        )
     return slots

@@ -48,11 +48,36 @@ export function errorBox() {
   return h("p", { class: "error", role: "alert", hidden: true });
 }
 
+// What is wrong with one value, in the user's words: the server's problem code
+// (`details.fields[].code`, an import row's `errors[].code`) with the values its text
+// names. A list (columns, say) is joined; `words` turns each of its items into a word.
+export function problemText(entry, words = (name, value) => value) {
+  const params = {};
+  for (const [name, value] of Object.entries(entry.params || {})) {
+    params[name] = Array.isArray(value) ? value.map((item) => words(name, item)).join(", ") : words(name, value);
+  }
+  return entry.code ? tOr(`problem.${entry.code}`, entry.message || t("problem.invalid"), params) : entry.message;
+}
+
+export const capitalised = (text) => text.charAt(0).toUpperCase() + text.slice(1);
+
+// An error shown in a form's box: the error's own words, then what is wrong with each
+// field, named by the field's label in the form (which is marked aria-invalid).
 export function showError(box, error) {
   box.hidden = false;
+  const owner = box.closest("form");
+  if (owner) for (const marked of owner.querySelectorAll("[aria-invalid]")) marked.removeAttribute("aria-invalid");
   const fields = error.details && Array.isArray(error.details.fields) ? error.details.fields : [];
-  const detail = fields.length ? " " + fields.map((f) => `${f.field}: ${f.message}`).join("; ") : "";
-  box.textContent = (error.code ? tOr(`error.${error.code}`, error.message) : error.message) + detail;
+  const told = fields.filter((entry) => entry.code).map((entry) => {
+    const control = owner && entry.field ? owner.querySelector(`[name="${CSS.escape(entry.field.split(".").pop())}"]`) : null;
+    if (control) control.setAttribute("aria-invalid", "true");
+    const label = control && control.labels && control.labels[0] ? control.labels[0].textContent : "";
+    const text = problemText(entry);
+    return label ? `${label}: ${text}` : capitalised(text);
+  });
+  const general = error.code ? tOr(`error.${error.code}`, t("error.internal")) : error.message;
+  // A value the user can correct is told by its field alone; anything else by both.
+  box.textContent = told.length ? (error.code === "invalid_input" ? `${general} ${told.join("; ")}.` : `${told.join("; ")}.`) : general;
 }
 
 // A form whose submit handler gets the values; failures are shown in the form, and the

@@ -41,8 +41,8 @@ export function tCount(key, n, values = {}) {
 
 // The word for ``key``, or ``fallback`` when the dictionary has none (a value the server
 // names that has no word yet, an error code the server added).
-export function tOr(key, fallback) {
-  return key in words ? t(key) : fallback;
+export function tOr(key, fallback, values = {}) {
+  return key in words ? t(key, values) : fallback;
 }
 
 const formats = {

@@ -3,7 +3,7 @@
 // imports the pages and the shared modules (nav.js, session.js), and nothing imports it.
 import { ApiError, get, patch, post } from "./api.js";
 import { h, toast } from "./dom.js";
-import { chosenLanguage, load, t, when } from "./i18n.js";
+import { chosenLanguage, load, t, tOr, when } from "./i18n.js";
 import { REDRAW, go, leavePage } from "./nav.js";
 import { onSignedIn, session, signedIn } from "./session.js";
 import * as auth from "./auth.js";
@@ -74,7 +74,7 @@ async function render() {
       await signedIn(null); // the session ended elsewhere: close the live link too
       return go("#/login");
     }
-    view.replaceChildren(h("h1", {}, t("error.title")), h("p", { class: "error", role: "alert" }, error.message));
+    view.replaceChildren(h("h1", {}, t("error.title")), h("p", { class: "error", role: "alert" }, error.code ? tOr(`error.${error.code}`, t("error.internal")) : t("error.internal")));
   }
 }
 

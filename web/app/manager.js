@@ -2,7 +2,7 @@
 // first, then imported; new credentials for a referred patient), response deadlines, and
 // the outbox of SMS and e-mail. The server decides everything; these pages ask and show.
 import { del, get, patch, post, query, upload } from "./api.js";
-import { errorBox, field, form, h, showError, table, toast } from "./dom.js";
+import { capitalised, errorBox, field, form, h, problemText, showError, table, toast } from "./dom.js";
 import { countdown, t, tOr, when } from "./i18n.js";
 import { go, onLeave } from "./nav.js";
 
@@ -179,48 +179,14 @@ async function doctor({ params }) {
 
 // --- referral import ---------------------------------------------------------------
 
-// The server reports a row's problems in English (docs/referral-import.md lists them);
-// these are shown in the user's language, and any message not listed here as it came.
-const MESSAGES = [
-  [/^required value is missing$/, "problem.missing"],
-  [/^too long: (\d+) characters, at most (\d+)$/, "problem.tooLong", ["n", "max"]],
-  [/^not a name$/, "problem.notName"],
-  [/^not a date: write DD\.MM\.YYYY$/, "problem.notDate"],
-  [/^the year has two digits/, "problem.twoDigitYear"],
-  [/^no such date$/, "problem.noSuchDate"],
-  [/^birth date is in the future$/, "problem.future"],
-  [/^birth date is more than (\d+) years ago$/, "problem.tooOld", ["n"]],
-  [/^not a valid phone number$/, "problem.badPhone"],
-  [/^not a mobile phone number/, "problem.notMobile"],
-  [/^this phone belongs to a staff account/, "problem.staffPhone"],
-  [/^this phone belongs to another patient/, "problem.otherPatient"],
-  [/^not a valid e-mail address$/, "problem.badEmail"],
-  [/^not an ICD-10 code/, "problem.badIcd"],
-  [/^no medical centre offers this profile/, "problem.noCentre"],
-  [/^several centres offer this profile \((.*)\): write the centre's name$/, "problem.severalCentres", ["names"]],
-  [/^duplicate of row (\d+)$/, "problem.duplicate", ["n"]],
-  [/^imported before: nothing created$/, "problem.before"],
-  [/^imported at the same moment by another upload$/, "problem.sameMoment"],
-];
+// A problem of the table or of one of its cells, from its code (docs/referral-import.md
+// lists them), in the user's language: columns named as the manager's table names them.
+const tableProblem = (entry) => problemText(entry, (name, value) => (name === "columns" ? word("column", value) : value));
 
-function message(text) {
-  for (const [pattern, key, names = []] of MESSAGES) {
-    const found = text.match(pattern);
-    if (found) return t(key, Object.fromEntries(names.map((name, i) => [name, found[i + 1]])));
-  }
-  return text;
-}
-
-// Why a whole file was refused (422 invalid_value): the details name the columns.
+// Why a whole file was refused (422 invalid_value): its problem, in the user's words.
 function refusal(error) {
-  const details = error.details || {};
-  const columns = (names) => names.map((name) => word("column", name)).join(", ");
-  if (details.missing_columns) {
-    return t("imports.missingColumns", { columns: columns(details.missing_columns), found: (details.found_columns || []).join(", ") || "—" });
-  }
-  if (details.duplicate_columns) return t("imports.duplicateColumns", { columns: columns(details.duplicate_columns) });
-  if (details.max_rows) return t("imports.tooManyRows", { n: details.max_rows });
-  return t("imports.refused", { message: error.message });
+  const fields = (error.details && error.details.fields) || [];
+  return fields.length ? `${capitalised(tableProblem(fields[0]))}.` : t("error.invalid_value");
 }
 
 async function send(file, dryRun, progress) {
@@ -239,14 +205,16 @@ async function send(file, dryRun, progress) {
 }
 
 function reportRow(row) {
-  const errors = row.errors.map((e) => h("li", {}, h("strong", {}, word("column", e.column)), ": ", message(e.message)));
+  const errors = row.errors.map((e) => h("li", {}, h("strong", {}, word("column", e.column)), ": ", tableProblem(e)));
+  // "Imported before" is the row's status already; other notes are told.
+  const note = row.note && row.note_code !== "imported_before" ? (row.note_code ? t(`problem.${row.note_code}`) : row.note) : null;
   return h("tr", { class: row.ok ? "" : "bad", dataset: { row: row.row, status: row.status } },
     h("th", { scope: "row" }, String(row.row)),
     h("td", {}, h("span", { class: `import-status status-${row.status}` }, word("verdict", row.status))),
     h("td", {}, errors.length ? h("ul", { class: "cell-errors" }, errors) : "—"),
     h("td", {},
-      row.note ? message(row.note) : null,
-      row.consultation_id ? [row.note ? " " : null, h("a", { href: `#/consultations/${row.consultation_id}` }, t("manager.open"))] : null,
+      note,
+      row.consultation_id ? [note ? " " : null, h("a", { href: `#/consultations/${row.consultation_id}` }, t("manager.open"))] : null,
       // The patient the row made or found: new credentials if the SMS never arrived.
       row.patient_id ? h("div", {}, credentialsButton(row.patient_id, t("credentials.issueRow", { row: row.row }))) : null));
 }

@@ -29,12 +29,12 @@ export function createView({ TEXT, lang, timeZone }) {
     roleName(role) {
       return TEXT[role === "doctor" ? "roleDoctor" : role === "patient" ? "rolePatient" : "roleOther"];
     },
-    // A refusal in the user's words (the server's message is English), with when the
-    // room opens if it is too early.
+    // A refusal in the user's words (the server's message is English, never shown), with
+    // when the room opens if it is too early.
     explain(error) {
       const opens = error.details && error.details.opens_at;
       if (error.code === "too_late" && opens) return TEXT.refused_too_early.replace("{time}", momentFormat.format(new Date(opens)));
-      return TEXT[`refused_${error.code}`] || TEXT.error + error.message;
+      return TEXT[`refused_${error.code}`] || TEXT.refused_internal;
     },
     time(iso) {
       return timeFormat.format(new Date(iso));

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from pydantic import (
     BaseModel,
@@ -43,14 +44,26 @@ class ImportQuery(RequestModel):
     dry_run: QueryFlag = False
 
 
+class ImportCellError(BaseModel):
+    """One problem of a row: ``code`` (a ``Problem``) and ``params`` for the client to word
+    it in its user's language; ``message`` in English. Reports stored before codes were
+    kept have no code (the client shows the message)."""
+
+    column: str
+    code: str | None = None
+    params: dict[str, Any] = {}
+    message: str
+
+
 class ImportRowReport(BaseModel):
     row: int
     ok: bool
     status: str
-    errors: list[dict[str, str]]
+    errors: list[ImportCellError]
     consultation_id: uuid.UUID | None = None
     patient_id: uuid.UUID | None = None
     note: str | None = None
+    note_code: str | None = None
 
 
 class ImportReport(BaseModel):

@@ -20,7 +20,7 @@ from telemed.api import (
     Routes,
     TimeZoneName,
 )
-from telemed.errors import InvalidValue
+from telemed.errors import InvalidValue, Problem
 from telemed.scheduling import service
 from telemed.scheduling.models import (
     SlotPublic,
@@ -54,7 +54,9 @@ async def list_slots(call: Call, query: SlotQuery) -> ListOf[SlotPublic]:
     """GET /doctors/{id}/slots: a duty doctor's slots from ``from`` (default now) to ``to``
     (default a week later; at most 62 days), in the time zone ``tz``."""
     if query.from_ is not None and query.to is not None and query.to <= query.from_:
-        raise InvalidValue("'to' must be after 'from'", details={"field": "to"})
+        raise InvalidValue(
+            "'to' must be after 'from'", problem=Problem.END_BEFORE_START, field="to"
+        )
     start: datetime = query.from_ or call.now
     end: datetime = query.to or start + timedelta(days=7)
     end = min(end, start + MAX_SLOT_RANGE)
