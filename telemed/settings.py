@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # Chat: stays open this many days after the consultation ends, then read-only.
     chat_open_days_after_end: float = Field(default=7, ge=0)
     chat_rate_per_minute: int = Field(default=30, ge=1)
+    # The doctor who concluded a consultation reads its documents this many days after
+    # the conclusion (to amend it); each read is in the audit trail.
+    doctor_document_access_days: int = Field(default=30, ge=0, le=3650)
     max_consultation_minutes: int = Field(default=120, ge=5)
     # How far ahead duty slots may be published and consultations scheduled.
     booking_horizon_days: int = Field(default=365, ge=1, le=3650)

@@ -8,10 +8,15 @@ import re
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from pypdf import PdfReader
+from sqlmodel import select
 
+from telemed import keys
+from telemed.audit import AuditEvent
 from telemed.clock import FakeClock
 from telemed.jobs import run_jobs_once
+from tests import samples
 from tests.conftest import AppClient
 from tests.factories import assert_error, bearer
 from tests.flows import (
@@ -23,6 +28,7 @@ from tests.flows import (
     make_patient,
     manager_token,
     ok,
+    upload,
 )
 
 DIAGNOSIS = "Гипертоническая болезнь II стадии, риск 3"
@@ -183,7 +189,7 @@ async def test_reminders_go_out_once(client: AppClient, app: Any, clock: FakeClo
     await run_jobs_once(app)
     await run_jobs_once(app)
     assert (await kinds()).count("reminder_24h") == 1
-    clock.advance(timedelta(hours=22, minutes=30))  # 30 min before
+    clock.advance(timedelta(hours=22, minutes=5))  # 55 min before
     await run_jobs_once(app)
     await run_jobs_once(app)
     assert (await kinds()).count("reminder_1h") == 1
@@ -193,6 +199,35 @@ async def test_reminders_go_out_once(client: AppClient, app: Any, clock: FakeClo
         "reminder_1h",
         "reminder_24h",
     ]
+
+
+async def test_only_reminders_that_are_still_true_go_out(
+    client: AppClient, app: Any, clock: FakeClock
+) -> None:
+    """Booked 20 minutes ahead: no "in an hour" and no "tomorrow" reminder, ever; booked
+    10 hours ahead: no day-before reminder, but the one an hour before."""
+    manager = await manager_token(client)
+    centre = await make_centre(client, manager)
+    duty = await make_doctor(client, manager, centre["id"], duty=True)
+    patient = await make_patient(client)
+
+    async def kinds() -> list[str]:
+        bell = await ok(client, "GET", "/notifications", patient["token"])
+        return [n["kind"] for n in bell["items"] if n["kind"].startswith("reminder")]
+
+    await book_slot(client, duty, patient, later(clock, minutes=20), topic="other")
+    await run_jobs_once(app)
+    clock.advance(timedelta(minutes=10))
+    await run_jobs_once(app)
+    assert await kinds() == []
+
+    clock.advance(timedelta(hours=1))
+    await book_slot(client, duty, patient, later(clock, hours=10), topic="other")
+    await run_jobs_once(app)
+    assert await kinds() == []
+    clock.advance(timedelta(hours=9, minutes=2))  # 58 min before
+    await run_jobs_once(app)
+    assert await kinds() == ["reminder_1h"]
 
 
 async def test_no_show_when_the_window_closes(
@@ -282,3 +317,65 @@ async def test_deadlines_report_and_overdue_alert(
     overdue = {i["consultation_id"] for i in (await ok(client, "GET", "/sla", manager))["overdue"]}
     assert by_doctor["id"] in overdue
     assert by_patient["id"] not in overdue
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"doctor_document_access_days": 10, "session_ttl_hours": 24 * 60}]
+)
+async def test_the_doctor_of_record_reads_the_documents_for_some_days_after_concluding(
+    client: AppClient, clock: FakeClock
+) -> None:
+    """Amending a conclusion needs the documents it was written from: its doctor keeps
+    reading them (audited) for TELEMED_DOCTOR_DOCUMENT_ACCESS_DAYS after concluding;
+    nobody else gains anything, and afterwards the doctor reads them no more."""
+    manager = await manager_token(client)
+    centre = await make_centre(client, manager)
+    duty = await make_doctor(client, manager, centre["id"], duty=True)
+    other = await make_doctor(client, manager, centre["id"], name="Ершов Пётр")
+    patient = await make_patient(client)
+    document = await upload(client, patient["token"])
+    booked = await book_slot(client, duty, patient, later(clock, days=1))
+    await ok(
+        client,
+        "POST",
+        f"/consultations/{booked['id']}/documents",
+        patient["token"],
+        {"document_ids": [document["id"]]},
+    )
+    clock.advance(timedelta(days=1))
+    await ok(client, "POST", f"/consultations/{booked['id']}/start", duty["token"])
+    await ok(client, "POST", f"/consultations/{booked['id']}/end", duty["token"])
+    path = f"/consultations/{booked['id']}/conclusion"
+    await ok(client, "POST", path, duty["token"], conclusion_body(), status=201)
+
+    clock.advance(timedelta(days=9))
+    content = f"/api/v1/documents/{document['id']}/content"
+    response = await client.get(content, headers=bearer(duty["token"]))
+    assert response.status == 200
+    assert await response.read() == samples.pdf()
+    assert client.app is not None
+    async with client.app[keys.SESSION_FACTORY]() as session:
+        reads = (
+            await session.exec(
+                select(AuditEvent).where(
+                    AuditEvent.action == "document.downloaded",
+                    AuditEvent.object_id == document["id"],
+                )
+            )
+        ).all()
+    assert [str(event.actor_id) for event in reads] == [duty["user_id"]]
+    stranger = await client.get(content, headers=bearer(other["token"]))
+    await assert_error(stranger, 404, "not_found")
+
+    clock.advance(timedelta(days=2))
+    expired = await client.get(content, headers=bearer(duty["token"]))
+    await assert_error(expired, 404, "not_found")
+    # The conclusion itself stays theirs to amend.
+    await ok(
+        client,
+        "POST",
+        path,
+        duty["token"],
+        conclusion_body(amendment_reason="Уточнение"),
+        status=201,
+    )

@@ -94,20 +94,28 @@ async def get_document(
     actor: User,
     document_id: uuid.UUID,
     now: datetime,
+    doctor_access_days: int,
     action: str = "document.viewed",
     address: str | None = None,
 ) -> Document:
     """A document the actor may read; reads by anyone but the owner are audited.
 
     The owner and an admin may read it, and the other participant of an open
-    consultation it is attached to (``may_read_attached_document``).
+    consultation it is attached to, or its doctor for ``doctor_access_days`` after
+    concluding it (``may_read_attached_document``).
 
     Raises ``NotFound`` both when it does not exist and when the actor may not see it.
     """
     document = await session.get(Document, document_id)
     if document is None or not (
         can_read(actor, document)
-        or await may_read_attached_document(session, actor=actor, document_id=document.id)
+        or await may_read_attached_document(
+            session,
+            actor=actor,
+            document_id=document.id,
+            now=now,
+            doctor_access_days=doctor_access_days,
+        )
     ):
         raise NotFound("Document not found")
     if actor.id != document.owner_id:

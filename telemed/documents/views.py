@@ -165,6 +165,7 @@ async def get_document(call: Call) -> DocumentPublic:
         actor=call.user,
         document_id=call.path_id(),
         now=call.now,
+        doctor_access_days=call.settings.doctor_document_access_days,
         address=call.address,
     )
     return DocumentPublic.model_validate(document)
@@ -185,6 +186,7 @@ async def download_document(call: Call, query: ContentQuery) -> web.StreamRespon
         actor=call.user,
         document_id=call.path_id(),
         now=call.now,
+        doctor_access_days=call.settings.doctor_document_access_days,
         action="document.downloaded",
         address=call.address,
     )

@@ -23,8 +23,8 @@ from telemed.errors import Forbidden
 from telemed.media.models import CallQualityRecord
 from telemed.media.quality import LEVELS, QualitySummary
 from telemed.scheduling.consultations import get_consultation
-from telemed.scheduling.lifecycle import Party
 from telemed.scheduling.models import Centre, Consultation
+from telemed.scheduling.parties import Part, readable
 
 
 class QualityLog:
@@ -98,7 +98,9 @@ async def consultation_quality(
 ) -> list[CallQualityPublic]:
     """The consultation's call quality, per participant: for its doctor and the manager."""
     seen = await get_consultation(session, actor=actor, consultation_id=consultation_id)
-    if seen.party is Party.PATIENT:
+    if Part.CALL_QUALITY not in readable(
+        seen.party, chat_member=False, patient_reads_recordings=False
+    ):
         raise Forbidden("Call quality is for the doctor and the service's manager")
     consultation = seen.consultation
     rows = await session.exec(

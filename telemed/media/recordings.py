@@ -27,7 +27,7 @@ from telemed.clock import Clock
 from telemed.errors import Forbidden, NotFound
 from telemed.media.models import Recording, RecordingState
 from telemed.scheduling.consultations import get_consultation
-from telemed.scheduling.lifecycle import Party
+from telemed.scheduling.parties import Part, readable
 from telemed.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -157,7 +157,10 @@ async def _may_fetch(
     session: AsyncSession, *, actor: User, consultation_id: uuid.UUID, settings: Settings
 ) -> None:
     seen = await get_consultation(session, actor=actor, consultation_id=consultation_id)
-    if seen.party is Party.PATIENT and not settings.recording_patient_access:
+    parts = readable(
+        seen.party, chat_member=False, patient_reads_recordings=settings.recording_patient_access
+    )
+    if Part.RECORDINGS not in parts:
         raise Forbidden("Recordings are available to the doctor and the service's manager")
 
 

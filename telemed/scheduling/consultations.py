@@ -961,13 +961,29 @@ async def documents_of(session: AsyncSession, consultation_id: uuid.UUID) -> lis
 
 
 async def may_read_attached_document(
-    session: AsyncSession, *, actor: User, document_id: uuid.UUID
+    session: AsyncSession,
+    *,
+    actor: User,
+    document_id: uuid.UUID,
+    now: datetime,
+    doctor_access_days: int,
 ) -> bool:
     """A participant may read a document while an open consultation links it: the
     patient's documents attached to their request (or shared in its chat) for its doctor
     (or, while unassigned, the doctors of its centre); a doctor's documents shared in the
-    chat for the patient."""
-    taking = taking_part(await actor_of_user(session, actor), staff=False)
+    chat for the patient. The doctor who concluded the consultation keeps reading its
+    documents for ``doctor_access_days`` after the conclusion (to amend it)."""
+    who = await actor_of_user(session, actor)
+    readers = sa.and_(col(Consultation.state).in_(list(OPEN)), taking_part(who, staff=False))
+    if who.doctor_id is not None:
+        readers = sa.or_(
+            readers,
+            sa.and_(
+                col(Consultation.state) == State.CONCLUDED,
+                col(Consultation.doctor_id) == who.doctor_id,
+                col(Consultation.concluded_at) > now - timedelta(days=doctor_access_days),
+            ),
+        )
     row = (
         await session.exec(
             select(Consultation.id)
@@ -975,11 +991,7 @@ async def may_read_attached_document(
                 ConsultationDocument,
                 col(ConsultationDocument.consultation_id) == col(Consultation.id),
             )
-            .where(
-                ConsultationDocument.document_id == document_id,
-                col(Consultation.state).in_(list(OPEN)),
-                taking,
-            )
+            .where(ConsultationDocument.document_id == document_id, readers)
         )
     ).first()
     return row is not None

@@ -27,11 +27,13 @@ from telemed.scheduling.models import Centre, Consultation, State
 
 BATCH = 100
 REMINDERS = (
-    # (column, lead time, kind): the 1-hour reminder replaces the day-before one when a
-    # consultation is scheduled less than an hour ahead.
+    # (column, lead time, kind): each goes out once, when its lead time is reached.
     ("reminder_24h_at", timedelta(hours=24), NotificationKind.REMINDER_24H),
     ("reminder_1h_at", timedelta(hours=1), NotificationKind.REMINDER_1H),
 )
+STILL_TRUE = 0.75
+"""A reminder is sent only while this share of its lead time is still ahead: the day-before
+reminder at least 18 hours before, "in an hour" at least 45 minutes before."""
 
 
 def setup(app: web.Application) -> None:
@@ -80,10 +82,11 @@ async def send_reminders(app: web.Application, now: datetime) -> int:
                 consultation = await session.get(Consultation, consultation_id)
                 assert consultation is not None
                 assert consultation.starts_at is not None
-                if column == "reminder_24h_at" and consultation.starts_at - now <= timedelta(
-                    hours=1
-                ):
-                    continue  # the 1-hour reminder will say it
+                if consultation.starts_at - now < lead * STILL_TRUE:
+                    # Booked at short notice (or the job ran late): "in an hour" said
+                    # 12 minutes before is not true, and the booking itself was the news.
+                    # Claimed all the same, so it is never sent later.
+                    continue
                 patient = await session.get(User, consultation.patient_id)
                 assert patient is not None
                 await do_notify(

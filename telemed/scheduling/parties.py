@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlmodel import col
@@ -84,3 +85,24 @@ def in_chat(
     or its assigned doctor (a doctor of the centre reviewing an unassigned request is
     not: the chat opens once a doctor takes it)."""
     return user_id == patient_id or (doctor_id is not None and doctor_id == doctor_profile_id)
+
+
+class Part(StrEnum):
+    """A part of a consultation read through endpoints of its own, which not every party
+    may read: a client asks only for the parts it is offered (``readable``)."""
+
+    CHAT = "chat"
+    RECORDINGS = "recordings"
+    CALL_QUALITY = "call_quality"
+
+
+def readable(party: Party, *, chat_member: bool, patient_reads_recordings: bool) -> list[Part]:
+    """The parts of a consultation its party may read: the chat for its two participants
+    (``in_chat``); recordings and call quality for the doctor and the manager, recordings
+    also for the patient where the service allows it (``TELEMED_RECORDING_PATIENT_ACCESS``)."""
+    parts = [Part.CHAT] if chat_member else []
+    if party is not Party.PATIENT or patient_reads_recordings:
+        parts.append(Part.RECORDINGS)
+    if party is not Party.PATIENT:
+        parts.append(Part.CALL_QUALITY)
+    return parts

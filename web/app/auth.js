@@ -2,7 +2,7 @@
 // forced password change of referred patients and of doctors created by the manager.
 import { get, patch, post } from "./api.js";
 import { field, form, h, toast } from "./dom.js";
-import { t } from "./i18n.js";
+import { t, zoneName } from "./i18n.js";
 import { go } from "./nav.js";
 import { session, signedIn } from "./session.js";
 
@@ -97,12 +97,6 @@ const ZONES = [
   "Asia/Irkutsk", "Asia/Yakutsk", "Asia/Vladivostok", "Asia/Magadan", "Asia/Kamchatka",
 ];
 
-function offsetOf(zone) {
-  const part = new Intl.DateTimeFormat("en-US", { timeZone: zone, timeZoneName: "shortOffset" })
-    .formatToParts(new Date()).find((p) => p.type === "timeZoneName");
-  return part ? part.value.replace("GMT", "UTC") : "";
-}
-
 function profile() {
   const user = session.user;
   const own = Intl.DateTimeFormat().resolvedOptions().timeZone;
@@ -115,7 +109,7 @@ function profile() {
       h("dt", {}, t("register.email")), h("dd", {}, user.email || "—")),
     form({ id: "profile-form", "aria-label": t("profile.title") }, [
       field("locale", "language", { type: "select", value: user.locale, choices: [["ru", "Русский"], ["en", "English"]] }),
-      field("time_zone", "profile.timeZone", { type: "select", value: user.time_zone, choices: zones.map((z) => [z, `${z} (${offsetOf(z)})`]), hint: "profile.timeZoneHint" }),
+      field("time_zone", "profile.timeZone", { type: "select", value: user.time_zone, choices: zones.map((z) => [z, zoneName(z)]), hint: "profile.timeZoneHint" }),
     ], "profile.save", async (values) => {
       localStorage.setItem("telemed-lang", values.locale);
       await signedIn(await patch("/me", values));

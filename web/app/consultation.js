@@ -3,7 +3,7 @@
 import { Chat } from "../lib/chat.js";
 import { get, post, query } from "./api.js";
 import { badge, errorBox, field, form, h, showError, toast } from "./dom.js";
-import { countdown, fileSize, t, tCount, timeZone, when } from "./i18n.js";
+import { countdown, fileSize, t, tCount, timeZone, when, zoneName } from "./i18n.js";
 import { go, onLeave } from "./nav.js";
 import { session } from "./session.js";
 import { documentItem } from "./patient.js";
@@ -101,20 +101,24 @@ function facts(item) {
     item.question ? ["details.question", item.question] : null,
     item.referring_organisation ? ["details.referredBy", `${item.referring_organisation}, ${item.referring_doctor}`] : null,
     ["details.submitted", when(item.submitted_at)],
-    item.starts_at ? ["details.starts", `${when(item.starts_at)} – ${when(item.ends_at, "time")} (${timeZone()})`] : null,
+    item.starts_at ? ["details.starts", `${when(item.starts_at)} – ${when(item.ends_at, "time")} (${zoneName()})`] : null,
     item.state === "requested" && item.due_at ? ["details.due", `${when(item.due_at)} · ${countdown(item.due_at)}`] : null,
     item.reason ? ["details.reason", item.reason] : null,
   ].filter(Boolean);
   return h("dl", { class: "facts" }, rows.flatMap(([key, value]) => [h("dt", {}, t(key)), h("dd", {}, value)]));
 }
 
+// Declining or cancelling: a form of its own whose button looks like what it is (a
+// refusal, never the page's primary action).
 function reasonForm(id, move, label) {
-  return form({ class: "inline", id: `${move}-form`, "aria-label": t(label) }, [
+  const element = form({ class: "inline", id: `${move}-form`, "aria-label": t(label) }, [
     field("reason", "details.reasonLabel", { required: true, minlength: 3 }),
   ], label, async (values) => {
     await post(`/consultations/${id}/${move}`, { reason: values.reason });
     done(move);
   });
+  element.querySelector("button[type=submit]").classList.add("danger");
+  return element;
 }
 
 function scheduleForm(item) {
@@ -259,6 +263,8 @@ async function qualityOf(item) {
 async function attachForm(item) {
   const { items } = await get("/documents");
   const free = items.filter((d) => !item.document_ids.includes(d.id));
+  // With nothing attached and nothing to attach, "none attached" above says enough.
+  if (!items.length) return h("p", { class: "muted" }, t("details.uploadFirst"), " ", h("a", { href: "#/documents" }, t("nav.documents")));
   if (!free.length) return h("p", { class: "muted" }, t("details.nothingToAttach"), " ", h("a", { href: "#/documents" }, t("nav.documents")));
   return form({ id: "attach-form", "aria-label": t("details.attach") }, [
     h("fieldset", {}, h("legend", {}, t("details.attach")), free.map((d) => {
@@ -278,6 +284,8 @@ async function attachForm(item) {
 async function details({ params }) {
   const item = await get(`/consultations/${params.id}`);
   const moves = new Set(item.allowed_moves);
+  // Only the parts the server offers this user are asked for (no 403s, no "not found").
+  const readable = new Set(item.readable);
   const role = session.user.role;
   const actions = [];
   if (LIVE.includes(item.state) && item.state !== "requested" && role !== "manager") {
@@ -304,13 +312,13 @@ async function details({ params }) {
     facts(item),
     actions.length ? h("p", { class: "actions" }, actions) : null,
     item.state === "concluded" ? await conclusionView(item) : null,
-    ["completed", "concluded", "in_progress"].includes(item.state) ? await recordingsOf(item) : null,
-    ["completed", "concluded", "in_progress"].includes(item.state) ? await qualityOf(item) : null,
+    ["completed", "concluded", "in_progress"].includes(item.state) && readable.has("recordings") ? await recordingsOf(item) : null,
+    ["completed", "concluded", "in_progress"].includes(item.state) && readable.has("call_quality") ? await qualityOf(item) : null,
     ...forms,
     role === "manager" && item.route === "referral" ? credentialsCard(item) : null,
     h("section", { class: "card", "aria-labelledby": "docs-title" }, h("h2", { id: "docs-title" }, t("details.documents")), await documentsOf(item),
       role === "patient" && LIVE.includes(item.state) ? await attachForm(item) : null),
-    role !== "manager" ? chat(item) : null);
+    readable.has("chat") ? chat(item) : null);
   // Drawn again when the consultation changes, unless that would throw away what the
   // user is typing: then a notice offers to reload.
   const notice = h("p", { class: "notice", role: "status", hidden: true }, t("details.changed"), " ",

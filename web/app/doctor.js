@@ -2,7 +2,7 @@
 // and the duty slots they publish.
 import { del, get, post, query } from "./api.js";
 import { field, form, h, table, toast } from "./dom.js";
-import { dayOf, t, timeZone, when } from "./i18n.js";
+import { dayOf, t, timeZone, when, zoneName } from "./i18n.js";
 import { session } from "./session.js";
 import { consultationList, zonedIso } from "./consultation.js";
 
@@ -68,7 +68,7 @@ async function slots() {
   await refill();
   return [
     h("h1", {}, t("nav.slots")),
-    h("section", { class: "card" }, h("h2", {}, t("slots.publish")), h("p", { class: "muted" }, t("slots.zone", { zone: timeZone() })), publish),
+    h("section", { class: "card" }, h("h2", {}, t("slots.publish")), h("p", { class: "muted" }, t("slots.zone", { zone: zoneName() })), publish),
     h("section", {}, h("h2", {}, t("slots.mine")), list),
   ];
 }

@@ -45,6 +45,16 @@ export function tOr(key, fallback, values = {}) {
   return key in words ? t(key, values) : fallback;
 }
 
+// A time zone as people name it: «Москва (UTC+3)», not Europe/Moscow. Russia's zones
+// have their city in the dictionary (`zone.Europe/Moscow`); another shows its own city.
+export function zoneName(name = zone) {
+  const part = new Intl.DateTimeFormat("en-US", { timeZone: name, timeZoneName: "shortOffset" })
+    .formatToParts(new Date()).find((p) => p.type === "timeZoneName");
+  const offset = part ? part.value.replace("GMT", "UTC").replace(/^UTC$/, "UTC+0") : "";
+  const city = tOr(`zone.${name}`, name.split("/").pop().replaceAll("_", " "));
+  return offset ? `${city} (${offset})` : city;
+}
+
 const formats = {
   dateTime: { dateStyle: "medium", timeStyle: "short" },
   date: { dateStyle: "medium" },

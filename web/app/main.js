@@ -22,7 +22,7 @@ window.telemedGo = (hash) => go(hash);
 const NAV = {
   patient: [["#/consultations", "nav.consultations"], ["#/new", "nav.new"], ["#/documents", "nav.documents"]],
   doctor: [["#/requests", "nav.requests"], ["#/today", "nav.today"], ["#/slots", "nav.slots"], ["#/consultations", "nav.consultations"]],
-  manager: [["#/centres", "nav.centres"], ["#/doctors", "nav.doctors"], ["#/imports", "nav.imports"], ["#/sla", "nav.sla"], ["#/outbox", "nav.outbox"]],
+  manager: [["#/consultations", "nav.consultations"], ["#/centres", "nav.centres"], ["#/doctors", "nav.doctors"], ["#/imports", "nav.imports"], ["#/sla", "nav.sla"], ["#/outbox", "nav.outbox"]],
 };
 const HOME = { patient: "#/consultations", doctor: "#/requests", manager: "#/centres", admin: "#/profile" };
 
@@ -66,8 +66,13 @@ async function render() {
     view.replaceChildren(...[content].flat());
     state.route = path;
     state.rendered += 1;
+    // "Консультация · запланирована — Телемед": the heading's parts (its words, its
+    // badge or date) apart, then the service's name as the page shows it.
     const heading = view.querySelector("h1");
-    if (heading) document.title = `${heading.textContent} — Telemed`;
+    if (heading) {
+      const parts = [...heading.childNodes].map((node) => node.textContent.trim()).filter(Boolean);
+      document.title = `${parts.join(" · ")} — ${document.querySelector(".brand").textContent}`;
+    }
   } catch (error) {
     if (mine !== renderCount) return;
     if (error instanceof ApiError && error.status === 401) {

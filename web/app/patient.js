@@ -2,7 +2,7 @@
 // request form) or route 2 (a duty doctor's free slot).
 import { del, get, post, query, upload } from "./api.js";
 import { errorBox, field, form, h, showError, toast } from "./dom.js";
-import { dayOf, fileSize, t, timeZone, when } from "./i18n.js";
+import { dayOf, fileSize, t, timeZone, when, zoneName } from "./i18n.js";
 import { go } from "./nav.js";
 import { session } from "./session.js";
 
@@ -200,7 +200,7 @@ async function dutyBooking() {
       if (!byDay.has(day)) byDay.set(day, []);
       byDay.get(day).push(slot);
     }
-    slots.replaceChildren(h("fieldset", {}, h("legend", {}, t("new.slot", { zone: timeZone() })),
+    slots.replaceChildren(h("fieldset", {}, h("legend", {}, t("new.slot", { zone: zoneName() })),
       [...byDay.values()].map((daySlots) => h("div", { class: "day" },
         h("h4", {}, when(daySlots[0].starts_at, "day")),
         daySlots.map((slot) => {

@@ -35,6 +35,7 @@ from telemed.scheduling.models import (
     Route,
     State,
 )
+from telemed.scheduling.parties import Part, in_chat, readable
 
 routes = Routes(tag="consultations")
 
@@ -148,6 +149,10 @@ class ConsultationPublic(BaseModel):
     referring_doctor: str
     document_ids: list[uuid.UUID]
     allowed_moves: list[str] = Field(description="What the caller may do now")
+    readable: list[Part] = Field(
+        description="The parts with endpoints of their own that the caller may read"
+        " (chat, recordings, call quality): a client asks for no other"
+    )
     version: int
     updated_at: datetime
 
@@ -183,6 +188,18 @@ async def present(call: Call, items: list[Consultation]) -> list[ConsultationPub
                 else None,
                 document_ids=around.documents.get(consultation.id, []),
                 allowed_moves=[m.value for m in allowed_moves(consultation.state, party)]
+                if party
+                else [],
+                readable=readable(
+                    party,
+                    chat_member=in_chat(
+                        user_id=call.user.id,
+                        doctor_profile_id=doctor_self.id if doctor_self else None,
+                        patient_id=consultation.patient_id,
+                        doctor_id=consultation.doctor_id,
+                    ),
+                    patient_reads_recordings=call.settings.recording_patient_access,
+                )
                 if party
                 else [],
             )
