@@ -21,6 +21,7 @@ may repeat the number.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from abc import ABC, abstractmethod
@@ -119,12 +120,16 @@ class ProviderSender(ABC):
         *,
         data: dict[str, str] | None = None,
         json_body: dict[str, Any] | None = None,
-        auth: aiohttp.BasicAuth | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         """POST to the API: the HTTP status and the JSON answer (None if it is not JSON)."""
         try:
             async with self.http.post(
-                self.base_url + path, data=data, json=json_body, auth=auth, timeout=self.timeout
+                self.base_url + path,
+                data=data,
+                json=json_body,
+                headers=headers,
+                timeout=self.timeout,
             ) as response:
                 raw = await response.read()
                 status = response.status
@@ -365,9 +370,11 @@ class SmsAeroSender(ProviderSender):
 
     title = "SMS Aero"
 
-    def _auth(self) -> aiohttp.BasicAuth:
+    def _auth(self) -> dict[str, str]:
+        """HTTP Basic (RFC 7617, UTF-8) with the e-mail and the API key."""
         assert self.login is not None  # Settings.check_sms_provider
-        return aiohttp.BasicAuth(self.login, self.api_key, encoding="utf-8")
+        pair = f"{self.login}:{self.api_key}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
 
     def _data(self, status: int, body: Any) -> dict[str, Any]:
         """The ``data`` of a successful answer, or the error that the answer means."""
@@ -395,7 +402,7 @@ class SmsAeroSender(ProviderSender):
             "text": message.body,
             "sign": self.sender or SMSAERO_DEFAULT_SIGN,
         }
-        status, body = await self._post("/sms/send", json_body=payload, auth=self._auth())
+        status, body = await self._post("/sms/send", json_body=payload, headers=self._auth())
         data = self._data(status, body)
         message_id = data.get("id")
         if isinstance(message_id, bool) or not isinstance(message_id, int | str):
@@ -408,7 +415,7 @@ class SmsAeroSender(ProviderSender):
             payload: dict[str, Any] = {"id": int(provider_id)}
         except ValueError:
             return None
-        status, body = await self._post("/sms/status", json_body=payload, auth=self._auth())
+        status, body = await self._post("/sms/status", json_body=payload, headers=self._auth())
         data = self._data(status, body)
         return status_of(data.get("status"), SMSAERO_STATUSES)
 
