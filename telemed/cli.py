@@ -202,7 +202,8 @@ def _no_gateway(settings: Settings) -> str:
         )
     return (
         "SMS are not sent (TELEMED_SMS_BACKEND=outbox): they are kept, masked, at "
-        f"{where}; configure a gateway (TELEMED_SMS_HTTP_URL) for patients to get them"
+        f"{where}; configure a gateway (TELEMED_SMS_BACKEND=http, smsru, smsc or smsaero: "
+        "docs/deployment.md) for patients to get them"
     )
 
 

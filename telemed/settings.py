@@ -25,6 +25,20 @@ class Mode(StrEnum):
 class SmsBackend(StrEnum):
     OUTBOX = "outbox"  # kept in the outbox for the manager to see, and logged (masked)
     HTTP = "http"  # a JSON webhook to an SMS gateway
+    # Providers that operators in Russia use, each through its own HTTP API
+    # (telemed.notify.sms_providers), with TELEMED_SMS_LOGIN / _API_KEY / _SENDER.
+    SMSRU = "smsru"  # SMS.ru
+    SMSC = "smsc"  # SMSC.ru
+    SMSAERO = "smsaero"  # SMS Aero
+
+
+SMS_PROVIDER_URLS: dict[SmsBackend, str] = {
+    SmsBackend.SMSRU: "https://sms.ru",
+    SmsBackend.SMSC: "https://smsc.ru",
+    SmsBackend.SMSAERO: "https://gate.smsaero.ru/v2",
+}
+"""Each provider's API address, unless ``TELEMED_SMS_BASE_URL`` says another (a reserve
+server of the provider's, or a local stand-in in tests)."""
 
 
 class EmailBackend(StrEnum):
@@ -99,7 +113,17 @@ class Settings(BaseSettings):
     email_backend: EmailBackend = EmailBackend.OUTBOX
     sms_http_url: str | None = None
     sms_http_token: str | None = None
+    # Any SMS sent over HTTP (the webhook or a provider) waits this long for the answer.
     sms_http_timeout_seconds: float = Field(default=10, gt=0)
+    # SMS providers (smsru, smsc, smsaero): the account and the sender name.
+    # sms_login: SMSC.ru's login (unset: the API key alone), SMS Aero's account e-mail;
+    # sms_api_key: SMS.ru's api_id, SMSC.ru's password (or API key), SMS Aero's API key;
+    # sms_sender: the approved sender name (SMS.ru ``from``, SMSC.ru ``sender``, SMS
+    # Aero ``sign``); unset: the account's default.
+    sms_login: str | None = None
+    sms_api_key: str | None = None
+    sms_sender: str | None = Field(default=None, min_length=1, max_length=15)
+    sms_base_url: str | None = None
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=25, ge=1, le=65535)
     smtp_username: str | None = None
@@ -197,12 +221,39 @@ class Settings(BaseSettings):
             raise ValueError("TELEMED_TURN_URLS must be turn: or turns: URLs")
         if self.sms_backend is SmsBackend.HTTP and not self.sms_http_url:
             raise ValueError("TELEMED_SMS_HTTP_URL must be set for the http SMS backend")
+        self.check_sms_provider()
         if self.node_lost_seconds < 2 * self.node_heartbeat_seconds:
             raise ValueError(
                 "TELEMED_NODE_LOST_SECONDS must be at least twice TELEMED_NODE_HEARTBEAT_SECONDS"
             )
         self.check_workers()
         return self
+
+    def check_sms_provider(self) -> None:
+        """A provider backend needs its account: without one every SMS would fail."""
+        backend = self.sms_backend
+        if backend not in SMS_PROVIDER_URLS:
+            return
+        if not self.sms_api_key:
+            raise ValueError(f"TELEMED_SMS_API_KEY must be set for the {backend} SMS backend")
+        if backend is SmsBackend.SMSAERO and not self.sms_login:
+            raise ValueError(
+                "TELEMED_SMS_LOGIN (the account's e-mail) must be set for the smsaero SMS backend"
+            )
+        url = self.sms_base_url
+        if url is not None and not url.startswith(("https://", "http://")):
+            raise ValueError("TELEMED_SMS_BASE_URL must be an http:// or https:// URL")
+        if self.mode is Mode.PRODUCTION and url is not None and url.startswith("http://"):
+            raise ValueError(
+                "TELEMED_SMS_BASE_URL must be https:// in production (the API key and the "
+                "texts, passwords included, cross the network)"
+            )
+
+    @property
+    def sms_provider_url(self) -> str:
+        """The chosen provider's API address, without a trailing slash."""
+        url = self.sms_base_url or SMS_PROVIDER_URLS[self.sms_backend]
+        return url.rstrip("/")
 
     @property
     def worker_count(self) -> int:

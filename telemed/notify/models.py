@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 
 from telemed.db import StrEnumType, UTCDateTime, new_id
+from telemed.notify.outcomes import DeliveryStatus
 
 
 class Notification(SQLModel, table=True):
@@ -82,6 +83,13 @@ class OutboxMessage(SQLModel, table=True):
     dedupe_key: str | None = Field(default=None, max_length=128, unique=True)
     created_at: datetime = Field(sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # An SMS provider that names what it took (smsru, smsc, smsaero): its id there, the
+    # delivery status it last reported, and when it was last asked.
+    provider_message_id: str | None = Field(default=None, max_length=64)
+    delivery_status: DeliveryStatus | None = Field(
+        default=None, sa_type=StrEnumType(DeliveryStatus, 16)
+    )
+    delivery_checked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class NotificationPublic(BaseModel):

@@ -1,9 +1,10 @@
-"""Where outbox messages go: kept in the outbox (default), an SMS gateway, an SMTP server.
+"""Where outbox messages go: kept in the outbox (default), an SMS gateway (a webhook, or
+a provider: ``sms_providers``), an SMTP server.
 
 A sender delivers one message (or, the ``outbox`` backend, answers that it keeps it) or
-raises ``DeliveryError``; the worker decides about retries. Error texts are written here,
-never copied from a gateway's answer, so they carry no recipient or message text into
-the database or the logs.
+raises ``DeliveryError``; the worker retries, unless the error is a
+``PermanentDeliveryError``. Error texts are written here, never copied from a gateway's
+answer, so they carry no recipient or message text into the database or the logs.
 """
 
 from __future__ import annotations
@@ -11,35 +12,42 @@ from __future__ import annotations
 import email.message
 import email.utils
 import logging
-from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
 import aiosmtplib
 
 from telemed.notify.models import OutboxChannel, OutboxMessage
+from telemed.notify.outcomes import (
+    DeliveryError,
+    DeliveryStatus,
+    Kept,
+    PermanentDeliveryError,
+    Sent,
+)
 from telemed.notify.service import Attachment
+from telemed.notify.sms_providers import PROVIDERS, ProviderSender
 from telemed.settings import EmailBackend, Mode, Settings, SmsBackend
+
+__all__ = [
+    "DeliveryError",
+    "DeliveryStatus",
+    "Kept",
+    "PermanentDeliveryError",
+    "Sender",
+    "Sent",
+    "build_senders",
+    "keeps_clear_text",
+]
 
 logger = logging.getLogger(__name__)
 
 
-class DeliveryError(Exception):
-    """The message did not go out this time (the text is safe to store and log)."""
-
-
-@dataclass(frozen=True)
-class Kept:
-    """A sender's answer when nothing left the server: the message stays in the outbox,
-    with its clear text (``clear``) or masked."""
-
-    clear: bool
-
-
 class Sender(Protocol):
-    async def send(self, message: OutboxMessage) -> Kept | None:
-        """Deliver ``message`` (None), or keep it (``Kept``); raise ``DeliveryError`` if
-        it did not go out."""
+    async def send(self, message: OutboxMessage) -> Kept | Sent | None:
+        """Deliver ``message`` (None, or ``Sent`` when the provider names it), or keep it
+        (``Kept``); raise ``DeliveryError`` if it did not go out this time,
+        ``PermanentDeliveryError`` if it never will."""
         ...
 
 
@@ -157,7 +165,10 @@ def build_senders(settings: Settings, http: aiohttp.ClientSession) -> dict[Outbo
     """One sender per channel, as the settings choose."""
     keeper = OutboxSender(keep_clear=keeps_clear_text(settings))
     sms: Sender = keeper
-    if settings.sms_backend is SmsBackend.HTTP:
+    provider = PROVIDERS.get(settings.sms_backend)
+    if provider is not None:
+        sms = provider.from_settings(settings, http)
+    elif settings.sms_backend is SmsBackend.HTTP:
         assert settings.sms_http_url is not None  # the settings refuse http without a URL
         sms = HttpSmsSender(
             http=http,
@@ -169,3 +180,9 @@ def build_senders(settings: Settings, http: aiohttp.ClientSession) -> dict[Outbo
     if settings.email_backend is EmailBackend.SMTP:
         mail = SmtpSender(settings)
     return {OutboxChannel.SMS: sms, OutboxChannel.EMAIL: mail}
+
+
+def status_reporter(senders: dict[OutboxChannel, Sender]) -> ProviderSender | None:
+    """The SMS sender, if it can tell what became of a message it sent."""
+    sms = senders[OutboxChannel.SMS]
+    return sms if isinstance(sms, ProviderSender) else None

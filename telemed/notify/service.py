@@ -30,6 +30,7 @@ from telemed import live
 from telemed.accounts.models import User
 from telemed.errors import NotFound
 from telemed.notify.models import Notification, OutboxChannel, OutboxMessage, OutboxStatus
+from telemed.notify.outcomes import DeliveryStatus
 from telemed.notify.texts import NotificationKind, email_text, render
 from telemed.signaling.events import NotificationCreated
 
@@ -86,6 +87,13 @@ class OutboxMessagePublic(BaseModel):
     created_at: datetime
     sent_at: datetime | None
     next_attempt_at: datetime
+    provider_message_id: str | None = Field(
+        description="An SMS provider's id for the message it took (smsru, smsc, smsaero)"
+    )
+    delivery_status: DeliveryStatus | None = Field(
+        description="What the SMS provider last reported: accepted, sent (to the operator), "
+        "delivered, undelivered; null where no provider reports it"
+    )
 
 
 def mask(text: str, secrets: Sequence[str]) -> str:
@@ -347,6 +355,8 @@ async def list_outbox(
             created_at=message.created_at,
             sent_at=message.sent_at,
             next_attempt_at=message.next_attempt_at,
+            provider_message_id=message.provider_message_id,
+            delivery_status=message.delivery_status,
         )
         for message, text in rows
     ]

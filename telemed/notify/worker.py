@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,7 +31,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from telemed import db, keys
 from telemed.jobs import register_job
 from telemed.notify.models import OutboxChannel, OutboxMessage, OutboxStatus
-from telemed.notify.senders import DeliveryError, Kept, Sender, build_senders, keeps_clear_text
+from telemed.notify.outcomes import (
+    DeliveryError,
+    DeliveryStatus,
+    Kept,
+    PermanentDeliveryError,
+    Sent,
+)
+from telemed.notify.senders import Sender, build_senders, keeps_clear_text, status_reporter
 from telemed.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -42,6 +50,11 @@ MAX_BACKOFF = timedelta(hours=1)
 # Beyond the senders' own timeouts: the worker gives up on a send after this much more.
 SEND_GRACE_SECONDS = 5.0
 ERROR_MAX_CHARS = 500
+# Delivery status of SMS that a provider took (smsru, smsc, smsaero): asked this often,
+# for this long after the send, this many messages per round.
+DELIVERY_CHECK_EVERY = timedelta(minutes=5)
+DELIVERY_CHECK_FOR = timedelta(hours=24)
+DELIVERY_CHECK_BATCH = 50
 
 
 @dataclass
@@ -139,27 +152,41 @@ async def mask_kept_texts(session: AsyncSession) -> int:
 
 
 async def _finish(
-    app: web.Application, message: OutboxMessage, error: str | None, kept: Kept | None = None
+    app: web.Application,
+    message: OutboxMessage,
+    error: str | None,
+    outcome: Kept | Sent | None = None,
+    *,
+    permanent: bool = False,
 ) -> OutboxStatus | None:
-    """Record the outcome of one send (``kept``: the sender kept it); returns the new
-    status, or None if the claim was lost (the lease lapsed and another node took the
-    message over)."""
+    """Record the outcome of one send (``outcome``: the sender kept it, or a provider
+    named it; ``permanent``: the error is final, no retry); returns the new status, or
+    None if the claim was lost (the lease lapsed and another node took the message
+    over)."""
     settings = app[keys.SETTINGS]
     now = app[keys.CLOCK].now()
     node = app[keys.NODE_ID]
     m = OutboxMessage
     attempts = message.attempts + 1
     values: dict[str, object]
-    if error is None and kept is not None:
+    if error is None and isinstance(outcome, Kept):
         # Nothing left the server. The clear text stays only where the outbox stands in
         # for the gateway (development mode), for staff to pass on.
         status = OutboxStatus.KEPT
-        values = {"last_error": None} if kept.clear else {"body": m.body_masked, "last_error": None}
+        values = (
+            {"last_error": None} if outcome.clear else {"body": m.body_masked, "last_error": None}
+        )
     elif error is None:
         status = OutboxStatus.SENT
         # Only the masked text stays: no password outlives the delivery.
         values = {"sent_at": now, "body": m.body_masked, "last_error": None}
-    elif attempts >= settings.outbox_max_attempts:
+        if isinstance(outcome, Sent):
+            values |= {
+                "provider_message_id": outcome.provider_id[:64],
+                "delivery_status": outcome.status,
+                "delivery_checked_at": now,
+            }
+    elif permanent or attempts >= settings.outbox_max_attempts:
         status = OutboxStatus.FAILED
         values = {"body": m.body_masked, "last_error": error[:ERROR_MAX_CHARS]}
     else:
@@ -189,6 +216,14 @@ async def _finish(
             attempts,
             error,
         )
+    elif status is OutboxStatus.FAILED and permanent:
+        logger.error(
+            "outbox message %s (%s) failed for good at attempt %d, not retried: %s",
+            message.id,
+            message.channel.value,
+            attempts,
+            error,
+        )
     elif status is OutboxStatus.FAILED:
         logger.error(
             "outbox message %s (%s) failed for good after %d attempts: %s",
@@ -203,18 +238,20 @@ async def _finish(
 async def _deliver(app: web.Application, delivery: Delivery, message: OutboxMessage) -> None:
     sender = delivery.senders[message.channel]
     error: str | None = None
-    kept: Kept | None = None
+    outcome: Kept | Sent | None = None
+    permanent = False
     try:
-        kept = await asyncio.wait_for(sender.send(message), send_timeout(app[keys.SETTINGS]))
+        outcome = await asyncio.wait_for(sender.send(message), send_timeout(app[keys.SETTINGS]))
     except DeliveryError as exc:
         error = str(exc) or type(exc).__name__
+        permanent = isinstance(exc, PermanentDeliveryError)
     except TimeoutError:
         error = "delivery timed out"
     except Exception as exc:
         # A bug in a sender: keep the traceback, count the attempt, go on with the rest.
         logger.exception("outbox message %s: sender crashed", message.id)
         error = f"internal error ({type(exc).__name__})"
-    await _finish(app, message, error, kept)
+    await _finish(app, message, error, outcome, permanent=permanent)
 
 
 async def deliver_outbox(app: web.Application, now: datetime) -> int:
@@ -258,6 +295,83 @@ async def deliver_outbox(app: web.Application, now: datetime) -> int:
     return handled
 
 
+def _delivery_unknown(now: datetime) -> sa.ColumnElement[bool]:
+    """SMS that a provider took, whose fate it has not reported yet, due to be asked."""
+    m = OutboxMessage
+    return sa.and_(
+        col(m.channel) == OutboxChannel.SMS,
+        col(m.status) == OutboxStatus.SENT,
+        col(m.provider_message_id).is_not(None),
+        col(m.delivery_status).in_([DeliveryStatus.ACCEPTED, DeliveryStatus.SENT]),
+        col(m.sent_at) >= now - DELIVERY_CHECK_FOR,
+        sa.or_(
+            col(m.delivery_checked_at).is_(None),
+            col(m.delivery_checked_at) <= now - DELIVERY_CHECK_EVERY,
+        ),
+    )
+
+
+async def check_delivery(app: web.Application, now: datetime) -> int:
+    """The job: ask the SMS provider what became of the messages it took (every
+    ``DELIVERY_CHECK_EVERY``, for ``DELIVERY_CHECK_FOR`` after the send, until it reports
+    delivered or undelivered); returns how many were asked.
+
+    The messages are claimed first (``delivery_checked_at`` set in one UPDATE that repeats
+    the condition), so that two nodes do not ask about the same one in a round; a question
+    that fails is asked again at the next check."""
+    reporter = status_reporter(app[_DELIVERY].senders)
+    if reporter is None:
+        return 0
+    m = OutboxMessage
+    async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+        due = (
+            select(m.id)
+            .where(_delivery_unknown(now))
+            .order_by(col(m.delivery_checked_at), col(m.id))
+            .limit(DELIVERY_CHECK_BATCH)
+        )
+        ids = list((await session.exec(due)).all())
+        if not ids:
+            return 0
+        won = await session.exec(
+            sa.update(m)
+            .where(col(m.id).in_(ids), _delivery_unknown(now))
+            .values(delivery_checked_at=now)
+            .returning(
+                col(m.id), col(m.provider_message_id), col(m.recipient), col(m.delivery_status)
+            )
+        )
+        claimed = [tuple(row) for row in won.all()]
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def ask(
+        message_id: uuid.UUID, provider_id: str, recipient: str, before: DeliveryStatus
+    ) -> None:
+        async with gate:
+            try:
+                status = await reporter.delivery_status(provider_id, recipient)
+            except DeliveryError as exc:
+                logger.warning("outbox message %s: delivery status not known: %s", message_id, exc)
+                return
+        if status is None or status == before:
+            return
+        async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+            await session.exec(
+                sa.update(m).where(col(m.id) == message_id).values(delivery_status=status)
+            )
+        logger.info("outbox message %s: the provider reports it %s", message_id, status.value)
+
+    outcomes = await asyncio.gather(*(ask(*row) for row in claimed), return_exceptions=True)
+    for row, outcome in zip(claimed, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            logger.error(
+                "outbox message %s: delivery status check failed", row[0], exc_info=outcome
+            )
+        elif isinstance(outcome, BaseException):
+            raise outcome
+    return len(claimed)
+
+
 async def _senders(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: one HTTP client session for the senders, closed at shutdown."""
     async with aiohttp.ClientSession() as http:
@@ -269,3 +383,4 @@ def setup(app: web.Application) -> None:
     """Register the outbox delivery job (and create the senders) on ``app``."""
     app.cleanup_ctx.append(_senders)
     register_job(app, "deliver_outbox", deliver_outbox)
+    register_job(app, "check_sms_delivery", check_delivery)

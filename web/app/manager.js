@@ -429,7 +429,10 @@ function outboxRows(item) {
     h("td", {}, item.recipient),
     h("td", {}, word("channel", item.channel)),
     h("td", {}, word("notice", item.kind)),
-    h("td", {}, h("span", { class: `outbox-status outbox-${item.status}` }, word("delivery", item.status))),
+    h("td", {}, h("span", { class: `outbox-status outbox-${item.status}` }, word("delivery", item.status)),
+      // What an SMS provider (smsru, smsc, smsaero) last reported of the message it took.
+      item.delivery_status ? h("span", { class: "muted delivery-report", title: t("outbox.report"), dataset: { report: item.delivery_status } },
+        " · ", word("report", item.delivery_status)) : null),
     h("td", {}, String(item.attempts)),
     h("td", {}, item.last_error || "—"),
     h("td", {}, sent),
