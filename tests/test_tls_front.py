@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import re
 import shutil
@@ -45,7 +46,7 @@ from telemed.http import CSP
 from telemed.settings import Settings
 from tests import samples
 from tests.browser import ARGS, joined_room, wait_in_page
-from tests.nodes import NodeGroup, book, node_group
+from tests.nodes import NodeGroup, book, node_group, stop_node
 from tests.servers import PostgresServer, RedisServer, _certificates, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -404,6 +405,8 @@ async def test_a_call_through_the_tls_front(
         response = await page.goto(f"{front.origin}/")
         assert response is not None
         assert response.status == 200
+        navigation = "performance.getEntriesByType('navigation')[0].nextHopProtocol"
+        assert await page.evaluate(navigation) == "h2"
         headers = await response.headers_array()
         assert_headers_once([(h["name"], h["value"]) for h in headers], api=False)
         await context.close()
@@ -500,11 +503,23 @@ async def test_https_front_passes_headers_cookies_uploads_and_addresses(
 
         # Streamed, not buffered: Telemed answers an upload too large by its length
         # while the body has not been sent.
-        cookies = {c.key: c.value for c in http.cookie_jar}
-        status, body = await refused_before_body(front, certificate, cookies[COOKIE_NAME])
-        assert status == 413
-        assert '"too_large"' in body
+        session_token = {c.key: c.value for c in http.cookie_jar}[COOKIE_NAME]
+        too_long = limit + MULTIPART_OVERHEAD + 1024 * 1024
+        status, error = await refused_before_body(front, certificate, session_token, too_long)
+        assert (status, error["code"], error["details"]) == (413, "too_large", {"max_bytes": limit})
         assert "buffered to a temporary file" not in front.error_log.read_text()
+        # Above nginx's own backstop (client_max_body_size): nginx refuses it, in the shape.
+        beyond = 61 * 1024 * 1024
+        status, error = await refused_before_body(front, certificate, session_token, beyond)
+        assert (status, error["code"], error["details"]) == (413, "too_large", {})
+
+        # No process answering: 503 in the one shape, not nginx's page.
+        for process in group.processes:
+            stop_node(process)
+        async with http.get(f"{front.origin}/api/v1/openapi.json") as response:
+            assert response.status == 503
+            assert response.headers.getall("Strict-Transport-Security") == [HSTS]
+            assert (await response.json())["error"]["code"] == "unavailable"
 
 
 @dataclass
@@ -544,12 +559,10 @@ async def counted_addresses(group: NodeGroup) -> list[str]:
 
 
 async def refused_before_body(
-    front: Front, certificate: Certificate, session_token: str
-) -> tuple[int, str]:
-    """Announce an upload larger than Telemed takes (but within nginx's backstop), send
-    the headers and a first few bytes, and read the answer: nginx must have passed the
-    request on at once."""
-    size = Settings().document_max_bytes + MULTIPART_OVERHEAD + 1024 * 1024
+    front: Front, certificate: Certificate, session_token: str, size: int
+) -> tuple[int, dict[str, Any]]:
+    """Announce an upload of ``size`` bytes, send the headers and a first few bytes, and
+    read the answer (the status and the error): it must come before the body."""
     reader, writer = await asyncio.open_connection(
         PROXY,
         front.port,
@@ -582,6 +595,7 @@ async def refused_before_body(
             length = re.search(rb"(?i)content-length: *(\d+)", head)
             assert length is not None, head
             body = await reader.readexactly(int(length[1]))
-        return status, body.decode()
+        error: dict[str, Any] = json.loads(body)["error"]
+        return status, error
     finally:
         writer.close()
