@@ -156,8 +156,18 @@ class Front:
             self.process.wait()
         shutil.rmtree(self.root, ignore_errors=True)
 
+    async def logged(self, count: int, path: str | None = None) -> list[Logged]:
+        """The logged requests (for ``path``), once there are ``count``: nginx writes a
+        request's line after its answer has gone (a WebSocket's when it has closed)."""
+        async with asyncio.timeout(10):
+            while True:
+                found = [r for r in self.requests() if path is None or r.path == path]
+                if len(found) >= count:
+                    return found
+                await asyncio.sleep(0.1)
+
     def requests(self) -> list[Logged]:
-        """The requests nginx has logged (a WebSocket's when it has closed)."""
+        """The requests nginx has logged so far."""
         lines = (self.root / "access.log").read_text().splitlines()
         logged = []
         for line in lines:
@@ -414,15 +424,13 @@ async def test_a_call_through_the_tls_front(
         # nginx logs a WebSocket when it closes: close the pages, then read the log.
         for page in pages.values():
             await page.context.close()
-        async with asyncio.timeout(10):
-            while len([r for r in front.requests() if r.path == "/socket.io/"]) < 2:  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
+        socket_requests = await front.logged(2, "/socket.io/")
         logged = front.requests()
-        socket_requests = [r for r in logged if r.path == "/socket.io/"]
         # Each socket was one upgraded request (101): no long-polling (200s) at all.
         assert [r.status for r in socket_requests] == [101, 101], socket_requests
         # Round robin: both processes served the pages.
         assert {port for r in logged for port in r.upstream_ports} == set(group.ports)
+        assert await group.owner(cid) in (0, 1)  # the room lives on one of them
         assert all(r.address == PROXY for r in logged)  # Chromium's own address
 
 
@@ -513,9 +521,17 @@ async def test_https_front_passes_headers_cookies_uploads_and_addresses(
         status, error = await refused_before_body(front, certificate, session_token, beyond)
         assert (status, error["code"], error["details"]) == (413, "too_large", {})
 
+        # One process stopped: the other answers everything.
+        stop_node(group.processes[0])
+        answered = len(front.requests())
+        for _ in range(4):
+            async with http.get(f"{front.origin}/api/v1/openapi.json") as response:
+                assert response.status == 200
+        served = [r.upstream_ports[-1] for r in (await front.logged(answered + 4))[answered:]]
+        assert served == [group.ports[1]] * 4, served
+
         # No process answering: 503 in the one shape, not nginx's page.
-        for process in group.processes:
-            stop_node(process)
+        stop_node(group.processes[1])
         async with http.get(f"{front.origin}/api/v1/openapi.json") as response:
             assert response.status == 503
             assert response.headers.getall("Strict-Transport-Security") == [HSTS]
