@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -106,14 +106,25 @@ async def wait_in_page(page: Page, expression: str, seconds: float = 20) -> None
         raise AssertionError(f"{expression} never held; room {room}; page: {text[:2000]}") from None
 
 
-async def joined_room(browser: Browser, origin: str, cid: str, token: str, who: str) -> Page:
+async def joined_room(
+    browser: Browser,
+    origin: str,
+    cid: str,
+    token: str,
+    who: str,
+    *,
+    watch: Callable[[Page], None] | None = None,
+) -> Page:
     """The room page of consultation ``cid`` served by ``origin``, its camera and
     microphone allowed, joined with ``token``; its console printed, tagged ``who`` with
-    the monotonic time (to line it up with the test's own prints)."""
+    the monotonic time (to line it up with the test's own prints). ``watch`` is given the
+    page before it loads (to listen to its events from the start)."""
     context = await browser.new_context()
     await context.grant_permissions(["camera", "microphone"], origin=origin)
     page = await context.new_page()
     page.on("console", lambda message: print(f"{time.monotonic():.2f} {who}:", message.text))
+    if watch is not None:
+        watch(page)
     await page.goto(f"{origin}/static/room.html?consultation={cid}&token={token}")
     await wait_in_page(page, "window.telemedRoom.phase === 'prejoin'")
     await page.locator("#join:enabled").click()
