@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from telemed.accounts import consent
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -98,6 +100,7 @@ async def load(base: str, rows: int, registrations: int) -> dict[str, Any]:
                 "birth_date": "1980-01-01",
                 "phone": f"+7916{n:07d}",
                 "password": f"Load-Pass-{n:04d}x",
+                "consent_version": consent.CURRENT.version,
             }
             async with http.post(f"{base}/api/v1/auth/register", json=body) as response:
                 assert response.status == 201, await response.text()

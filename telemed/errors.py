@@ -91,6 +91,7 @@ class Problem(StrEnum):
     PASSWORD_COMMON = "password_common"
     PASSWORD_PERSONAL = "password_personal"
     PASSWORD_SAME = "password_same"
+    CONSENT_OUTDATED = "consent_outdated"  # the consent's text changed: read it again
     # Referral import: the file as a whole.
     FILE_EMPTY = "file_empty"
     FILE_UNREADABLE = "file_unreadable"

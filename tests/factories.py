@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from telemed import db, keys
+from telemed.accounts import consent
 from telemed.accounts.models import Role
 from telemed.accounts.service import check_new_account, do_create_user
 from tests.world import Account
@@ -45,6 +46,7 @@ async def register(
         "birth_date": "1980-03-04",
         "phone": phone or next_phone(),
         "password": password,
+        "consent_version": consent.CURRENT.version,
         **fields,
     }
     response = await client.post("/api/v1/auth/register", json=body)

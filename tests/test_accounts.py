@@ -9,6 +9,7 @@ import pytest
 from sqlmodel import func, select
 
 from telemed import db, keys
+from telemed.accounts import consent
 from telemed.accounts.models import AuthSession, User
 from telemed.clock import FakeClock
 from tests.conftest import AppClient
@@ -46,6 +47,7 @@ async def test_register_sets_an_httponly_cookie(client: AppClient) -> None:
             "birth_date": "1970-01-01",
             "phone": next_phone(),
             "password": PASSWORD,
+            "consent_version": consent.CURRENT.version,
         },
     )
     assert response.status == 201
@@ -83,6 +85,7 @@ async def test_register_rejects_bad_input_and_changes_nothing(
         "birth_date": "1980-01-01",
         "phone": next_phone(),
         "password": PASSWORD,
+        "consent_version": consent.CURRENT.version,
         **change,
     }
     before = await count_users(client)
@@ -95,7 +98,7 @@ async def test_register_missing_fields_lists_them(client: AppClient) -> None:
     response = await client.post("/api/v1/auth/register", json={"phone": next_phone()})
     error = await assert_error(response, 400, "invalid_input")
     fields = {item["field"] for item in error["details"]["fields"]}
-    assert fields == {"full_name", "birth_date", "password"}
+    assert fields == {"full_name", "birth_date", "password", "consent_version"}
 
 
 async def test_register_rejects_non_json(client: AppClient) -> None:
@@ -139,6 +142,7 @@ async def test_a_weak_password_says_each_rule_it_breaks(
             "birth_date": "1980-01-01",
             "phone": phone,
             "password": password.format(phone=phone[-7:]),
+            "consent_version": consent.CURRENT.version,
         },
     )
     error = await assert_error(response, 422, "weak_password")
@@ -157,6 +161,7 @@ async def test_duplicate_phone_is_409_however_written(client: AppClient) -> None
             "birth_date": "1990-01-01",
             "phone": "8 912 345-00-00",
             "password": PASSWORD,
+            "consent_version": consent.CURRENT.version,
         },
     )
     await assert_error(response, 409, "phone_taken")
@@ -173,6 +178,7 @@ async def test_duplicate_email_is_409(client: AppClient) -> None:
             "phone": next_phone(),
             "email": "SAME@example.ru",
             "password": PASSWORD,
+            "consent_version": consent.CURRENT.version,
         },
     )
     await assert_error(response, 409, "email_taken")
@@ -418,3 +424,40 @@ async def test_profile_update(client: AppClient) -> None:
     await assert_error(bad, 400, "invalid_input")
     me = await (await client.get("/api/v1/me", headers=headers)).json()
     assert (me["locale"], me["time_zone"]) == ("en", "Asia/Yekaterinburg")
+
+
+async def test_registration_records_the_consent_the_patient_read(client: AppClient) -> None:
+    """152-ФЗ: the patient agrees to the current text of the consent, whose version and
+    time the account keeps; the text they agreed to stays readable in both languages."""
+    text = await client.get("/api/v1/consent", params={"lang": "ru"})
+    assert text.status == 200
+    current = await text.json()
+    assert current["version"] == consent.CURRENT.version
+    assert "152-ФЗ" in current["text"]
+    english = await (await client.get("/api/v1/consent", params={"lang": "en"})).json()
+    assert "152-FZ" in english["text"]
+    unknown = await client.get("/api/v1/consent", params={"version": "1999-01-01"})
+    await assert_error(unknown, 404, "not_found")
+
+    body = {
+        "full_name": "Согласная Анна",
+        "birth_date": "1980-01-01",
+        "phone": next_phone(),
+        "password": PASSWORD,
+    }
+    before = await count_users(client)
+    missing = await client.post("/api/v1/auth/register", json=body)
+    await assert_error(missing, 400, "invalid_input")
+    old = await client.post("/api/v1/auth/register", json={**body, "consent_version": "2020-01-01"})
+    refused = await assert_error(old, 422, "invalid_value")
+    assert refused["details"]["fields"][0]["code"] == "consent_outdated"
+    assert refused["details"]["version"] == consent.CURRENT.version
+    assert await count_users(client) == before
+
+    made = await client.post(
+        "/api/v1/auth/register", json={**body, "consent_version": current["version"]}
+    )
+    assert made.status == 201, await made.text()
+    user = (await made.json())["user"]
+    assert user["consent_version"] == current["version"]
+    assert user["consent_at"] is not None

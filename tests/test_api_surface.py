@@ -48,7 +48,13 @@ async def test_openapi_lists_every_api_route_and_is_valid(client: AppClient) -> 
     register_op = spec["paths"]["/api/v1/auth/register"]["post"]
     body_ref = register_op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     body_schema = spec["components"]["schemas"][body_ref.rsplit("/", 1)[1]]
-    assert set(body_schema["required"]) == {"full_name", "birth_date", "phone", "password"}
+    assert set(body_schema["required"]) == {
+        "full_name",
+        "birth_date",
+        "phone",
+        "password",
+        "consent_version",
+    }
     assert body_schema["additionalProperties"] is False
     error_ref = register_op["responses"]["409"]["content"]["application/json"]["schema"]["$ref"]
     assert error_ref.endswith("/ErrorEnvelope")

@@ -93,8 +93,10 @@ async def test_a_request_refused_by_the_schema_names_each_field_s_problem(
     response = await client.post(
         "/api/v1/auth/register",
         json={"full_name": "", "birth_date": "2999-01-01", "phone": phone, "password": "x"},
+        # (no consent_version: the schema refuses that too)
     )
     error = await assert_error(response, 400, "invalid_input")
     codes = {entry["field"]: entry["code"] for entry in error["details"]["fields"]}
     assert codes["full_name"] == "too_short"
+    assert codes["consent_version"] == "missing"
     assert set(codes.values()) <= {str(problem) for problem in Problem}

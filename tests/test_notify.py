@@ -266,8 +266,8 @@ async def test_sms_with_a_password_is_masked_for_staff_logs_and_the_database(
     assert item["status"] == "pending"
     assert item["attempts"] == 0
     assert item["body"] == (
-        "Телемед: вас направили на онлайн-консультацию. Вход: https://telemed.example.ru/ "
-        f"логин {phone}, пароль {MASK}. Смените пароль при первом входе."
+        "Телемед: направление в центр, свяжутся за 2–4 дня. https://telemed.example.ru/ "
+        f"логин {phone} пароль {MASK}"
     )
     assert set(item) == {
         "id",
@@ -303,7 +303,7 @@ async def test_sms_with_a_password_is_masked_for_staff_logs_and_the_database(
     assert done["deliver_outbox"] == 1
     [delivered] = gw.delivered
     assert delivered == {"to": phone, "text": delivered["text"], "id": item["id"]}
-    assert f"пароль {TEMP_PASSWORD}." in delivered["text"]
+    assert delivered["text"].endswith(f"пароль {TEMP_PASSWORD}")
     assert gw.authorizations == [f"Bearer {GATEWAY_TOKEN}"]
 
     # After sending, no copy of the password is left in the database.
@@ -803,9 +803,21 @@ def test_texts_without_optional_params_and_with_missing_ones() -> None:
         NotificationKind.REFERRAL_CREDENTIALS, locale="ru", params=ALL_PARAMS, time_zone="UTC"
     )
     assert referral.sms == (
-        "Телемед: вас направили на онлайн-консультацию. Вход: https://telemed.example.ru/ "
-        f"логин +79121234567, пароль {TEMP_PASSWORD}. Смените пароль при первом входе."
+        "Телемед: направление в Областной кардиоцентр, свяжутся за 2–4 дня. "
+        f"https://telemed.example.ru/ логин +79121234567 пароль {TEMP_PASSWORD}"
     )
+    # Two Cyrillic SMS segments (67 characters each) however long the centre's name.
+    long_name = {
+        **ALL_PARAMS,
+        "centre": "ГАУЗ СО «Свердловская областная клиническая больница № 1»",
+    }
+    shortened = render(
+        NotificationKind.REFERRAL_CREDENTIALS, locale="ru", params=long_name, time_zone="UTC"
+    ).sms
+    assert len(shortened) <= 134
+    assert "ГАУЗ СО «Свердловская" in shortened
+    assert "…" in shortened
+    assert "2–4 дня" in shortened
     assert f"Пароль: {TEMP_PASSWORD}" in referral.body
 
 

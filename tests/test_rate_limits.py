@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from telemed.accounts import consent
 from telemed.errors import RateLimited
 from telemed.http import client_address
 from telemed.limits import DEFAULT_LIMITS, Limit, Limiter, resolve_limits
@@ -106,6 +107,7 @@ async def test_registrations_are_limited_per_address(client: AppClient) -> None:
             "birth_date": "1990-01-01",
             "phone": next_phone(),
             "password": PASSWORD,
+            "consent_version": consent.CURRENT.version,
         },
     )
     await assert_error(response, 429, "rate_limited")
@@ -117,7 +119,12 @@ async def test_behind_a_trusted_proxy_each_client_counts_for_itself(client: AppC
         # What a client wrote itself comes first; the proxy appends the peer it saw.
         return {"X-Forwarded-For": f"203.0.113.99, {address}"}
 
-    body = {"full_name": "За Прокси", "birth_date": "1990-01-01", "password": PASSWORD}
+    body = {
+        "full_name": "За Прокси",
+        "birth_date": "1990-01-01",
+        "password": PASSWORD,
+        "consent_version": consent.CURRENT.version,
+    }
     for address in ("198.51.100.1", "198.51.100.2"):
         for _ in range(3):
             response = await client.post(

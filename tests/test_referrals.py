@@ -300,7 +300,7 @@ async def test_bad_tables_and_callers_are_refused(
 
 # ── new credentials for a referred patient ──────────────────────────────────────────
 
-CREDENTIALS_SMS = re.compile(r"логин (\+7\d{10}), пароль (\S+?)\.")
+CREDENTIALS_SMS = re.compile(r"логин (\+7\d{10}),? пароль ([^\s.]+)")
 
 
 async def kept_password(client: AppClient, manager: str, phone: str, kind: str) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from telemed.accounts import consent
 from tests import samples
 from tests.nodes import fresh_database, start_node, stop_node, wait_until_ready
 from tests.servers import PostgresServer, free_port
@@ -211,6 +212,7 @@ async def test_an_import_and_a_burst_of_registrations_hold_up_nobody(node: Node)
                 "birth_date": "1985-05-05",
                 "phone": f"+7917{n:07d}",
                 "password": f"Burst-Pass-{n:04d}q",
+                "consent_version": consent.CURRENT.version,
             }
             async with http.post(f"{node.base}/api/v1/auth/register", json=body) as response:
                 assert response.status == 201, await response.text()

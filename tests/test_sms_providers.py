@@ -487,7 +487,7 @@ async def test_sent_through_the_provider_with_its_id_and_delivery_status(
     [accepted] = fake.accepted
     assert accepted.number == phone.lstrip("+")
     assert accepted.sender == SENDER
-    assert "вас направили на онлайн-консультацию" in accepted.text
+    assert "свяжутся за 2–4 дня" in accepted.text
     assert TEMP_PASSWORD in accepted.text  # the patient gets the password…
     assert TEMP_PASSWORD not in row.body  # …and the server keeps no copy of it
     assert MASK in row.body

@@ -43,6 +43,11 @@ class User(SQLModel, table=True):
     is_active: bool = True
     created_at: datetime = Field(sa_type=UTCDateTime)
     password_changed_at: datetime = Field(sa_type=UTCDateTime)
+    # The consent to the processing of personal data given on registering (152-FZ):
+    # the version of its text (accounts/consent.py) and when. Staff and referred
+    # patients, whose accounts others made, have none.
+    consent_version: str | None = Field(default=None, max_length=32)
+    consent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class AuthSession(SQLModel, table=True):
@@ -117,3 +122,5 @@ class UserPublic(BaseModel):
     time_zone: str
     must_change_password: bool
     created_at: datetime
+    consent_version: str | None
+    consent_at: datetime | None

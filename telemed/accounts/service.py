@@ -117,9 +117,11 @@ async def do_create_user(
     must_change_password: bool = False,
     locale: Locale = Locale.RU,
     time_zone: str = "Europe/Moscow",
+    consent_version: str | None = None,
 ) -> User:
     """Store a checked account (``check_new_account``) with its password hashed beforehand
-    (``hash_password``, outside the transaction: a hash must not hold the write lock).
+    (``hash_password``, outside the transaction: a hash must not hold the write lock),
+    and the personal data consent its owner gave (``consent_version``, given ``now``).
 
     Raises ``PhoneTaken`` or ``EmailTaken``. Uniqueness is settled by the database's
     constraints, so two concurrent registrations of one phone cannot both succeed.
@@ -136,6 +138,8 @@ async def do_create_user(
         must_change_password=must_change_password,
         created_at=now,
         password_changed_at=now,
+        consent_version=consent_version,
+        consent_at=now if consent_version else None,
     )
     try:
         async with session.begin_nested():

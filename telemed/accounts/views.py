@@ -11,12 +11,12 @@ from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from telemed import audit, keys
-from telemed.accounts import service
+from telemed.accounts import consent, service
 from telemed.accounts.models import AuthSession, Locale, Role, User, UserPublic
 from telemed.accounts.passwords import check_password
 from telemed.api import NONBLANK, Access, Call, RequestModel, Routes, TimeZoneName
 from telemed.auth import clear_session_cookie, set_session_cookie
-from telemed.errors import InvalidCode, InvalidCredentials, InvalidValue, Problem
+from telemed.errors import InvalidCode, InvalidCredentials, InvalidValue, NotFound, Problem
 
 routes = Routes(tag="accounts")
 
@@ -45,6 +45,33 @@ class RegisterIn(RequestModel):
     email: str | None = Field(default=None, max_length=254)
     password: str = Field(min_length=1, max_length=256, pattern=NONBLANK)
     locale: Locale = Locale.RU
+    consent_version: str = Field(
+        min_length=1,
+        max_length=32,
+        description="The version of the personal data consent the patient read and agreed"
+        " to (GET /consent): registering without it is refused",
+    )
+
+
+class ConsentOut(BaseModel):
+    version: str
+    text: str = Field(description="In the asked language (?lang=ru|en); the Russian binds")
+
+
+class ConsentQuery(RequestModel):
+    lang: Locale = Locale.RU
+    version: str | None = Field(default=None, max_length=32)
+
+
+@routes.get("/consent", access=Access.PUBLIC)
+async def get_consent(call: Call, query: ConsentQuery) -> ConsentOut:
+    """GET /consent: the consent to the processing of personal data (152-FZ) that a
+    registration agrees to, or an earlier ``version`` of it (a profile shows the one its
+    owner agreed to)."""
+    text = consent.TEXTS.get(query.version or consent.CURRENT.version)
+    if text is None:
+        raise NotFound("No such version of the consent")
+    return ConsentOut(version=text.version, text=text.ru if query.lang is Locale.RU else text.en)
 
 
 class LoginIn(RequestModel):
@@ -116,6 +143,13 @@ async def register(call: Call, body: RegisterIn) -> AuthOut:
         raise InvalidValue(
             "The birth date is in the future", problem=Problem.IN_FUTURE, field="birth_date"
         )
+    if body.consent_version != consent.CURRENT.version:
+        raise InvalidValue(
+            "The consent to the processing of personal data has changed: read it again",
+            problem=Problem.CONSENT_OUTDATED,
+            field="consent_version",
+            details={"version": consent.CURRENT.version},
+        )
     account = service.check_new_account(
         full_name=body.full_name,
         phone=body.phone,
@@ -142,6 +176,7 @@ async def register(call: Call, body: RegisterIn) -> AuthOut:
             now=call.now,
             locale=body.locale,
             time_zone=call.settings.default_time_zone,
+            consent_version=body.consent_version,
         )
         token, auth_session = await service.do_start_session(
             session,

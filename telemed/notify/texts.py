@@ -223,6 +223,24 @@ class _Params:
         return template.format(text)
 
 
+TWO_CYRILLIC_SEGMENTS = 134
+"""A Cyrillic SMS longer than 70 characters goes in segments of 67 (UCS-2): two of them."""
+TWO_LATIN_SEGMENTS = 306
+"""A Latin (GSM-7) SMS longer than 160 characters goes in segments of 153: two of them."""
+
+
+def _fitted(template: str, centre: object, limit: int) -> str:
+    """``template`` with the centre's name in ``{centre}``, shortened (…) so that the
+    whole text fits ``limit`` characters; "the centre" when there is no name."""
+    name = str(centre).strip() if centre else ""
+    room = limit - len(template.replace("{centre}", ""))
+    if not name:
+        name = "центр" if template.startswith("Телемед") else "the centre"
+    elif len(name) > room:
+        name = name[: max(room - 1, 8)].rstrip() + "…"
+    return template.replace("{centre}", name)
+
+
 Text = Callable[[_Params], RenderedText]
 _RU: dict[NotificationKind, Text] = {}
 _EN: dict[NotificationKind, Text] = {}
@@ -437,10 +455,11 @@ def _ru_referral(p: _Params) -> RenderedText:
             "(выписки, заключения, результаты УЗИ, МРТ, КТ): врач изучит их и назначит "
             "дату и время консультации."
         ),
-        sms=(
-            "Телемед: вас направили на онлайн-консультацию. "
-            f"Вход: {p['url']} логин {p['login']}, пароль {p['password']}. "
-            "Смените пароль при первом входе."
+        sms=_fitted(
+            "Телемед: направление в {centre}, свяжутся за 2–4 дня. "
+            f"{p['url']} логин {p['login']} пароль {p['password']}",
+            p.params.get("centre"),
+            TWO_CYRILLIC_SEGMENTS,
         ),
     )
 
@@ -679,10 +698,11 @@ def _en_referral(p: _Params) -> RenderedText:
             "documents (discharge summaries, conclusions, ultrasound, MRI, CT results): a "
             "doctor will review them and set a date and time for the consultation."
         ),
-        sms=(
-            "Telemed: you have been referred to an online consultation. "
-            f"Sign in: {p['url']} login {p['login']}, password {p['password']}. "
-            "Change the password at first sign-in."
+        sms=_fitted(
+            "Telemed: referral to {centre}; you will be contacted within 2-4 days. "
+            f"{p['url']} login {p['login']} password {p['password']}",
+            p.params.get("centre"),
+            TWO_LATIN_SEGMENTS,
         ),
     )
 

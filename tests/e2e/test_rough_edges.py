@@ -69,6 +69,11 @@ async def test_each_role_sees_only_what_it_may_read(
     assert "Москва (UTC+3)" in await page.locator(".facts").inner_text()
     assert "Europe/Moscow" not in await page.locator("main").inner_text()
     assert await page.title() == "Консультация · Проведена — Telemed"
+    # The consent the patient gave on registering (152-ФЗ): when, and its text.
+    await go(page, "/profile")
+    assert "дано" in await page.locator("#consent").inner_text()
+    await page.locator("#consent summary").click()
+    await page.locator("#consent .text", has_text="152-ФЗ").wait_for()
     assert refused == []
     await page.context.close()
 

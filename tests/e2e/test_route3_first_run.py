@@ -38,7 +38,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "docs" / "samples" / "referrals.c
 CARDIOLOGY = "Областной кардиологический центр"
 VORONIN = "+79005550101"  # row 2 of the sample
 GAVRILOVA = ("+79005550102", "Гаврилова Светлана Петровна")  # row 3
-CREDENTIALS = re.compile(r"логин (\+7\d{10}), пароль (\S+?)\.")
+CREDENTIALS = re.compile(r"логин (\+7\d{10}),? пароль ([^\s.]+)")
 DESKTOP = ViewportSize(width=1366, height=768)
 
 
@@ -121,7 +121,9 @@ async def test_route_3_from_a_first_run(
     assert cells[7] == "не отправлено"
     assert "••••••" in (await row.locator("details").text_content() or "")  # stays masked
     text = await kept_text(office, sms["id"])
-    assert text.startswith("Телемед: вас направили на онлайн-консультацию.")
+    assert text.startswith("Телемед: направление в ")
+    assert "свяжутся за 2–4 дня" in text
+    assert len(text) <= 134  # two Cyrillic SMS segments
     found = CREDENTIALS.search(text)
     assert found, text
     login, password = found.groups()
@@ -232,7 +234,7 @@ async def test_new_credentials_and_a_forgotten_password(
     refusal = codes.get_by_role("alert")
     await refusal.wait_for(state="visible")
     assert await refusal.inner_text() == (
-        "The code is wrong or no longer valid: check it or ask for a new one."
+        "Code from the SMS: wrong or expired — check it or ask for a new one."
     )
     await codes.get_by_label("Code from the SMS").fill(code)
     await click_and_draw(home, codes.get_by_role("button", name="Set the password and sign in"))

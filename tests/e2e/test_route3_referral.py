@@ -137,7 +137,7 @@ async def test_route_3_referral(
     await run_jobs_once(app)
     texts = sms_to(gw, PATIENT_PHONE)
     assert len(texts) == 1, gw.delivered
-    found = re.search(r"логин (\+7\d{10}), пароль (\S+?)\.", texts[0])
+    found = re.search(r"логин (\+7\d{10}),? пароль ([^\s.]+)", texts[0])
     assert found, texts[0]
     login, password = found.groups()
     assert login == PATIENT_PHONE

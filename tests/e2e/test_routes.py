@@ -35,6 +35,10 @@ async def register_patient(page: Page, client: AppClient, phone: str) -> None:
     await page.get_by_label("Дата рождения").fill("1975-06-15")
     await page.get_by_label("Телефон").fill(phone)
     await page.get_by_label("Пароль").fill(PASSWORD)
+    # The consent (152-ФЗ): its text can be read right there, and must be agreed to.
+    await page.get_by_text("Текст согласия на обработку персональных данных").click()
+    await page.locator(".consent-text .text", has_text="152-ФЗ").wait_for()
+    await page.get_by_label("Я прочитал(а) и даю согласие", exact=False).check()
     await page.get_by_role("button", name="Зарегистрироваться").click()
     await wait_in_page(page, "window.telemedApp.route === '/documents'")
 

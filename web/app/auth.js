@@ -2,7 +2,7 @@
 // forced password change of referred patients and of doctors created by the manager.
 import { get, patch, post } from "./api.js";
 import { field, form, h, toast } from "./dom.js";
-import { t, zoneName } from "./i18n.js";
+import { language, t, when, zoneName } from "./i18n.js";
 import { go } from "./nav.js";
 import { session, signedIn } from "./session.js";
 
@@ -57,7 +57,16 @@ function reset() {
     h("p", {}, h("a", { href: "#/login" }, t("reset.back"))));
 }
 
-function register() {
+// The consent to the processing of personal data (152-ФЗ): its text, to read before
+// agreeing (and again in the profile), in the user's language.
+function consentText(consent) {
+  return h("details", { class: "consent-text" },
+    h("summary", {}, t("consent.read")),
+    h("div", { class: "text", tabindex: "0" }, consent.text));
+}
+
+async function register() {
+  const consent = await get(`/consent?lang=${language()}`);
   return h("section", { class: "narrow" },
     h("h1", {}, t("register.title")),
     form({ "aria-label": t("register.title") }, [
@@ -66,8 +75,12 @@ function register() {
       field("phone", "register.phone", { type: "tel", autocomplete: "tel", required: true, hint: "register.phoneHint" }),
       field("email", "register.email", { type: "email", autocomplete: "email" }),
       field("password", "register.password", { type: "password", autocomplete: "new-password", required: true, hint: "register.passwordHint" }),
+      consentText(consent),
+      field("consent", "consent.agree", { type: "checkbox", required: true }),
     ], "register.submit", async (values) => {
-      const body = { ...values, locale: document.documentElement.lang };
+      const { consent: agreed, ...rest } = values;
+      if (!agreed) throw new Error(t("consent.needed"));
+      const body = { ...rest, locale: document.documentElement.lang, consent_version: consent.version };
       if (!body.email) delete body.email;
       const answer = await post("/auth/register", body);
       await signedIn(answer.user);
@@ -97,6 +110,16 @@ const ZONES = [
   "Asia/Irkutsk", "Asia/Yakutsk", "Asia/Vladivostok", "Asia/Magadan", "Asia/Kamchatka",
 ];
 
+// The consent the user agreed to, fetched when they open it.
+function consentLater(version) {
+  const body = h("div", { class: "text", tabindex: "0" });
+  const box = h("details", { class: "consent-text" }, h("summary", {}, t("consent.read")), body);
+  box.addEventListener("toggle", async () => {
+    if (box.open && !body.textContent) body.textContent = (await get(`/consent?lang=${language()}&version=${encodeURIComponent(version)}`)).text;
+  });
+  return box;
+}
+
 function profile() {
   const user = session.user;
   const own = Intl.DateTimeFormat().resolvedOptions().timeZone;
@@ -106,7 +129,11 @@ function profile() {
     h("dl", { class: "facts" },
       h("dt", {}, t("register.fullName")), h("dd", {}, user.full_name),
       h("dt", {}, t("register.phone")), h("dd", {}, user.phone || "—"),
-      h("dt", {}, t("register.email")), h("dd", {}, user.email || "—")),
+      h("dt", {}, t("register.email")), h("dd", {}, user.email || "—"),
+      user.consent_version ? [
+        h("dt", {}, t("consent.title")),
+        h("dd", { id: "consent" }, t("consent.given", { when: when(user.consent_at), version: user.consent_version }), consentLater(user.consent_version)),
+      ] : null),
     form({ id: "profile-form", "aria-label": t("profile.title") }, [
       field("locale", "language", { type: "select", value: user.locale, choices: [["ru", "Русский"], ["en", "English"]] }),
       field("time_zone", "profile.timeZone", { type: "select", value: user.time_zone, choices: zones.map((z) => [z, zoneName(z)]), hint: "profile.timeZoneHint" }),
