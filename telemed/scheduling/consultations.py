@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from telemed import audit, live
 from telemed.accounts.models import Role, User
@@ -959,19 +960,19 @@ async def may_read_attached_document(
     patient's documents attached to their request (or shared in its chat) for its doctor
     (or, while unassigned, the doctors of its centre); a doctor's documents shared in the
     chat for the patient."""
-    taking = taking_part(await actor_of_user(session, actor), staff=False)
+    attached = await readable_attachments(session, actor=actor)
     row = (
-        await session.exec(
-            select(Consultation.id)
-            .join(
-                ConsultationDocument,
-                col(ConsultationDocument.consultation_id) == col(Consultation.id),
-            )
-            .where(
-                ConsultationDocument.document_id == document_id,
-                col(Consultation.state).in_(list(OPEN)),
-                taking,
-            )
-        )
+        await session.exec(attached.where(col(ConsultationDocument.document_id) == document_id))
     ).first()
     return row is not None
+
+
+async def readable_attachments(session: AsyncSession, *, actor: User) -> SelectOfScalar[uuid.UUID]:
+    """The ids of the documents ``may_read_attached_document`` lets the actor read, as a
+    query (for lists)."""
+    taking = taking_part(await actor_of_user(session, actor), staff=False)
+    return (
+        select(ConsultationDocument.document_id)
+        .join(Consultation, col(ConsultationDocument.consultation_id) == col(Consultation.id))
+        .where(col(Consultation.state).in_(list(OPEN)), taking)
+    )
