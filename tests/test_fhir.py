@@ -6,9 +6,11 @@ what the API shows them, audited."""
 
 from __future__ import annotations
 
+import logging
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import FormData
@@ -19,10 +21,22 @@ from sqlmodel import col, select
 from yarl import URL
 
 from telemed import db, keys
+from telemed.accounts.models import User
 from telemed.audit import AuditEvent
 from telemed.clock import FakeClock
-from telemed.fhir.resources import APPOINTMENT_STATUS, STATE_EXTENSION
-from telemed.scheduling.models import State
+from telemed.documents import service as document_service
+from telemed.documents.models import Document
+from telemed.errors import InvalidInput, NotFound
+from telemed.fhir import resources
+from telemed.fhir.resources import (
+    APPOINTMENT_STATUS,
+    SERVICE_REQUEST_STATUS,
+    STATE_EXTENSION,
+    Names,
+    narrative,
+)
+from telemed.fhir.search import date_range, read_query
+from telemed.scheduling.models import Consultation, DutyTopic, Route, State
 from tests import samples
 from tests.conftest import AppClient
 from tests.factories import bearer, next_phone
@@ -531,3 +545,172 @@ async def test_a_search_is_rate_limited_with_an_operation_outcome(
         await limiter.hit("fhir.user", f"user:{me['id']}")
     issue = await outcome(client, "/Organization", manager, 429, "rate_limited")
     assert issue["code"] == "throttled"
+
+
+async def test_the_document_list_rule_agrees_with_get_document(
+    client: AppClient, scene: Scene
+) -> None:
+    """``documents.service.readable`` (searches) and ``get_document`` (reads) are one
+    rule: for every caller and document they give the same answer."""
+    world = scene["world"]
+    loose = await upload(client, world["patient"]["token"], name="Не приложен.pdf")
+    others = await upload(client, world["other"]["token"], name="Чужой.pdf")
+    assert client.app is not None
+    app = client.app
+    documents = [scene["document"]["id"], loose["id"], others["id"]]
+    callers = {
+        "patient": world["patient"]["user"]["id"],
+        "other": world["other"]["user"]["id"],
+        "doctor": world["doctor"]["user_id"],
+        "duty": world["duty"]["user_id"],
+        "stranger": world["stranger"]["user_id"],
+    }
+    expected = {
+        "patient": {scene["document"]["id"], loose["id"]},
+        "other": {others["id"]},
+        "doctor": {scene["document"]["id"]},  # attached to the request to their centre
+        "duty": {scene["document"]["id"]},  # a doctor of that centre too
+        "stranger": set(),
+    }
+    for who, user_id in callers.items():
+        async with db.transaction(app[keys.SESSION_FACTORY]) as session:
+            actor = await session.get(User, uuid.UUID(user_id))
+            assert actor is not None
+            condition = await document_service.readable(session, actor=actor)
+            listed = {
+                str(found)
+                for found in (await session.exec(select(Document.id).where(condition))).all()
+            }
+            readable = set()
+            for document_id in documents:
+                try:
+                    await document_service.get_document(
+                        session,
+                        actor=actor,
+                        document_id=uuid.UUID(document_id),
+                        now=app[keys.CLOCK].now(),
+                    )
+                    readable.add(document_id)
+                except NotFound:
+                    pass
+            await session.rollback()  # the reads' audit rows: not the point here
+        assert listed == readable == expected[who], who
+
+
+def consultation_in(state: State, route: Route) -> Consultation:
+    """A consultation as stored in ``state`` (not saved: the mapping is pure)."""
+    now = datetime(2026, 5, 4, 7, 30, tzinfo=UTC)
+    scheduled = state is not State.REQUESTED and not (
+        state in (State.CANCELLED, State.DECLINED) and route is not Route.DUTY
+    )
+    return Consultation(
+        id=uuid.uuid4(),
+        route=route,
+        state=state,
+        patient_id=uuid.uuid4(),
+        centre_id=uuid.uuid4(),
+        doctor_id=uuid.uuid4() if scheduled else None,
+        full_name="Петрова Мария Ивановна",
+        diagnosis="" if route is Route.DUTY else "ИБС",
+        icd10="I25.1" if route is Route.REFERRAL else None,
+        topic=DutyTopic.CARDIOVASCULAR if route is Route.DUTY else None,
+        starts_at=now + timedelta(days=1) if scheduled else None,
+        duration_min=30 if scheduled else None,
+        submitted_at=now,
+        reason="Пациент передумал" if state in (State.CANCELLED, State.DECLINED) else "",
+        referring_doctor="Мельников А. С." if route is Route.REFERRAL else "",
+        version=3,
+        updated_at=now,
+    )
+
+
+@pytest.mark.parametrize("route", list(Route))
+@pytest.mark.parametrize("state", list(State))
+def test_every_state_and_route_maps_to_valid_resources(state: State, route: Route) -> None:
+    consultation = consultation_in(state, route)
+    names = Names(people={}, centres={consultation.centre_id: "Кардиоцентр"}, doctor_users={})
+    appointment = valid(resources.appointment(consultation, names))
+    assert appointment["status"] == APPOINTMENT_STATUS[state]
+    assert appointment["extension"][0]["valueCode"] == state.value
+    assert appointment["meta"]["versionId"] == "3"
+    # Only a proposed or cancelled appointment may lack its time (FHIR's app-3).
+    if "start" not in appointment:
+        assert appointment["status"] in ("proposed", "cancelled")
+    else:
+        assert appointment["minutesDuration"] == 30
+    if state in (State.CANCELLED, State.DECLINED):
+        assert appointment["cancelationReason"] == {"text": "Пациент передумал"}
+    request = valid(resources.service_request(consultation, names))
+    assert request["status"] == SERVICE_REQUEST_STATUS[state]
+    assert request["intent"] == "order"
+
+
+def test_date_parameters_are_ranges_in_the_callers_zone() -> None:
+    moscow = ZoneInfo("Europe/Moscow")
+    day = date_range("2026-05-04", zone=moscow)
+    assert (day.prefix, day.start.isoformat(), day.end.isoformat()) == (
+        "eq",
+        "2026-05-04T00:00:00+03:00",
+        "2026-05-05T00:00:00+03:00",
+    )
+    december = date_range("ge2026-12", zone=moscow)
+    assert (december.start.month, december.end.year, december.end.month) == (12, 2027, 1)
+    year = date_range("lt2026", zone=moscow)
+    assert (year.start.year, year.end.year) == (2026, 2027)
+    moment = date_range("gt2026-05-04T10:30:00Z", zone=moscow)
+    assert moment.start == datetime(2026, 5, 4, 10, 30, tzinfo=UTC)
+    assert moment.end - moment.start == timedelta(seconds=1)
+    for bad in ("2026-02-30", "2026-05-04T10:30", "ap2026", "04.05.2026", "", "eq"):
+        with pytest.raises(InvalidInput):
+            date_range(bad, zone=moscow)
+
+
+def test_unknown_or_repeated_parameters_are_refused() -> None:
+    zone = ZoneInfo("UTC")
+    query = read_query("Appointment", [("patient", "Patient/x"), ("_count", "5")], zone=zone)
+    assert (query.patient, query.count) == ([], 5)  # an id that is not ours names nothing
+    for items in (
+        [("subject", "x")],
+        [("patient:missing", "true")],
+        [("_count", "-1")],
+        [("_count", "101")],
+        [("_offset", "x")],
+        [("patient", "a"), ("patient", "b")],
+        [("status", "booked,nonsense")],
+        [("_format", "xml")],
+    ):
+        with pytest.raises(InvalidInput):
+            read_query("Appointment", items, zone=zone)
+    with pytest.raises(InvalidInput):
+        read_query("Patient", [("_id", "a"), ("identifier", "b")], zone=zone)
+
+
+def test_narratives_escape_what_they_show() -> None:
+    div = narrative("<script>alert(1)</script>\nстрока & ещё")["div"]
+    assert div == (
+        '<div xmlns="http://www.w3.org/1999/xhtml">'
+        "&lt;script&gt;alert(1)&lt;/script&gt;<br/>строка &amp; ещё</div>"
+    )
+
+
+@pytest.fixture
+def info_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """INFO logs captured from before the server's first connection (a connection
+    decides once whether it writes the access log)."""
+    caplog.set_level(logging.INFO)
+    return caplog
+
+
+async def test_fhir_logs_carry_no_patient_data(
+    info_logs: pytest.LogCaptureFixture, client: AppClient, scene: Scene
+) -> None:
+    caplog = info_logs
+    world = scene["world"]
+    phone = world["patient"]["user"]["phone"]
+    found = await fhir_get(client, "/Patient", world["manager"], phone=phone)
+    assert found["total"] == 1
+    await fhir_get(client, "/Patient", world["manager"], 400, phone=phone, name="Петрова")
+    assert any(r.name == "aiohttp.access" for r in caplog.records)
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    for secret in (phone, phone[2:], "Петрова", world["manager"]):
+        assert secret not in text
