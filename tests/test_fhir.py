@@ -499,7 +499,9 @@ async def test_errors_are_operation_outcomes_and_change_nothing(
     before = len(await audit_rows(client))
 
     issue = await outcome(client, "/Appointment", manager, 400, "invalid_input", subject="x")
-    assert "parameter=subject" in issue["diagnostics"]
+    assert issue["diagnostics"] == (
+        "parameter=subject; supported=_count, _format, _id, _offset, _total, date, patient, status"
+    )
     assert issue["code"] == "invalid"
     await outcome(client, "/Appointment", manager, 400, "invalid_input", date="yesterday")
     await outcome(client, "/Appointment", manager, 400, "invalid_input", date="sa2026-01-01")

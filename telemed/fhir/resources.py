@@ -491,7 +491,10 @@ def operation_outcome(
         "details": {"coding": [{"system": ERROR_SYSTEM, "code": code}], "text": message},
     }
     if details:
-        issue["diagnostics"] = "; ".join(f"{key}={value}" for key, value in details.items())
+        issue["diagnostics"] = "; ".join(
+            f"{key}={', '.join(map(str, value)) if isinstance(value, list) else value}"
+            for key, value in details.items()
+        )
     return {"resourceType": "OperationOutcome", "issue": [issue]}
 
 
