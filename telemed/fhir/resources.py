@@ -37,6 +37,7 @@ ICD10 = "http://hl7.org/fhir/sid/icd-10"
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 URI_IDENTIFIER = "urn:ietf:rfc:3986"
+ORGANIZATION_TYPE = "http://terminology.hl7.org/CodeSystem/organization-type"
 ROUTE_SYSTEM = "urn:telemed:consultation-route"
 STATE_EXTENSION = "urn:telemed:fhir:consultation-state"
 DOCUMENT_KIND_SYSTEM = "urn:telemed:document-kind"
@@ -198,7 +199,15 @@ def organization(centre: Centre) -> Resource:
         "identifier": [{"system": URI_IDENTIFIER, "value": f"urn:uuid:{centre.id}"}],
         "active": centre.archived_at is None,
         "type": [
-            {"coding": [{"system": SNOMED, "code": "22232009", "display": "Hospital"}]},
+            {
+                "coding": [
+                    {
+                        "system": ORGANIZATION_TYPE,
+                        "code": "prov",
+                        "display": "Healthcare Provider",
+                    }
+                ]
+            },
             *({"text": profile} for profile in centre.profiles),
         ],
         "name": centre.name,
