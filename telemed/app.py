@@ -19,6 +19,7 @@ from telemed.chat import views as chat_views
 from telemed.clock import Clock, SystemClock
 from telemed.documents import views as documents_views
 from telemed.documents.storage import DocumentStore
+from telemed.fhir import views as fhir_views
 from telemed.limits import Limiter
 from telemed.live import Publisher
 from telemed.media import views as media_views
@@ -70,6 +71,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     notify_views.setup_routes(app)
     chat_views.setup_routes(app)
     media_views.setup_routes(app)
+    fhir_views.setup_routes(app)
     signaling.setup(app)
     app.router.add_get("/api/v1/openapi.json", http.openapi)
     app.router.add_get("/healthz", http.healthz)

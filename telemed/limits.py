@@ -56,6 +56,8 @@ class Limit:
 DEFAULT_LIMITS: dict[str, Limit] = {
     # Any HTTP call that writes (audited reads included), per user.
     "write.user": Limit(120, 60),
+    # FHIR reads and searches (``/fhir/R4``), per user: most write audit rows.
+    "fhir.user": Limit(300, 60),
     # Any HTTP call that writes without signing in (sign-in, registration), per address.
     "write.address": Limit(60, 60),
     # Registrations per client address (each costs a password hash).

@@ -19,11 +19,29 @@ from telemed.accounts.models import Role, User
 from telemed.documents.models import Document, DocumentKind
 from telemed.documents.storage import DocumentStore, StoredUpload
 from telemed.errors import NotFound, QuotaExceeded
-from telemed.scheduling.consultations import may_read_attached_document
+from telemed.scheduling.consultations import may_read_attached_document, readable_attachments
 
 
 def can_read(actor: User, document: Document) -> bool:
     return actor.id == document.owner_id or actor.role is Role.ADMIN
+
+
+async def readable(
+    session: AsyncSession, *, actor: User, now: datetime, doctor_access_days: int
+) -> sa.ColumnElement[bool]:
+    """``get_document``'s rule as a condition on the document table, for lists: the
+    actor's own documents, every document for an admin, and those attached to an open
+    consultation the actor takes part in (``may_read_attached_document``)."""
+    if actor.role is Role.ADMIN:
+        return sa.true()
+    return sa.or_(
+        col(Document.owner_id) == actor.id,
+        col(Document.id).in_(
+            await readable_attachments(
+                session, actor=actor, now=now, doctor_access_days=doctor_access_days
+            )
+        ),
+    )
 
 
 def can_delete(actor: User, document: Document) -> bool:

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from telemed import audit, live
 from telemed.accounts.models import Role, User
@@ -973,6 +974,20 @@ async def may_read_attached_document(
     (or, while unassigned, the doctors of its centre); a doctor's documents shared in the
     chat for the patient. The doctor who concluded the consultation keeps reading its
     documents for ``doctor_access_days`` after the conclusion (to amend it)."""
+    attached = await readable_attachments(
+        session, actor=actor, now=now, doctor_access_days=doctor_access_days
+    )
+    row = (
+        await session.exec(attached.where(col(ConsultationDocument.document_id) == document_id))
+    ).first()
+    return row is not None
+
+
+async def readable_attachments(
+    session: AsyncSession, *, actor: User, now: datetime, doctor_access_days: int
+) -> SelectOfScalar[uuid.UUID]:
+    """The ids of the documents ``may_read_attached_document`` lets the actor read, as a
+    query (for lists)."""
     who = await actor_of_user(session, actor)
     readers = sa.and_(col(Consultation.state).in_(list(OPEN)), taking_part(who, staff=False))
     if who.doctor_id is not None:
@@ -984,14 +999,8 @@ async def may_read_attached_document(
                 col(Consultation.concluded_at) > now - timedelta(days=doctor_access_days),
             ),
         )
-    row = (
-        await session.exec(
-            select(Consultation.id)
-            .join(
-                ConsultationDocument,
-                col(ConsultationDocument.consultation_id) == col(Consultation.id),
-            )
-            .where(ConsultationDocument.document_id == document_id, readers)
-        )
-    ).first()
-    return row is not None
+    return (
+        select(ConsultationDocument.document_id)
+        .join(Consultation, col(ConsultationDocument.consultation_id) == col(Consultation.id))
+        .where(readers)
+    )
