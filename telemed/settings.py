@@ -147,12 +147,25 @@ class Settings(BaseSettings):
     # A viewer whose link carries less (its browser's estimate) gets audio only.
     media_video_floor_kbps: int = Field(default=150, ge=30, le=5000)
 
+    # GET /metrics (Prometheus): clients from these addresses or networks may read it
+    # without a token (loopback only by default; empty: none), others only with
+    # ``Authorization: Bearer <TELEMED_METRICS_TOKEN>`` (unset: nobody else).
+    metrics_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"]
+    )
+    metrics_token: str | None = None
+
     default_time_zone: str = "Europe/Moscow"
     default_locale: str = "ru"
     log_level: str = "INFO"
 
     @field_validator(
-        "media_addresses", "embed_origins", "turn_urls", "trusted_proxies", mode="before"
+        "media_addresses",
+        "embed_origins",
+        "turn_urls",
+        "trusted_proxies",
+        "metrics_allow",
+        mode="before",
     )
     @classmethod
     def _split_addresses(cls, value: Any) -> Any:
@@ -169,7 +182,7 @@ class Settings(BaseSettings):
         resolve_limits(value)  # raises on an unknown name or a malformed limit
         return value
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "metrics_allow")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
         for item in value:
@@ -188,6 +201,8 @@ class Settings(BaseSettings):
                 raise ValueError("TELEMED_DATABASE_URL must be set in production")
         if bool(self.turn_secret) != bool(self.turn_urls):
             raise ValueError("TELEMED_TURN_SECRET and TELEMED_TURN_URLS go together")
+        if self.metrics_token is not None and len(self.metrics_token) < 16:
+            raise ValueError("TELEMED_METRICS_TOKEN must be 16+ characters")
         if self.turn_secret and len(self.turn_secret) < 16:
             raise ValueError("TELEMED_TURN_SECRET must be 16+ characters")
         if any(not url.startswith(("turn:", "turns:")) for url in self.turn_urls):

@@ -214,7 +214,11 @@ async def _deliver(app: web.Application, delivery: Delivery, message: OutboxMess
         # A bug in a sender: keep the traceback, count the attempt, go on with the rest.
         logger.exception("outbox message %s: sender crashed", message.id)
         error = f"internal error ({type(exc).__name__})"
-    await _finish(app, message, error, kept)
+    status = await _finish(app, message, error, kept)
+    metrics = app.get(keys.METRICS)
+    if metrics is not None and status is not None:
+        outcome = "retry" if status is OutboxStatus.PENDING else status.value
+        metrics.outbox_attempts.labels(message.channel.value, outcome).inc()
 
 
 async def deliver_outbox(app: web.Application, now: datetime) -> int:
