@@ -42,7 +42,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from telemed import __version__, keys
+from telemed import __version__, http, keys
 from telemed.errors import Forbidden, Unauthenticated
 from telemed.http import client_address
 from telemed.media.quality import LEVELS
@@ -50,6 +50,7 @@ from telemed.media.room import Rooms
 from telemed.notify.service import get_outbox_state
 from telemed.scheduling.models import Route
 from telemed.scheduling.sla import count_overdue
+from telemed.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -386,12 +387,11 @@ async def middleware(
             metrics.http_duration.labels(method, route).observe(time.perf_counter() - started)
 
 
-def check_access(request: web.Request) -> None:
+def check_access(request: web.Request, settings: Settings) -> None:
     """``/metrics`` is for the operator's scraper: a client from ``TELEMED_METRICS_ALLOW``
     (loopback by default) reaching the server directly, or any client with the bearer
     token ``TELEMED_METRICS_TOKEN``. A request a reverse proxy passed on (it names a
     forwarded client) is not a local one, even from the proxy's loopback address."""
-    settings = request.app[keys.SETTINGS]
     header = request.headers.get("Authorization", "")
     if settings.metrics_token is not None and header.startswith("Bearer "):
         given = header.removeprefix("Bearer ").strip()
@@ -424,12 +424,33 @@ def _allowed(address: str, networks: list[str]) -> bool:
 
 async def handler(request: web.Request) -> web.Response:
     """GET /metrics: this process's figures (Prometheus text format)."""
-    check_access(request)
-    metrics = request.app[keys.METRICS]
-    await metrics.refresh(request.app)
+    return await _answer(request, request.app)
+
+
+async def _answer(request: web.Request, app: web.Application) -> web.Response:
+    check_access(request, app[keys.SETTINGS])
+    metrics = app[keys.METRICS]
+    await metrics.refresh(app)
     return web.Response(
         body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
+
+
+_SERVED: web.AppKey[web.Application] = web.AppKey("served_app", web.Application)
+
+
+async def _listener_handler(request: web.Request) -> web.Response:
+    """GET /metrics on ``TELEMED_METRICS_PORT``: the served application's figures."""
+    return await _answer(request, request.app[_SERVED])
+
+
+def listener_app(app: web.Application) -> web.Application:
+    """An application with ``app``'s ``/metrics`` alone, the same access rules and
+    figures, for ``TELEMED_METRICS_PORT`` (``telemed.serve``)."""
+    listener = web.Application(middlewares=[http.error_middleware])
+    listener[_SERVED] = app
+    listener.router.add_get("/metrics", _listener_handler)
+    return listener
 
 
 async def _note_loop_thread(app: web.Application) -> None:

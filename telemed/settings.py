@@ -154,6 +154,10 @@ class Settings(BaseSettings):
         default_factory=lambda: ["127.0.0.0/8", "::1/128"]
     )
     metrics_token: str | None = None
+    # Also answer GET /metrics (and nothing else) on this port of TELEMED_HOST; with
+    # ``--workers N``, worker n on this port + n, so that each process can be scraped
+    # (the main port reaches whichever worker the kernel picks).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     default_time_zone: str = "Europe/Moscow"
     default_locale: str = "ru"
@@ -226,6 +230,8 @@ class Settings(BaseSettings):
     def check_workers(self) -> None:
         """Several processes share their rooms, sockets and limits through Redis, and
         write through PostgreSQL (SQLite's writes are one process's)."""
+        if self.metrics_port is not None and self.metrics_port + self.worker_count > 65536:
+            raise ValueError("TELEMED_METRICS_PORT + the workers must stay below 65536")
         if self.worker_count == 1:
             return
         if not self.redis_url:

@@ -3,10 +3,18 @@ operator's scraper may read them."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
 import uuid
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,7 +24,8 @@ from telemed import keys
 from telemed.app import create_app
 from telemed.clock import FakeClock
 from telemed.jobs import register_job, run_jobs_once
-from telemed.settings import Settings
+from telemed.metrics import listener_app
+from telemed.settings import Settings, SmsBackend
 from tests.factories import AppClient, assert_error, bearer
 from tests.flows import (
     make_centre,
@@ -27,7 +36,10 @@ from tests.flows import (
     request_to_centre,
 )
 from tests.media_peers import MediaClient, participant
+from tests.nodes import ROOT, fresh_database, wait_until_ready
+from tests.notify_gateways import SmsGateway
 from tests.realtime import Peer, open_peer, send
+from tests.servers import PostgresServer, RedisServer, free_port
 from tests.world import Booked
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -113,6 +125,18 @@ async def test_sockets_are_counted_while_open(client: AppClient, peers: list[Pee
     await second.close()
     await peer.wait_for(lambda: len(client.app[keys.SOCKETS]) == 1)
     assert value(await scrape(client), "telemed_sockets") == 1
+    # Socket.IO's requests are counted (a websocket once it ends), but not timed: a
+    # websocket lasts as long as the connection, which says nothing of the server's speed.
+    socketio = {"method": "GET", "route": "/socket.io/"}
+    async with asyncio.timeout(10):
+        while True:
+            samples = await scrape(client)
+            if value(samples, "telemed_http_requests_total", **socketio, status="101") >= 1:
+                break
+            await asyncio.sleep(0.05)
+    assert ("telemed_http_request_duration_seconds_count", frozenset(socketio.items())) not in (
+        samples
+    )
 
 
 async def test_chat_messages_stored_and_delivered(
@@ -158,6 +182,44 @@ async def test_outbox_backlog_age_and_attempts(client: AppClient, clock: FakeClo
     assert value(sent, "telemed_job_runs_total", job="deliver_outbox") == 1
     assert value(sent, "telemed_job_errors_total", job="deliver_outbox") == 0
     assert value(sent, "telemed_job_duration_seconds_count", job="deliver_outbox") == 1
+
+
+async def test_outbox_retries_and_failures(
+    aiohttp_client: Any,
+    settings: Settings,
+    clock: FakeClock,
+    gateway: tuple[SmsGateway, str],
+) -> None:
+    """An SMS gateway that answers 500: an attempt to retry, then one given up on."""
+    failing = settings.model_copy(
+        update={
+            "sms_backend": SmsBackend.HTTP,
+            "sms_http_url": gateway[1],
+            "sms_http_timeout_seconds": 0.5,
+            "outbox_max_attempts": 2,
+            "outbox_retry_base_seconds": 1,
+        }
+    )
+    client: AppClient = await aiohttp_client(create_app(failing, clock=clock))
+    gateway[0].fail_next = 10
+    patient = await make_patient(client)
+    phone = patient["user"]["phone"]
+    await ok(client, "POST", "/auth/password-reset", None, {"phone": phone}, status=202)
+    assert client.app is not None
+    await run_jobs_once(client.app)
+    retried = await scrape(client)
+    assert value(retried, "telemed_outbox_attempts_total", channel="sms", outcome="retry") == 1
+    assert value(retried, "telemed_outbox_pending") == 1
+    assert value(retried, "telemed_outbox_failed") == 0
+    clock.advance(timedelta(seconds=2))
+    await run_jobs_once(client.app)
+    failed = await scrape(client)
+    assert value(failed, "telemed_outbox_attempts_total", channel="sms", outcome="failed") == 1
+    assert value(failed, "telemed_outbox_pending") == 0
+    assert value(failed, "telemed_outbox_failed") == 1
+    assert gateway[0].requests == 2
+    # The job ran; a message that failed is the gateway's failure, not the job's.
+    assert value(failed, "telemed_job_errors_total", job="deliver_outbox") == 0
 
 
 async def test_a_failing_job_is_counted(client: AppClient) -> None:
@@ -288,3 +350,94 @@ async def test_allowed_networks(client: AppClient) -> None:
 def test_settings_refuse_a_weak_token_or_a_bad_network(wrong: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         Settings(**wrong)
+
+
+async def test_the_metrics_port_serves_the_same_figures(
+    client: AppClient, aiohttp_client: Any
+) -> None:
+    """``TELEMED_METRICS_PORT``'s application: ``/metrics`` alone, with the served app's
+    figures and access rules."""
+    assert client.app is not None
+    listener: AppClient = await aiohttp_client(listener_app(client.app))
+    await client.get("/healthz")
+    samples = await scrape(listener)
+    healthz = {"method": "GET", "route": "/healthz", "status": "200"}
+    assert value(samples, "telemed_http_requests_total", **healthz) == 1
+    await assert_error(await listener.get("/metrics", headers=FROM_OUTSIDE), 403, "forbidden")
+    assert (await listener.get("/healthz")).status == 404
+
+
+def _two_free_ports() -> int:
+    """A port whose next port is free too."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no two free ports in a row")
+
+
+def _start_workers(
+    port: int,
+    metrics_port: int,
+    database_url: str,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    log: IO[bytes],
+) -> subprocess.Popen[bytes]:
+    """``telemed serve --workers 2`` with ``TELEMED_METRICS_PORT``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "telemed", "serve", "--port", str(port), "--workers", "2"],
+        env={
+            **os.environ,
+            "TELEMED_DATA_DIR": str(tmp_path / "data"),
+            "TELEMED_SECRET_KEY": "metrics-secret-" + "x" * 32,
+            "TELEMED_LOG_LEVEL": "WARNING",
+            "TELEMED_DATABASE_URL": database_url,
+            "TELEMED_REDIS_URL": redis_server.url,
+            "TELEMED_METRICS_PORT": str(metrics_port),
+        },
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+
+
+async def test_each_worker_answers_on_its_own_metrics_port(
+    postgres: PostgresServer, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """``serve --workers 2`` with ``TELEMED_METRICS_PORT``: the main port reaches either
+    worker, each worker's own figures are on its own port."""
+    port, metrics_port = free_port(), _two_free_ports()
+    log = (tmp_path / "supervisor.log").open("wb")
+    async with fresh_database(postgres) as database_url:
+        supervisor = _start_workers(port, metrics_port, database_url, redis_server, tmp_path, log)
+        try:
+            nodes = set()
+            async with aiohttp.ClientSession() as http:
+                await wait_until_ready(http, port, supervisor, seconds=60)
+                for n in range(2):
+                    url = f"http://127.0.0.1:{metrics_port + n}/metrics"
+                    async with asyncio.timeout(30):
+                        while True:
+                            try:
+                                async with http.get(url) as response:
+                                    text = await response.text()
+                                    break
+                            except aiohttp.ClientError:
+                                await asyncio.sleep(0.2)
+                    assert response.status == 200, text
+                    families = {f.name: f for f in text_string_to_metric_families(text)}
+                    [info] = families["telemed_info"].samples
+                    nodes.add(info.labels["node"])
+            assert len(nodes) == 2  # two processes, each its own figures
+            supervisor.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(supervisor.wait, 60) == 0
+        finally:
+            if supervisor.poll() is None:
+                supervisor.kill()
+                supervisor.wait()
+            log.close()
