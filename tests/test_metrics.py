@@ -4,7 +4,9 @@ operator's scraper may read them."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -299,6 +301,24 @@ async def test_rooms_streams_and_quality_levels(
     assert value(samples, "telemed_media_participants") == 1
     assert value(samples, "telemed_media_streams_forwarded") == 0
     assert value(samples, "telemed_media_calls_by_quality", level="good") == 1
+
+
+async def test_the_dashboard_uses_only_metrics_that_exist(client: AppClient) -> None:
+    """docs/grafana-dashboard.json: valid JSON, and every metric its queries name is one
+    that ``/metrics`` exposes (a renamed metric would leave a panel empty)."""
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    queries = [
+        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+    ]
+    named = {
+        re.sub(r"_(total|bucket|count|sum)$", "", name)
+        for query in queries
+        for name in re.findall(r"\b(?:telemed|process)_[a-z_]+", query)
+    }
+    response = await client.get("/metrics")
+    families = {family.name for family in text_string_to_metric_families(await response.text())}
+    assert len(named) >= 20
+    assert named <= families, named - families
 
 
 # Access: a client from a TELEMED_METRICS_ALLOW address (loopback by default), or the token.
