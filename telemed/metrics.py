@@ -31,7 +31,6 @@ from datetime import datetime
 
 from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     GCCollector,
@@ -40,6 +39,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from telemed import __version__, http, keys
@@ -432,7 +432,9 @@ async def _answer(request: web.Request, app: web.Application) -> web.Response:
     metrics = app[keys.METRICS]
     await metrics.refresh(app)
     return web.Response(
-        body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        # The text format every Prometheus reads (0.0.4; names here need no escaping).
+        body=generate_latest(metrics.registry),
+        headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4},
     )
 
 
