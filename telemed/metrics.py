@@ -49,7 +49,7 @@ from telemed.media.quality import LEVELS
 from telemed.media.room import Rooms
 from telemed.notify.service import get_outbox_state
 from telemed.scheduling.models import Route
-from telemed.scheduling.sla import count_overdue
+from telemed.scheduling.sla import get_overdue_counts
 from telemed.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,9 @@ so their duration says nothing of the server's speed; they are counted, not time
 CHAT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
 FORWARDED_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
+CLIENT_GONE = 499
+"""The status counted for a request whose client went away before the answer (nginx's
+convention): the handler was cancelled, nothing was sent."""
 
 
 @dataclass
@@ -337,7 +340,7 @@ class Metrics:
                     async with app[keys.SESSION_FACTORY]() as session:
                         now = app[keys.CLOCK].now()
                         outbox = await get_outbox_state(session)
-                        overdue = await count_overdue(session, now=now)
+                        overdue = await get_overdue_counts(session, now=now)
             except Exception as exc:
                 logger.warning("metrics: the database's figures not read (%s)", type(exc).__name__)
                 database.up = False
@@ -356,7 +359,7 @@ def _age(moment: datetime | None, now: datetime) -> float:
 
 def route_of(request: web.Request) -> str:
     """The route template that matched (``/api/v1/consultations/{id}``), never the path;
-    ``unmatched`` for a path no route has."""
+    ``unmatched`` for a path (or a method) no route has."""
     match_info = request.match_info
     resource = match_info.route.resource if match_info is not None else None
     return resource.canonical if resource is not None else "unmatched"
@@ -378,6 +381,9 @@ async def middleware(
     except web.HTTPException as exc:
         # What the error middleware lets through (redirects), as aiohttp answers it.
         status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = CLIENT_GONE
         raise
     finally:
         route = route_of(request)

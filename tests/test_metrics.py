@@ -80,8 +80,9 @@ async def test_requests_are_counted_by_route_template_and_status(client: AppClie
     await assert_error(response, 404, "not_found")
     # The error middleware's answer (no token) is what is counted: 401.
     await assert_error(await client.get("/api/v1/me"), 401, "unauthenticated")
-    # A path no route has: one label for all of them.
+    # A path no route has: one label for all of them; a method nobody uses, one too.
     assert (await client.get(f"/no/such/{missing}")).status == 404
+    await assert_error(await client.request("PROPFIND", "/healthz"), 405, "method_not_allowed")
 
     response = await client.get("/metrics")
     text = await response.text()
@@ -100,6 +101,8 @@ async def test_requests_are_counted_by_route_template_and_status(client: AppClie
     assert value(after, "telemed_http_requests_total", **me) == 1
     unmatched = {"method": "GET", "route": "unmatched", "status": "404"}
     assert value(after, "telemed_http_requests_total", **unmatched) == 1
+    odd = {"method": "other", "route": "unmatched", "status": "405"}
+    assert value(after, "telemed_http_requests_total", **odd) == 1
 
 
 async def test_each_app_counts_only_its_own(

@@ -173,7 +173,7 @@ async def sla_report(
     )
 
 
-async def count_overdue(session: AsyncSession, *, now: datetime) -> dict[Route, int]:
+async def get_overdue_counts(session: AsyncSession, *, now: datetime) -> dict[Route, int]:
     """Requests still waiting for a time past their response deadline, by route (the
     ``overdue`` of ``deadline_status`` among those not yet answered: what needs doing
     now). One aggregate over the open requests (``state`` is indexed), so its cost is
