@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import aiohttp
 import pytest
+import sqlalchemy as sa
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
@@ -225,6 +226,32 @@ async def test_outbox_retries_and_failures(
     assert gateway[0].requests == 2
     # The job ran; a message that failed is the gateway's failure, not the job's.
     assert value(failed, "telemed_job_errors_total", job="deliver_outbox") == 0
+
+
+async def test_a_database_that_fails_leaves_the_last_figures(
+    client: AppClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outbox table gone (a real failure of the scrape's query): the scrape still
+    answers, with the last figures and ``telemed_metrics_database_up 0``; logged by the
+    error's type only."""
+    patient = await make_patient(client)
+    phone = patient["user"]["phone"]
+    await ok(client, "POST", "/auth/password-reset", None, {"phone": phone}, status=202)
+    assert value(await scrape(client), "telemed_outbox_pending") == 1
+    assert client.app is not None
+    engine = client.app[keys.ENGINE]
+    async with engine.begin() as connection:
+        await connection.execute(sa.text("ALTER TABLE outbox_message RENAME TO outbox_away"))
+    try:
+        samples = await scrape(client)
+        assert value(samples, "telemed_metrics_database_up") == 0
+        assert value(samples, "telemed_outbox_pending") == 1
+        assert "the database's figures not read" in caplog.text
+        assert phone not in caplog.text
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(sa.text("ALTER TABLE outbox_away RENAME TO outbox_message"))
+    assert value(await scrape(client), "telemed_metrics_database_up") == 1
 
 
 async def test_a_failing_job_is_counted(client: AppClient) -> None:
