@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from telemed import __version__, db, http, jobs, keys, pages
+from telemed import __version__, db, http, jobs, keys, metrics, pages
 from telemed.accounts import views as accounts_views
 from telemed.accounts.passwords import Passwords, hasher_for
 from telemed.api import Api
@@ -39,8 +39,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
 
     ``clock`` is the one time source of the services (a fake one in tests).
     """
-    app = web.Application(middlewares=[http.error_middleware], client_max_size=1024 * 1024)
+    # The metrics middleware is outside the error middleware: it counts the status that
+    # the client got, errors already in the one error shape.
+    app = web.Application(
+        middlewares=[metrics.middleware, http.error_middleware], client_max_size=1024 * 1024
+    )
     app[keys.SETTINGS] = settings
+    app[keys.METRICS] = metrics.Metrics()
     time_source: Clock = clock or SystemClock()
     app[keys.CLOCK] = time_source
     app[keys.PASSWORDS] = passwords_for(settings)
@@ -76,6 +81,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.router.add_get("/api/v1/openapi.json", http.openapi)
     app.router.add_get("/healthz", http.healthz)
     app.router.add_get("/readyz", http.readyz)
+    metrics.setup(app)
     pages.setup_routes(app)
     return app
 

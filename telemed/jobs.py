@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -49,13 +50,17 @@ def register_job(app: web.Application, name: str, job: Job) -> None:
 async def run_jobs_once(app: web.Application) -> dict[str, int]:
     """One round of every job; a failing job is logged and does not stop the others."""
     now = app[keys.CLOCK].now()
+    metrics = app.get(keys.METRICS)
     done: dict[str, int] = {}
     for name, job in app[keys.JOBS]:
+        started = time.perf_counter()
         try:
             done[name] = await job(app, now)
         except Exception:
             logger.exception("background job %s failed", name)
             done[name] = -1
+        if metrics is not None:
+            metrics.job_ran(name, time.perf_counter() - started, failed=done[name] < 0)
     return done
 
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from telemed.api import Api
     from telemed.cluster import Cluster
     from telemed.jobs import Job
+    from telemed.metrics import Metrics
     from telemed.signaling.directory import RoomDirectory
     from telemed.signaling.handlers import Namespace
 
@@ -59,3 +60,5 @@ CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster")
 """This node among the nodes sharing Redis (``telemed.cluster``)."""
 DIRECTORY: web.AppKey[RoomDirectory] = web.AppKey("directory")
 """The way to each room from this node's sockets, and this node's rooms' side of it."""
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+"""This process's Prometheus metrics and their registry (``telemed.metrics``)."""

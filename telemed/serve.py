@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from telemed import keys
+from telemed import keys, metrics
 from telemed.http import AccessLogger
 from telemed.settings import Settings
 
@@ -50,12 +50,21 @@ async def serve(app: web.Application, settings: Settings, *, reuse_port: bool = 
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port)
+    metrics_runner: web.AppRunner | None = None
+    if settings.metrics_port is not None:
+        metrics_runner = web.AppRunner(
+            metrics.listener_app(app), handle_signals=False, access_log_class=AccessLogger
+        )
+        await metrics_runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
         await site.start()
+        if metrics_runner is not None:
+            assert settings.metrics_port is not None
+            await web.TCPSite(metrics_runner, settings.host, settings.metrics_port).start()
         await stop.wait()
         logger.info("stopping: no new connections; moving the video rooms")
         await site.stop()
@@ -69,6 +78,8 @@ async def serve(app: web.Application, settings: Settings, *, reuse_port: bool = 
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await runner.cleanup()
 
 
@@ -108,7 +119,9 @@ def supervise(settings: Settings, worker_command: Sequence[str]) -> int:
                 next_start[n] = now + delays[n]
             if workers[n] is None and now >= next_start[n]:
                 # Our own interpreter and arguments (``worker_command``), no shell.
-                workers[n] = subprocess.Popen(list(worker_command), env=env)  # noqa: S603
+                workers[n] = subprocess.Popen(  # noqa: S603
+                    list(worker_command), env=worker_environment(settings, n, env)
+                )
                 started[n] = now
         time.sleep(0.2)
     running = [worker for worker in workers if worker is not None and worker.poll() is None]
@@ -125,6 +138,14 @@ def supervise(settings: Settings, worker_command: Sequence[str]) -> int:
             code = worker.wait()
         status = status or (code if code > 0 else 0)
     return status
+
+
+def worker_environment(settings: Settings, n: int, env: dict[str, str]) -> dict[str, str]:
+    """Worker ``n``'s environment: ``env``, and its own metrics port (the first worker's
+    is ``TELEMED_METRICS_PORT``, the next one's the port after it…)."""
+    if settings.metrics_port is None:
+        return env
+    return {**env, "TELEMED_METRICS_PORT": str(settings.metrics_port + n)}
 
 
 def _restart_delay(last: float, ran: float) -> float:

@@ -174,12 +174,29 @@ class Settings(BaseSettings):
     # A viewer whose link carries less (its browser's estimate) gets audio only.
     media_video_floor_kbps: int = Field(default=150, ge=30, le=5000)
 
+    # GET /metrics (Prometheus): clients from these addresses or networks may read it
+    # without a token (loopback only by default; empty: none), others only with
+    # ``Authorization: Bearer <TELEMED_METRICS_TOKEN>`` (unset: nobody else).
+    metrics_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"]
+    )
+    metrics_token: str | None = None
+    # Also answer GET /metrics (and nothing else) on this port of TELEMED_HOST; with
+    # ``--workers N``, worker n on this port + n, so that each process can be scraped
+    # (the main port reaches whichever worker the kernel picks).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
     default_time_zone: str = "Europe/Moscow"
     default_locale: str = "ru"
     log_level: str = "INFO"
 
     @field_validator(
-        "media_addresses", "embed_origins", "turn_urls", "trusted_proxies", mode="before"
+        "media_addresses",
+        "embed_origins",
+        "turn_urls",
+        "trusted_proxies",
+        "metrics_allow",
+        mode="before",
     )
     @classmethod
     def _split_addresses(cls, value: Any) -> Any:
@@ -196,7 +213,7 @@ class Settings(BaseSettings):
         resolve_limits(value)  # raises on an unknown name or a malformed limit
         return value
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "metrics_allow")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
         for item in value:
@@ -215,6 +232,8 @@ class Settings(BaseSettings):
                 raise ValueError("TELEMED_DATABASE_URL must be set in production")
         if bool(self.turn_secret) != bool(self.turn_urls):
             raise ValueError("TELEMED_TURN_SECRET and TELEMED_TURN_URLS go together")
+        if self.metrics_token is not None and len(self.metrics_token) < 16:
+            raise ValueError("TELEMED_METRICS_TOKEN must be 16+ characters")
         if self.turn_secret and len(self.turn_secret) < 16:
             raise ValueError("TELEMED_TURN_SECRET must be 16+ characters")
         if any(not url.startswith(("turn:", "turns:")) for url in self.turn_urls):
@@ -265,6 +284,8 @@ class Settings(BaseSettings):
     def check_workers(self) -> None:
         """Several processes share their rooms, sockets and limits through Redis, and
         write through PostgreSQL (SQLite's writes are one process's)."""
+        if self.metrics_port is not None and self.metrics_port + self.worker_count > 65536:
+            raise ValueError("TELEMED_METRICS_PORT + the workers must stay below 65536")
         if self.worker_count == 1:
             return
         if not self.redis_url:

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -75,6 +75,11 @@ class _Pending:
     done: asyncio.Future[Wire] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    received: float = field(default_factory=time.perf_counter)
+
+
+Delivered = tuple[live.LiveEvent, float]
+"""A new message's event, and when its send arrived (``time.perf_counter()``)."""
 
 
 class ChatWriter:
@@ -82,6 +87,9 @@ class ChatWriter:
 
     ``engine`` gives the writer its own connection (PostgreSQL), ``session_factory`` the
     ORM sessions of the slow path, ``publisher`` delivers the committed messages' events.
+    ``stored`` is told how many new messages each batch stored, ``delivered`` the
+    seconds from each new message's arrival to its event handed to the publisher (the
+    process's metrics).
     """
 
     def __init__(
@@ -92,8 +100,12 @@ class ChatWriter:
         clock: Clock,
         settings: Settings,
         publisher: live.Publisher,
+        stored: Callable[[int], None] = lambda count: None,
+        delivered: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self._session_factory = session_factory
+        self._stored = stored
+        self._delivered = delivered
         self._engine = engine
         self._clock = clock
         self._settings = settings
@@ -104,7 +116,7 @@ class ChatWriter:
         # the next batch is stored while the last one is still being delivered. Bounded:
         # storing never runs more than a batch or two ahead of delivering (else under
         # load the acks would stay fast while deliveries fell ever further behind).
-        self._delivery: asyncio.Queue[list[live.LiveEvent]] = asyncio.Queue(maxsize=2)
+        self._delivery: asyncio.Queue[list[Delivered]] = asyncio.Queue(maxsize=2)
         self._deliverer: asyncio.Task[None] | None = None
         self._checked: dict[str, tuple[uuid.UUID, float]] = {}
         self._connection: AsyncConnection | None = None
@@ -151,7 +163,7 @@ class ChatWriter:
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             results: list[Result | Exception]
-            events: list[live.LiveEvent] = []
+            events: list[Delivered] = []
             try:
                 results = list(await self._store(batch, events))
             except asyncio.CancelledError:
@@ -175,17 +187,21 @@ class ChatWriter:
                     pending.done.set_result(result)
             # Senders are answered first: a slow Redis must not hold back their acks.
             if events:
+                self._stored(len(events))
                 await self._delivery.put(events)
 
     async def _deliver(self) -> None:
         while True:
             events = await self._delivery.get()
             try:
-                await self._publisher.send(events)
+                await self._publisher.send([event for event, _ in events])
+                sent = time.perf_counter()
+                for _, received in events:
+                    self._delivered(sent - received)
             finally:
                 self._delivery.task_done()
 
-    async def _store(self, batch: list[_Pending], events: list[live.LiveEvent]) -> list[Result]:
+    async def _store(self, batch: list[_Pending], events: list[Delivered]) -> list[Result]:
         """Store the batch; fills ``events`` with what to emit once answered."""
         now = self._clock.now()
         try:
@@ -195,7 +211,7 @@ class ChatWriter:
             return await self._one_by_one(batch, now, events)
 
     async def _fast(
-        self, batch: list[_Pending], now: datetime, events: list[live.LiveEvent]
+        self, batch: list[_Pending], now: datetime, events: list[Delivered]
     ) -> list[Result]:
         sends = [pending.send for pending in batch]
         known, stale = self._known_tokens(send.token for send in sends)
@@ -216,7 +232,10 @@ class ChatWriter:
                     self._store_sync, sends, known, stale, now
                 )
         self._remember(checked)
-        return [_result(outcome, events) for outcome in outcomes]
+        return [
+            _result(outcome, events, pending.received)
+            for pending, outcome in zip(batch, outcomes, strict=True)
+        ]
 
     def _store_in_thread(
         self,
@@ -268,7 +287,7 @@ class ChatWriter:
         return checked, outcomes
 
     async def _one_by_one(
-        self, batch: list[_Pending], now: datetime, events: list[live.LiveEvent]
+        self, batch: list[_Pending], now: datetime, events: list[Delivered]
     ) -> list[Result]:
         settings = self._settings
         results: list[Result] = []
@@ -294,7 +313,7 @@ class ChatWriter:
                         )
                 except TelemedError as exc:
                     outcome = exc
-                results.append(_result(outcome, events))
+                results.append(_result(outcome, events, pending.received))
         return results
 
     def _known_tokens(self, tokens: Iterable[str]) -> tuple[dict[str, uuid.UUID], set[str]]:
@@ -346,9 +365,9 @@ class ChatWriter:
             self._connection = None
 
 
-def _result(outcome: chat.SendOutcome, events: list[live.LiveEvent]) -> Result:
-    """The sender's answer; a new message also becomes a live event (sent after commit).
-    The message is made JSON once, for both."""
+def _result(outcome: chat.SendOutcome, events: list[Delivered], received: float) -> Result:
+    """The sender's answer; a new message also becomes a live event (sent after commit,
+    with ``received``, when its send arrived). The message is made JSON once, for both."""
     if isinstance(outcome, TelemedError):
         return outcome
     message, created = outcome
@@ -357,5 +376,5 @@ def _result(outcome: chat.SendOutcome, events: list[live.LiveEvent]) -> Result:
         to=[f"consultation:{message.consultation_id}"],
     )
     if created:
-        events.append(event)
+        events.append((event, received))
     return event.payload

@@ -380,3 +380,33 @@ async def do_mask_kept(
         .values(body=m.body_masked)
     )
     return int(result.rowcount or 0)
+
+
+@dataclass(frozen=True)
+class OutboxState:
+    """The outbox at a moment: messages waiting to go (``pending``, with the time the
+    oldest of them was queued), and those given up on (``failed``)."""
+
+    pending: int
+    failed: int
+    oldest_pending_at: datetime | None
+
+
+async def get_outbox_state(session: AsyncSession) -> OutboxState:
+    """Counts by status and the oldest waiting message, in one aggregate over the
+    ``(status, next_attempt_at)`` index: bounded by the backlog and the failures."""
+    m = OutboxMessage
+    rows = (
+        await session.exec(
+            select(m.status, sa.func.count(), sa.func.min(m.created_at))
+            .where(col(m.status).in_([OutboxStatus.PENDING, OutboxStatus.FAILED]))
+            .group_by(m.status)
+        )
+    ).all()
+    counts = {status: (int(count), oldest) for status, count, oldest in rows}
+    pending, oldest = counts.get(OutboxStatus.PENDING, (0, None))
+    return OutboxState(
+        pending=pending,
+        failed=counts.get(OutboxStatus.FAILED, (0, None))[0],
+        oldest_pending_at=oldest,
+    )

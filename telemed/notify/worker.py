@@ -251,7 +251,11 @@ async def _deliver(app: web.Application, delivery: Delivery, message: OutboxMess
         # A bug in a sender: keep the traceback, count the attempt, go on with the rest.
         logger.exception("outbox message %s: sender crashed", message.id)
         error = f"internal error ({type(exc).__name__})"
-    await _finish(app, message, error, outcome, permanent=permanent)
+    status = await _finish(app, message, error, outcome, permanent=permanent)
+    metrics = app.get(keys.METRICS)
+    if metrics is not None and status is not None:
+        counted = "retry" if status is OutboxStatus.PENDING else status.value
+        metrics.outbox_attempts.labels(message.channel.value, counted).inc()
 
 
 async def deliver_outbox(app: web.Application, now: datetime) -> int:

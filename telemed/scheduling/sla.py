@@ -171,3 +171,23 @@ async def sla_report(
         by_centre=sorted(by_centre.values(), key=lambda c: c.name),
         by_doctor=sorted(by_doctor.values(), key=lambda c: c.name),
     )
+
+
+async def get_overdue_counts(session: AsyncSession, *, now: datetime) -> dict[Route, int]:
+    """Requests still waiting for a time past their response deadline, by route (the
+    ``overdue`` of ``deadline_status`` among those not yet answered: what needs doing
+    now). One aggregate over the open requests (``state`` is indexed), so its cost is
+    bounded by the queue of open requests, not by the history."""
+    c = Consultation
+    rows = (
+        await session.exec(
+            select(c.route, sa.func.count())
+            .where(
+                c.state == State.REQUESTED,
+                col(c.notified_at).is_(None),
+                col(c.due_at) < now,
+            )
+            .group_by(c.route)
+        )
+    ).all()
+    return {Route(route): int(count) for route, count in rows}

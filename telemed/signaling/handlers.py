@@ -288,12 +288,15 @@ def setup(app: web.Application) -> socketio.AsyncServer:
 
     async def run_writer(app: web.Application) -> AsyncIterator[None]:
         """The chat writer for the app's lifetime, from start-up (the database opens then)."""
+        metrics = app[keys.METRICS]
         writer = ChatWriter(
             session_factory=app[keys.SESSION_FACTORY],
             engine=app[keys.ENGINE],
             clock=app[keys.CLOCK],
             settings=settings,
             publisher=app[keys.PUBLISHER],
+            stored=metrics.chat_stored.inc,
+            delivered=metrics.chat_delivery.observe,
         )
         app[keys.CHAT_WRITER] = writer
         writer.start()
