@@ -7,11 +7,13 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlmodel import select
 
 from telemed import keys
 from telemed.clock import FakeClock
 from telemed.scheduling.models import Consultation, DutySlot
+from telemed.scheduling.topics import topics_for
 from tests.conftest import AppClient
 from tests.factories import assert_error, bearer, register
 from tests.flows import (
@@ -40,8 +42,14 @@ async def test_route_1_request_schedule_and_notifications(
 ) -> None:
     patient, doctor = world["patient"], world["doctor"]
     document = await upload(client, patient["token"])
-    body = await request_body(world["centre"]["id"], document_ids=[document["id"]], age=64)
+    body = await request_body(
+        world["centre"]["id"],
+        document_ids=[document["id"]],
+        age=64,
+        preferred_times="  будни после 18:00 ",
+    )
     created = await ok(client, "POST", "/consultations", patient["token"], body, status=201)
+    assert created["preferred_times"] == "будни после 18:00"
     assert created["state"] == "requested"
     assert created["route"] == "initiative"
     assert created["full_name"] == patient["user"]["full_name"]
@@ -56,6 +64,7 @@ async def test_route_1_request_schedule_and_notifications(
     assert [c["id"] for c in listed["items"]] == [created["id"]]
     seen = await ok(client, "GET", f"/consultations/{created['id']}", doctor["token"])
     assert {"schedule", "decline", "cancel"} <= set(seen["allowed_moves"])
+    assert seen["preferred_times"] == "будни после 18:00"  # for the doctor who sets the time
     content = await client.get(
         f"/api/v1/documents/{document['id']}/content", headers=bearer(doctor["token"])
     )
@@ -547,3 +556,17 @@ async def test_slots_are_shown_in_the_patients_time_zone(
     assert datetime.fromisoformat(first) == datetime.fromisoformat(slots[0]["starts_at"])
     bad = await client.get(f"/api/v1/doctors/{duty_id}/slots", params={"tz": "Mars/Base"})
     await assert_error(bad, 400, "invalid_input")
+
+
+@pytest.mark.parametrize(
+    ("specialty", "topics"),
+    [
+        ("кардиолог", ["cardiovascular", "healthy_lifestyle", "other"]),
+        ("Врач-акушер-гинеколог", ["gynaecological", "other"]),
+        ("терапевт", ["cardiovascular", "healthy_lifestyle", "other"]),
+        ("невролог", ["other"]),
+    ],
+)
+def test_the_topics_a_specialty_answers(specialty: str, topics: list[str]) -> None:
+    """The booking page offers the chosen doctor's topics (and "other", always)."""
+    assert [str(topic) for topic in topics_for(specialty)] == topics

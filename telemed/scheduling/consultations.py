@@ -360,8 +360,10 @@ async def check_create_request(
     document_ids: Sequence[uuid.UUID],
     full_name: str | None = None,
     age: int | None = None,
+    preferred_times: str = "",
 ) -> Consultation:
-    """Route 1: a patient's own request to a medical centre.
+    """Route 1: a patient's own request to a medical centre (with, if they like, the
+    times that suit them, for the doctor who sets the time).
 
     Full name and age come from the account unless the patient corrects them. The
     attached documents must be the patient's. Due (response deadline) after
@@ -384,6 +386,7 @@ async def check_create_request(
         age=age if age is not None else age_on(actor.birth_date, now.date()),
         diagnosis=diagnosis,
         complaints=complaints,
+        preferred_times=preferred_times,
     )
     await do_open(
         session, consultation, actor_id=actor.id, now=now, action="consultation.requested"

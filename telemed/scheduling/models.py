@@ -70,6 +70,13 @@ class CentrePublic(BaseModel):
     description: str
 
 
+class DutyTopic(StrEnum):
+    CARDIOVASCULAR = "cardiovascular"
+    GYNAECOLOGICAL = "gynaecological"
+    HEALTHY_LIFESTYLE = "healthy_lifestyle"
+    OTHER = "other"
+
+
 class DoctorPublic(BaseModel):
     id: uuid.UUID
     user_id: uuid.UUID
@@ -79,6 +86,9 @@ class DoctorPublic(BaseModel):
     specialty: str
     is_duty: bool
     bio: str
+    topics: list[DutyTopic] = Field(
+        description="The duty topics the doctor's specialty answers (scheduling/topics.py)"
+    )
 
 
 class SlotPublic(BaseModel):
@@ -106,13 +116,6 @@ class State(StrEnum):
     CANCELLED = "cancelled"
     DECLINED = "declined"
     NO_SHOW = "no_show"
-
-
-class DutyTopic(StrEnum):
-    CARDIOVASCULAR = "cardiovascular"
-    GYNAECOLOGICAL = "gynaecological"
-    HEALTHY_LIFESTYLE = "healthy_lifestyle"
-    OTHER = "other"
 
 
 class Channel(StrEnum):
@@ -144,6 +147,9 @@ class Consultation(SQLModel, table=True):
     diagnosis: str = Field(default="", max_length=1000)
     icd10: str | None = Field(default=None, max_length=16)
     complaints: str = Field(default="", max_length=4000)
+    # Route 1: when the patient would like the consultation ("weekdays after 18:00"),
+    # for the doctor who sets the time.
+    preferred_times: str = Field(default="", max_length=500)
     topic: DutyTopic | None = Field(default=None, sa_type=StrEnumType(DutyTopic, 32))
     question: str = Field(default="", max_length=4000)
     channel: Channel = Field(default=Channel.VIDEO, sa_type=StrEnumType(Channel, 16))

@@ -34,6 +34,7 @@ from telemed.scheduling.models import (
     SlotStatus,
 )
 from telemed.scheduling.slots import cut_slots
+from telemed.scheduling.topics import topics_for
 
 
 def clean_profiles(profiles: list[str]) -> list[str]:
@@ -159,6 +160,7 @@ def doctor_public(doctor: Doctor, user: User, centre: Centre) -> DoctorPublic:
         specialty=doctor.specialty,
         is_duty=doctor.is_duty,
         bio=doctor.bio,
+        topics=topics_for(doctor.specialty),
     )
 
 

@@ -114,6 +114,7 @@ async def test_route_1_register_upload_request_schedule_notify(
     assert int(await patient.get_by_label("Возраст").input_value()) >= 50
     await patient.get_by_label("Диагноз").fill("Гипертоническая болезнь II стадии")
     await patient.get_by_label("Жалобы").fill("Головные боли по утрам, давление до 160/100")
+    await patient.get_by_label("Когда вам удобно (необязательно)").fill("будни после 18:00")
     await patient.get_by_label("Выписка из стационара (Выписка)").check()
     await patient.get_by_role("button", name="Отправить заявку").click()
     await wait_in_page(patient, "(window.telemedApp.route || '').startsWith('/consultations/')")
@@ -129,7 +130,9 @@ async def test_route_1_register_upload_request_schedule_notify(
     await screenshot(desk, "doctor-requests", tmp_path)
     await request.get_by_role("link").click()
     await desk.locator("#schedule-form").wait_for()
-    assert "Головные боли" in await desk.locator("dl.facts").inner_text()
+    facts = await desk.locator("dl.facts").inner_text()
+    assert "Головные боли" in facts
+    assert "Удобное время\nбудни после 18:00" in facts
     await shows_the_preview(
         desk, desk.locator("li.document", has_text="Выписка из стационара"), pages=2
     )
@@ -187,10 +190,22 @@ async def test_route_2_publish_slots_book_and_chat_before(
     await go(patient, "/new")
     await patient.get_by_label("Дежурный врач").select_option(label="Белова М. С. — кардиолог")
     await patient.locator(f"#slots[data-doctor='{duty['id']}']").wait_for()
-    await patient.locator("#slots label", has_text="09:30").first.click()
+    # Times are large chips of the chosen day (tappable: 44 px at least), a radio
+    # group underneath; the topics are the cardiologist's.
+    chip = patient.locator("#slots .times label", has_text="09:30").first
+    box = await chip.bounding_box()
+    assert box is not None
+    assert box["height"] >= 44
+    assert box["width"] >= 44
+    await chip.click()
+    assert await patient.get_by_role("radio", name="09:30").is_checked()
+    topics = await patient.get_by_label("Тема").locator("option").all_inner_texts()
+    assert "Гинекология" not in topics
+    assert topics[0] == "Сердечно-сосудистые заболевания"
+    assert topics[-1] == "Другое"
     await patient.get_by_label("Тема").select_option("cardiovascular")
     await patient.get_by_label("Вопрос врачу").fill("Можно ли заниматься бегом при аритмии?")
-    await screenshot(patient, "patient-booking", tmp_path)
+    await screenshot(patient, "patient-booking", tmp_path, at=patient.locator("#duty-form"))
     await patient.get_by_role("button", name="Записаться").click()
     await wait_in_page(patient, "(window.telemedApp.route || '').startsWith('/consultations/')")
     await patient.locator("article[data-state=scheduled]").wait_for()

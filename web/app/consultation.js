@@ -99,6 +99,7 @@ function facts(item) {
     item.route === "duty" ? ["details.topic", t(`topic.${item.topic}`)] : ["details.diagnosis", `${item.icd10 ? item.icd10 + " " : ""}${item.diagnosis}`],
     item.complaints ? ["details.complaints", item.complaints] : null,
     item.question ? ["details.question", item.question] : null,
+    item.preferred_times ? ["details.preferredTimes", item.preferred_times] : null,
     item.referring_organisation ? ["details.referredBy", `${item.referring_organisation}, ${item.referring_doctor}`] : null,
     ["details.submitted", when(item.submitted_at)],
     item.starts_at ? ["details.starts", `${when(item.starts_at)} – ${when(item.ends_at, "time")} (${zoneName()})`] : null,

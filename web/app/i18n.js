@@ -60,6 +60,7 @@ const formats = {
   date: { dateStyle: "medium" },
   time: { timeStyle: "short" },
   day: { weekday: "long", day: "numeric", month: "long" },
+  weekday: { weekday: "short", day: "numeric", month: "short" },
 };
 
 // Formatters are made once per language, zone and style (a list formats many dates).

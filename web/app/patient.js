@@ -2,7 +2,7 @@
 // request form) or route 2 (a duty doctor's free slot).
 import { del, get, post, query, upload } from "./api.js";
 import { errorBox, field, form, h, showError, toast } from "./dom.js";
-import { dayOf, fileSize, t, timeZone, when, zoneName } from "./i18n.js";
+import { dayOf, fileSize, t, tCount, timeZone, when, zoneName } from "./i18n.js";
 import { go } from "./nav.js";
 import { session } from "./session.js";
 
@@ -151,11 +151,13 @@ async function newConsultation({ query: search }) {
       field("age", "new.age", { type: "number", min: 0, max: 130, required: true, value: ageOf(user.birth_date) }),
       field("diagnosis", "new.diagnosis", { required: true }),
       field("complaints", "new.complaints", { type: "textarea", required: true }),
+      field("preferred_times", "new.preferredTimes", { maxlength: 500, hint: "new.preferredTimesHint" }),
       await documentChoice(),
     ], "new.send", async (values, element) => {
       const created = await post("/consultations", {
         route: "initiative", centre_id: centre.id, full_name: values.full_name, age: Number(values.age),
-        diagnosis: values.diagnosis, complaints: values.complaints, document_ids: chosenDocuments(element),
+        diagnosis: values.diagnosis, complaints: values.complaints, preferred_times: values.preferred_times,
+        document_ids: chosenDocuments(element),
       });
       toast(t("new.sent"));
       go(`#/consultations/${created.id}`);
@@ -200,23 +202,48 @@ async function dutyBooking() {
       if (!byDay.has(day)) byDay.set(day, []);
       byDay.get(day).push(slot);
     }
+    // Days as a row of chips, the chosen day's free times as large chips below: tapped,
+    // not hunted for among dozens of radio buttons. Both are radio groups underneath
+    // (arrow keys move, the screen reader says "3 of 12").
+    const times = h("div", { class: "chips times", role: "radiogroup", "aria-labelledby": "times-legend" });
+    const showDay = (day) => {
+      times.replaceChildren(...byDay.get(day).map((slot) => {
+        const id = `slot-${slot.id}`;
+        return h("span", { class: "chip" },
+          h("input", { type: "radio", name: "slot_id", id, value: slot.id, required: true }),
+          h("label", { for: id }, when(slot.starts_at, "time")));
+      }));
+    };
+    const days = [...byDay.keys()].map((day, index) => {
+      const id = `day-${day}`;
+      const input = h("input", { type: "radio", name: "day", id, value: day, checked: index === 0 });
+      input.addEventListener("change", () => showDay(day));
+      const first = byDay.get(day)[0].starts_at;
+      return h("span", { class: "chip day-chip" }, input,
+        h("label", { for: id }, when(first, "weekday"), h("small", {}, tCount("new.freeCount", byDay.get(day).length))));
+    });
+    showDay([...byDay.keys()][0]);
     slots.replaceChildren(h("fieldset", {}, h("legend", {}, t("new.slot", { zone: zoneName() })),
-      [...byDay.values()].map((daySlots) => h("div", { class: "day" },
-        h("h4", {}, when(daySlots[0].starts_at, "day")),
-        daySlots.map((slot) => {
-          const id = `slot-${slot.id}`;
-          return h("span", { class: "slot" },
-            h("input", { type: "radio", name: "slot_id", id, value: slot.id, required: true }),
-            h("label", { for: id }, when(slot.starts_at, "time")));
-        })))));
+      h("div", { class: "chips days", role: "radiogroup", "aria-label": t("new.day") }, days),
+      h("p", { id: "times-legend", class: "muted" }, t("new.time")),
+      times));
   };
   const doctorSelect = field("doctor", "new.dutyDoctor", {
     type: "select", choices: doctors.map((d) => [d.id, `${d.full_name} — ${d.specialty}`]),
   });
-  doctorSelect.querySelector("select").addEventListener("change", (event) => showSlots(event.target.value).catch((e) => showError(box, e)));
+  // The topics the chosen doctor's specialty answers ("other" always among them).
+  const topicField = field("topic", "new.topic", { type: "select", choices: [] });
+  const showTopics = (doctorId) => {
+    const doctor = doctors.find((d) => d.id === doctorId);
+    topicField.querySelector("select").replaceChildren(...(doctor.topics || TOPICS).map((k) => h("option", { value: k }, t(`topic.${k}`))));
+  };
+  doctorSelect.querySelector("select").addEventListener("change", (event) => {
+    showTopics(event.target.value);
+    showSlots(event.target.value).catch((e) => showError(box, e));
+  });
   const booking = form({ "aria-label": t("new.route2"), id: "duty-form" }, [
     box, doctorSelect, slots,
-    field("topic", "new.topic", { type: "select", choices: TOPICS.map((k) => [k, t(`topic.${k}`)]) }),
+    topicField,
     field("question", "new.question", { type: "textarea" }),
   ], "new.book", async (values, element) => {
     const slot = element.querySelector("input[name=slot_id]:checked");
@@ -225,6 +252,7 @@ async function dutyBooking() {
     toast(t("new.booked"));
     go(`#/consultations/${created.id}`);
   });
+  showTopics(doctors[0].id);
   await showSlots(doctors[0].id);
   return booking;
 }

@@ -62,6 +62,9 @@ class InitiativeIn(RequestModel):
     age: int | None = Field(default=None, ge=0, le=130)
     diagnosis: Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=NONBLANK)]
     complaints: Annotated[str, StringConstraints(min_length=1, max_length=4000, pattern=NONBLANK)]
+    preferred_times: Annotated[str, StringConstraints(max_length=500)] = Field(
+        default="", description="When the patient would like the consultation, in their words"
+    )
     document_ids: list[uuid.UUID] = Field(default_factory=list, max_length=50)
 
 
@@ -131,6 +134,7 @@ class ConsultationPublic(BaseModel):
     diagnosis: str
     icd10: str | None
     complaints: str
+    preferred_times: str
     topic: DutyTopic | None
     question: str
     channel: Channel
@@ -233,7 +237,7 @@ async def create_consultation(call: Call, body: ConsultationIn) -> ConsultationP
     doctor's slot (route 2).
 
     Route 1: ``{route: "initiative", centre_id, full_name?, age?, diagnosis, complaints,
-    document_ids}``. Route 2: ``{route: "duty", slot_id, channel: "video", topic,
+    preferred_times?, document_ids}``. Route 2: ``{route: "duty", slot_id, channel: "video", topic,
     question?}``; 409 ``slot_taken`` if someone was faster.
     """
     request = body.root
@@ -248,6 +252,7 @@ async def create_consultation(call: Call, body: ConsultationIn) -> ConsultationP
             age=request.age,
             diagnosis=request.diagnosis,
             complaints=request.complaints,
+            preferred_times=request.preferred_times.strip(),
             document_ids=request.document_ids,
         )
     else:
