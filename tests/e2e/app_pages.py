@@ -15,7 +15,7 @@ from tests.factories import AppClient
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 PHONE = ViewportSize(width=375, height=812)
-DESKTOP = ViewportSize(width=1280, height=800)
+DESKTOP = ViewportSize(width=1366, height=768)  # the most common laptop screen
 
 
 def origin(client: AppClient) -> str:

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import FormData, web
-from playwright.async_api import Browser, Locator, Page, ViewportSize
+from playwright.async_api import Browser, Locator, Page
 
 from telemed import db, keys
 from telemed.demo import MANAGER, demo_password_hashes, load_demo
 from telemed.jobs import run_jobs_once
 from tests.conftest import AppClient
 from tests.e2e.app_pages import (
+    DESKTOP,
     app_state,
     go,
     new_page,
@@ -39,7 +40,6 @@ CARDIOLOGY = "Областной кардиологический центр"
 VORONIN = "+79005550101"  # row 2 of the sample
 GAVRILOVA = ("+79005550102", "Гаврилова Светлана Петровна")  # row 3
 CREDENTIALS = re.compile(r"логин (\+7\d{10}),? пароль ([^\s.]+)")
-DESKTOP = ViewportSize(width=1366, height=768)
 
 
 async def demo_data(app: web.Application) -> None:
