@@ -391,7 +391,8 @@ async def test_the_room_tells_screen_readers_what_happens(
 
 
 # The focused element, whether it was focused before in this round, and whether its
-# focus can be seen: a :focus-visible outline of at least 2 px that is not transparent.
+# focus can be seen: a :focus-visible outline of at least 2 px whose colour stands out
+# from the background around it by 3:1 at least (WCAG 1.4.11, non-text contrast).
 FOCUSED = """() => {
   const element = document.activeElement;
   if (!element || element === document.body) return null;
@@ -399,13 +400,28 @@ FOCUSED = """() => {
   const box = element.getBoundingClientRect();
   const seen = window.tabbed.has(element);
   window.tabbed.add(element);
+  const rgb = (colour) => (colour.match(/[\\d.]+/g) || []).map(Number);
+  const linear = (v) => (v / 255 <= 0.03928 ? v / 255 / 12.92 : ((v / 255 + 0.055) / 1.055) ** 2.4);
+  const luminance = ([r, g, b]) => 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b);
+  let around = [255, 255, 255];
+  for (let node = element.parentElement; node; node = node.parentElement) {
+    const colour = rgb(getComputedStyle(node).backgroundColor);
+    if (colour.length === 3 || colour[3] > 0.5) {
+      around = colour.slice(0, 3);
+      break;
+    }
+  }
+  const ring = luminance(rgb(style.outlineColor));
+  const [light, dark] = [ring, luminance(around)].sort((a, b) => b - a);
+  const contrast = (light + 0.05) / (dark + 0.05);
   return {
     seen,
     key: element.getAttribute("name") || element.getAttribute("href") || element.id
       || (element.textContent || "").trim().slice(0, 40) || element.tagName,
     tag: element.tagName,
+    contrast: Math.round(contrast * 100) / 100,
     visible: element.matches(":focus-visible") && style.outlineStyle !== "none"
-      && parseFloat(style.outlineWidth) >= 2 && style.outlineColor !== "rgba(0, 0, 0, 0)"
+      && parseFloat(style.outlineWidth) >= 2 && contrast >= 3
       && box.width > 0 && box.height > 0,
   };
 }"""
@@ -426,7 +442,7 @@ async def tab_through(page: Page, limit: int = 150) -> list[str]:
             break
         reached.append(focused["key"])
         if not focused["visible"]:
-            unseen.append(f"{focused['tag']} {focused['key']}")
+            unseen.append(f"{focused['tag']} {focused['key']} (contrast {focused['contrast']})")
     assert not unseen, f"focus not visible on {unseen} ({page.url})"
     return reached
 
