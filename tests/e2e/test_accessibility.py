@@ -155,6 +155,27 @@ async def test_sign_in_pages(browser: Browser, client: AppClient, viewport: View
     audit.assert_clean(len(LANGUAGES) * (len(routes) + 1) + 1)
 
 
+async def test_the_audit_finds_what_is_wrong(browser: Browser, client: AppClient) -> None:
+    """The check can fail: an input without a label and a picture without a text, put
+    into the sign-in page, are found as critical."""
+    page = await new_page(await new_context(browser, client, DESKTOP))
+    await open_app(page, client, "/login")
+    await page.evaluate(
+        """() => {
+          const form = document.querySelector("#view form");
+          form.append(document.createElement("input"));
+          const picture = document.createElement("img");
+          picture.src = "/static/icons/icon-192.png";
+          form.append(picture);
+        }"""
+    )
+    audit = Audit()
+    await audit.check(page, "spoilt")
+    found = "\n".join(audit.found)
+    assert "critical label " in found, found
+    assert "critical image-alt " in found, found
+
+
 async def patient_world(client: AppClient, clock: FakeClock) -> dict[str, Any]:
     """A centre with a doctor and a duty doctor; a patient with a document, a request to
     the centre and a booked duty consultation; a manager with an import."""
@@ -172,6 +193,25 @@ async def patient_world(client: AppClient, clock: FakeClock) -> dict[str, Any]:
         patient["token"],
         {"document_ids": [document["id"]]},
     )
+    # Two more requests that the doctor schedules and holds: one ended (the conclusion
+    # to write), one concluded (the conclusion to read).
+    held = []
+    for starts in (2, 15):
+        asked = await request_to_centre(client, patient, centre["id"], diagnosis="Гипертония")
+        path = f"/consultations/{asked['id']}"
+        at = later(clock, minutes=starts).isoformat()
+        body = {"starts_at": at, "duration_min": 10}
+        await ok(client, "POST", f"{path}/schedule", doctor["token"], body)
+        await ok(client, "POST", f"{path}/start", doctor["token"])
+        await ok(client, "POST", f"{path}/end", doctor["token"])
+        held.append(asked)
+    conclusion = {
+        "diagnosis": "Гипертоническая болезнь II стадии",
+        "findings": "Давление 150/95, жалобы на головные боли.",
+        "recommendations": "Контроль давления дважды в день, повторная консультация через месяц.",
+    }
+    path = f"/consultations/{held[0]['id']}/conclusion"
+    await ok(client, "POST", path, doctor["token"], conclusion, status=201)
     booked = await book_slot(client, duty, patient, later(clock, minutes=5))
     await ok(
         client,
@@ -199,6 +239,8 @@ async def patient_world(client: AppClient, clock: FakeClock) -> dict[str, Any]:
         "duty": duty,
         "patient": patient,
         "request": request,
+        "concluded": held[0],
+        "completed": held[1],
         "booked": booked,
         "import": report,
     }
@@ -214,6 +256,8 @@ async def test_every_page_of_every_role(
         "/consultations",
         f"/consultations/{world['request']['id']}",
         f"/consultations/{world['booked']['id']}",
+        f"/consultations/{world['concluded']['id']}",
+        f"/consultations/{world['completed']['id']}",
         "/new",
         "/documents",
         "/profile",
@@ -222,6 +266,8 @@ async def test_every_page_of_every_role(
     page = await new_page(await new_context(browser, client, viewport))
     await sign_in(page, client, world["patient"]["user"]["phone"], PASSWORD)
     await audit_routes(page, audit, "patient", patient_routes)
+    await go(page, f"/consultations/{world['concluded']['id']}")
+    assert await page.locator("#conclusion").count() == 1  # the conclusion was checked too
 
     doctor_routes = [
         "/requests",
@@ -229,11 +275,15 @@ async def test_every_page_of_every_role(
         "/slots",
         "/consultations",
         f"/consultations/{world['request']['id']}",
+        f"/consultations/{world['concluded']['id']}",
+        f"/consultations/{world['completed']['id']}",
         "/profile",
     ]
     page = await new_page(await new_context(browser, client, viewport))
     await sign_in(page, client, world["doctor"]["phone"], NEW_PASSWORD)
     await audit_routes(page, audit, "doctor", doctor_routes)
+    await go(page, f"/consultations/{world['completed']['id']}")
+    assert await page.locator("#conclusion-form").count() == 1  # and the form to write it
     duty_routes = ["/slots", f"/consultations/{world['booked']['id']}"]
     page = await new_page(await new_context(browser, client, viewport))
     await sign_in(page, client, world["duty"]["phone"], NEW_PASSWORD)
