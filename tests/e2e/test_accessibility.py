@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import FormData
@@ -67,7 +68,8 @@ class Audit:
 
     async def check(self, page: Page, where: str) -> None:
         if not await page.evaluate("Boolean(window.axe)"):
-            await page.add_script_tag(url=page.url.split("#")[0].rsplit("/", 1)[0] + AXE_PATH)
+            at = urlsplit(page.url)
+            await page.add_script_tag(url=f"{at.scheme}://{at.netloc}{AXE_PATH}")
         result: dict[str, Any] = await page.evaluate(RUN_AXE)
         assert result["passes"] > 10, f"axe checked next to nothing on {where}"
         self.pages += 1
