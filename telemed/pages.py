@@ -21,6 +21,24 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(WEB_DIR / "index.html")
 
 
+async def service_worker(request: web.Request) -> web.FileResponse:
+    """GET /sw.js: the service worker that keeps the app's shell for use without a
+    connection (docs/web.md). Served from the root so that its scope is the whole app;
+    never cached by HTTP, so that a new version is seen at the next visit."""
+    return web.FileResponse(
+        WEB_DIR / "sw.js",
+        headers={"Content-Type": "text/javascript", "Cache-Control": "no-cache"},
+    )
+
+
+async def manifest(request: web.Request) -> web.FileResponse:
+    """GET /manifest.webmanifest: the web app manifest (add to the home screen)."""
+    return web.FileResponse(
+        WEB_DIR / "manifest.webmanifest",
+        headers={"Content-Type": "application/manifest+json", "Cache-Control": "no-cache"},
+    )
+
+
 async def embedded_room(request: web.Request) -> web.FileResponse:
     """GET /embed/consultations/{id}?token=…[&origin=…]: the video room alone, for an
     iframe or a mobile WebView (docs/embedding.md). Only the origins of
@@ -53,5 +71,7 @@ def setup_routes(app: web.Application) -> None:
         app.router.add_static("/static/vendor/pdfjs/", PDFJS_DIR, follow_symlinks=False)
     if WEB_DIR.is_dir():
         app.router.add_get("/", index)
+        app.router.add_get("/sw.js", service_worker)
+        app.router.add_get("/manifest.webmanifest", manifest)
         app.router.add_get("/embed/consultations/{id}", embedded_room)
         app.router.add_static("/static/", WEB_DIR, follow_symlinks=False)

@@ -121,8 +121,10 @@ export function toast(text) {
   toast.timer = setTimeout(() => box.classList.remove("shown"), 4000);
 }
 
+// The wrap scrolls sideways on a phone: focusable, so the keyboard can scroll it too.
 export function table(headers, rows, attributes = {}) {
-  return h("div", { class: "table-wrap" },
+  const label = attributes["aria-labelledby"];
+  return h("div", { class: "table-wrap", tabindex: "0", role: label ? "region" : null, "aria-labelledby": label },
     h("table", attributes,
       h("thead", {}, h("tr", {}, headers.map((text) => h("th", { scope: "col" }, t(text))))),
       h("tbody", {}, rows)));

@@ -85,7 +85,7 @@ async function centres() {
     h("th", { scope: "row" }, centre.name),
     h("td", {}, centre.region),
     h("td", {}, centre.profiles.join(", ")),
-    h("td", {}, h("a", { href: `#/doctors?centre=${centre.id}`, "aria-label": t("centres.doctorsOf", { name: centre.name }) }, String(staffed.get(centre.id) || 0))),
+    h("td", {}, h("a", { href: `#/doctors?centre=${centre.id}`, "aria-label": `${staffed.get(centre.id) || 0} — ${t("centres.doctorsOf", { name: centre.name })}` }, String(staffed.get(centre.id) || 0))),
     rowActions(`#/centres/${centre.id}`, centre.name, "centres", `/centres/${centre.id}`, box)));
   return [
     h("h1", {}, t("centres.title")),

@@ -36,11 +36,13 @@ export function createPresence({ state, view, signalling, consultationId, isDoct
   signalling.on("room:participant_joined", (event) => {
     if (event.consultation_id !== consultationId) return;
     Object.assign(other(event.user_id), { role: event.role, present: true, media: null });
+    if (event.user_id !== state.userId) view.announce(TEXT.peerJoined.replace("{who}", view.roleName(event.role)));
     show();
   });
   signalling.on("room:participant_left", (event) => {
     if (event.consultation_id !== consultationId) return;
     other(event.user_id).present = false;
+    if (event.user_id !== state.userId) view.announce(TEXT.peerLeft.replace("{who}", view.roleName(other(event.user_id).role)));
     show();
   });
   signalling.on("media:status_changed", (event) => {

@@ -13,6 +13,7 @@ export function createRecording({ state, view, signalling, consultationId, isDoc
 
   function show(current, { asking = false } = {}) {
     const consents = Object.fromEntries(current.consents.map((c) => [c.user_id, c.granted]));
+    if (current.active !== state.recording) view.announce(current.active ? TEXT.recording : TEXT.recordingStopped);
     state.recording = current.active;
     state.consented = Boolean(consents[state.userId]);
     $("recording").hidden = !current.active;

@@ -16,6 +16,11 @@ export function createView({ TEXT, lang, timeZone }) {
     say(text) {
       $("status").textContent = text;
     },
+    // What screen readers should hear of a change that the status line does not say:
+    // someone came or went, the recording started or stopped (a live region).
+    announce(text) {
+      $("announcer").textContent = text;
+    },
     // What came of the user's last action (a refused command), apart from the room's state.
     notice(text) {
       $("notice").textContent = text;
