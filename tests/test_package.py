@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import venv
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,11 +23,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtual environment, outside the repository, with the wheel installed
     (its dependencies from the package index, as a user gets them)."""
     root = tmp_path_factory.mktemp("package")
-    wheel = build_wheel(root / "dist")
+    wheel = build_wheel(root / "dist", root)
     environment = root / "venv"
-    venv.create(environment, with_pip=True)
+    subprocess.run(
+        [sys.executable, "-m", "venv", environment], env=_clean_env(), check=True, timeout=300
+    )
     done = subprocess.run(
-        [environment / "bin" / "python", "-m", "pip", "install", "--quiet", wheel],
+        [environment / "bin" / "pip", "install", "--quiet", wheel],
         env=_clean_env(),
         cwd=root,
         capture_output=True,

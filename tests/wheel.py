@@ -33,10 +33,10 @@ JAVASCRIPT = {"text/javascript", "application/javascript"}
 _IMPORT = re.compile(r"""(?:\bfrom\s*|\bimport\s*\(?\s*)["']([^"'`]+\.m?js)["']""")
 
 
-def build_wheel(out: Path) -> Path:
-    """``pip wheel --no-deps`` of a copy of the checkout's sources (so that no ``build/``
-    left by an earlier build leaks into it) into ``out``; the wheel's path."""
-    source = out / "source"
+def build_wheel(out: Path, work: Path) -> Path:
+    """``pip wheel --no-deps`` of a copy of the checkout's sources in ``work`` (so that
+    no ``build/`` left by an earlier build leaks into it) into ``out``; the wheel's path."""
+    source = work / "source"
     source.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "_web")
     shutil.copytree(ROOT / "telemed", source / "telemed", ignore=ignore)
