@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio
 import yaml
+from playwright.async_api import Browser
 
 from tests.nodes import fresh_database
 from tests.servers import PostgresServer, RedisServer, free_port
@@ -32,6 +33,7 @@ from tests.wheel import (
     build_wheel,
     check_whole_app,
     fetch,
+    sign_in_with_browser,
 )
 
 DEPLOY = ROOT / "deploy"
@@ -157,8 +159,8 @@ def _wait_healthy(podman: Podman, name: str, seconds: float = 120) -> None:
 
 
 @needs_root
-def test_the_image_serves_the_app_and_keeps_its_data_in_a_volume(
-    podman: Podman, image: str
+async def test_the_image_serves_the_app_and_keeps_its_data_in_a_volume(
+    podman: Podman, image: str, browser: Browser
 ) -> None:
     inspected = json.loads(podman("image", "inspect", image).stdout)[0]
     assert inspected["Config"]["User"] == "telemed"
@@ -176,6 +178,7 @@ def test_the_image_serves_the_app_and_keeps_its_data_in_a_volume(
         demo = podman("exec", names[0], "telemed", "demo").stdout
         assert PATIENT_PHONE in demo
         check_whole_app(f"http://127.0.0.1:{port}")
+        await sign_in_with_browser(browser, f"http://127.0.0.1:{port}")
 
         podman("stop", "--time", "30", names[0], timeout=60)
         exit_code = podman("inspect", "--format", "{{.State.ExitCode}}", names[0]).stdout

@@ -12,18 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Response
+from playwright.async_api import Browser
 
 from telemed import web_files
-from tests.browser import wait_in_page
 from tests.servers import free_port
 from tests.wheel import (
-    PATIENT_PASSWORD,
-    PATIENT_PHONE,
     ROOT,
     build_wheel,
     check_whole_app,
     fetch,
+    sign_in_with_browser,
     wait_for,
 )
 
@@ -126,30 +124,7 @@ def test_the_installed_server_serves_the_whole_app(server: str) -> None:
 
 
 async def test_a_browser_signs_in_on_the_installed_server(server: str, browser: Browser) -> None:
-    """Chromium loads the app from the installed package, every module and library
-    included, signs the demo patient in through the form, and its socket connects."""
-    failed: list[str] = []
-
-    def check(response: Response) -> None:
-        if "/static/" in response.url and response.status >= 400:
-            failed.append(f"{response.status} {response.url}")
-
-    context = await browser.new_context(locale="ru-RU")
-    page = await context.new_page()
-    page.on("response", check)
-    page.on("requestfailed", lambda request: failed.append(f"failed {request.url}"))
-    page.on("pageerror", lambda error: failed.append(f"error {error}"))
-    await page.goto(f"{server}/#/login")
-    await wait_in_page(page, "window.telemedApp && window.telemedApp.rendered > 0")
-    await page.get_by_label("Телефон или e-mail").fill(PATIENT_PHONE)
-    await page.get_by_label("Пароль", exact=True).fill(PATIENT_PASSWORD)
-    await page.get_by_role("button", name="Войти").click()
-    await wait_in_page(
-        page,
-        "window.telemedApp.user && window.telemedApp.user.role === 'patient' "
-        "&& window.telemedApp.live",
-    )
-    assert failed == []
+    await sign_in_with_browser(browser, server)
 
 
 def test_the_checkout_serves_its_own_files() -> None:

@@ -14,6 +14,10 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from playwright.async_api import Browser, Response
+
+from tests.browser import wait_in_page
+
 ROOT = Path(__file__).resolve().parent.parent
 
 PATIENT_PHONE = "+79000000001"
@@ -129,6 +133,34 @@ def check_whole_app(base: str) -> None:
     )
     assert status == 401, body
     assert json.loads(body)["error"]["code"]
+
+
+async def sign_in_with_browser(browser: Browser, base: str) -> None:
+    """Chromium loads the app from ``base``, every module and library included, signs
+    the demo patient in through the form, and its socket connects."""
+    failed: list[str] = []
+
+    def check(response: Response) -> None:
+        if "/static/" in response.url and response.status >= 400:
+            failed.append(f"{response.status} {response.url}")
+
+    context = await browser.new_context(locale="ru-RU")
+    page = await context.new_page()
+    page.on("response", check)
+    page.on("requestfailed", lambda request: failed.append(f"failed {request.url}"))
+    page.on("pageerror", lambda error: failed.append(f"error {error}"))
+    await page.goto(f"{base}/#/login")
+    await wait_in_page(page, "window.telemedApp && window.telemedApp.rendered > 0")
+    await page.get_by_label("Телефон или e-mail").fill(PATIENT_PHONE)
+    await page.get_by_label("Пароль", exact=True).fill(PATIENT_PASSWORD)
+    await page.get_by_role("button", name="Войти").click()
+    await wait_in_page(
+        page,
+        "window.telemedApp.user && window.telemedApp.user.role === 'patient' "
+        "&& window.telemedApp.live",
+    )
+    assert failed == []
+    await context.close()
 
 
 def _join(folder: str, relative: str) -> str:
