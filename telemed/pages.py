@@ -1,20 +1,19 @@
-"""The web app's pages (files under ``web/``, no templating) and the embeddable room."""
+"""The web app's pages (files under ``web/``, no templating) and the embeddable room.
+
+The files come from the checkout, or from the copy an installed wheel carries
+(``telemed/web_files.py``)."""
 
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 from aiohttp import web
 
-from telemed import http, keys
+from telemed import http, keys, web_files
 from telemed.errors import Forbidden, NotFound
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-# socket.io-client and pdf.js from npm (package-lock.json; installed by ./dev), served
-# as they are.
-VENDOR_DIR = WEB_DIR.parent / "node_modules" / "socket.io-client" / "dist"
-PDFJS_DIR = WEB_DIR.parent / "node_modules" / "pdfjs-dist"
+FILES = web_files.locate()
+WEB_DIR = FILES.app
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -65,10 +64,11 @@ async def embedded_room(request: web.Request) -> web.FileResponse:
 
 
 def setup_routes(app: web.Application) -> None:
-    if VENDOR_DIR.is_dir():
-        app.router.add_static("/static/vendor/socket.io/", VENDOR_DIR, follow_symlinks=False)
-    if PDFJS_DIR.is_dir():
-        app.router.add_static("/static/vendor/pdfjs/", PDFJS_DIR, follow_symlinks=False)
+    # socket.io-client and pdf.js from npm (package-lock.json; installed by ./dev),
+    # served as they are.
+    for name, folder in FILES.vendor.items():
+        if folder.is_dir():
+            app.router.add_static(f"/static/vendor/{name}/", folder, follow_symlinks=False)
     if WEB_DIR.is_dir():
         app.router.add_get("/", index)
         app.router.add_get("/sw.js", service_worker)
