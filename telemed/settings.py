@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TELEMED_", extra="ignore", frozen=True)
 
     mode: Mode = Mode.DEVELOPMENT
+    # The service's name as patients know it: in the app's header and titles, in every
+    # SMS and e-mail, in conclusion PDFs.
+    brand_name: str = Field(default="Телемед", min_length=1, max_length=40)
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     data_dir: Path = Path("./var")

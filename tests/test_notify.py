@@ -92,7 +92,13 @@ async def notify(
         user = await session.get(User, uuid.UUID(str(user_id)))
         assert user is not None
         return await do_notify(
-            session, now=app[keys.CLOCK].now(), user=user, kind=kind, params=params, **kwargs
+            session,
+            now=app[keys.CLOCK].now(),
+            user=user,
+            kind=kind,
+            params=params,
+            brand="Телемед",
+            **kwargs,
         )
 
 
@@ -220,7 +226,7 @@ async def test_texts_follow_the_users_locale_and_time_zone(
         "Телемед: консультация назначена на 03.12 в 14:30 (МСК)."
     )
     assert sms[english["user"]["phone"]] == (
-        "Telemed: your consultation is scheduled for 3 Dec, 16:30 (Yekaterinburg)."
+        "Телемед: your consultation is scheduled for 3 Dec, 16:30 (Yekaterinburg)."
     )
 
 
@@ -729,11 +735,20 @@ async def test_a_taken_outbox_key_does_not_break_the_callers_transaction(
         now = app[keys.CLOCK].now()
         params = {"when": WHEN}
         kind = NotificationKind.SCHEDULED
-        await do_notify(session, now=now, user=user, kind=kind, params=params, sms=True)
         await do_notify(
-            session, now=now, user=user, kind=kind, params=params, sms=True, dedupe_key=key
+            session, brand="Телемед", now=now, user=user, kind=kind, params=params, sms=True
         )
-        await do_notify(session, now=now, user=user, kind=kind, params=params)
+        await do_notify(
+            session,
+            brand="Телемед",
+            now=now,
+            user=user,
+            kind=kind,
+            params=params,
+            sms=True,
+            dedupe_key=key,
+        )
+        await do_notify(session, brand="Телемед", now=now, user=user, kind=kind, params=params)
     bell = await get(client, "/notifications", bob["token"])
     assert len(bell["items"]) == 3
     recipients = [row.recipient for row in await outbox_rows(app)]
@@ -768,13 +783,16 @@ WITH_LINKS = {
 def test_every_kind_has_a_short_sms_and_a_text_in_both_languages(
     kind: NotificationKind, locale: str
 ) -> None:
-    text = render(kind, locale=locale, params=ALL_PARAMS, time_zone="Europe/Moscow")
+    text = render(
+        kind, locale=locale, params=ALL_PARAMS, brand="Телемед", time_zone="Europe/Moscow"
+    )
     assert 0 < len(text.title) <= 60
     assert text.body
     assert text.sms
-    assert text.sms.startswith("Телемед: " if locale == "ru" else "Telemed: ")
-    # Russian texts are in Russian; English ones carry Russian only in the params (names).
-    own_words = text.title + text.body + text.sms
+    assert text.sms.startswith("Телемед: ")  # the service's name (TELEMED_BRAND_NAME) first
+    # Russian texts are in Russian; English ones carry Russian only in the params (names)
+    # and the service's name.
+    own_words = (text.title + text.body + text.sms).replace("Телемед", "")
     for value in ALL_PARAMS.values():
         own_words = own_words.replace(str(value), "")
     has_cyrillic = re.search("[а-яё]", own_words, re.IGNORECASE) is not None
@@ -788,19 +806,39 @@ def test_every_kind_has_a_short_sms_and_a_text_in_both_languages(
 
 
 def test_texts_without_optional_params_and_with_missing_ones() -> None:
-    bare = render(NotificationKind.CANCELLED, locale="ru", params={}, time_zone="Europe/Moscow")
+    bare = render(
+        NotificationKind.CANCELLED,
+        locale="ru",
+        params={},
+        brand="Телемед",
+        time_zone="Europe/Moscow",
+    )
     assert bare.body == "Онлайн-консультация отменена. Подробности — в личном кабинете."
     assert bare.sms == "Телемед: консультация отменена."
     with pytest.raises(ValueError, match="when"):
-        render(NotificationKind.SCHEDULED, locale="ru", params={}, time_zone="Europe/Moscow")
+        render(
+            NotificationKind.SCHEDULED,
+            locale="ru",
+            params={},
+            brand="Телемед",
+            time_zone="Europe/Moscow",
+        )
     # An amended conclusion says so.
     amended = render(
-        NotificationKind.CONCLUSION_ISSUED, locale="ru", params={"version": 2}, time_zone="UTC"
+        NotificationKind.CONCLUSION_ISSUED,
+        locale="ru",
+        params={"version": 2},
+        brand="Телемед",
+        time_zone="UTC",
     )
     assert amended.title == "Заключение обновлено"
     # A referral text carries the credentials to the patient (masked elsewhere).
     referral = render(
-        NotificationKind.REFERRAL_CREDENTIALS, locale="ru", params=ALL_PARAMS, time_zone="UTC"
+        NotificationKind.REFERRAL_CREDENTIALS,
+        locale="ru",
+        params=ALL_PARAMS,
+        brand="Телемед",
+        time_zone="UTC",
     )
     assert referral.sms == (
         "Телемед: направление в Областной кардиоцентр, свяжутся за 2–4 дня. "
@@ -812,7 +850,11 @@ def test_texts_without_optional_params_and_with_missing_ones() -> None:
         "centre": "ГАУЗ СО «Свердловская областная клиническая больница № 1»",
     }
     shortened = render(
-        NotificationKind.REFERRAL_CREDENTIALS, locale="ru", params=long_name, time_zone="UTC"
+        NotificationKind.REFERRAL_CREDENTIALS,
+        locale="ru",
+        params=long_name,
+        brand="Телемед",
+        time_zone="UTC",
     ).sms
     assert len(shortened) <= 134
     assert "ГАУЗ СО «Свердловская" in shortened

@@ -77,6 +77,7 @@ async def test_two_nodes_deliver_every_message_exactly_once(
                     for index in range(MESSAGES):
                         await do_notify(
                             session,
+                            brand="Телемед",
                             now=now,
                             user=users[index % PATIENTS],
                             kind=NotificationKind.SCHEDULED,

@@ -451,6 +451,7 @@ async def credentials_sms(app: web.Application, user_id: str) -> None:
         assert user is not None
         await do_notify(
             session,
+            brand="Телемед",
             now=app[keys.CLOCK].now(),
             user=user,
             kind=NotificationKind.REFERRAL_CREDENTIALS,

@@ -54,7 +54,8 @@ state.userId = me && me.id;
 // ?lang= wins, then the user's own setting; Russian otherwise.
 state.lang = pickLanguage(params.get("lang"), me && me.locale);
 const TEXT = await loadWords(["room"], state.lang);
-document.title = TEXT.title;
+// "Консультация — Телемед": the service's name as the server gave it (TELEMED_BRAND_NAME).
+document.title = `${TEXT.title} — ${document.querySelector("meta[name=application-name]").content}`;
 // Times in the user's own time zone (the account's), as the rest of the app shows them.
 const view = createView({ TEXT, lang: state.lang, timeZone: (me && me.time_zone) || "Europe/Moscow" });
 

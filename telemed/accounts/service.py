@@ -515,6 +515,7 @@ async def do_request_password_reset(
     secret: str,
     code_ttl: timedelta,
     limits: Mapping[str, Limit],
+    brand: str,
 ) -> None:
     """Send a reset code by SMS to the account with this phone, if there is one that may
     reset its password this way (``RESET_ROLES``, active).
@@ -551,6 +552,7 @@ async def do_request_password_reset(
     await do_mask_kept(session, user_id=user.id, kinds=[NotificationKind.PASSWORD_RESET_CODE])
     await do_notify(
         session,
+        brand=brand,
         now=now,
         user=user,
         kind=NotificationKind.PASSWORD_RESET_CODE,

@@ -302,6 +302,7 @@ async def request_password_reset(call: Call, body: PasswordResetIn) -> PasswordR
     settings = call.settings
     await service.do_request_password_reset(
         call.session,
+        brand=call.settings.brand_name,
         phone=body.phone,
         address=call.address,
         now=call.now,

@@ -184,10 +184,12 @@ async def do_notify(
     attachments: Sequence[Attachment] = (),
     secrets: Sequence[str] = (),
     dedupe_key: str | None = None,
+    brand: str,
 ) -> Notification:
     """Notify ``user`` of ``kind``: always in the app, and by SMS / e-mail if asked.
 
-    Texts are rendered in the user's locale and time zone (``texts.render``). The e-mail
+    Texts are rendered in the user's locale and time zone, naming the service ``brand``
+    (``TELEMED_BRAND_NAME``; ``texts.render``). The e-mail
     goes only to a user who has an address. ``secrets`` (passwords in ``params``) reach
     only the SMS/e-mail recipient: the in-app text, ``data``, the outbox's
     ``body_masked`` and the logs show them masked.
@@ -207,7 +209,7 @@ async def do_notify(
         if existing is not None:
             return existing
 
-    text = render(kind, locale=user.locale, params=params, time_zone=user.time_zone)
+    text = render(kind, locale=user.locale, params=params, time_zone=user.time_zone, brand=brand)
     data: dict[str, Any] = {
         name: json_safe(value, secret_values)
         for name, value in params.items()
@@ -252,7 +254,7 @@ async def do_notify(
     if sms:
         await _queue(session, outbox(OutboxChannel.SMS, user.phone, "", text.sms, []))
     if email and user.email:
-        body = email_text(text.body, locale=user.locale)
+        body = email_text(text.body, locale=user.locale, brand=brand)
         files = [attachment.to_json() for attachment in attachments]
         await _queue(session, outbox(OutboxChannel.EMAIL, user.email, text.title, body, files))
     return notification

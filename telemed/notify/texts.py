@@ -8,7 +8,7 @@ needed). SMS texts are kept short: Cyrillic SMS segments hold only 70 characters
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -174,12 +174,18 @@ class _Params:
     """The params of one text, each formatted for the recipient."""
 
     def __init__(
-        self, kind: NotificationKind, params: Mapping[str, object], locale: str, time_zone: str
+        self,
+        kind: NotificationKind,
+        params: Mapping[str, object],
+        locale: str,
+        time_zone: str,
+        brand: str,
     ) -> None:
         self.kind = kind
         self.params = params
         self.locale = locale
         self.time_zone = time_zone
+        self.brand = brand
 
     def has(self, name: str) -> bool:
         value = self.params.get(name)
@@ -229,13 +235,15 @@ TWO_LATIN_SEGMENTS = 306
 """A Latin (GSM-7) SMS longer than 160 characters goes in segments of 153: two of them."""
 
 
-def _fitted(template: str, centre: object, limit: int) -> str:
+def _fitted(p: _Params, template: str, limit: int) -> str:
     """``template`` with the centre's name in ``{centre}``, shortened (…) so that the
-    whole text fits ``limit`` characters; "the centre" when there is no name."""
+    whole SMS, the service's name before it included, fits ``limit`` characters; "the
+    centre" when there is no name."""
+    centre = p.params.get("centre")
     name = str(centre).strip() if centre else ""
-    room = limit - len(template.replace("{centre}", ""))
+    room = limit - len(sms_prefix(p.brand)) - len(template.replace("{centre}", ""))
     if not name:
-        name = "центр" if template.startswith("Телемед") else "the centre"
+        name = "центр" if template.startswith("направление") else "the centre"
     elif len(name) > room:
         name = name[: max(room - 1, 8)].rstrip() + "…"
     return template.replace("{centre}", name)
@@ -276,16 +284,16 @@ def _ru_requested(p: _Params) -> RenderedText:
             "Врач изучит документы и назначит дату и время, мы сразу сообщим вам об этом."
             f"{p.opt('due', ' Ответ ожидается до {}.')}"
         ),
-        sms="Телемед: заявка принята. Врач назначит время, мы сообщим вам.",
+        sms="заявка принята. Врач назначит время, мы сообщим вам.",
     )
 
 
 @ru(K.NEW_REQUEST)
 def _ru_new_request(p: _Params) -> RenderedText:
     sms = (
-        f"Телемед: новая заявка, ответьте до {p.short('due')}."
+        f"новая заявка, ответьте до {p.short('due')}."
         if p.has("due")
-        else "Телемед: новая заявка на консультацию. Назначьте время."
+        else "новая заявка на консультацию. Назначьте время."
     )
     return RenderedText(
         title="Новая заявка на консультацию",
@@ -307,7 +315,7 @@ def _ru_new_referrals(p: _Params) -> RenderedText:
             f"{p['count']}. Пожалуйста, изучите документы пациентов и назначьте дату и время."
             f"{p.opt('due', ' Ответить нужно до {}.')}"
         ),
-        sms=f"Телемед: новые направления ({p['count']}), ответьте до {p.short('due')}.",
+        sms=f"новые направления ({p['count']}), ответьте до {p.short('due')}.",
     )
 
 
@@ -319,7 +327,7 @@ def _ru_new_booking(p: _Params) -> RenderedText:
             f"Пациент записался к вам на онлайн-консультацию: {p['when']}. "
             "Вопросы пациента и документы — на странице консультации."
         ),
-        sms=f"Телемед: новая запись на консультацию {p.short('when')}.",
+        sms=f"новая запись на консультацию {p.short('when')}.",
     )
 
 
@@ -333,7 +341,7 @@ def _ru_scheduled(p: _Params) -> RenderedText:
             "За 5–10 минут до начала проверьте камеру и микрофон."
             f"{p.opt('url', ' Ссылка для входа: {}')}"
         ),
-        sms=f"Телемед: консультация назначена на {p.short('when')}.",
+        sms=f"консультация назначена на {p.short('when')}.",
     )
 
 
@@ -347,7 +355,7 @@ def _ru_rescheduled(p: _Params) -> RenderedText:
             f"{p.sentence('reason', ' Причина: {}')} Приносим извинения за неудобства."
             f"{p.opt('url', ' Ссылка для входа: {}')}"
         ),
-        sms=f"Телемед: консультация перенесена на {p.short('when')}.",
+        sms=f"консультация перенесена на {p.short('when')}.",
     )
 
 
@@ -361,7 +369,7 @@ def _ru_cancelled(p: _Params) -> RenderedText:
             f"{p.sentence('reason', ' Причина: {}')} "
             "Подробности — в личном кабинете."
         ),
-        sms=f"Телемед: консультация{when_sms} отменена.",
+        sms=f"консультация{when_sms} отменена.",
     )
 
 
@@ -373,7 +381,7 @@ def _ru_no_show(p: _Params) -> RenderedText:
             f"Вы не подключились к онлайн-консультации{p.opt('when', ' {}')}. "
             "Если она всё ещё нужна, запишитесь снова в личном кабинете."
         ),
-        sms="Телемед: консультация не состоялась. Запишитесь снова.",
+        sms="консультация не состоялась. Запишитесь снова.",
     )
 
 
@@ -386,7 +394,7 @@ def _ru_declined(p: _Params) -> RenderedText:
             f"вашу заявку на консультацию.{p.sentence('reason', ' Причина: {}')} "
             "Вы можете обратиться в другой центр или записаться к дежурному врачу."
         ),
-        sms="Телемед: заявка отклонена. Подробности в личном кабинете.",
+        sms="заявка отклонена. Подробности в личном кабинете.",
     )
 
 
@@ -400,7 +408,7 @@ def _ru_reminder_24h(p: _Params) -> RenderedText:
             "Подготовьте документы и вопросы врачу, заранее проверьте камеру и микрофон."
             f"{p.opt('url', ' Ссылка для входа: {}')}"
         ),
-        sms=f"Телемед: напоминаем о консультации {p.short('when')}.",
+        sms=f"напоминаем о консультации {p.short('when')}.",
     )
 
 
@@ -415,7 +423,7 @@ def _ru_reminder_1h(p: _Params) -> RenderedText:
             "Войдите за несколько минут до начала и разрешите доступ к камере и микрофону."
             f"{p.opt('url', ' Ссылка для входа: {}')}"
         ),
-        sms=f"Телемед: консультация через час.{url}",
+        sms=f"консультация через час.{url}",
     )
 
 
@@ -429,7 +437,7 @@ def _ru_conclusion(p: _Params) -> RenderedText:
                 "онлайн-консультации. Новую версию можно прочитать и скачать в личном "
                 "кабинете, в разделе «Консультации»."
             ),
-            sms="Телемед: заключение врача обновлено. Оно доступно в личном кабинете.",
+            sms="заключение врача обновлено. Оно доступно в личном кабинете.",
         )
     return RenderedText(
         title="Заключение готово",
@@ -437,7 +445,7 @@ def _ru_conclusion(p: _Params) -> RenderedText:
             f"Заключение врача{p.opt('doctor', ' ({})')} по вашей онлайн-консультации готово. "
             "Его можно прочитать и скачать в личном кабинете, в разделе «Консультации»."
         ),
-        sms="Телемед: заключение врача готово. Оно доступно в личном кабинете.",
+        sms="заключение врача готово. Оно доступно в личном кабинете.",
     )
 
 
@@ -447,7 +455,7 @@ def _ru_referral(p: _Params) -> RenderedText:
         title="Направление на онлайн-консультацию",
         body=(
             "Здравствуйте! Лечащий врач направил вас на онлайн-консультацию"
-            f"{p.opt('centre', ' в «{}»')} через службу «Телемед».\n"
+            f"{p.opt('centre', ' в «{}»')} через службу «{p.brand}».\n"
             f"Вход в личный кабинет: {p['url']}\n"
             f"Логин: {p['login']}\n"
             f"Пароль: {p['password']}\n"
@@ -456,9 +464,9 @@ def _ru_referral(p: _Params) -> RenderedText:
             "дату и время консультации."
         ),
         sms=_fitted(
-            "Телемед: направление в {centre}, свяжутся за 2–4 дня. "
+            p,
+            "направление в {centre}, свяжутся за 2–4 дня. "
             f"{p['url']} логин {p['login']} пароль {p['password']}",
-            p.params.get("centre"),
             TWO_CYRILLIC_SEGMENTS,
         ),
     )
@@ -469,7 +477,8 @@ def _ru_new_credentials(p: _Params) -> RenderedText:
     return RenderedText(
         title="Новый пароль для входа",
         body=(
-            "Вам выдан новый временный пароль для входа в личный кабинет службы «Телемед»; "
+            "Вам выдан новый временный пароль для входа в личный кабинет службы "
+            f"«{p.brand}»; "
             "прежний пароль больше не действует.\n"
             f"Вход в личный кабинет: {p['url']}\n"
             f"Логин: {p['login']}\n"
@@ -477,7 +486,7 @@ def _ru_new_credentials(p: _Params) -> RenderedText:
             "При входе смените пароль."
         ),
         sms=(
-            "Телемед: новый временный пароль. "
+            "новый временный пароль. "
             f"Вход: {p['url']} логин {p['login']}, пароль {p['password']}. "
             "Смените его при входе."
         ),
@@ -495,7 +504,7 @@ def _ru_password_reset_code(p: _Params) -> RenderedText:
             f"{p.opt('expires', ' и действует до {}')}. "
             "Если это были не вы, ничего не делайте: пароль останется прежним."
         ),
-        sms=f"Телемед: код для смены пароля {p['code']}. Никому его не сообщайте.",
+        sms=f"код для смены пароля {p['code']}. Никому его не сообщайте.",
     )
 
 
@@ -508,7 +517,7 @@ def _ru_sla_overdue(p: _Params) -> RenderedText:
             f"дольше положенного{p.opt('due', ': срок истёк {}')}. "
             "Пожалуйста, свяжитесь с центром."
         ),
-        sms=f"Телемед: просрочен срок ответа на заявку{p.opt('centre', ' в «{}»')}.",
+        sms=f"просрочен срок ответа на заявку{p.opt('centre', ' в «{}»')}.",
     )
 
 
@@ -524,7 +533,7 @@ def _en_requested(p: _Params) -> RenderedText:
             "received. A doctor will review your documents and set a date and time; we will "
             f"let you know right away.{p.opt('due', ' You can expect an answer by {}.')}"
         ),
-        sms="Telemed: your consultation request has been received. We will tell you the time.",
+        sms="your consultation request has been received. We will tell you the time.",
     )
 
 
@@ -538,7 +547,7 @@ def _en_new_request(p: _Params) -> RenderedText:
             "Please review the patient's documents and set a date and time."
             f"{p.opt('due', ' Please respond by {}.')}"
         ),
-        sms=f"Telemed: new consultation request. Please set a time{due_sms}.",
+        sms=f"new consultation request. Please set a time{due_sms}.",
     )
 
 
@@ -551,7 +560,7 @@ def _en_new_referrals(p: _Params) -> RenderedText:
             f"{p['count']}. Please review the patients' documents and set dates and times."
             f"{p.opt('due', ' Please respond by {}.')}"
         ),
-        sms=f"Telemed: new referrals ({p['count']}), please respond by {p.short('due')}.",
+        sms=f"new referrals ({p['count']}), please respond by {p.short('due')}.",
     )
 
 
@@ -563,7 +572,7 @@ def _en_new_booking(p: _Params) -> RenderedText:
             f"A patient has booked an online consultation with you for {p['when']}. "
             "Their questions and documents are on the consultation page."
         ),
-        sms=f"Telemed: a new consultation booking for {p.short('when')}.",
+        sms=f"a new consultation booking for {p.short('when')}.",
     )
 
 
@@ -577,7 +586,7 @@ def _en_scheduled(p: _Params) -> RenderedText:
             "Please check your camera and microphone 5–10 minutes before it starts."
             f"{p.opt('url', ' Join here: {}')}"
         ),
-        sms=f"Telemed: your consultation is scheduled for {p.short('when')}.",
+        sms=f"your consultation is scheduled for {p.short('when')}.",
     )
 
 
@@ -591,7 +600,7 @@ def _en_rescheduled(p: _Params) -> RenderedText:
             f"{p.sentence('reason', ' Reason: {}')} We apologise for the inconvenience."
             f"{p.opt('url', ' Join here: {}')}"
         ),
-        sms=f"Telemed: your consultation has been moved to {p.short('when')}.",
+        sms=f"your consultation has been moved to {p.short('when')}.",
     )
 
 
@@ -605,7 +614,7 @@ def _en_cancelled(p: _Params) -> RenderedText:
             f"{p.sentence('reason', ' Reason: {}')} "
             "Details are in your account."
         ),
-        sms=f"Telemed: the consultation{when_sms} has been cancelled.",
+        sms=f"the consultation{when_sms} has been cancelled.",
     )
 
 
@@ -617,7 +626,7 @@ def _en_no_show(p: _Params) -> RenderedText:
             f"You did not join the online consultation{p.opt('when', ' on {}')}. "
             "If you still need it, please book again in your account."
         ),
-        sms="Telemed: the consultation did not take place. Please book again.",
+        sms="the consultation did not take place. Please book again.",
     )
 
 
@@ -630,7 +639,7 @@ def _en_declined(p: _Params) -> RenderedText:
             f"your consultation request.{p.sentence('reason', ' Reason: {}')} "
             "You can apply to another centre or book a duty doctor."
         ),
-        sms="Telemed: your consultation request was declined. See your account for details.",
+        sms="your consultation request was declined. See your account for details.",
     )
 
 
@@ -644,7 +653,7 @@ def _en_reminder_24h(p: _Params) -> RenderedText:
             "Have your documents and questions ready, and check your camera and microphone "
             f"in advance.{p.opt('url', ' Join here: {}')}"
         ),
-        sms=f"Telemed: a reminder of your consultation on {p.short('when')}.",
+        sms=f"a reminder of your consultation on {p.short('when')}.",
     )
 
 
@@ -658,7 +667,7 @@ def _en_reminder_1h(p: _Params) -> RenderedText:
             "Please join a few minutes early and allow access to the camera and microphone."
             f"{p.opt('url', ' Join here: {}')}"
         ),
-        sms=f"Telemed: your consultation starts in one hour.{p.opt('url', ' Join: {}')}",
+        sms=f"your consultation starts in one hour.{p.opt('url', ' Join: {}')}",
     )
 
 
@@ -672,7 +681,7 @@ def _en_conclusion(p: _Params) -> RenderedText:
                 "online consultation. You can read and download the new version in your "
                 "account, under Consultations."
             ),
-            sms="Telemed: the doctor's conclusion has been updated in your account.",
+            sms="the doctor's conclusion has been updated in your account.",
         )
     return RenderedText(
         title="Conclusion ready",
@@ -680,7 +689,7 @@ def _en_conclusion(p: _Params) -> RenderedText:
             f"The doctor's conclusion{p.opt('doctor', ' ({})')} on your online consultation "
             "is ready. You can read and download it in your account, under Consultations."
         ),
-        sms="Telemed: the doctor's conclusion is ready in your account.",
+        sms="the doctor's conclusion is ready in your account.",
     )
 
 
@@ -690,7 +699,7 @@ def _en_referral(p: _Params) -> RenderedText:
         title="Referral to an online consultation",
         body=(
             "Hello! Your doctor has referred you to an online consultation"
-            f"{p.opt('centre', ' at {}')} through the Telemed service.\n"
+            f"{p.opt('centre', ' at {}')} through the {p.brand} service.\n"
             f"Sign in at: {p['url']}\n"
             f"Login: {p['login']}\n"
             f"Password: {p['password']}\n"
@@ -699,9 +708,9 @@ def _en_referral(p: _Params) -> RenderedText:
             "doctor will review them and set a date and time for the consultation."
         ),
         sms=_fitted(
-            "Telemed: referral to {centre}; you will be contacted within 2-4 days. "
+            p,
+            "referral to {centre}; you will be contacted within 2-4 days. "
             f"{p['url']} login {p['login']} password {p['password']}",
-            p.params.get("centre"),
             TWO_LATIN_SEGMENTS,
         ),
     )
@@ -712,7 +721,7 @@ def _en_new_credentials(p: _Params) -> RenderedText:
     return RenderedText(
         title="New sign-in password",
         body=(
-            "You have been given a new temporary password for your Telemed account; the "
+            f"You have been given a new temporary password for your {p.brand} account; the "
             "previous one no longer works.\n"
             f"Sign in at: {p['url']}\n"
             f"Login: {p['login']}\n"
@@ -720,7 +729,7 @@ def _en_new_credentials(p: _Params) -> RenderedText:
             "Please change the password when you sign in."
         ),
         sms=(
-            "Telemed: a new temporary password. "
+            "a new temporary password. "
             f"Sign in: {p['url']} login {p['login']}, password {p['password']}. "
             "Change it when you sign in."
         ),
@@ -736,7 +745,7 @@ def _en_password_reset_code(p: _Params) -> RenderedText:
             f"{p.opt('expires', ' and is valid until {}')}. "
             "If it was not you, do nothing: your password stays as it is."
         ),
-        sms=f"Telemed: your password reset code is {p['code']}. Do not share it with anyone.",
+        sms=f"your password reset code is {p['code']}. Do not share it with anyone.",
     )
 
 
@@ -749,32 +758,44 @@ def _en_sla_overdue(p: _Params) -> RenderedText:
             f"longer than allowed{p.opt('due', ': the deadline was {}')}. "
             "Please contact the centre."
         ),
-        sms=f"Telemed: a request{p.opt('centre', ' at {}')} is past its response deadline.",
+        sms=f"a request{p.opt('centre', ' at {}')} is past its response deadline.",
     )
 
 
+def sms_prefix(brand: str) -> str:
+    """Every SMS starts with the service's name: the patient sees who writes."""
+    return f"{brand}: "
+
+
 def render(
-    kind: NotificationKind, *, locale: str, params: Mapping[str, object], time_zone: str
+    kind: NotificationKind,
+    *,
+    locale: str,
+    params: Mapping[str, object],
+    time_zone: str,
+    brand: str,
 ) -> RenderedText:
-    """The texts of ``kind`` in ``locale`` (``ru``, else English), times in ``time_zone``.
+    """The texts of ``kind`` in ``locale`` (``ru``, else English), times in ``time_zone``,
+    naming the service ``brand`` (``TELEMED_BRAND_NAME``).
 
     Raises ``ValueError`` when a param the text needs is missing (a caller's bug).
     """
     kind = NotificationKind(kind)
     table = _RU if locale == "ru" else _EN
-    return table[kind](_Params(kind, params, "ru" if locale == "ru" else "en", time_zone))
+    text = table[kind](_Params(kind, params, "ru" if locale == "ru" else "en", time_zone, brand))
+    return replace(text, sms=sms_prefix(brand) + text.sms)
 
 
-def email_text(body: str, *, locale: str) -> str:
+def email_text(body: str, *, locale: str, brand: str) -> str:
     """An e-mail's text: the notification's text and a short signature."""
     if locale == "ru":
         signature = (
-            "Служба онлайн-консультаций «Телемед».\n"
+            f"Служба онлайн-консультаций «{brand}».\n"
             "Письмо отправлено автоматически, отвечать на него не нужно."
         )
     else:
         signature = (
-            "Telemed online consultation service.\n"
+            f"{brand} online consultation service.\n"
             "This message was sent automatically; please do not reply."
         )
     return f"{body}\n\n-- \n{signature}\n"

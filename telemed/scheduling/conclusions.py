@@ -35,6 +35,7 @@ async def check_issue_conclusion(
     findings: str,
     recommendations: str,
     amendment_reason: str | None,
+    brand: str,
 ) -> Conclusion:
     """The consultation's doctor issues the conclusion of a completed consultation
     (version 1, the consultation becomes ``concluded``), or amends an issued one: a new
@@ -95,6 +96,7 @@ async def check_issue_conclusion(
     assert patient is not None
     await do_notify(
         session,
+        brand=brand,
         now=now,
         user=patient,
         kind=NotificationKind.CONCLUSION_ISSUED,

@@ -395,23 +395,32 @@ async def check_create_request(
         session.add(ConsultationDocument(consultation_id=consultation.id, document_id=document_id))
     await do_notify(
         session,
+        brand=settings.brand_name,
         now=now,
         user=actor,
         kind=NotificationKind.CONSULTATION_REQUESTED,
         params={"centre": centre.name, "due": consultation.due_at},
         consultation_id=consultation.id,
     )
-    await notify_centre_doctors(session, now=now, centre=centre, consultation=consultation)
+    await notify_centre_doctors(
+        session, now=now, centre=centre, consultation=consultation, brand=settings.brand_name
+    )
     return consultation
 
 
 async def notify_centre_doctors(
-    session: AsyncSession, *, now: datetime, centre: Centre, consultation: Consultation
+    session: AsyncSession,
+    *,
+    now: datetime,
+    centre: Centre,
+    consultation: Consultation,
+    brand: str,
 ) -> None:
     """Tell every doctor of the centre that a request (or referral) waits for them."""
     for doctor_user in await centre_doctors(session, centre.id):
         await do_notify(
             session,
+            brand=brand,
             now=now,
             user=doctor_user,
             kind=NotificationKind.NEW_REQUEST,
@@ -491,6 +500,7 @@ async def check_book_duty(
     if doctor_user is not None:
         await do_notify(
             session,
+            brand=settings.brand_name,
             now=now,
             user=doctor_user,
             kind=NotificationKind.NEW_BOOKING,
@@ -619,7 +629,13 @@ async def check_schedule(
 
 
 async def check_decline(
-    session: AsyncSession, *, actor: User, now: datetime, consultation_id: uuid.UUID, reason: str
+    session: AsyncSession,
+    *,
+    actor: User,
+    now: datetime,
+    consultation_id: uuid.UUID,
+    reason: str,
+    brand: str,
 ) -> Consultation:
     """A doctor of the centre declines a request, with a reason the patient will read."""
     seen = await get_consultation(session, actor=actor, consultation_id=consultation_id, lock=True)
@@ -642,6 +658,7 @@ async def check_decline(
     assert patient is not None
     await do_notify(
         session,
+        brand=brand,
         now=now,
         user=patient,
         kind=NotificationKind.DECLINED,
@@ -703,6 +720,7 @@ async def check_cancel(
     if seen.party is not Party.PATIENT:
         await do_notify(
             session,
+            brand=settings.brand_name,
             now=now,
             user=patient,
             kind=NotificationKind.CANCELLED,
@@ -719,6 +737,7 @@ async def check_cancel(
         if doctor_user is not None:
             await do_notify(
                 session,
+                brand=settings.brand_name,
                 now=now,
                 user=doctor_user,
                 kind=NotificationKind.CANCELLED,
@@ -858,6 +877,7 @@ async def _tell_scheduled(
     assert patient is not None
     await do_notify(
         session,
+        brand=settings.brand_name,
         now=now,
         user=patient,
         kind=kind,

@@ -91,6 +91,7 @@ async def send_reminders(app: web.Application, now: datetime) -> int:
                 assert patient is not None
                 await do_notify(
                     session,
+                    brand=app[keys.SETTINGS].brand_name,
                     now=now,
                     user=patient,
                     kind=kind,
@@ -155,6 +156,7 @@ async def mark_no_shows(app: web.Application, now: datetime) -> int:
             assert patient is not None
             await do_notify(
                 session,
+                brand=app[keys.SETTINGS].brand_name,
                 now=now,
                 user=patient,
                 kind=kind,
@@ -201,6 +203,7 @@ async def alert_overdue(app: web.Application, now: datetime) -> int:
             for manager in managers:
                 await do_notify(
                     session,
+                    brand=app[keys.SETTINGS].brand_name,
                     now=now,
                     user=manager,
                     kind=NotificationKind.SLA_OVERDUE,

@@ -224,6 +224,7 @@ async def _tell_centre(
     for doctor in await centre_doctors(session, centre_id):
         await do_notify(
             session,
+            brand=settings.brand_name,
             now=now,
             user=doctor,
             kind=NotificationKind.NEW_REFERRALS,
@@ -367,6 +368,7 @@ async def _import_row(
                 params["password"] = password
             await do_notify(
                 session,
+                brand=settings.brand_name,
                 now=now,
                 user=patient,
                 kind=NotificationKind.REFERRAL_CREDENTIALS
@@ -456,6 +458,7 @@ async def do_issue_credentials(
     now: datetime,
     login_url: str,
     address: str | None,
+    brand: str,
 ) -> User:
     """Give a referred patient (``check_issue_credentials``) a new temporary password,
     hashed beforehand: the old password dies, every session of the patient ends, the
@@ -470,6 +473,7 @@ async def do_issue_credentials(
     await do_mask_kept(session, user_id=patient.id, kinds=CREDENTIAL_KINDS)
     await do_notify(
         session,
+        brand=brand,
         now=now,
         user=patient,
         kind=NotificationKind.NEW_CREDENTIALS,

@@ -90,6 +90,8 @@ async def new_context(
     """A context at this size that can load axe from the page's origin. Service workers
     are blocked here: they are the subject of test_installable, and a worker would
     answer the route's request before the context could."""
+    # A missing file would leave the route unanswered (and the test waiting): say so.
+    assert AXE.is_file(), f"{AXE} is missing: run npm ci (./dev test does)"
     context = await browser.new_context(viewport=viewport, locale="ru-RU", service_workers="block")
 
     async def axe(route: Route) -> None:

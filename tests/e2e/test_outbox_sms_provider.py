@@ -51,6 +51,7 @@ async def reminder_sms(app: web.Application, user_id: str) -> None:
         assert user is not None
         await do_notify(
             session,
+            brand="Телемед",
             now=app[keys.CLOCK].now(),
             user=user,
             kind=NotificationKind.REMINDER_1H,

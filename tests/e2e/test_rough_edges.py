@@ -68,7 +68,7 @@ async def test_each_role_sees_only_what_it_may_read(
     assert "(UTC+3)" in await page.locator(".facts").inner_text()
     assert "Москва (UTC+3)" in await page.locator(".facts").inner_text()
     assert "Europe/Moscow" not in await page.locator("main").inner_text()
-    assert await page.title() == "Консультация · Проведена — Telemed"
+    assert await page.title() == "Консультация · Проведена — Телемед"
     # The consent the patient gave on registering (152-ФЗ): when, and its text.
     await go(page, "/profile")
     assert "дано" in await page.locator("#consent").inner_text()

@@ -95,6 +95,7 @@ async def issue_conclusion(call: Call, body: ConclusionIn) -> ConclusionVersions
     consultation; on an issued one, with ``amendment_reason``, a new version."""
     await conclusions.check_issue_conclusion(
         call.session,
+        brand=call.settings.brand_name,
         actor=call.user,
         now=call.now,
         consultation_id=call.path_id(),
@@ -150,7 +151,7 @@ async def conclusion_pdf(call: Call, query: PdfQuery) -> web.StreamResponse:
         consultation=consultation,
         conclusion=chosen,
         reader=call.user,
-        service_name="Телемед",
+        service_name=call.settings.brand_name,
     )
     return web.Response(
         body=rendered.pdf,

@@ -338,6 +338,7 @@ async def decline_consultation(call: Call, body: ReasonIn) -> ConsultationPublic
     """POST /consultations/{id}/decline: the centre refuses a request, with a reason."""
     consultation = await consultations.check_decline(
         call.session,
+        brand=call.settings.brand_name,
         actor=call.user,
         now=call.now,
         consultation_id=call.path_id(),

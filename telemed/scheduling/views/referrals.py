@@ -233,6 +233,7 @@ async def issue_credentials(call: Call) -> CredentialsIssued:
     async with call.transaction() as session:
         patient = await referrals.do_issue_credentials(
             session,
+            brand=call.settings.brand_name,
             patient_id=patient_id,
             password=password,
             password_hash=password_hash,
