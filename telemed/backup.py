@@ -745,20 +745,51 @@ async def _restore_postgres(settings: Settings, source: Path, manifest: Manifest
     pg_restore, psql = postgres_tool("pg_restore"), postgres_tool("psql")
     connection = await _postgres_connect(settings)
     try:
-        tables = await _postgres_tables(connection)
+        # What is there now (nothing in an empty installation; a migrated schema without
+        # data; or, forced, the data being replaced) is dropped in the same transaction
+        # as the restore: if it fails, it is all still there.
+        drops = "".join(row[0] for row in await connection.fetch(_DROPS))
     finally:
         await connection.close()
-    # The tables there now (none in an empty installation; a migrated schema without
-    # data; or, forced, the data being replaced) go in the same transaction as the
-    # restore: if it fails, they are still there.
-    drops = "".join(
-        f'DROP TABLE IF EXISTS "{_quoted(schema)}"."{_quoted(table)}" CASCADE;\n'
-        for schema, table in tables
-    )
     with tempfile.TemporaryDirectory(prefix="telemed-restore-") as folder:
         dump = Path(folder) / "telemed.pgdump"
         await asyncio.to_thread(_extract_to, source, manifest, dump)
         await _pipe_restore(pg_restore, psql, dump, drops, env=postgres.env())
+
+
+_USER_SCHEMA = (
+    "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
+)
+_NOT_EXTENSION = (
+    "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '{catalog}'::regclass "
+    "AND d.objid = {oid} AND d.deptype = 'e')"
+)
+_DROPS = f"""
+SELECT format('DROP %s IF EXISTS %s CASCADE;' || chr(10), kind, name) FROM (
+    SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                          WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind,
+           format('%I.%I', n.nspname, c.relname) AS name,
+           CASE WHEN c.relkind IN ('v', 'm') THEN 1 WHEN c.relkind = 'S' THEN 3 ELSE 2 END AS rank
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S') AND NOT c.relispartition AND {_USER_SCHEMA}
+      AND {_NOT_EXTENSION.format(catalog="pg_class", oid="c.oid")}
+    UNION ALL
+    SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END,
+           format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),
+           4
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE p.prokind IN ('f', 'p') AND {_USER_SCHEMA}
+      AND {_NOT_EXTENSION.format(catalog="pg_proc", oid="p.oid")}
+    UNION ALL
+    SELECT 'TYPE', format('%I.%I', n.nspname, t.typname), 5
+    FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+    WHERE t.typtype IN ('e', 'd') AND {_USER_SCHEMA}
+      AND {_NOT_EXTENSION.format(catalog="pg_type", oid="t.oid")}
+) AS objects ORDER BY rank, name
+"""  # noqa: S608  # constants only
+"""The statements that empty a database of what a restore would create again: tables,
+views, sequences, functions and types outside the system's schemas (those of
+extensions left alone)."""
 
 
 def _extract_to(source: Path, manifest: Manifest, target: Path) -> None:
@@ -820,7 +851,8 @@ async def _pipe_restore(
     await runner.wait()
     if runner.returncode != 0:
         raise BackupFailed(
-            f"psql failed (exit status {runner.returncode}); the database is unchanged",
+            f"psql failed (exit status {runner.returncode}); the database is unchanged: "
+            + " | ".join(_tail(runner_err)),
             details={"output": _tail(runner_err)},
         )
     if script.returncode != 0:
