@@ -44,7 +44,7 @@ from telemed.backup_manifest import (
 )
 from telemed.clock import FakeClock
 from telemed.documents.models import Document
-from telemed.errors import InvalidBackup, NotEmpty
+from telemed.errors import InvalidBackup, InvalidValue, NotEmpty
 from telemed.media.models import Recording
 from telemed.media.recordings import RecordingLog
 from telemed.settings import Settings
@@ -610,6 +610,23 @@ async def test_a_backup_of_a_newer_schema_is_refused(
     assert "newer than this Telemed" in refused.value.message
     assert refused.value.details["schema_revision"] == "9999"
     assert _files_under(elsewhere.data_dir) == []
+
+
+async def test_a_destination_must_be_a_folder_or_a_new_tar_file(
+    client: AppClient, settings: Settings, tmp_path: Path, clock: FakeClock
+) -> None:
+    cases = {
+        tmp_path / "nowhere" / "x.tar": "folder does not exist",
+        tmp_path / "x.zip": "a new file name ending in .tar",
+    }
+    (tmp_path / "taken.tar").write_bytes(b"")
+    cases[tmp_path / "taken.tar"] = "already exists"
+    for destination, message in cases.items():
+        with pytest.raises(InvalidValue) as refused:
+            await create_backup(settings, destination, now=clock.now())
+        assert message in refused.value.message
+    assert (tmp_path / "taken.tar").read_bytes() == b""
+    assert not list(settings.data_dir.glob(".backup-*"))  # no staging left behind
 
 
 def test_a_sqlite_copy_is_one_self_contained_file(tmp_path: Path) -> None:
