@@ -323,7 +323,8 @@ async def test_a_live_installation_backed_up_under_writes_restores_whole(
     log = RecordingLog(
         session_factory=app[keys.SESSION_FACTORY], clock=clock, data_dir=settings.data_dir
     )
-    recorded = os.urandom(50_000)
+    # Large enough that copying it takes a while: the writes below go on meanwhile.
+    recorded = os.urandom(32 * 1024 * 1024)
     recording = await _record(log, settings.data_dir, cid, duty["user_id"], recorded)
     growing = settings.data_dir / "recordings" / uuid.UUID(cid).hex / "growing.webm"
     growing.write_bytes(b"\x1a\x45\xdf\xa3")
