@@ -792,6 +792,11 @@ views, sequences, functions and types outside the system's schemas (those of
 extensions left alone)."""
 
 
+_ABORT = b"\n;\nDO $$ BEGIN RAISE EXCEPTION 'pg_restore failed: nothing is restored'; END $$;\n"
+"""Fails (as a statement, or as a row of a COPY cut short), so that psql rolls its one
+transaction back."""
+
+
 def _extract_to(source: Path, manifest: Manifest, target: Path) -> None:
     with tarfile.open(source, "r:*") as tar:
         handle = _member(tar, manifest.database.path)
@@ -832,6 +837,7 @@ async def _pipe_restore(
     assert runner.stdin is not None
     assert runner.stderr is not None
     stdout, stdin = script.stdout, runner.stdin
+    stopped: list[bool] = []
 
     async def feed() -> None:
         try:
@@ -839,8 +845,16 @@ async def _pipe_restore(
             while chunk := await stdout.read(CHUNK):
                 stdin.write(chunk)
                 await stdin.drain()
+            if await script.wait() != 0:
+                # psql would commit what it was given (the drops, part of the script):
+                # an error makes it roll the whole transaction back instead.
+                stdin.write(_ABORT)
+                await stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
-            pass  # psql stopped at an error: its own output says which
+            # psql stopped at an error (its own output says which): pg_restore, writing
+            # into a pipe no one reads, would wait forever.
+            stopped.append(True)
+            script.kill()
         finally:
             stdin.close()
 
@@ -849,16 +863,15 @@ async def _pipe_restore(
     )
     await script.wait()
     await runner.wait()
+    if script.returncode != 0 and not stopped:
+        raise BackupFailed(
+            f"pg_restore failed (exit status {script.returncode}); the database is unchanged",
+            details={"output": _tail(script_err)},
+        )
     if runner.returncode != 0:
         raise BackupFailed(
-            f"psql failed (exit status {runner.returncode}); the database is unchanged: "
-            + " | ".join(_tail(runner_err)),
+            f"psql failed (exit status {runner.returncode}); the database is unchanged",
             details={"output": _tail(runner_err)},
-        )
-    if script.returncode != 0:
-        raise BackupFailed(
-            f"pg_restore failed (exit status {script.returncode})",
-            details={"output": _tail(script_err)},
         )
 
 

@@ -30,7 +30,17 @@ from sqlmodel import select
 
 from telemed import db, keys
 from telemed.app import create_app
-from telemed.backup import Written, create_backup, restore_backup, verify_archive
+from telemed.backup import (
+    _DROPS,
+    Written,
+    _pipe_restore,
+    _Postgres,
+    _postgres_connect,
+    create_backup,
+    postgres_tool,
+    restore_backup,
+    verify_archive,
+)
 from telemed.backup_manifest import (
     DATABASE_MEMBER,
     FileEntry,
@@ -45,7 +55,7 @@ from telemed.backup_manifest import (
 )
 from telemed.clock import FakeClock
 from telemed.documents.models import Document
-from telemed.errors import InvalidBackup, InvalidValue, NotEmpty
+from telemed.errors import BackupFailed, InvalidBackup, InvalidValue, NotEmpty
 from telemed.media.models import Recording
 from telemed.media.recordings import RecordingLog
 from telemed.settings import Settings
@@ -657,3 +667,32 @@ def test_a_sqlite_copy_is_one_self_contained_file(tmp_path: Path) -> None:
     assert header[:16] == b"SQLite format 3\x00"
     assert header[18:20] == b"\x01\x01"
     assert written.manifest.database.schema_revision is None
+
+
+@pytest.mark.parametrize("db_backend", ["postgresql"])
+async def test_a_failed_pg_restore_leaves_the_database_as_it_was(
+    client: AppClient, settings: Settings, tmp_path: Path
+) -> None:
+    """pg_restore failing (here: a program that fails at once) must not let psql commit
+    the drops it was given first."""
+    made = await _small_installation(client)
+    await client.close()
+    dump = tmp_path / "empty.pgdump"
+    dump.write_bytes(b"")
+    connection = await _postgres_connect(settings)
+    try:
+        drops = "".join(row[0] for row in await connection.fetch(_DROPS))
+    finally:
+        await connection.close()
+    assert "user_account" in drops
+    with pytest.raises(BackupFailed) as failed:
+        await _pipe_restore(
+            "/bin/false",
+            postgres_tool("psql"),
+            dump,
+            drops,
+            env=_Postgres(sa.make_url(settings.resolved_database_url)).env(),
+        )
+    assert failed.value.message.startswith("pg_restore failed")
+    assert {str(d.id) for d in await _all(settings, Document)} == {made["document"]["id"]}
+    assert "user_account" in await _tables_with_rows(settings)
