@@ -129,31 +129,34 @@ class _Postgres:
 
     def connect_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
-            "host": self.url.host,
+            "host": self._host(),
             "port": self.url.port,
             "user": self.url.username,
             "password": self.url.password,
             "database": self.url.database,
+            "ssl": self._query("ssl") or self._query("sslmode"),
         }
-        ssl = self._ssl()
-        if ssl:
-            kwargs["ssl"] = ssl
         return {k: v for k, v in kwargs.items() if v is not None}
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        """The environment with the URL's parts as libpq's variables; what the URL leaves
+        out falls back to the environment's own, as it does for asyncpg."""
         given = {
-            "PGHOST": self.url.host,
+            "PGHOST": self._host(),
             "PGPORT": str(self.url.port) if self.url.port else None,
             "PGUSER": self.url.username,
             "PGPASSWORD": self.url.password,
             "PGDATABASE": self.url.database,
-            "PGSSLMODE": self._ssl(),
+            "PGSSLMODE": self._query("sslmode") or self._query("ssl"),
         }
-        return env | {k: v for k, v in given.items() if v}
+        return dict(os.environ) | {k: v for k, v in given.items() if v}
 
-    def _ssl(self) -> str | None:
-        value = self.url.query.get("ssl") or self.url.query.get("sslmode")
+    def _host(self) -> str | None:
+        # A Unix socket's folder comes as ``?host=/run/postgresql``.
+        return self.url.host or self._query("host")
+
+    def _query(self, name: str) -> str | None:
+        value = self.url.query.get(name)
         return value if isinstance(value, str) else None
 
 
@@ -700,7 +703,7 @@ def _member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
     raise InvalidBackup("The backup changed while it was restored", details={"member": name})
 
 
-def _extract(handle: IO[bytes], target: Path, entry: FileEntry, *, mode: int = 0o644) -> None:
+def _extract(handle: IO[bytes], target: Path, entry: FileEntry) -> None:
     """Write a member under a temporary name, check it against its manifest entry as
     it is written (the archive was checked, but may have changed since), then rename."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -708,7 +711,8 @@ def _extract(handle: IO[bytes], target: Path, entry: FileEntry, *, mode: int = 0
     digest = hashlib.sha256()
     size = 0
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        # Patients' data, the database and the secret: for the server's user only.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             while chunk := handle.read(CHUNK):
                 size += len(chunk)
@@ -733,7 +737,7 @@ def _entry(manifest: Manifest, path: str) -> FileEntry:
 def _restore_sqlite(source: Path, manifest: Manifest, path: Path) -> None:
     with tarfile.open(source, "r:*") as tar:
         handle = _member(tar, manifest.database.path)
-        _extract(handle, path, _entry(manifest, manifest.database.path), mode=0o600)
+        _extract(handle, path, _entry(manifest, manifest.database.path))
     # The file replaced the old database whole; its journal files belonged to the old one.
     # (Extracted under a temporary name first, so these go only once the new one is in.)
     for suffix in ("-wal", "-shm", "-journal"):
@@ -800,7 +804,7 @@ transaction back."""
 def _extract_to(source: Path, manifest: Manifest, target: Path) -> None:
     with tarfile.open(source, "r:*") as tar:
         handle = _member(tar, manifest.database.path)
-        _extract(handle, target, _entry(manifest, manifest.database.path), mode=0o600)
+        _extract(handle, target, _entry(manifest, manifest.database.path))
 
 
 async def _pipe_restore(
@@ -896,7 +900,6 @@ def _restore_files(source: Path, manifest: Manifest, data_dir: Path) -> int:
                 )
             handle = tar.extractfile(member)
             assert handle is not None  # checked: a regular file
-            mode = 0o600 if relative == SECRET_KEY_FILE else 0o644
-            _extract(handle, target, entries[member.name], mode=mode)
+            _extract(handle, target, entries[member.name])
             written += 1
     return written

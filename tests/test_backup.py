@@ -399,6 +399,7 @@ async def test_a_live_installation_backed_up_under_writes_restores_whole(
             assert not path.exists()
             continue
         assert hashlib.sha256(path.read_bytes()).hexdigest() == row.sha256
+        assert path.stat().st_mode & 0o777 == 0o600  # patients' data: the server's user only
     # No document the backup holds was invented: each is one the users uploaded.
     assert {str(row.id) for row in rows} <= set(kept) | set(writers.documents)
 
