@@ -231,14 +231,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 def _backup_report(written: Written) -> str:
     manifest = written.manifest
     referenced = ", ".join(
-        f"{count} {kind}s" for kind, count in sorted(manifest.referenced.items())
+        _count(count, kind) for kind, count in sorted(manifest.referenced.items())
     )
     lines = [
         f"backup written: {written.path}",
-        f"  {len(manifest.files)} files, {manifest.total_bytes} bytes; "
+        f"  {_count(len(manifest.files), 'file')}, {manifest.total_bytes} bytes; "
         f"{manifest.database.backend} database at schema {manifest.database.schema_revision}; "
         f"the database refers to {referenced or 'no files'}",
     ]
@@ -250,17 +254,25 @@ def _backup_report(written: Written) -> str:
         )
         lines.append(f"  {missing.kind} {missing.id}: {missing.path} {why}")
     if manifest.unreferenced:
-        lines.append(f"  {manifest.unreferenced} files that the database does not refer to")
+        lines.append(
+            f"  {_count(manifest.unreferenced, 'file')} that the database does not refer to"
+        )
     return "\n".join(lines)
 
 
 def _restore_report(restored: Restored) -> str:
     manifest = restored.manifest
-    return (
+    lines = [
         f"restored the backup of {manifest.created_at.isoformat()} "
-        f"(telemed {manifest.telemed_version}): {restored.files} files; "
+        f"(telemed {manifest.telemed_version}): {_count(restored.files, 'file')}; "
         f"database schema {manifest.database.schema_revision} → {restored.schema_revision}"
-    )
+    ]
+    if manifest.missing:
+        lines.append(
+            f"  {_count(len(manifest.missing), 'file')} that the database refers to "
+            'were not in the backup (see its manifest.json, "missing")'
+        )
+    return "\n".join(lines)
 
 
 def _no_gateway(settings: Settings) -> str:
