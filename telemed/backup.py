@@ -5,10 +5,12 @@ A backup is consistent in this order: the database first, as one snapshot (SQLit
 online backup API; ``pg_dump`` on a snapshot exported by a transaction that also reads
 which files the database refers to), then the data directory's files. A document is
 moved into place before its row commits and removed after its row's deletion commits,
-so every file the snapshot refers to is on disk when the files are copied, unless it
-was deleted in between: the manifest says which, and why (``MissingFile``). Documents
-never change once in place, so they are hard-linked into the staging folder (copied
-where a link is impossible); recordings may still grow and are copied.
+and never changes in between: every document is hard-linked into the staging folder
+(copied where a link is impossible) once before the snapshot and once after it (those
+that arrived meanwhile), so every document the snapshot refers to is kept, even one
+deleted while the backup runs. Recordings may still grow, and are copied after the
+snapshot. A referenced file not found is listed in the manifest, with why
+(``MissingFile``).
 
 A restore reads the whole archive and checks every size and checksum against the
 manifest before it writes anything, refuses an installation that holds data unless
@@ -213,6 +215,11 @@ async def create_backup(settings: Settings, destination: Path, *, now: datetime)
     # In the data directory: documents are hard-linked, which needs the same file system.
     staging = Path(tempfile.mkdtemp(prefix=".backup-", dir=settings.data_dir))
     try:
+        # Documents never change once in place: linked before the snapshot (and again
+        # after it, for those that arrived meanwhile), a document the snapshot refers to
+        # is kept even if it is deleted while the backup runs.
+        data, files = settings.data_dir, staging / FILES
+        linked = await asyncio.to_thread(_stage_files, data, files, ("documents",), secret=False)
         database_member = DATABASE_MEMBER[backend]
         database_file = staging / database_member
         database_file.parent.mkdir(parents=True)
@@ -222,7 +229,7 @@ async def create_backup(settings: Settings, destination: Path, *, now: datetime)
             )
         else:
             revision, references = await _postgres_snapshot(settings, database_file)
-        present = await asyncio.to_thread(_stage_files, settings.data_dir, staging / FILES)
+        present = sorted(set(linked) | set(await asyncio.to_thread(_stage_files, data, files)))
         missing = await _explain_missing(settings, missing_references(references, present))
         members = [database_member, *(member_for(path) for path in present)]
         entries = await asyncio.to_thread(_entries, staging, members)
@@ -374,12 +381,15 @@ def _references(documents: Iterable[Any], recordings: Iterable[tuple[Any, str]])
     return references
 
 
-def _stage_files(data_dir: Path, root: Path) -> list[str]:
+def _stage_files(
+    data_dir: Path, root: Path, folders: Sequence[str] = _DATA_FOLDERS, *, secret: bool = True
+) -> list[str]:
     """Link or copy the data directory's documents, recordings and generated secret into
     ``root``; returns their paths relative to the data directory. Uploads still arriving
-    (``documents/incoming``) are left out; a file deleted meanwhile is skipped."""
+    (``documents/incoming``) are left out; a file deleted meanwhile is skipped; a
+    document already staged (by the pass before the snapshot) is kept as it is."""
     present = []
-    for folder in _DATA_FOLDERS:
+    for folder in folders:
         base = data_dir / folder
         if not base.is_dir():
             continue
@@ -397,16 +407,16 @@ def _stage_files(data_dir: Path, root: Path) -> list[str]:
                 target = root / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    if folder == "documents":
-                        _link_or_copy(source, target)
-                    else:
+                    if folder != "documents":
                         shutil.copyfile(source, target)
+                    elif not target.exists():
+                        _link_or_copy(source, target)
                 except FileNotFoundError:
                     continue  # deleted since the walk listed it
                 present.append(relative)
-    secret = data_dir / SECRET_KEY_FILE
-    if secret.is_file():
-        shutil.copyfile(secret, root / SECRET_KEY_FILE)
+    source = data_dir / SECRET_KEY_FILE
+    if secret and source.is_file():
+        shutil.copyfile(source, root / SECRET_KEY_FILE)
         present.append(SECRET_KEY_FILE)
     return present
 
