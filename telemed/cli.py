@@ -1,4 +1,4 @@
-"""The command line: ``telemed serve | db upgrade | create-user | demo``."""
+"""The command line: ``telemed serve | db upgrade | create-user | demo | backup | restore``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 from datetime import date
+from pathlib import Path
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -17,6 +18,7 @@ from telemed import db
 from telemed.accounts.models import Role
 from telemed.accounts.service import check_new_account, do_create_user
 from telemed.app import create_app, passwords_for
+from telemed.backup import Restored, Written, create_backup, restore_backup
 from telemed.clock import SystemClock
 from telemed.demo import demo_password_hashes, load_demo
 from telemed.errors import TelemedError
@@ -60,6 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="load idempotent demo data and print the logins")
     demo.add_argument("--force", action="store_true", help="even in production mode")
+
+    backup = commands.add_parser(
+        "backup", help="write a consistent copy of the database, documents and recordings"
+    )
+    backup.add_argument(
+        "destination",
+        type=Path,
+        help="a directory (a new telemed-backup-<UTC time>.tar is written in it), "
+        "or a new file name ending in .tar",
+    )
+    restore = commands.add_parser(
+        "restore", help="restore a backup into an empty installation (stop the server first)"
+    )
+    restore.add_argument("backup", type=Path, help="a .tar file written by telemed backup")
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the database, documents and recordings of an installation holding data",
+    )
     return parser
 
 
@@ -187,9 +208,71 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(asyncio.run(_demo(settings)))
         elif args.command == "serve":
             _serve(settings, args)
+        elif args.command == "backup":
+            written = asyncio.run(
+                create_backup(settings, args.destination, now=SystemClock().now())
+            )
+            print(_backup_report(written))
+            if not written.manifest.complete:
+                print(
+                    "telemed: the backup is written, but the installation itself lacks "
+                    "files its database refers to (listed above)",
+                    file=sys.stderr,
+                )
+                raise SystemExit(1)
+        elif args.command == "restore":
+            print(
+                _restore_report(
+                    asyncio.run(restore_backup(settings, args.backup, force=args.force))
+                )
+            )
     except TelemedError as exc:
         print(f"telemed: {exc.message} {exc.details or ''}".rstrip(), file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def _backup_report(written: Written) -> str:
+    manifest = written.manifest
+    referenced = ", ".join(
+        _count(count, kind) for kind, count in sorted(manifest.referenced.items())
+    )
+    lines = [
+        f"backup written: {written.path}",
+        f"  {_count(len(manifest.files), 'file')}, {manifest.total_bytes} bytes; "
+        f"{manifest.database.backend} database at schema {manifest.database.schema_revision}; "
+        f"the database refers to {referenced or 'no files'}",
+    ]
+    for missing in manifest.missing:
+        why = (
+            "deleted after the database was copied"
+            if missing.reason == "deleted_after_snapshot"
+            else "MISSING from the installation"
+        )
+        lines.append(f"  {missing.kind} {missing.id}: {missing.path} {why}")
+    if manifest.unreferenced:
+        lines.append(
+            f"  {_count(manifest.unreferenced, 'file')} that the database does not refer to"
+        )
+    return "\n".join(lines)
+
+
+def _restore_report(restored: Restored) -> str:
+    manifest = restored.manifest
+    lines = [
+        f"restored the backup of {manifest.created_at.isoformat()} "
+        f"(telemed {manifest.telemed_version}): {_count(restored.files, 'file')}; "
+        f"database schema {manifest.database.schema_revision} → {restored.schema_revision}"
+    ]
+    if manifest.missing:
+        lines.append(
+            f"  {_count(len(manifest.missing), 'file')} that the database refers to "
+            'were not in the backup (see its manifest.json, "missing")'
+        )
+    return "\n".join(lines)
 
 
 def _no_gateway(settings: Settings) -> str:

@@ -40,6 +40,9 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
+    INVALID_BACKUP = "invalid_backup"
+    NOT_EMPTY = "not_empty"
+    BACKUP_FAILED = "backup_failed"
 
 
 class Problem(StrEnum):
@@ -279,6 +282,27 @@ class RateLimited(TelemedError):
 
 class Unavailable(TelemedError):
     code, http_status = ErrorCode.UNAVAILABLE, 503
+
+
+class InvalidBackup(TelemedError):
+    """A backup that cannot be restored as it is: not a Telemed backup, damaged (a
+    checksum or size that differs from its manifest), or of a schema newer than this
+    version knows. Found before anything is written."""
+
+    code, http_status = ErrorCode.INVALID_BACKUP, 422
+
+
+class NotEmpty(TelemedError):
+    """A restore into an installation that already holds data (``--force`` replaces it)."""
+
+    code, http_status = ErrorCode.NOT_EMPTY, 409
+
+
+class BackupFailed(TelemedError):
+    """A backup or restore step that failed outside Telemed (``pg_dump``, ``pg_restore``,
+    the file system); ``details`` carries the tool's last lines."""
+
+    code, http_status = ErrorCode.BACKUP_FAILED, 500
 
 
 class Internal(TelemedError):
