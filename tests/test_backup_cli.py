@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from alembic.script import ScriptDirectory
 
+from telemed import db
+from telemed.accounts import consent
 from tests import samples
 from tests.documents_form import document_form
 from tests.servers import free_port, http, wait_until_healthy
@@ -93,6 +96,7 @@ async def test_backup_of_a_running_server_restores_and_serves(tmp_path: Path) ->
                 "birth_date": "1975-03-04",
                 "phone": "+79004445566",
                 "password": PASSWORD,
+                "consent_version": consent.CURRENT.version,
             },
         )
         assert status == 201, registered
@@ -125,7 +129,8 @@ async def test_backup_of_a_running_server_restores_and_serves(tmp_path: Path) ->
         manifest = json.loads(first.read())
     assert names[0] == "manifest.json"
     assert manifest["format"] == "telemed-backup"
-    assert manifest["database"]["schema_revision"] == "0009"
+    head = ScriptDirectory.from_config(db.alembic_config()).get_current_head()
+    assert manifest["database"]["schema_revision"] == head
     assert manifest["referenced"]["document"] >= 3
     assert manifest["missing"] == []
     listed = {entry["path"] for entry in manifest["files"]}
@@ -134,7 +139,7 @@ async def test_backup_of_a_running_server_restores_and_serves(tmp_path: Path) ->
 
     restored = run_cli(target, "restore", str(archive))
     assert restored.returncode == 0, restored.stderr
-    assert "schema 0009 → 0009" in restored.stdout
+    assert f"schema {head} → {head}" in restored.stdout
     rows = query(target, "SELECT id, sha256 FROM document")
     assert len(rows) == manifest["referenced"]["document"]
     for document_id, sha256 in rows:
