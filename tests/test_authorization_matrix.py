@@ -99,8 +99,11 @@ async def test_everyone_else_is_refused_and_nothing_changes(
         ("GET", f"/consultations/{cid}/conclusion", None, {"patient", "doctor", "manager"}),
         ("POST", f"/consultations/{cid}/join-token", None, {"patient", "doctor"}),
         ("GET", f"/consultations/{cid}/conclusion.pdf", None, {"patient", "doctor", "manager"}),
-        ("GET", f"/documents/{document['id']}", None, {"patient"}),
-        ("GET", f"/documents/{document['id']}/content", None, {"patient"}),
+        # The doctor who concluded it reads its documents for some days (to amend the
+        # conclusion: TELEMED_DOCTOR_DOCUMENT_ACCESS_DAYS); colleagues, outsiders and
+        # managers do not.
+        ("GET", f"/documents/{document['id']}", None, {"patient", "doctor"}),
+        ("GET", f"/documents/{document['id']}/content", None, {"patient", "doctor"}),
         ("DELETE", f"/documents/{document['id']}", None, {"patient"}),
     ]
 

@@ -114,6 +114,16 @@ async def manager_imports(
     kinds = await page.locator("#past-imports tbody tr td:nth-child(3)").all_inner_texts()
     assert kinds == ["импорт", "проверка"]
 
+    # Checked again: the imported row says "imported before" once (its status, not a
+    # note repeating it), and no report says "null" or "undefined" anywhere.
+    await upload_form.get_by_role("button", name="Проверить").click()
+    await report.locator("h2", has_text="Результат проверки").wait_for()
+    again = await good.inner_text()
+    assert again.count("импортировано раньше") == 1, again
+    for shown in (await report.inner_text(), await page.locator("#past-imports").inner_text()):
+        assert "null" not in shown
+        assert "undefined" not in shown
+
 
 async def test_route_3_referral(
     browser: Browser,
