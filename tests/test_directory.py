@@ -28,6 +28,7 @@ DOCTOR_FIELDS = {
     "specialty",
     "is_duty",
     "bio",
+    "topics",  # the duty topics of the specialty (scheduling/topics.py)
 }
 SLOT_FIELDS = {"id", "doctor_id", "starts_at", "ends_at", "status"}
 MOSCOW = ZoneInfo("Europe/Moscow")
@@ -200,6 +201,7 @@ async def test_manager_adds_a_doctor_who_must_change_the_password(client: AppCli
         "specialty": "кардиолог",
         "is_duty": True,
         "bio": "Аритмолог",
+        "topics": ["cardiovascular", "healthy_lifestyle", "other"],
     }
 
     signed_in = await ok(await login(client, "+79127000001"))

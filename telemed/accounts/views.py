@@ -63,7 +63,7 @@ class ConsentQuery(RequestModel):
     version: str | None = Field(default=None, max_length=32)
 
 
-@routes.get("/consent", access=Access.PUBLIC)
+@routes.get("/consent", access=Access.PUBLIC, errors=(404,))
 async def get_consent(call: Call, query: ConsentQuery) -> ConsentOut:
     """GET /consent: the consent to the processing of personal data (152-FZ) that a
     registration agrees to, or an earlier ``version`` of it (a profile shows the one its
