@@ -116,6 +116,7 @@ async def manager_imports(
 
     # Checked again: the imported row says "imported before" once (its status, not a
     # note repeating it), and no report says "null" or "undefined" anywhere.
+    await upload_form.get_by_label("Таблица (CSV или XLSX)").set_input_files(table)
     await upload_form.get_by_role("button", name="Проверить").click()
     await report.locator("h2", has_text="Результат проверки").wait_for()
     again = await good.inner_text()

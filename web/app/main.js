@@ -63,7 +63,7 @@ async function render() {
   try {
     const content = await found.view({ params: found.params, query: new URLSearchParams(search), user });
     if (mine !== renderCount) return; // a later navigation won
-    view.replaceChildren(...[content].flat());
+    view.replaceChildren(...[content].flat().filter((part) => part !== null && part !== undefined && part !== false));
     state.route = path;
     state.rendered += 1;
     // "Консультация · запланирована — Телемед": the heading's parts (its words, its

@@ -227,7 +227,7 @@ function reportView(report) {
     report.invalid ? h("p", { class: "notice" }, t("imports.fixHint")) : null,
     report.dry_run ? null : h("p", { class: "muted" }, t("imports.credentialsHint"), " ", h("a", { href: "#/outbox" }, t("nav.outbox"))),
     table(["imports.row", "imports.status", "imports.errors", "imports.note"], report.rows.map(reportRow), { id: "import-rows", "aria-labelledby": "report-title" }),
-  ];
+  ].filter(Boolean); // replaceChildren() would write a null as the text "null"
 }
 
 // --- new credentials for a referred patient ----------------------------------------
