@@ -63,6 +63,12 @@ class Call:
             await self.patient.evaluate("window.telemedRoom.remoteFrames"),
         )
 
+    async def shown(self, page: Page, frames: int) -> None:
+        """Wait until ``page`` has shown ``frames`` more remote video frames (the fake
+        camera makes 20 a second)."""
+        start = await page.evaluate("window.telemedRoom.remoteFrames")
+        await wait_in_page(page, f"window.telemedRoom.remoteFrames >= {start + frames}", 15)
+
     async def watch(self, seconds: float) -> Watched:
         """What the patient's page shows of the doctor over ``seconds`` (its getStats
         totals, read by room/quality.js every 2 s, at both ends)."""
@@ -172,7 +178,7 @@ async def test_media_comes_back_after_the_patients_link_drops_for_five_seconds(
         await patient.locator("#consent-yes").click()
         await wait_in_page(doctor, "window.telemedRoom.recording === true")
         recording_started = time.monotonic()
-        await asyncio.sleep(2)
+        await room.shown(doctor, 40)  # about 2 s of the patient's video recorded
 
         room.space.cut()
         cut_at = time.monotonic()
@@ -198,7 +204,7 @@ async def test_media_comes_back_after_the_patients_link_drops_for_five_seconds(
         await wait_in_page(
             doctor, "!document.getElementById('network').textContent.includes('переподключ')"
         )
-        await asyncio.sleep(2)
+        await room.shown(doctor, 40)
         await doctor.locator("#record-stop").click()
         await wait_in_page(doctor, "window.telemedRoom.recording === false")
         # Media flowed from the start of the recording to the cut, and from its return.
@@ -223,7 +229,7 @@ async def test_a_patient_on_400_kbits_sees_the_doctor_and_hears_continuously(
     """The doctor sends 640x480; the patient's link carries 400 kbit/s each way. The
     doctor's encoder follows what the patient's browser says its link takes."""
     async with call(tmp_path) as room:
-        await asyncio.sleep(3)
+        await room.shown(room.patient, 60)  # warmed up: about 3 s of video shown
         baseline = await room.watch(10)
     print(f"unshaped (baseline): {baseline}")
     async with call(tmp_path / "shaped", kbit=400) as room:
