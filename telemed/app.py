@@ -42,7 +42,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     # The metrics middleware is outside the error middleware: it counts the status that
     # the client got, errors already in the one error shape.
     app = web.Application(
-        middlewares=[metrics.middleware, http.error_middleware], client_max_size=1024 * 1024
+        middlewares=[metrics.middleware, http.compress_web_files, http.error_middleware],
+        client_max_size=1024 * 1024,
     )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = metrics.Metrics()

@@ -7,8 +7,9 @@ import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_response import ContentCoding
 
 from telemed import db, keys
 from telemed.errors import ErrorCode, TelemedError, error_body
@@ -78,6 +79,50 @@ async def error_middleware(
             "unhandled error in %s %s", request.method, route.canonical if route else "?"
         )
         return _error_response(500, ErrorCode.INTERNAL, "Something went wrong on our side")
+
+
+# The web app's own files, sent compressed: a patient on a 100 kbit/s mobile link gets
+# the room in a third of the time (about 140 kB of text, 50 kB compressed).
+_COMPRESSED_SUFFIXES = (".html", ".css", ".js", ".mjs", ".json", ".svg", ".webmanifest", ".map")
+_COMPRESSED_TYPES = frozenset(
+    ["text/html", "text/css", "text/javascript", "application/json",
+     "application/manifest+json", "image/svg+xml"]
+)  # fmt: skip
+
+
+def _web_file(request: web.Request) -> bool:
+    """A file of the web app (a page, a script, a style, words, an icon), never an API
+    answer: a response that holds a secret beside what a client wrote into it is not
+    compressed (BREACH)."""
+    path = request.path
+    return (
+        path == "/"
+        or path == "/sw.js"
+        or path == "/manifest.webmanifest"
+        or (path.startswith(("/static/", "/embed/")))
+    )
+
+
+@web.middleware
+async def compress_web_files(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Compress the web app's text files with gzip, when the browser accepts it."""
+    response = await handler(request)
+    if request.method not in ("GET", "HEAD") or response.status != 200 or response.prepared:
+        return response
+    if not _web_file(request) or hdrs.CONTENT_ENCODING in response.headers:
+        return response
+    if isinstance(response, web.FileResponse):
+        # Its type is guessed only when it is sent: go by the name.
+        compressible = request.path.endswith(_COMPRESSED_SUFFIXES) or request.path == "/"
+    else:
+        compressible = response.content_type in _COMPRESSED_TYPES
+    if compressible:
+        response.headers.add(hdrs.VARY, hdrs.ACCEPT_ENCODING)
+        if "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "").lower():
+            response.enable_compression(ContentCoding.gzip)
+    return response
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,32 @@ async def test_api_responses_are_not_cached(client: AppClient) -> None:
     auth = await register(client)
     response = await client.get("/api/v1/me", headers=bearer(auth["token"]))
     assert response.headers["Cache-Control"] == "no-store"
+
+
+async def test_the_web_apps_files_are_compressed_and_api_answers_are_not(
+    client: AppClient,
+) -> None:
+    """A patient on a weak mobile link loads the room compressed; an API answer, which
+    may hold a secret beside what the client sent, never is (BREACH)."""
+    gzip = {"Accept-Encoding": "gzip, deflate"}
+    for path in ("/", "/static/room.html", "/static/room.js", "/static/room.css",
+                 "/static/i18n/room.ru.json", "/manifest.webmanifest", "/sw.js",
+                 "/static/vendor/socket.io/socket.io.esm.min.js"):  # fmt: skip
+        response = await client.get(path, headers=gzip, auto_decompress=False)
+        assert response.status == 200, path
+        assert response.headers.get("Content-Encoding") == "gzip", path
+        assert "Accept-Encoding" in response.headers.getall("Vary", []), path
+        packed = await response.read()
+        plain = await (await client.get(path, headers={"Accept-Encoding": "identity"})).read()
+        assert len(packed) < len(plain), path
+        assert zlib.decompress(packed, wbits=31) == plain, path
+    png = await client.get("/static/icons/favicon-32.png", headers=gzip, auto_decompress=False)
+    assert png.status == 200
+    assert "Content-Encoding" not in png.headers
+    auth = await register(client)
+    me = await client.get("/api/v1/me", headers={**bearer(auth["token"]), **gzip})
+    assert me.status == 200
+    assert "Content-Encoding" not in me.headers
 
 
 async def test_unknown_routes_and_methods_answer_the_error_shape(client: AppClient) -> None:

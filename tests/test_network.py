@@ -143,7 +143,11 @@ async def call(tmp_path: Path, *, kbit: int | None = None) -> AsyncIterator[Call
             ):
                 cid = booked.consultation_id
                 doctor = await joined_room(here, origin, cid, booked.doctor_token, "doctor")
+                loading = time.monotonic()
                 patient = await joined_room(inside, origin, cid, booked.patient_token, "patient")
+                link = "an unshaped link" if kbit is None else f"{kbit} kbit/s"
+                print(f"the patient's room loaded and joined in {time.monotonic() - loading:.1f} s"
+                      f" on {link}")  # fmt: skip
                 for page in (doctor, patient):
                     frames = 30 if kbit is None else 1
                     await wait_in_page(
