@@ -240,6 +240,7 @@ class Call:
         if caller is None:
             raise Unauthenticated("Sign in first")
         check_join_token(resolved.auth_session, self.endpoint)
+        check_system_client(caller, self.endpoint)
         if caller.must_change_password and not self.endpoint.allow_pending_password:
             raise PasswordChangeRequired("Change the temporary password before going on")
         roles = self.endpoint.roles
@@ -315,6 +316,7 @@ class Endpoint:
     roles: frozenset[Role] | None
     allow_pending_password: bool
     allow_join_token: bool
+    allow_system: bool
     body_model: type[BaseModel] | None
     query_model: type[BaseModel] | None
     response_model: type[BaseModel] | None
@@ -336,10 +338,12 @@ class Endpoint:
 
 @dataclass
 class Routes:
-    """A declarative table of endpoints of one domain (like aiohttp's RouteTableDef)."""
+    """A declarative table of endpoints of one domain (like aiohttp's RouteTableDef).
+    ``allow_system``: its endpoints take a system client's token (the FHIR interface)."""
 
     tag: str
     endpoints: list[Endpoint] = field(default_factory=list)
+    allow_system: bool = False
 
     def route(
         self,
@@ -351,6 +355,7 @@ class Routes:
         roles: Iterable[Role] | None = None,
         allow_pending_password: bool = False,
         allow_join_token: bool = False,
+        allow_system: bool | None = None,
         raw_body: RawBody[Any] | None = None,
         raw_response: RawResponse | None = None,
         errors: tuple[int, ...] = (),
@@ -361,7 +366,8 @@ class Routes:
         """``writes``: the call changes the database (default: unless it is a GET). A GET
         that writes (an audited read) says so, so that its transaction begins as a write.
         ``allow_join_token``: a join token (a session scoped to one consultation's room)
-        may make the call; every other endpoint refuses it. ``transaction=False``: the
+        may make the call; every other endpoint refuses it. ``allow_system``: a system
+        client may make it (by default, if the table allows them). ``transaction=False``: the
         handler opens its own short transactions (``Call.transaction``). ``limit``: the
         rate limit a writing call counts against (``telemed.limits``): ``"write"`` is
         ``write.user``, or ``write.address`` for a call without signing in."""
@@ -394,6 +400,7 @@ class Routes:
                     roles=frozenset(roles) if roles is not None else None,
                     allow_pending_password=allow_pending_password,
                     allow_join_token=allow_join_token,
+                    allow_system=self.allow_system if allow_system is None else allow_system,
                     body_model=body_model,
                     query_model=hints.get("query"),
                     response_model=response_model,
@@ -442,6 +449,23 @@ def check_join_token(auth_session: AuthSession | None, endpoint: Endpoint) -> No
             "A join token opens its consultation's room only",
             details={"join_token_for": str(auth_session.consultation_id)},
         )
+
+
+def system_client_refused() -> Forbidden:
+    """What a system client's token gets outside the FHIR interface (HTTP and
+    Socket.IO alike). Not 401: the token is valid, and signing in again changes nothing."""
+    return Forbidden(
+        "A system client's token is for the FHIR interface (/fhir/R4) only",
+        details={"role": Role.SYSTEM.value},
+    )
+
+
+def check_system_client(caller: User, endpoint: Endpoint) -> None:
+    """Refuse a system client where it has no business: a regional system reads its
+    centre's data through the FHIR interface (and the document download its
+    ``DocumentReference`` links to), nothing else."""
+    if caller.role is Role.SYSTEM and not endpoint.allow_system:
+        raise system_client_refused()
 
 
 _PROBLEMS_BY_TYPE: dict[str, Problem] = {

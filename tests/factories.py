@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 from typing import Any, cast
 
 from aiohttp import web
@@ -56,8 +57,9 @@ async def register(
     return cast(Account, await response.json())
 
 
-async def staff(client: AppClient, role: Role) -> dict[str, Any]:
-    """A manager or admin (they are created from the command line, not registered)."""
+async def staff(client: AppClient, role: Role, *, centre_id: str | None = None) -> dict[str, Any]:
+    """A manager, admin or system client (they are created from the command line, not
+    registered), signed in; a manager or system client bound to ``centre_id`` if given."""
     app = client.app
     assert app is not None
     phone = next_phone()
@@ -70,6 +72,7 @@ async def staff(client: AppClient, role: Role) -> dict[str, Any]:
             password_hash=password_hash,
             role=role,
             now=app[keys.CLOCK].now(),
+            centre_id=uuid.UUID(centre_id) if centre_id is not None else None,
         )
     response = await client.post("/api/v1/auth/login", json={"login": phone, "password": PASSWORD})
     assert response.status == 200, await response.text()

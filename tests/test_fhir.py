@@ -21,7 +21,7 @@ from sqlmodel import col, select
 from yarl import URL
 
 from telemed import db, keys
-from telemed.accounts.models import User
+from telemed.accounts.models import Role, User
 from telemed.audit import AuditEvent
 from telemed.clock import FakeClock
 from telemed.documents import service as document_service
@@ -39,7 +39,7 @@ from telemed.fhir.search import date_range, read_query
 from telemed.scheduling.models import Consultation, DutyTopic, Route, State
 from tests import samples
 from tests.conftest import AppClient
-from tests.factories import bearer, next_phone
+from tests.factories import bearer, next_phone, staff
 from tests.flows import book_slot, iso, later, ok, request_to_centre, upload
 from tests.world import World
 
@@ -449,6 +449,115 @@ async def test_each_caller_sees_what_the_api_shows_them(client: AppClient, scene
     )
     # The directory is open to every signed-in user.
     assert len(ids(valid(await fhir_get(client, "/Practitioner", stranger)))) == 3
+
+
+async def test_an_account_bound_to_a_centre_sees_that_centre_only(
+    client: AppClient, scene: Scene
+) -> None:
+    """A manager of a centre and a regional system's client see their centre's resources
+    in every search and read; another centre's do not exist for them (404, as for
+    anyone who takes no part). A manager of the whole service sees both centres."""
+    world = scene["world"]
+    centre, other = world["centre"]["id"], world["other_centre"]["id"]
+    patient, stranger_patient = world["patient"]["user"]["id"], world["other"]["user"]["id"]
+    ours = {
+        "Appointment": {scene["request"]["id"], scene["duty"]["id"], scene["referral_id"]},
+        "ServiceRequest": {scene["referral_id"]},
+        "Patient": {patient, scene["referred_id"]},
+        "Practitioner": {world["doctor"]["id"], world["duty"]["id"]},
+        "Organization": {centre},
+    }
+    theirs = {
+        "Appointment": scene["other_request"]["id"],
+        "Patient": stranger_patient,
+        "Practitioner": world["stranger"]["id"],
+        "Organization": other,
+    }
+    compositions = ids(valid(await fhir_get(client, "/Composition", world["manager"])))
+    assert len(compositions) == 2
+    readers = {
+        "manager": str((await staff(client, Role.MANAGER, centre_id=centre))["token"]),
+        "system": str((await staff(client, Role.SYSTEM, centre_id=centre))["token"]),
+    }
+    for who, token in readers.items():
+        for kind, expected in ours.items():
+            found = ids(valid(await fhir_get(client, f"/{kind}", token)))
+            assert found == expected, (who, kind)
+            for resource_id in expected:
+                read = valid(await fhir_get(client, f"/{kind}/{resource_id}", token))
+                assert read["id"] == resource_id
+        for kind, resource_id in theirs.items():
+            await outcome(client, f"/{kind}/{resource_id}", token, 404, "not_found")
+        assert ids(valid(await fhir_get(client, "/Composition", token))) == compositions
+        for composition in compositions:
+            valid(await fhir_get(client, f"/Composition/{composition}", token))
+        # Asking for the other centre's by name or reference finds nothing.
+        for kind, params in (
+            ("Appointment", {"patient": stranger_patient}),
+            ("Patient", {"_id": stranger_patient}),
+            ("Practitioner", {"organization": other}),
+            ("Organization", {"_id": other}),
+        ):
+            assert ids(valid(await fhir_get(client, f"/{kind}", token, **params))) == set(), kind
+
+    # Documents: a manager reads none (as in the API); the regional system reads those
+    # attached to its centre's consultations.
+    document = scene["document"]["id"]
+    assert ids(valid(await fhir_get(client, "/DocumentReference", readers["manager"]))) == set()
+    await outcome(client, f"/DocumentReference/{document}", readers["manager"], 404, "not_found")
+    assert ids(valid(await fhir_get(client, "/DocumentReference", readers["system"]))) == {document}
+
+    # A system client of the other centre: this centre's resources do not exist for it.
+    elsewhere = str((await staff(client, Role.SYSTEM, centre_id=other))["token"])
+    assert ids(valid(await fhir_get(client, "/Appointment", elsewhere))) == {
+        scene["other_request"]["id"]
+    }
+    assert ids(valid(await fhir_get(client, "/Patient", elsewhere))) == {stranger_patient}
+    for kind, resource_id in (
+        ("ServiceRequest", scene["referral_id"]),
+        ("Composition", next(iter(compositions))),
+        ("DocumentReference", document),
+        ("Patient", patient),
+        ("Organization", centre),
+    ):
+        await outcome(client, f"/{kind}/{resource_id}", elsewhere, 404, "not_found")
+    assert ids(valid(await fhir_get(client, "/Composition", elsewhere))) == set()
+
+    # The manager of the whole service sees both centres.
+    assert scene["other_request"]["id"] in ids(
+        valid(await fhir_get(client, "/Appointment", world["manager"]))
+    )
+    assert ids(valid(await fhir_get(client, "/Organization", world["manager"]))) == {
+        centre,
+        other,
+    }
+
+
+async def test_a_system_clients_reads_and_downloads_are_audited_in_its_name(
+    client: AppClient, scene: Scene
+) -> None:
+    world = scene["world"]
+    system = await staff(client, Role.SYSTEM, centre_id=world["centre"]["id"])
+    token, system_id = str(system["token"]), uuid.UUID(system["user"]["id"])
+    document = scene["document"]["id"]
+    before = len(await audit_rows(client))
+
+    valid(await fhir_get(client, "/Appointment", token, patient=world["patient"]["user"]["id"]))
+    read = valid(await fhir_get(client, f"/DocumentReference/{document}", token))
+    response = await client.get(
+        URL(read["content"][0]["attachment"]["url"]).path_qs, headers=bearer(token)
+    )
+    assert response.status == 200
+    assert await response.read() == samples.pdf()
+    rows = (await audit_rows(client))[before:]
+    assert {(r.action, str(r.object_id)) for r in rows} == {
+        ("consultation.viewed", scene["request"]["id"]),
+        ("consultation.viewed", scene["duty"]["id"]),
+        ("document.viewed", document),
+        ("document.downloaded", document),
+    }
+    assert all(r.actor_id == system_id for r in rows)
+    assert all(r.subject_id == uuid.UUID(world["patient"]["user"]["id"]) for r in rows)
 
 
 async def test_reads_are_audited_and_the_content_url_is_the_audited_download(

@@ -1,5 +1,6 @@
 """The participation rule is written once (``scheduling.parties``): a list shows exactly
-the consultations that one by one say the caller takes part in."""
+the consultations that one by one say the caller takes part in, for every kind of
+caller: managers of the whole service and of one centre, and system clients too."""
 
 from __future__ import annotations
 
@@ -56,6 +57,10 @@ async def test_lists_and_single_reads_agree_on_who_takes_part(
         {"reason": "Не наш профиль"},
     )
     await staff(client, Role.ADMIN)
+    await staff(client, Role.MANAGER, centre_id=cardio["id"])
+    await staff(client, Role.MANAGER, centre_id=gyn["id"])
+    await staff(client, Role.SYSTEM, centre_id=cardio["id"])
+    await staff(client, Role.SYSTEM, centre_id=gyn["id"])
     assert waiting["state"] == "requested"
 
     app = client.app
@@ -69,7 +74,27 @@ async def test_lists_and_single_reads_agree_on_who_takes_part(
             one_by_one = {c.id for c in everything if party_in(user, doctor, c) is not None}
             listed = {c.id for c in await list_consultations(session, actor=user)}
             assert listed == one_by_one, (user.role, user.full_name)
-            checked[user.role.value] = checked.get(user.role.value, 0) + len(listed)
-    # Every kind of caller was tried, and saw something.
-    assert set(checked) == {"patient", "doctor", "manager", "admin"}
-    assert all(count > 0 for count in checked.values())
+            kind = user.role.value + (" of a centre" if user.centre_id else "")
+            checked.setdefault(kind, []).append(listed)
+            if user.centre_id is not None:
+                # Bound to a centre: exactly that centre's consultations.
+                assert listed == {c.id for c in everything if c.centre_id == user.centre_id}
+    # Every kind of caller was tried, and saw something; those bound to a centre, less
+    # than the whole service.
+    assert set(checked) == {
+        "patient",
+        "doctor",
+        "manager",
+        "admin",
+        "manager of a centre",
+        "system of a centre",
+    }
+    assert all(any(seen) for seen in checked.values())
+    (service_wide,) = checked["manager"]
+    assert service_wide == {c.id for c in everything}
+    for kind in ("manager of a centre", "system of a centre"):
+        first, second = checked[kind]
+        assert first
+        assert second
+        assert not first & second
+        assert first | second == service_wide

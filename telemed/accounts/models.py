@@ -18,6 +18,9 @@ class Role(StrEnum):
     DOCTOR = "doctor"
     MANAGER = "manager"
     ADMIN = "admin"
+    SYSTEM = "system"
+    """A regional information system's machine account: bound to one centre, it reads
+    that centre's data through the FHIR interface (``/fhir/R4``) and nothing else."""
 
 
 class Locale(StrEnum):
@@ -48,6 +51,15 @@ class User(SQLModel, table=True):
     # patients, whose accounts others made, have none.
     consent_version: str | None = Field(default=None, max_length=32)
     consent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The medical centre a manager or a system client is bound to: it then sees that
+    # centre's consultations only (``scheduling.parties``). A manager without one runs
+    # the whole service; a system client always has one; other roles never (a doctor's
+    # centre is on the doctor's profile).
+    centre_id: uuid.UUID | None = Field(default=None, foreign_key="centre.id")
+
+
+CENTRE_BOUND = frozenset({Role.MANAGER, Role.SYSTEM})
+"""The roles whose account may be bound to a centre (``User.centre_id``)."""
 
 
 class AuthSession(SQLModel, table=True):
@@ -124,3 +136,4 @@ class UserPublic(BaseModel):
     created_at: datetime
     consent_version: str | None
     consent_at: datetime | None
+    centre_id: uuid.UUID | None = None

@@ -23,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed import audit
 from telemed.accounts.models import (
+    CENTRE_BOUND,
     AuthSession,
     Locale,
     PasswordResetCode,
@@ -107,6 +108,25 @@ def check_new_account(
     return NewAccount(full_name=full_name, phone=phone, email=email, birth_date=birth_date)
 
 
+def check_centre_binding(role: Role, centre_id: uuid.UUID | None) -> None:
+    """Which accounts are bound to a medical centre (``User.centre_id``): a system client
+    always, a manager if given one (else it runs the whole service), no other role (a
+    doctor's centre is on the doctor's profile). Raises ``InvalidValue`` (field
+    ``centre_id``)."""
+    if role is Role.SYSTEM and centre_id is None:
+        raise InvalidValue(
+            "A system client is bound to one medical centre: give its centre",
+            problem=Problem.MISSING,
+            field="centre_id",
+        )
+    if centre_id is not None and role not in CENTRE_BOUND:
+        raise InvalidValue(
+            f"Only a manager or a system client is bound to a centre, not a {role.value}",
+            problem=Problem.NOT_ALLOWED,
+            field="centre_id",
+        )
+
+
 async def do_create_user(
     session: AsyncSession,
     *,
@@ -118,14 +138,19 @@ async def do_create_user(
     locale: Locale = Locale.RU,
     time_zone: str = "Europe/Moscow",
     consent_version: str | None = None,
+    centre_id: uuid.UUID | None = None,
 ) -> User:
     """Store a checked account (``check_new_account``) with its password hashed beforehand
     (``hash_password``, outside the transaction: a hash must not hold the write lock),
-    and the personal data consent its owner gave (``consent_version``, given ``now``).
+    the personal data consent its owner gave (``consent_version``, given ``now``), and
+    the centre a manager or system client is bound to (``check_centre_binding``; the
+    caller checks that the centre exists).
 
-    Raises ``PhoneTaken`` or ``EmailTaken``. Uniqueness is settled by the database's
-    constraints, so two concurrent registrations of one phone cannot both succeed.
+    Raises ``InvalidValue``, ``PhoneTaken`` or ``EmailTaken``. Uniqueness is settled by
+    the database's constraints, so two concurrent registrations of one phone cannot
+    both succeed.
     """
+    check_centre_binding(role, centre_id)
     user = User(
         full_name=account.full_name,
         birth_date=account.birth_date,
@@ -140,6 +165,7 @@ async def do_create_user(
         password_changed_at=now,
         consent_version=consent_version,
         consent_at=now if consent_version else None,
+        centre_id=centre_id,
     )
     try:
         async with session.begin_nested():

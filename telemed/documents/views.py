@@ -178,9 +178,13 @@ async def get_document(call: Call) -> DocumentPublic:
         description="The file, with its original name in Content-Disposition",
     ),
     writes=True,
+    allow_system=True,
 )
 async def download_document(call: Call, query: ContentQuery) -> web.StreamResponse:
-    """GET /documents/{id}/content: the file itself (``?inline=true`` to preview)."""
+    """GET /documents/{id}/content: the file itself (``?inline=true`` to preview).
+
+    The one endpoint outside ``/fhir/R4`` that a system client may call: a FHIR
+    ``DocumentReference`` links here for its content."""
     document = await service.get_document(
         call.session,
         actor=call.user,

@@ -33,7 +33,12 @@ from telemed.fhir.resources import APPOINTMENT_STATUS, Names, states_with_status
 from telemed.fhir.search import Query, words_start_with
 from telemed.scheduling import conclusions
 from telemed.scheduling import service as directory
-from telemed.scheduling.consultations import actor_of_user, around, get_consultation
+from telemed.scheduling.consultations import (
+    actor_of_user,
+    around,
+    centre_scope,
+    get_consultation,
+)
 from telemed.scheduling.models import Centre, Conclusion, Consultation, Doctor, Route, State
 from telemed.scheduling.parties import taking_part
 
@@ -112,7 +117,8 @@ def _in_memory(items: Sequence[T], query: Query) -> Page[T]:
 async def _visible_patients(session: AsyncSession, actor: User) -> sa.ColumnElement[bool]:
     """A patient is visible to themselves, and to whoever takes part in one of their
     consultations (``parties.taking_part``: its doctor, the doctors of its centre while
-    it waits for one, a manager or admin)."""
+    it waits for one, a manager or admin of the service, and a manager or system client
+    of its centre: so those see the patients with a consultation or referral there)."""
     taking = taking_part(await actor_of_user(session, actor))
     return sa.and_(
         col(User.role) == Role.PATIENT,
@@ -164,27 +170,37 @@ async def search_patients(session: AsyncSession, *, reader: Reader, query: Query
 
 
 # --- The directory ------------------------------------------------------------------
+#
+# Open to every signed-in user, as the API's; but an account bound to a centre (a
+# manager of the centre, a system client) sees its own centre and its doctors only: its
+# view of the server is that centre, and every reference in it resolves there.
 
 
 async def get_practitioner(
-    session: AsyncSession, *, doctor_id: uuid.UUID
+    session: AsyncSession, *, reader: Reader, doctor_id: uuid.UUID
 ) -> tuple[Doctor, User, Centre]:
-    """A doctor of the directory (open to every signed-in user, as the API's)."""
-    return await directory.get_doctor(session, doctor_id)
+    """A doctor of the directory (of the reader's centre, if bound to one)."""
+    found = await directory.get_doctor(session, doctor_id)
+    own = centre_scope(reader.user)
+    if own is not None and found[2].id != own:
+        raise NotFound("Doctor not found")
+    return found
 
 
 async def search_practitioners(
-    session: AsyncSession, *, query: Query
+    session: AsyncSession, *, reader: Reader, query: Query
 ) -> Page[tuple[Doctor, User, Centre]]:
-    rows = (
-        await session.exec(
-            select(Doctor, User, Centre)
-            .join(User, col(User.id) == col(Doctor.user_id))
-            .join(Centre, col(Centre.id) == col(Doctor.centre_id))
-            .where(col(Doctor.archived_at).is_(None))
-            .order_by(col(User.full_name), col(Doctor.id))
-        )
-    ).all()
+    statement = (
+        select(Doctor, User, Centre)
+        .join(User, col(User.id) == col(Doctor.user_id))
+        .join(Centre, col(Centre.id) == col(Doctor.centre_id))
+        .where(col(Doctor.archived_at).is_(None))
+        .order_by(col(User.full_name), col(Doctor.id))
+    )
+    own = centre_scope(reader.user)
+    if own is not None:
+        statement = statement.where(col(Doctor.centre_id) == own)
+    rows = (await session.exec(statement)).all()
     found = [
         (doctor, user, centre)
         for doctor, user, centre in rows
@@ -195,16 +211,26 @@ async def search_practitioners(
     return _in_memory(found, query)
 
 
-async def get_organization(session: AsyncSession, *, centre_id: uuid.UUID) -> Centre:
+async def get_organization(
+    session: AsyncSession, *, reader: Reader, centre_id: uuid.UUID
+) -> Centre:
+    """A medical centre (the reader's own only, if bound to one)."""
+    own = centre_scope(reader.user)
+    if own is not None and centre_id != own:
+        raise NotFound("Medical centre not found")
     return await directory.get_centre(session, centre_id)
 
 
-async def search_organizations(session: AsyncSession, *, query: Query) -> Page[Centre]:
+async def search_organizations(
+    session: AsyncSession, *, reader: Reader, query: Query
+) -> Page[Centre]:
+    own = centre_scope(reader.user)
     centres = await directory.list_centres(session)
     found = [
         centre
         for centre in centres
-        if (query.ids is None or centre.id in query.ids)
+        if (own is None or centre.id == own)
+        and (query.ids is None or centre.id in query.ids)
         and (query.name is None or words_start_with(centre.name, query.name))
     ]
     return _in_memory(found, query)

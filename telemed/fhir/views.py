@@ -2,7 +2,8 @@
 
 Each route is an endpoint of the API layer (``telemed.api.Routes``): the caller is
 identified as on ``/api/v1`` (bearer token or session cookie; a join token, a pending
-temporary password are refused), counted against the ``fhir.user`` rate limit, and the
+temporary password are refused; a system client's token, refused on ``/api/v1``, is
+taken here), counted against the ``fhir.user`` rate limit, and the
 work runs in one transaction. Two things differ, deliberately, because FHIR clients
 expect them: answers are ``application/fhir+json``, and errors are ``OperationOutcome``
 resources (with our error code kept in them) instead of our error envelope. The
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "/fhir/R4"
 LIMIT = "fhir.user"
 
-routes = Routes(tag="fhir")
+routes = Routes(tag="fhir", allow_system=True)
 
 
 # --- Answers -------------------------------------------------------------------------
@@ -132,8 +133,11 @@ async def search_patient(call: Call) -> Resource:
 
 @routes.get("/Practitioner/{id}")
 async def read_practitioner(call: Call) -> Resource:
-    """GET /fhir/R4/Practitioner/{id}: a doctor of the directory."""
-    doctor, user, centre = await service.get_practitioner(call.session, doctor_id=call.path_id())
+    """GET /fhir/R4/Practitioner/{id}: a doctor of the directory (of the caller's centre,
+    for an account bound to one)."""
+    doctor, user, centre = await service.get_practitioner(
+        call.session, reader=_reader(call), doctor_id=call.path_id()
+    )
     return resources.practitioner(doctor, user, centre)
 
 
@@ -141,15 +145,18 @@ async def read_practitioner(call: Call) -> Resource:
 async def search_practitioner(call: Call) -> Resource:
     """GET /fhir/R4/Practitioner: search the doctors (_id, name, organization)."""
     query = _query(call, "Practitioner")
-    page = await service.search_practitioners(call.session, query=query)
+    page = await service.search_practitioners(call.session, reader=_reader(call), query=query)
     found = [resources.practitioner(*row) for row in page.items]
     return _bundle(call, query, found, page.total)
 
 
 @routes.get("/Organization/{id}")
 async def read_organization(call: Call) -> Resource:
-    """GET /fhir/R4/Organization/{id}: a medical centre."""
-    centre = await service.get_organization(call.session, centre_id=call.path_id())
+    """GET /fhir/R4/Organization/{id}: a medical centre (the caller's own, for an account
+    bound to one)."""
+    centre = await service.get_organization(
+        call.session, reader=_reader(call), centre_id=call.path_id()
+    )
     return resources.organization(centre)
 
 
@@ -157,7 +164,7 @@ async def read_organization(call: Call) -> Resource:
 async def search_organization(call: Call) -> Resource:
     """GET /fhir/R4/Organization: search the medical centres (_id, name)."""
     query = _query(call, "Organization")
-    page = await service.search_organizations(call.session, query=query)
+    page = await service.search_organizations(call.session, reader=_reader(call), query=query)
     return _bundle(call, query, [resources.organization(c) for c in page.items], page.total)
 
 

@@ -22,7 +22,7 @@ from telemed.clock import Clock
 from telemed.errors import Forbidden
 from telemed.media.models import CallQualityRecord
 from telemed.media.quality import LEVELS, QualitySummary
-from telemed.scheduling.consultations import get_consultation
+from telemed.scheduling.consultations import centre_scope, get_consultation
 from telemed.scheduling.models import Centre, Consultation
 from telemed.scheduling.parties import Part, readable
 
@@ -147,13 +147,21 @@ POOR_CALL_SECONDS = 60.0
 
 
 async def quality_report(
-    session: AsyncSession, *, start: datetime | None = None, end: datetime | None = None
+    session: AsyncSession,
+    *,
+    actor: User,
+    start: datetime | None = None,
+    end: datetime | None = None,
 ) -> QualityReport:
-    """Calls by quality per centre, of consultations starting in ``[start, end)``
-    (managers)."""
+    """Calls by quality per centre, of consultations starting in ``[start, end)``, for
+    a manager: of the whole service, or of the centre the manager is bound to
+    (``centre_scope``)."""
     statement = select(CallQualityRecord, Consultation).join(
         Consultation, col(Consultation.id) == col(CallQualityRecord.consultation_id)
     )
+    centre_id = centre_scope(actor)
+    if centre_id is not None:
+        statement = statement.where(col(Consultation.centre_id) == centre_id)
     if start is not None:
         statement = statement.where(col(Consultation.starts_at) >= start)
     if end is not None:

@@ -118,8 +118,11 @@ class QualityQuery(RequestModel):
 async def quality_report(call: Call, query: QualityQuery) -> quality_log.QualityReport:
     """GET /call-quality: calls by quality per centre, of consultations starting in
     ``[from, to)``: minutes by level, calls with a minute or more at `poor`, freezes,
-    minutes through TURN and on audio only."""
-    return await quality_log.quality_report(call.session, start=query.from_, end=query.to)
+    minutes through TURN and on audio only (of the manager's centre only, for a manager
+    bound to one)."""
+    return await quality_log.quality_report(
+        call.session, actor=call.user, start=query.from_, end=query.to
+    )
 
 
 def setup_routes(app: web.Application) -> None:

@@ -28,7 +28,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed import live
 from telemed.accounts.models import User
-from telemed.errors import NotFound
+from telemed.errors import Forbidden, NotFound
 from telemed.notify.models import Notification, OutboxChannel, OutboxMessage, OutboxStatus
 from telemed.notify.outcomes import DeliveryStatus
 from telemed.notify.texts import NotificationKind, email_text, render
@@ -311,6 +311,7 @@ async def do_mark_all_read(session: AsyncSession, *, user: User, now: datetime) 
 async def list_outbox(
     session: AsyncSession,
     *,
+    actor: User,
     status: OutboxStatus | None = None,
     channel: OutboxChannel | None = None,
     limit: int = 100,
@@ -320,8 +321,14 @@ async def list_outbox(
 
     The clear ``body`` column is loaded only for kept messages, and only with
     ``kept_text`` (development mode: ``senders.keeps_clear_text``), so it cannot leak
-    through this path otherwise.
+    through this path otherwise. The outbox is the whole service's (its messages name
+    no centre): a manager bound to a centre is refused (``Forbidden``).
     """
+    if actor.centre_id is not None:
+        raise Forbidden(
+            "The outbox is read by the managers of the whole service",
+            details={"centre_id": str(actor.centre_id)},
+        )
     m = OutboxMessage
     clear = (
         sa.case(

@@ -66,9 +66,11 @@ async def list_outbox(call: Call, query: OutboxQuery) -> ListOf[OutboxMessagePub
 
     Where no gateway is configured, in development mode, a message is ``kept`` rather
     than sent, and ``kept_text`` is its full text (passwords and codes included) for the
-    manager to pass on; with a gateway, or in production mode, it is always null."""
+    manager to pass on; with a gateway, or in production mode, it is always null. A
+    manager bound to a centre is refused (403): the outbox is the whole service's."""
     messages = await service.list_outbox(
         call.session,
+        actor=call.user,
         status=query.status,
         channel=query.channel,
         limit=query.limit,

@@ -21,7 +21,7 @@ from telemed.scheduling.consultations import do_move, doctor_of, get_consultatio
 from telemed.scheduling.lifecycle import Move, Party, check_move
 from telemed.scheduling.models import Centre, Conclusion, Consultation, Doctor, State
 
-READERS = frozenset({Party.PATIENT, Party.DOCTOR, Party.MANAGER})
+READERS = frozenset({Party.PATIENT, Party.DOCTOR, Party.MANAGER, Party.REGISTRY})
 
 
 async def check_issue_conclusion(
@@ -127,8 +127,9 @@ async def get_conclusions(
     now: datetime,
     address: str | None = None,
 ) -> tuple[Consultation, list[Conclusion]]:
-    """Every version, newest first, for the patient, the consultation's doctor and the
-    manager; reads by anyone but the patient are audited. ``NotFound`` before issue."""
+    """Every version, newest first, for the patient, the consultation's doctor, the
+    manager and a system client of its centre; reads by anyone but the patient are
+    audited. ``NotFound`` before issue."""
     seen = await get_consultation(session, actor=actor, consultation_id=consultation_id)
     if seen.party not in READERS or (
         seen.party is Party.DOCTOR and seen.consultation.doctor_id is None

@@ -76,13 +76,22 @@ async def doctor_of(session: AsyncSession, user: User) -> Doctor | None:
 
 
 def actor_of(user: User, doctor: Doctor | None) -> Actor:
-    """A user as the participation rule sees them (``parties.Actor``)."""
+    """A user as the participation rule sees them (``parties.Actor``): a doctor with
+    the centre of their profile, a manager or system client with the centre their
+    account is bound to."""
     return Actor(
         user_id=user.id,
         role=user.role,
         doctor_id=doctor.id if doctor is not None else None,
-        centre_id=doctor.centre_id if doctor is not None else None,
+        centre_id=doctor.centre_id if doctor is not None else user.centre_id,
     )
+
+
+def centre_scope(user: User) -> uuid.UUID | None:
+    """The one centre a manager or system client is bound to (``parties.Actor.scope``):
+    what their lists and reports are limited to. None for a manager of the whole
+    service, and for the other roles (whose lists follow ``taking_part``)."""
+    return actor_of(user, None).scope()
 
 
 async def actor_of_user(session: AsyncSession, user: User) -> Actor:
@@ -113,7 +122,8 @@ async def get_consultation(
 ) -> Seen:
     """A consultation the actor takes part in; to anyone else it does not exist (404).
 
-    With ``audit_reads``, a manager's read of the patient's consultation is audited."""
+    With ``audit_reads``, a manager's (or system client's) read of the patient's
+    consultation is audited."""
     statement = select(Consultation).where(Consultation.id == consultation_id)
     if lock:
         statement = statement.with_for_update()
@@ -122,7 +132,7 @@ async def get_consultation(
     party = party_in(actor, doctor, consultation) if consultation is not None else None
     if consultation is None or party is None:
         raise NotFound("Consultation not found")
-    if audit_reads and party is Party.MANAGER:
+    if audit_reads and party in (Party.MANAGER, Party.REGISTRY):
         assert now is not None
         audit.record(
             session,
@@ -996,7 +1006,9 @@ async def may_read_attached_document(
     patient's documents attached to their request (or shared in its chat) for its doctor
     (or, while unassigned, the doctors of its centre); a doctor's documents shared in the
     chat for the patient. The doctor who concluded the consultation keeps reading its
-    documents for ``doctor_access_days`` after the conclusion (to amend it)."""
+    documents for ``doctor_access_days`` after the conclusion (to amend it). A system
+    client reads the documents attached to its centre's consultations, in every state
+    (the regional system keeps the record); managers read none."""
     attached = await readable_attachments(
         session, actor=actor, now=now, doctor_access_days=doctor_access_days
     )
@@ -1013,6 +1025,8 @@ async def readable_attachments(
     query (for lists)."""
     who = await actor_of_user(session, actor)
     readers = sa.and_(col(Consultation.state).in_(list(OPEN)), taking_part(who, staff=False))
+    if who.role is Role.SYSTEM:
+        readers = sa.or_(readers, col(Consultation.centre_id) == who.centre_id)
     if who.doctor_id is not None:
         readers = sa.or_(
             readers,

@@ -169,7 +169,8 @@ async def mark_no_shows(app: web.Application, now: datetime) -> int:
 
 
 async def alert_overdue(app: web.Application, now: datetime) -> int:
-    """Tell the managers (once) about each request whose response deadline has passed."""
+    """Tell the managers (once) about each request whose response deadline has passed:
+    those of the whole service, and those bound to the request's centre."""
     alerted = 0
     async with transaction(app) as session:
         overdue = (
@@ -196,7 +197,12 @@ async def alert_overdue(app: web.Application, now: datetime) -> int:
             managers = (
                 await session.exec(
                     select(User).where(
-                        col(User.role).in_([Role.MANAGER]), col(User.is_active).is_(True)
+                        col(User.role).in_([Role.MANAGER]),
+                        col(User.is_active).is_(True),
+                        sa.or_(
+                            col(User.centre_id).is_(None),
+                            col(User.centre_id) == consultation.centre_id,
+                        ),
                     )
                 )
             ).all()

@@ -24,8 +24,9 @@ class Party(StrEnum):
 
     PATIENT = "patient"  # the consultation's patient
     DOCTOR = "doctor"  # the consultation's doctor, or a doctor of its centre while unassigned
-    MANAGER = "manager"  # a manager or an admin
+    MANAGER = "manager"  # a manager of the service or of its centre, or an admin
     SYSTEM = "system"  # background work (no-shows, consultations the doctor never held)
+    REGISTRY = "registry"  # a regional system's client of the centre: reads, never moves
 
 
 class Move(StrEnum):

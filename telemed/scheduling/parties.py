@@ -23,12 +23,25 @@ STAFF = frozenset({Role.MANAGER, Role.ADMIN})
 
 @dataclass(frozen=True)
 class Actor:
-    """A user as the rule sees them: a doctor's profile and centre, if a doctor."""
+    """A user as the rule sees them: a doctor's profile and centre, if a doctor; the
+    centre a manager or a system client is bound to (``User.centre_id``), if any."""
 
     user_id: uuid.UUID
     role: Role
     doctor_id: uuid.UUID | None = None
     centre_id: uuid.UUID | None = None
+
+    @property
+    def service_wide(self) -> bool:
+        """A manager or admin of the whole service (not bound to one centre)."""
+        return self.role in STAFF and self.centre_id is None
+
+    def scope(self) -> uuid.UUID | None:
+        """The one centre whose consultations this manager or system client oversees:
+        None for the rest (and for a manager of the whole service)."""
+        if self.role is Role.SYSTEM or self.role in STAFF:
+            return self.centre_id
+        return None
 
 
 def party(
@@ -41,13 +54,17 @@ def party(
 ) -> Party | None:
     """The actor's part in a consultation, or None (then it is hidden from them).
 
-    Its patient; a manager or admin (every consultation); its doctor; and, while a
-    request waits for a doctor, every doctor of its centre (to review and schedule it).
+    Its patient; a manager or admin (every consultation, or those of the centre the
+    manager is bound to); a system client (those of its centre, to read); its doctor;
+    and, while a request waits for a doctor, every doctor of its centre (to review and
+    schedule it).
     """
     if actor.user_id == patient_id:
         return Party.PATIENT
+    if actor.role is Role.SYSTEM:
+        return Party.REGISTRY if centre_id == actor.centre_id else None
     if actor.role in STAFF:
-        return Party.MANAGER
+        return Party.MANAGER if actor.service_wide or centre_id == actor.centre_id else None
     if actor.doctor_id is not None and (
         doctor_id == actor.doctor_id
         or (doctor_id is None and state is State.REQUESTED and centre_id == actor.centre_id)
@@ -58,10 +75,14 @@ def party(
 
 def taking_part(actor: Actor, *, staff: bool = True) -> sa.ColumnElement[bool]:
     """``party(...) is not None`` as a condition on consultations; without ``staff``,
-    a manager's or admin's part does not count (they read no patient's documents)."""
-    if staff and actor.role in STAFF:
+    the part of those who oversee (a manager, an admin, a system client) does not count:
+    the rule of documents (``consultations.readable_attachments``) has its own for them."""
+    if staff and actor.service_wide:
         return sa.true()
     clauses: list[sa.ColumnElement[bool]] = [col(Consultation.patient_id) == actor.user_id]
+    centre = actor.scope()
+    if centre is not None and staff:
+        clauses.append(col(Consultation.centre_id) == centre)
     if actor.doctor_id is not None:
         clauses.append(col(Consultation.doctor_id) == actor.doctor_id)
         clauses.append(
@@ -99,8 +120,11 @@ class Part(StrEnum):
 def readable(party: Party, *, chat_member: bool, patient_reads_recordings: bool) -> list[Part]:
     """The parts of a consultation its party may read: the chat for its two participants
     (``in_chat``); recordings and call quality for the doctor and the manager, recordings
-    also for the patient where the service allows it (``TELEMED_RECORDING_PATIENT_ACCESS``)."""
+    also for the patient where the service allows it (``TELEMED_RECORDING_PATIENT_ACCESS``).
+    A system client reads none: the FHIR interface has no such resources."""
     parts = [Part.CHAT] if chat_member else []
+    if party is Party.REGISTRY:
+        return parts
     if party is not Party.PATIENT or patient_reads_recordings:
         parts.append(Part.RECORDINGS)
     if party is not Party.PATIENT:

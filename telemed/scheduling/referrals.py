@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from telemed import audit
 from telemed.accounts.models import Role, User
@@ -35,13 +36,14 @@ from telemed.accounts.service import (
     get_user_by_phone,
     reserve_attempt,
 )
-from telemed.errors import InvalidValue, NotFound, Problem, TelemedError
+from telemed.errors import Forbidden, InvalidValue, NotFound, Problem, TelemedError
 from telemed.limits import Limit
 from telemed.notify.service import do_mask_kept, do_notify
 from telemed.notify.texts import NotificationKind
 from telemed.scheduling.consultations import (
     age_on,
     centre_doctors,
+    centre_scope,
     do_open,
     new_consultation,
 )
@@ -85,6 +87,26 @@ class CentreIndex:
         )
 
 
+def check_own_centre(
+    rows: list[ReferralRow], *, centres: CentreIndex, centre_id: uuid.UUID
+) -> None:
+    """A manager bound to a centre imports referrals to that centre only: ``Forbidden``,
+    naming the rows, when any row's profile names another centre (rows that name none
+    are reported as usual)."""
+    elsewhere = [
+        row.row
+        for row in rows
+        if row.profile
+        and isinstance(found := centres.find(row.profile), Centre)
+        and found.id != centre_id
+    ]
+    if elsewhere:
+        raise Forbidden(
+            "A manager of a centre imports referrals to that centre only",
+            details={"rows": elsewhere, "centre_id": str(centre_id)},
+        )
+
+
 def _params_of(error: TelemedError) -> dict[str, Any]:
     fields = error.details.get("fields") or [{}]
     params: dict[str, Any] = fields[0].get("params", {})
@@ -122,7 +144,9 @@ async def import_referrals(
 ) -> ReferralImport:
     """Import a referral table (CSV or XLSX) and keep the per-row report.
 
-    Raises ``InvalidValue`` when the file as a whole cannot be read. The rows go in
+    Raises ``InvalidValue`` when the file as a whole cannot be read, and ``Forbidden``
+    (before anything is made) when a manager bound to a centre sends rows for another
+    centre (``check_own_centre``). The rows go in
     ``CHUNK_ROWS`` at a time, each chunk in a transaction of its own, and each row in a
     savepoint: a row that fails rolls back alone. A new patient's temporary password is
     made and hashed between transactions (``TEMPORARY_HASHER``). Importing the same rows
@@ -133,6 +157,10 @@ async def import_referrals(
     rows = await asyncio.to_thread(
         parse_referral_table, data, file_name=file_name, today=now.date()
     )
+    own = centre_scope(actor)
+    if own is not None:
+        async with transaction(write=False) as session:
+            check_own_centre(rows, centres=await _centre_index(session), centre_id=own)
     async with transaction() as session:
         record = ReferralImport(
             created_by_id=actor.id,
@@ -419,23 +447,23 @@ CREDENTIAL_KINDS = (NotificationKind.REFERRAL_CREDENTIALS, NotificationKind.NEW_
 
 
 async def check_issue_credentials(
-    session: AsyncSession, *, patient_id: uuid.UUID, now: datetime, limit: Limit
+    session: AsyncSession, *, actor: User, patient_id: uuid.UUID, now: datetime, limit: Limit
 ) -> User:
     """The referred patient a manager may issue new credentials to, with the issue
     counted (``RateLimited`` past ``limit`` for this patient).
 
     Raises ``NotFound`` unless ``patient_id`` is an active patient with at least one
-    referral (route 3): the accounts the service made. Patients who registered
-    themselves reset their password by SMS; staff accounts are not the manager's to
-    reset here."""
+    referral (route 3; to the manager's centre, for a manager bound to one): the
+    accounts the service made. Patients who registered themselves reset their password
+    by SMS; staff accounts are not the manager's to reset here."""
     patient = await session.get(User, patient_id)
-    referred = (
-        await session.exec(
-            select(Consultation.id)
-            .where(Consultation.patient_id == patient_id, Consultation.route == Route.REFERRAL)
-            .limit(1)
-        )
-    ).first()
+    referrals = select(Consultation.id).where(
+        Consultation.patient_id == patient_id, Consultation.route == Route.REFERRAL
+    )
+    own = centre_scope(actor)
+    if own is not None:
+        referrals = referrals.where(Consultation.centre_id == own)
+    referred = (await session.exec(referrals.limit(1))).first()
     if patient is None or patient.role is not Role.PATIENT or not patient.is_active or not referred:
         raise NotFound("No referred patient with this id")
     await reserve_attempt(
@@ -499,15 +527,32 @@ def new_temporary_password() -> tuple[str, str]:
     return _new_password()
 
 
-async def get_import(session: AsyncSession, import_id: uuid.UUID) -> ReferralImport:
-    record = await session.get(ReferralImport, import_id)
+def _imports_of(actor: User) -> SelectOfScalar[ReferralImport]:
+    """The import reports a manager reads: all, or for a manager bound to a centre,
+    those of the managers bound to that centre (a report names the patients' accounts
+    and consultations it made)."""
+    statement = select(ReferralImport)
+    own = centre_scope(actor)
+    if own is not None:
+        statement = statement.join(User, col(User.id) == col(ReferralImport.created_by_id)).where(
+            User.centre_id == own
+        )
+    return statement
+
+
+async def get_import(session: AsyncSession, *, actor: User, import_id: uuid.UUID) -> ReferralImport:
+    """One import report the actor reads (``_imports_of``); ``NotFound`` otherwise."""
+    record = (await session.exec(_imports_of(actor).where(ReferralImport.id == import_id))).first()
     if record is None:
         raise NotFound("Import not found")
     return record
 
 
-async def list_imports(session: AsyncSession, *, limit: int = 50) -> list[ReferralImport]:
+async def list_imports(
+    session: AsyncSession, *, actor: User, limit: int = 50
+) -> list[ReferralImport]:
+    """The import reports the actor reads (``_imports_of``), newest first."""
     rows = await session.exec(
-        select(ReferralImport).order_by(col(ReferralImport.created_at).desc()).limit(limit)
+        _imports_of(actor).order_by(col(ReferralImport.created_at).desc()).limit(limit)
     )
     return list(rows.all())

@@ -1,7 +1,9 @@
 """The directory of medical centres and doctors, and duty slots.
 
-Reading is open to everyone; changes are the manager's (the views check the role).
-Removing a centre or a doctor archives it: consultations will keep pointing at it.
+Reading is open to everyone; changes are the manager's (the views check the role): a
+manager of the whole service changes any, a manager bound to a centre that centre and
+its doctors only (``check_manages``). Removing a centre or a doctor archives it:
+consultations will keep pointing at it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from telemed.errors import (
     NotFound,
     Problem,
 )
-from telemed.scheduling.consultations import check_doctor_free, doctor_of
+from telemed.scheduling.consultations import centre_scope, check_doctor_free, doctor_of
 from telemed.scheduling.models import (
     Centre,
     Consultation,
@@ -47,6 +49,26 @@ def clean_profiles(profiles: list[str]) -> list[str]:
             seen.add(text.lower())
             result.append(text)
     return result
+
+
+def check_manages(actor: User | None, centre_id: uuid.UUID | None) -> None:
+    """Whether the actor may change this centre, or its doctors: ``Forbidden`` for a
+    manager bound to another centre. ``centre_id`` None stands for the list of centres
+    itself (adding or removing one), which only a manager of the whole service changes.
+    ``actor`` None is the command line."""
+    own = centre_scope(actor) if actor is not None else None
+    if own is None:
+        return
+    if centre_id is None:
+        raise Forbidden(
+            "A manager of a centre cannot add or remove centres",
+            details={"centre_id": str(own)},
+        )
+    if centre_id != own:
+        raise Forbidden(
+            "A manager of a centre manages that centre and its doctors only",
+            details={"centre_id": str(own)},
+        )
 
 
 async def list_centres(
@@ -80,6 +102,7 @@ async def do_create_centre(
     profiles: list[str],
     description: str = "",
 ) -> Centre:
+    check_manages(actor, None)
     centre = Centre(
         name=name,
         region=region,
@@ -108,6 +131,7 @@ async def do_update_centre(
     centre_id: uuid.UUID,
     changes: dict[str, object],
 ) -> Centre:
+    check_manages(actor, centre_id)
     centre = await get_centre(session, centre_id)
     if "profiles" in changes:
         profiles = changes["profiles"]
@@ -132,6 +156,7 @@ async def do_archive_centre(
     session: AsyncSession, *, actor: User, now: datetime, centre_id: uuid.UUID
 ) -> None:
     """Remove a centre from the directory; refused (409) while it still has doctors."""
+    check_manages(actor, None)
     centre = await get_centre(session, centre_id)
     doctors = await session.exec(
         select(Doctor.id).where(Doctor.centre_id == centre.id, col(Doctor.archived_at).is_(None))
@@ -214,8 +239,10 @@ async def do_create_doctor(
     password hashed beforehand) and profile at a live centre.
 
     The manager sets the first password, so by default the doctor must change it at
-    the first sign-in. Raises ``NotFound`` (centre) and the account errors.
+    the first sign-in. Raises ``Forbidden`` (``check_manages``), ``NotFound`` (centre)
+    and the account errors.
     """
+    check_manages(actor, centre_id)
     centre = await get_centre(session, centre_id)
     user = await accounts.do_create_user(
         session,
@@ -255,9 +282,11 @@ async def do_update_doctor(
     changes: dict[str, object],
 ) -> tuple[Doctor, User, Centre]:
     doctor, user, centre = await get_doctor(session, doctor_id)
+    check_manages(actor, centre.id)
     if "centre_id" in changes:
         new_centre = changes.pop("centre_id")
         assert isinstance(new_centre, uuid.UUID)
+        check_manages(actor, new_centre)
         centre = await get_centre(session, new_centre)
         doctor.centre_id = centre.id
     if "full_name" in changes:
@@ -284,7 +313,8 @@ async def do_archive_doctor(
     session: AsyncSession, *, actor: User, now: datetime, doctor_id: uuid.UUID
 ) -> None:
     """Remove a doctor from the directory: the account is closed and signed out."""
-    doctor, user, _ = await get_doctor(session, doctor_id)
+    doctor, user, centre = await get_doctor(session, doctor_id)
+    check_manages(actor, centre.id)
     doctor.archived_at = now
     user.is_active = False
     session.add(doctor)

@@ -16,6 +16,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed.accounts.models import User
+from telemed.scheduling.consultations import centre_scope
 from telemed.scheduling.models import Centre, Consultation, Doctor, Route, State
 
 
@@ -88,13 +89,16 @@ class _Names:
 async def sla_report(
     session: AsyncSession,
     *,
+    actor: User,
     now: datetime,
     due_soon_fraction: float,
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> SlaReport:
     """Every consultation with a deadline (submitted in ``[start, end)``), by status,
-    counted by centre and by doctor. Unassigned requests count under "no doctor"."""
+    counted by centre and by doctor, for a manager: of the whole service, or of the
+    centre the manager is bound to (``centre_scope``). Unassigned requests count under
+    "no doctor"."""
     # A request its own patient withdrew before any answer has no deadline left to meet;
     # one cancelled by the centre or a manager still counts (else cancelling would hide
     # an overdue request).
@@ -110,6 +114,9 @@ async def sla_report(
         statement = statement.where(Consultation.submitted_at >= start)
     if end is not None:
         statement = statement.where(Consultation.submitted_at < end)
+    centre_id = centre_scope(actor)
+    if centre_id is not None:
+        statement = statement.where(Consultation.centre_id == centre_id)
     consultations = list((await session.exec(statement)).all())
     names = _Names(
         centres={c.id: c.name for c in (await session.exec(select(Centre))).all()},

@@ -25,6 +25,7 @@ from aiohttp import web
 from telemed import keys
 from telemed.accounts.models import Role
 from telemed.accounts.service import get_session_user, hash_token, live_token_hashes
+from telemed.api import system_client_refused
 from telemed.auth import COOKIE_NAME
 from telemed.chat import service as chat
 from telemed.chat.models import ChatMessagePublic
@@ -119,6 +120,11 @@ class Namespace(RoomEvents, Realtime):
             error = Unauthenticated("Sign in first: send auth {token} or the session cookie")
             raise socketio.exceptions.ConnectionRefusedError(
                 error.message, {"error": error.to_wire()}
+            )
+        if user.role is Role.SYSTEM:
+            refused = system_client_refused()
+            raise socketio.exceptions.ConnectionRefusedError(
+                refused.message, {"error": refused.to_wire()}
             )
         await self.save_session(
             sid,

@@ -28,9 +28,11 @@ class SlaQuery(RequestModel):
 
 @routes.get("/sla", roles=MANAGERS)
 async def sla_report(call: Call, query: SlaQuery) -> sla.SlaReport:
-    """GET /sla: response deadlines — due soon, overdue and met, by centre and doctor."""
+    """GET /sla: response deadlines — due soon, overdue and met, by centre and doctor
+    (of the manager's centre only, for a manager bound to one)."""
     return await sla.sla_report(
         call.session,
+        actor=call.user,
         now=call.now,
         due_soon_fraction=call.settings.sla_due_soon_fraction,
         start=query.from_,

@@ -184,16 +184,19 @@ async def import_referrals(call: Call, query: ImportQuery, body: ReferralTable) 
 
 @routes.get("/referral-imports", roles=MANAGERS)
 async def list_referral_imports(call: Call) -> ListOf[ImportReport]:
-    """GET /referral-imports: the kept import reports, newest first (manager)."""
+    """GET /referral-imports: the kept import reports, newest first (manager; a manager
+    bound to a centre reads those of its centre's managers)."""
     return ListOf[ImportReport](
-        items=[_report(r) for r in await referrals.list_imports(call.session)]
+        items=[_report(r) for r in await referrals.list_imports(call.session, actor=call.user)]
     )
 
 
 @routes.get("/referral-imports/{id}", roles=MANAGERS)
 async def get_referral_import(call: Call) -> ImportReport:
     """GET /referral-imports/{id}: one kept import report (manager)."""
-    return _report(await referrals.get_import(call.session, call.path_id()))
+    return _report(
+        await referrals.get_import(call.session, actor=call.user, import_id=call.path_id())
+    )
 
 
 class CredentialsIssued(BaseModel):
@@ -224,6 +227,7 @@ async def issue_credentials(call: Call) -> CredentialsIssued:
     async with call.transaction() as session:
         patient = await referrals.check_issue_credentials(
             session,
+            actor=call.user,
             patient_id=call.path_id(),
             now=call.now,
             limit=call.settings.limits["credentials.patient"],
