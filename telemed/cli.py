@@ -16,15 +16,15 @@ from pydantic import ValidationError
 
 from telemed import db
 from telemed.accounts.models import Role
-from telemed.accounts.service import check_new_account, do_create_user
+from telemed.accounts.service import check_centre_binding, check_new_account, do_create_user
 from telemed.app import create_app, passwords_for
 from telemed.backup import Restored, Written, create_backup, restore_backup
 from telemed.clock import SystemClock
 from telemed.demo import demo_password_hashes, load_demo
-from telemed.errors import TelemedError
+from telemed.errors import InvalidValue, TelemedError
 from telemed.logs import configure_logging
 from telemed.notify.senders import keeps_clear_text
-from telemed.scheduling.service import do_create_doctor
+from telemed.scheduling.service import do_create_doctor, get_centre
 from telemed.serve import serve, supervise, worker_command
 from telemed.settings import Mode, Settings, SmsBackend
 
@@ -56,7 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--name", required=True, help="full name")
     user.add_argument("--email")
     user.add_argument("--birth-date", type=date.fromisoformat, help="YYYY-MM-DD")
-    user.add_argument("--centre-id", type=uuid.UUID, help="doctors: their centre")
+    user.add_argument(
+        "--centre",
+        "--centre-id",
+        dest="centre_id",
+        type=uuid.UUID,
+        metavar="ID",
+        help="the medical centre: a doctor's (required), a system client's (required), "
+        "a manager's (optional: then the manager sees that centre only)",
+    )
     user.add_argument("--specialty", help="doctors: their specialty")
     user.add_argument("--duty", action="store_true", help="doctors: a duty doctor")
 
@@ -114,8 +122,14 @@ async def _upgrade(settings: Settings) -> None:
 
 async def _create_user(settings: Settings, args: argparse.Namespace) -> str:
     role = Role(args.role)
-    if role is Role.DOCTOR and (args.centre_id is None or not args.specialty):
-        raise SystemExit("telemed: a doctor needs --centre-id and --specialty")
+    if role is Role.DOCTOR:
+        if args.centre_id is None or not args.specialty:
+            raise SystemExit("telemed: a doctor needs --centre and --specialty")
+    else:
+        try:
+            check_centre_binding(role, args.centre_id)
+        except InvalidValue as exc:
+            raise SystemExit(f"telemed: {exc.message} (--centre)") from None
     account = check_new_account(
         full_name=args.name,
         phone=args.phone,
@@ -147,6 +161,8 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> str:
                     must_change_password=False,
                 )
             else:
+                if args.centre_id is not None:
+                    await get_centre(session, args.centre_id)  # NotFound: no such centre
                 user = await do_create_user(
                     session,
                     account=account,
@@ -154,6 +170,7 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> str:
                     role=role,
                     now=now,
                     time_zone=settings.default_time_zone,
+                    centre_id=args.centre_id,
                 )
         return f"created {role.value} {user.id} ({user.phone})"
     finally:

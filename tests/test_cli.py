@@ -1,5 +1,6 @@
 """The real command line in a subprocess, on the embedded SQLite default (runs once, not per
-database backend): demo data, accounts, migrations and the server itself."""
+database backend): demo data, accounts (a system client's token read against the app on
+the same data), migrations and the server itself."""
 
 from __future__ import annotations
 
@@ -8,12 +9,19 @@ import re
 import sqlite3
 import subprocess
 import sys
+import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
+from telemed.app import create_app
 from telemed.demo import CENTRES, DOCTOR_PASSWORD, DOCTORS, MANAGER, PATIENT
+from telemed.settings import Settings
+from tests.conftest import AppClient
 from tests.servers import free_port, http, wait_until_healthy
 
 TABLES = ("user_account", "centre", "doctor", "duty_slot")
@@ -193,6 +201,125 @@ def test_create_user_refuses_bad_input_and_creates_nothing(tmp_path: Path) -> No
     assert "invalid choice" in unknown_role.stderr
     # Refused before the database is even opened: no file, or one with nothing in it.
     assert not (data / "telemed.db").exists() or counts(data) == dict.fromkeys(TABLES, 0)
+
+
+SYSTEM_CLIENT = (
+    "--role",
+    "system",
+    "--phone",
+    "+79005550010",
+    "--password",
+    "Rmis-Client-2026",
+    "--name",
+    "РМИС Свердловской области",
+)
+"""The system client of docs/fhir.md ("How a regional system gets its token")."""
+
+
+async def test_a_system_client_made_by_the_cli_reads_its_centre_through_fhir(
+    tmp_path: Path, aiohttp_client: Callable[[web.Application], Awaitable[AppClient]]
+) -> None:
+    data = tmp_path / "data"
+    assert run_cli(data, "demo").returncode == 0
+    centre_ids = {
+        name: str(uuid.UUID(centre_id))
+        for centre_id, name in query(data, "SELECT id, name FROM centre")
+    }
+    centre = centre_ids[CENTRES[0][0]]
+
+    # Refused, with what to do, and nothing made: a system client without a centre, a
+    # centre for a patient, a centre that does not exist.
+    before = counts(data)
+    for args, says in (
+        (SYSTEM_CLIENT, "--centre"),
+        (
+            (
+                "--role",
+                "patient",
+                "--phone",
+                "+79005550011",
+                "--password",
+                "Patient-Pass-2026",
+                "--name",
+                "Пациент Центра",
+                "--centre",
+                centre,
+            ),
+            "not a patient",
+        ),
+        ((*SYSTEM_CLIENT, "--centre", str(uuid.uuid4())), "not found"),
+    ):
+        refused = run_cli(data, "create-user", *args)
+        assert refused.returncode != 0, args
+        last = refused.stderr.strip().splitlines()[-1]
+        assert last.startswith("telemed:"), refused.stderr
+        assert says in last, last
+    assert counts(data) == before
+
+    created = run_cli(data, "create-user", *SYSTEM_CLIENT, "--centre", centre)
+    assert created.returncode == 0, created.stderr
+    assert "created system" in created.stdout
+    manager = run_cli(
+        data,
+        "create-user",
+        "--role",
+        "manager",
+        "--phone",
+        "+79005550012",
+        "--password",
+        "Manager-Pass-2026",
+        "--name",
+        "Менеджер Кардиоцентра",
+        "--centre",
+        centre,
+    )
+    assert manager.returncode == 0, manager.stderr
+    bound = query(
+        data,
+        "SELECT role, centre_id FROM user_account WHERE phone IN (?, ?) ORDER BY phone",
+        "+79005550010",
+        "+79005550012",
+    )
+    assert [(role, str(uuid.UUID(centre_id))) for role, centre_id in bound] == [
+        ("system", centre),
+        ("manager", centre),
+    ]
+
+    # The server on that data: the demo patient asks the centre, the system client signs
+    # in as docs/fhir.md shows and finds the patient; the API refuses its token.
+    client = await aiohttp_client(create_app(Settings(data_dir=data)))
+
+    async def sign_in(login: str, password: str) -> Any:
+        response = await client.post(
+            "/api/v1/auth/login", json={"login": login, "password": password}
+        )
+        assert response.status == 200, await response.text()
+        client.session.cookie_jar.clear()
+        return await response.json()
+
+    patient = await sign_in(PATIENT[1], PATIENT[2])
+    response = await client.post(
+        "/api/v1/consultations",
+        json={
+            "route": "initiative",
+            "centre_id": centre,
+            "diagnosis": "Гипертоническая болезнь",
+            "complaints": "Головные боли",
+        },
+        headers={"Authorization": f"Bearer {patient['token']}"},
+    )
+    assert response.status == 201, await response.text()
+    system = await sign_in("+79005550010", "Rmis-Client-2026")
+    assert system["user"]["centre_id"] == centre
+    headers = {"Authorization": f"Bearer {system['token']}"}
+    response = await client.get("/fhir/R4/Patient", headers=headers)
+    assert response.status == 200
+    bundle = await response.json(content_type=None)
+    assert bundle["resourceType"] == "Bundle"
+    assert [entry["resource"]["id"] for entry in bundle["entry"]] == [patient["user"]["id"]]
+    response = await client.get("/api/v1/me", headers=headers)
+    assert response.status == 403
+    assert (await response.json())["error"]["code"] == "forbidden"
 
 
 def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
