@@ -42,6 +42,23 @@ class Peer:
             await self.sio.disconnect()
 
 
+async def connection_refused(url: str, token: str | None) -> dict[str, Any]:
+    """Connect with ``auth: {token}`` (none if None), which the server must refuse;
+    returns what ``connect_error`` carried (``{message, data: {error}}``)."""
+    client = socketio.AsyncClient(reconnection=False)
+    errors: list[dict[str, Any]] = []
+    client.on("connect_error", errors.append)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await client.connect(
+            url,
+            auth={"token": token} if token else None,
+            transports=["websocket"],
+            wait_timeout=5,
+        )
+    assert errors
+    return errors[0]
+
+
 async def connect(url: str, token: str | None, **kwargs: Any) -> Peer:
     """Connect with ``auth: {token}`` over websocket; raises on refusal."""
     client = socketio.AsyncClient(reconnection=False)

@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Any, TypedDict
 
 import pytest
-import socketio
 from aiohttp import FormData
 
 from telemed import keys
@@ -22,6 +21,7 @@ from telemed.media.quality_log import QualityLog
 from tests.conftest import AppClient
 from tests.factories import PASSWORD, assert_error, bearer, next_phone, staff
 from tests.flows import api, ok, request_to_centre
+from tests.realtime import connection_refused
 from tests.world import World
 
 
@@ -250,15 +250,6 @@ async def test_a_system_clients_token_is_for_fhir_only(client: AppClient, scope:
     assert [e["resource"]["id"] for e in bundle["entry"]] == [scope["here"]["id"]]
 
     # Socket.IO refuses the connection, saying why.
-    refused = socketio.AsyncClient(reconnection=False)
-    errors: list[Any] = []
-    refused.on("connect_error", errors.append)
-    with pytest.raises(socketio.exceptions.ConnectionError):
-        await refused.connect(
-            str(client.make_url("/")),
-            auth={"token": token},
-            transports=["websocket"],
-            wait_timeout=5,
-        )
-    assert errors[0]["data"]["error"]["code"] == "forbidden"
-    assert "FHIR" in errors[0]["message"]
+    error = await connection_refused(str(client.make_url("/")), token)
+    assert error["data"]["error"]["code"] == "forbidden"
+    assert "FHIR" in error["message"]

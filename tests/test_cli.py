@@ -203,16 +203,12 @@ def test_create_user_refuses_bad_input_and_creates_nothing(tmp_path: Path) -> No
     assert not (data / "telemed.db").exists() or counts(data) == dict.fromkeys(TABLES, 0)
 
 
-SYSTEM_CLIENT = (
-    "--role",
-    "system",
-    "--phone",
-    "+79005550010",
-    "--password",
-    "Rmis-Client-2026",
-    "--name",
-    "РМИС Свердловской области",
-)
+def account(role: str, phone: str, password: str, name: str) -> tuple[str, ...]:
+    """The arguments of ``create-user`` that every account has."""
+    return ("--role", role, "--phone", phone, "--password", password, "--name", name)
+
+
+SYSTEM_CLIENT = account("system", "+79005550010", "Rmis-Client-2026", "РМИС Свердловской области")
 """The system client of docs/fhir.md ("How a regional system gets its token")."""
 
 
@@ -234,14 +230,7 @@ async def test_a_system_client_made_by_the_cli_reads_its_centre_through_fhir(
         (SYSTEM_CLIENT, "--centre"),
         (
             (
-                "--role",
-                "patient",
-                "--phone",
-                "+79005550011",
-                "--password",
-                "Patient-Pass-2026",
-                "--name",
-                "Пациент Центра",
+                *account("patient", "+79005550011", "Patient-Pass-2026", "Пациент"),
                 "--centre",
                 centre,
             ),
@@ -259,21 +248,9 @@ async def test_a_system_client_made_by_the_cli_reads_its_centre_through_fhir(
     created = run_cli(data, "create-user", *SYSTEM_CLIENT, "--centre", centre)
     assert created.returncode == 0, created.stderr
     assert "created system" in created.stdout
-    manager = run_cli(
-        data,
-        "create-user",
-        "--role",
-        "manager",
-        "--phone",
-        "+79005550012",
-        "--password",
-        "Manager-Pass-2026",
-        "--name",
-        "Менеджер Кардиоцентра",
-        "--centre",
-        centre,
-    )
-    assert manager.returncode == 0, manager.stderr
+    manager = account("manager", "+79005550012", "Manager-Pass-2026", "Менеджер Кардиоцентра")
+    manager_made = run_cli(data, "create-user", *manager, "--centre", centre)
+    assert manager_made.returncode == 0, manager_made.stderr
     bound = query(
         data,
         "SELECT role, centre_id FROM user_account WHERE phone IN (?, ?) ORDER BY phone",

@@ -8,31 +8,20 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-import socketio
 
 from telemed.clock import FakeClock
 from telemed.jobs import run_jobs_once
 from tests.conftest import AppClient
 from tests.factories import bearer
 from tests.flows import make_patient, ok
-from tests.realtime import Peer, history, open_peer, send
+from tests.realtime import Peer, connection_refused, history, open_peer, send
 
 
 async def test_a_connection_without_a_valid_token_is_refused(client: AppClient) -> None:
     url = str(client.make_url("/"))
     for token in (None, "not-a-token"):
-        refused = socketio.AsyncClient(reconnection=False)
-        errors: list[Any] = []
-        refused.on("connect_error", errors.append)
-        with pytest.raises(socketio.exceptions.ConnectionError):
-            await refused.connect(
-                url,
-                auth={"token": token} if token else None,
-                transports=["websocket"],
-                wait_timeout=5,
-            )
-        assert errors
-        assert errors[0]["data"]["error"]["code"] == "unauthenticated"
+        error = await connection_refused(url, token)
+        assert error["data"]["error"]["code"] == "unauthenticated"
 
 
 async def test_send_ack_receive_and_idempotent_resend(
@@ -295,17 +284,8 @@ async def test_a_temporary_password_cannot_open_a_socket(client: AppClient) -> N
         ).one()
         user.must_change_password = True
         session.add(user)
-    refused = socketio.AsyncClient(reconnection=False)
-    errors: list[Any] = []
-    refused.on("connect_error", errors.append)
-    with pytest.raises(socketio.exceptions.ConnectionError):
-        await refused.connect(
-            str(client.make_url("/")),
-            auth={"token": auth["token"]},
-            transports=["websocket"],
-            wait_timeout=5,
-        )
-    assert errors[0]["data"]["error"]["code"] == "password_change_required"
+    error = await connection_refused(str(client.make_url("/")), auth["token"])
+    assert error["data"]["error"]["code"] == "password_change_required"
 
 
 def test_only_the_protocol_s_events_can_be_sent() -> None:
