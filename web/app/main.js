@@ -85,7 +85,9 @@ async function render() {
 
 function drawNav(path) {
   const user = session.user;
-  const links = user && !user.must_change_password ? NAV[user.role] || [] : [];
+  // A manager bound to one centre does not read the outbox: it is the whole service's.
+  const links = (user && !user.must_change_password ? NAV[user.role] || [] : [])
+    .filter(([href]) => !(user.centre_id && href === "#/outbox"));
   $("nav").replaceChildren(...links.map(([href, key]) =>
     h("a", { href, "aria-current": path.startsWith(href.slice(1)) ? "page" : null }, t(key))));
   $("who").replaceChildren(...(user ? [
