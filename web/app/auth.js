@@ -14,6 +14,8 @@ function login() {
       field("password", "login.password", { type: "password", autocomplete: "current-password", required: true }),
     ], "login.submit", async (values) => {
       const answer = await post("/auth/login", { login: values.login.trim(), password: values.password });
+      // A regional system's account reads the FHIR interface only: nothing here is for it.
+      if (answer.user.role === "system") throw new Error(t("login.systemClient"));
       await signedIn(answer.user);
       go("#/");
     }),

@@ -207,7 +207,8 @@ async function boot() {
   try {
     user = await get("/me");
   } catch (error) {
-    if (!(error instanceof ApiError && error.status === 401)) throw error;
+    // 403: a system client's session (its token is for FHIR only): as signed out here.
+    if (!(error instanceof ApiError && (error.status === 401 || error.code === "forbidden"))) throw error;
   }
   await signedIn(user);
   await render();
