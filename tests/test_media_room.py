@@ -349,6 +349,45 @@ async def test_rejoin_restores_media_and_the_end_closes_the_room(
     refused(await patient.peer.call("room:join", {"consultation_id": cid}), "invalid_state")
 
 
+async def test_a_new_socket_keeps_the_media_connection_that_lived_through_the_drop(
+    client: AppClient, room: dict[str, Any], peers: list[Peer], media: list[MediaClient]
+) -> None:
+    """A phone whose network dropped for a few seconds keeps its address: its media
+    connection works again as soon as the network does, and only its socket is new. The
+    server says so at the join (``connection_kept``), and the page keeps the connection."""
+    cid = room["id"]
+    patient = await participant(client, peers, media, room["patient"]["token"], cid)
+    doctor = await participant(client, peers, media, room["doctor"]["token"], cid)
+    first = await patient.join()
+    assert first["ok"]
+    assert first["data"]["connection_kept"] is False  # nothing to keep yet
+    assert (await patient.connect_media())["ok"]
+    assert (await doctor.join())["ok"]
+    assert (await doctor.connect_media())["ok"]
+    await doctor.peer.wait_for(lambda: doctor.decoded["video"] >= 20, seconds=20)
+
+    # The patient's socket is replaced; its media connection goes on.
+    patient.attach(await open_peer(client, peers, room["patient"]["token"]))
+    again = await patient.join()
+    assert again["ok"]
+    assert again["data"]["connection_kept"] is True
+    before = doctor.decoded["video"], patient.decoded["video"]
+    await doctor.peer.wait_for(lambda: doctor.decoded["video"] >= before[0] + 20, seconds=20)
+    await patient.peer.wait_for(lambda: patient.decoded["video"] >= before[1] + 20, seconds=20)
+
+    # Its connection closed: a join again says there is none to keep.
+    assert patient.pc is not None
+    await patient.pc.close()
+    held_room = client.app[keys.ROOMS].get(cid)
+    assert held_room is not None
+    held = held_room.participants[room["patient"]["user"]["id"]]
+    await patient.peer.wait_for(lambda: not held.connected())
+    patient.attach(await open_peer(client, peers, room["patient"]["token"]))
+    last = await patient.join()
+    assert last["ok"]
+    assert last["data"]["connection_kept"] is False
+
+
 def status_of(member: MediaClient, user_id: str) -> dict[str, Any] | None:
     """The last media status the member's socket was told of ``user_id``."""
     changes = [c for c in member.peer.events("media:status_changed") if c["user_id"] == user_id]

@@ -188,12 +188,19 @@ class Source:
         if not receiver._enabled:
             return
         previous, self.last_arrival_ms = self.last_arrival_ms, arrival_time_ms
-        if previous is not None and arrival_time_ms - previous > GAP_MS and self._buffer:
+        if previous is not None and arrival_time_ms - previous > GAP_MS:
             # The publisher's network dropped for a while and came back on the same
-            # connection: what the jitter buffer waits for will never come.
-            self._buffer = None
-            if self.kind == "video":
-                await receiver._send_rtcp_pli(packet.ssrc)
+            # connection: what the jitter buffer waits for will never come, and what was
+            # lost meanwhile is not asked for again (the publisher's history holds the
+            # last moment of the drop at most, and old packets would only make the
+            # frames be assembled from the wrong place): a fresh start at a keyframe.
+            if self._nack is not None:
+                self._nack.max_seq = None
+                self._nack.missing.clear()
+            if self._buffer is not None:
+                self._buffer = None
+                if self.kind == "video":
+                    await receiver._send_rtcp_pli(packet.ssrc)
         estimator = self._estimator
         if estimator is not None and packet.extensions.abs_send_time is not None:
             remb = estimator.add(
@@ -267,7 +274,8 @@ class Source:
         if sink is None and not self.decode:
             self._buffer = None
             return
-        await self._assemble(packet, codec, sink)
+        if fresh:  # a copy of one seen before, or one too old to be asked for, adds nothing
+            await self._assemble(packet, codec, sink)
 
     async def _assemble(
         self, packet: RtpPacket, codec: RTCRtpCodecParameters, sink: FrameSink | None

@@ -265,13 +265,23 @@ class Participant:
         return lost, expected
 
     def silent(self, now_ms: int) -> bool:
-        """Whether the participant published and nothing came from it lately."""
+        """Whether the participant publishes and nothing came from it lately. On a new
+        connection nothing has come yet: an interrupted participant stays interrupted
+        until its media does come (the others' pages wait rather than give up on
+        their own connections)."""
         arrivals = [
             p.tap.last_arrival_ms
             for p in self.publications.values()
             if p.tap is not None and p.tap.last_arrival_ms is not None
         ]
-        return bool(arrivals) and now_ms - max(arrivals) > SILENCE_MS
+        if not arrivals:
+            return self.interrupted and bool(self.publications)
+        return now_ms - max(arrivals) > SILENCE_MS
+
+    def connected(self) -> bool:
+        """Whether its media connection is up (a socket that dropped and came back may
+        keep it: ``RoomJoined.connection_kept``)."""
+        return self.pc is not None and self.pc.connectionState == "connected"
 
 
 class Room:

@@ -245,6 +245,7 @@ class RoomDirectory:
             ],
             "recording": recording_view(room).model_dump(mode="json"),
             "previous_sid": previous_sid,
+            "connection_kept": participant.connected(),
         }
 
     async def _offer(self, args: dict[str, Any]) -> dict[str, Any]:

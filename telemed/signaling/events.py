@@ -257,6 +257,12 @@ class RoomJoined(BaseModel):
     )
     recording: RecordingView
     participants: list[RoomParticipant] = Field(description="Who is in the room, you too")
+    connection_kept: bool = Field(
+        default=False,
+        description="A join again from a new socket (the old one dropped): the server "
+        "still holds your media connection, up and carrying media. Keep yours if it "
+        "carries media again; otherwise (and always when false) send `rtc:offer`",
+    )
     ice_servers: list[dict[str, Any]] = Field(
         description="For `new RTCPeerConnection({iceServers})`: the configured servers, and "
         "with TELEMED_TURN_SECRET a TURN entry with credentials minted for this join"

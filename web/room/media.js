@@ -15,6 +15,10 @@ const DISCONNECTED_GRACE_MS = 5000;
 // counts as broken: the path died with the device's address, which the browser notices
 // many seconds later.
 const STALLED_MS = 2000;
+// How long a connection kept through a dropped socket may take to carry media again once
+// the socket is back (the device kept its address, so the same path works when the
+// network does), before a new connection is made instead.
+const RESUME_MS = 1500;
 
 export function createMedia({ state, view, signalling, devices, consultationId, onBroken, onInterrupted }) {
   const media = { link: null, labels: {} }; // labels: mid → {mid, user_id, kind, …}
@@ -113,23 +117,35 @@ export function createMedia({ state, view, signalling, devices, consultationId, 
     onBroken();
   }
 
+  async function inboundPackets(link) {
+    let packets = 0;
+    (await link.pc.getStats()).forEach((stat) => {
+      if (stat.type === "inbound-rtp") packets += stat.packetsReceived || 0;
+    });
+    return packets;
+  }
+
+  // Whether someone else in the room is sending: present, and not interrupted.
+  function othersSending() {
+    return Object.entries(state.others).some(
+      ([userId, other]) => userId !== state.userId && other.present && !state.interrupted[userId],
+    );
+  }
+
   function watchInbound(link) {
     let last = 0;
     let since = performance.now();
     const timer = setInterval(async () => {
       if (link !== media.link) return clearInterval(timer);
-      let packets = 0;
-      (await link.pc.getStats()).forEach((stat) => {
-        if (stat.type === "inbound-rtp") packets += stat.packetsReceived || 0;
-      });
-      const sending = Object.entries(state.others).some(
-        ([userId, other]) => userId !== state.userId && other.present && !state.interrupted[userId],
-      );
-      if (packets !== last || packets === 0 || !sending || link.connectionState !== "connected") {
+      const packets = await inboundPackets(link);
+      if (packets !== last || packets === 0 || !othersSending() || link.connectionState !== "connected") {
         last = packets;
         since = performance.now();
       } else if (performance.now() - since >= STALLED_MS && link === media.link) {
-        clearInterval(timer);
+        // Watched on: while the room reconnects anyway this changes nothing, and a
+        // connection kept through that must be watched still.
+        since = performance.now();
+        if (state.phase !== "joined") return;
         state.stalls += 1;
         onBroken();
       }
@@ -153,6 +169,27 @@ export function createMedia({ state, view, signalling, devices, consultationId, 
     // The current connection (lib/rtc.js PeerLink), or null: for its statistics.
     get link() {
       return media.link;
+    },
+    // After the socket came back from a drop: whether the connection made before it
+    // carries media again (then no new one is needed). `kept`: the server kept its side
+    // (room:join's connection_kept).
+    async resumes(kept) {
+      const link = media.link;
+      if (!link || !kept) return false;
+      const until = performance.now() + RESUME_MS;
+      const before = await inboundPackets(link);
+      while (link === media.link && !link.closed) {
+        const connection = link.connectionState;
+        if (connection === "failed" || connection === "closed") return false;
+        if (connection === "connected" && (!othersSending() || (await inboundPackets(link)) > before)) {
+          console.debug("rtc: kept through the drop");
+          state.kept += 1;
+          return true;
+        }
+        if (performance.now() >= until) return false;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      return false;
     },
     // A new connection (the first, or after a drop): the server replaces the old one.
     async connect(iceServers) {

@@ -27,12 +27,14 @@ export function createSession({ state, view, bridge, signalling, devices, presen
     room.queue = room.queue.then(task).catch(onError);
   }
 
-  function reconnect() {
+  // The socket dropped (keepMedia: the media connection may live on, see join), or the
+  // media connection broke: join again on a new socket.
+  function reconnect(keepMedia = false) {
     if (!["joining", "joined"].includes(state.phase)) return;
     state.phase = "reconnecting";
     state.reconnections += 1;
     view.say(TEXT.reconnecting);
-    media.close();
+    if (!keepMedia) media.close();
     // A new socket at once (then "connect" joins again): the old one may be stuck on a
     // dead path, and the client's back-off would only add to the wait.
     const socket = signalling.socket;
@@ -87,7 +89,13 @@ export function createSession({ state, view, bridge, signalling, devices, presen
     // after a reconnection from then on.
     devices.report();
     room.chat.follow();
-    await media.connect(joined.data.ice_servers);
+    // A device that kept its address through a short drop has its media connection
+    // working again as soon as the network is back: kept, it is back at once (a new one
+    // waits for the browser to list the network again, a second or three).
+    if (!(await media.resumes(joined.data.connection_kept))) {
+      if (stale()) return;
+      await media.connect(joined.data.ice_servers);
+    }
     if (stale()) return;
     state.phase = "joined";
     presence.show();
@@ -158,7 +166,7 @@ export function createSession({ state, view, bridge, signalling, devices, presen
     // The server closed this socket on purpose (a restart, a takeover): the client does
     // not try again by itself. A signed-out session is then refused with connect_error.
     if (reason === "io server disconnect") signalling.socket.connect();
-    reconnect();
+    reconnect(true);
   });
   signalling.on("connect_error", (error) => {
     if (error && error.data && error.data.error) {

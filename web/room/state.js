@@ -32,6 +32,7 @@ export function publishState() {
     levels: {}, // user id → good, weak or poor (media:quality)
     mediaInterrupted: 0, // times this page's own media connection was interrupted (ICE disconnected)
     stalls: 0, // connections given up because nothing came any more while the others sent
+    kept: 0, // media connections kept through a dropped socket (carrying media again at once)
     joinClickedAt: null, // performance.now() of the #join click
     firstRemoteFrameAt: null, // performance.now() of the first remote video frame
     // performance.now() of each step of the first join: socket, joined, described (our offer),
