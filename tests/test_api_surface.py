@@ -123,6 +123,12 @@ async def test_the_web_apps_files_are_compressed_and_api_answers_are_not(
         plain = await (await client.get(path, headers={"Accept-Encoding": "identity"})).read()
         assert len(packed) < len(plain), path
         assert zlib.decompress(packed, wbits=31) == plain, path
+        # A browser that holds the file asks whether it changed: "no", with no body.
+        if "ETag" in response.headers:
+            again = {**gzip, "If-None-Match": response.headers["ETag"]}
+            cached = await client.get(path, headers=again, auto_decompress=False)
+            assert cached.status == 304, path
+            assert await cached.read() == b"", path
     png = await client.get("/static/icons/favicon-32.png", headers=gzip, auto_decompress=False)
     assert png.status == 200
     assert "Content-Encoding" not in png.headers
