@@ -90,6 +90,12 @@ _COMPRESSED_TYPES = frozenset(
 )  # fmt: skip
 
 
+_CONDITIONAL_HEADERS = (
+    hdrs.IF_NONE_MATCH, hdrs.IF_MODIFIED_SINCE, hdrs.IF_MATCH, hdrs.IF_UNMODIFIED_SINCE,
+    hdrs.IF_RANGE, hdrs.RANGE,
+)  # fmt: skip
+
+
 def _web_file(request: web.Request) -> bool:
     """A file of the web app (a page, a script, a style, words, an icon), never an API
     answer: a response that holds a secret beside what a client wrote into it is not
@@ -114,8 +120,13 @@ async def compress_web_files(
     if not _web_file(request) or hdrs.CONTENT_ENCODING in response.headers:
         return response
     if isinstance(response, web.FileResponse):
-        # Its type is guessed only when it is sent: go by the name.
-        compressible = request.path.endswith(_COMPRESSED_SUFFIXES) or request.path == "/"
+        # Its type is guessed only when it is sent: go by the name. Whether it is a 304
+        # (or 206, 412) is also decided then, and a compressor started on a 304 still
+        # writes an empty gzip stream after the headers, which breaks the next answer on
+        # the connection: a conditional or partial request is answered uncompressed.
+        compressible = (
+            request.path.endswith(_COMPRESSED_SUFFIXES) or request.path == "/"
+        ) and not any(name in request.headers for name in _CONDITIONAL_HEADERS)
     else:
         compressible = response.content_type in _COMPRESSED_TYPES
     if compressible:
