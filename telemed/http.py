@@ -84,11 +84,15 @@ async def error_middleware(
 # The web app's own files, sent compressed: a patient on a 100 kbit/s mobile link gets
 # the room in a third of the time (about 140 kB of text, 50 kB compressed).
 _COMPRESSED_SUFFIXES = (".html", ".css", ".js", ".mjs", ".json", ".svg", ".webmanifest", ".map")
-_CONDITIONAL = (hdrs.IF_NONE_MATCH, hdrs.IF_MODIFIED_SINCE, hdrs.IF_MATCH,
-                hdrs.IF_UNMODIFIED_SINCE, hdrs.IF_RANGE, hdrs.RANGE)  # fmt: skip
 _COMPRESSED_TYPES = frozenset(
     ["text/html", "text/css", "text/javascript", "application/json",
      "application/manifest+json", "image/svg+xml"]
+)  # fmt: skip
+
+
+_CONDITIONAL_HEADERS = (
+    hdrs.IF_NONE_MATCH, hdrs.IF_MODIFIED_SINCE, hdrs.IF_MATCH, hdrs.IF_UNMODIFIED_SINCE,
+    hdrs.IF_RANGE, hdrs.RANGE,
 )  # fmt: skip
 
 
@@ -116,12 +120,13 @@ async def compress_web_files(
     if not _web_file(request) or hdrs.CONTENT_ENCODING in response.headers:
         return response
     if isinstance(response, web.FileResponse):
-        if any(name in request.headers for name in _CONDITIONAL):
-            # It may turn out a 304 (a body compressed would be its only bytes, and an
-            # invalid answer) or a range of the file.
-            return response
-        # Its type is guessed only when it is sent: go by the name.
-        compressible = request.path.endswith(_COMPRESSED_SUFFIXES) or request.path == "/"
+        # Its type is guessed only when it is sent: go by the name. Whether it is a 304
+        # (or 206, 412) is also decided then, and a compressor started on a 304 still
+        # writes an empty gzip stream after the headers, which breaks the next answer on
+        # the connection: a conditional or partial request is answered uncompressed.
+        compressible = (
+            request.path.endswith(_COMPRESSED_SUFFIXES) or request.path == "/"
+        ) and not any(name in request.headers for name in _CONDITIONAL_HEADERS)
     else:
         compressible = response.content_type in _COMPRESSED_TYPES
     if compressible:

@@ -106,6 +106,35 @@ async def wait_in_page(page: Page, expression: str, seconds: float = 20) -> None
         raise AssertionError(f"{expression} never held; room {room}; page: {text[:2000]}") from None
 
 
+async def phone_layout(page: Page) -> None:
+    """The video room on a 375 x 812 phone, from the elements' boxes: the remote video
+    takes at least 60 % of the screen, the self-view at most 10 %, the bar of buttons is
+    on the screen (each button named), nothing scrolls; with the chat panel open, the
+    panel ends above the bar (which stays usable)."""
+    view = page.viewport_size
+    assert view is not None
+    assert (view["width"], view["height"]) == (375, 812), view
+    video = await page.locator("#remotes video").first.bounding_box()
+    bar = await page.locator("#controls").bounding_box()
+    local = await page.locator("#local").bounding_box()
+    assert video is not None
+    assert bar is not None
+    assert local is not None
+    shown_height = min(video["y"] + video["height"], view["height"]) - max(video["y"], 0)
+    assert video["width"] * shown_height >= 0.6 * view["width"] * view["height"], video
+    assert local["width"] * local["height"] <= 0.1 * view["width"] * view["height"], local
+    assert bar["y"] >= 0, bar
+    assert bar["y"] + bar["height"] <= view["height"], bar
+    assert await page.evaluate("document.scrollingElement.scrollHeight") <= view["height"]
+    assert await page.evaluate("document.scrollingElement.scrollWidth") <= view["width"]
+    for button in await page.locator("#controls button:visible").all():
+        assert await button.get_attribute("aria-label"), await button.inner_html()
+    if await page.locator("#room.chat-open").count():
+        chat = await page.locator("#chat").bounding_box()
+        assert chat is not None, "the chat panel is open but not shown"
+        assert chat["y"] + chat["height"] <= bar["y"] + 1, (chat, bar)
+
+
 async def joined_room(
     browser: Browser,
     origin: str,

@@ -3,6 +3,7 @@ health checks, migrations that match the models, and logs without patient data."
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import re
@@ -136,6 +137,29 @@ async def test_the_web_apps_files_are_compressed_and_api_answers_are_not(
     me = await client.get("/api/v1/me", headers={**bearer(auth["token"]), **gzip})
     assert me.status == 200
     assert "Content-Encoding" not in me.headers
+
+
+async def test_a_file_the_browser_has_is_answered_304_with_nothing_after_it(
+    client: AppClient,
+) -> None:
+    """The browser (and the service worker) asks again with the file's ETag: the 304 has
+    no body, so the next answer on the same connection reads whole (a compressor left
+    on wrote an empty gzip stream there, and Chromium failed the next file)."""
+    first = await client.get("/static/room/view.js", headers={"Accept-Encoding": "gzip"})
+    etag = first.headers["ETag"]
+    await first.read()
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    try:
+        asked = f"Host: x\r\nAccept-Encoding: gzip\r\nIf-None-Match: {etag}\r\n\r\n"
+        writer.write(f"GET /static/room/view.js HTTP/1.1\r\n{asked}".encode())
+        writer.write(b"GET /static/room/state.js HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 304 "), head
+        assert await reader.readuntil(b"\r\n") == b"HTTP/1.1 200 OK\r\n"
+    finally:
+        writer.close()
+        await writer.wait_closed()
 
 
 async def test_unknown_routes_and_methods_answer_the_error_shape(client: AppClient) -> None:

@@ -14,7 +14,7 @@ import pytest
 from playwright.async_api import Browser, Page
 
 from telemed import keys
-from tests.browser import wait_in_page
+from tests.browser import phone_layout, wait_in_page
 from tests.factories import AppClient
 from tests.flows import ok
 from tests.media_peers import MediaClient, participant
@@ -290,34 +290,11 @@ async def test_waiting_chat_status_mute_reconnection_and_the_end_on_a_phone(
     # The doctor's video fills most of the phone's screen, the self-view is a small
     # picture, the bar of buttons is on the screen, nothing scrolls; with the chat open
     # too.
-    async def layout() -> None:
-        view = {"width": 375, "height": 812}
-        video = await page.locator("#remotes video").first.bounding_box()
-        bar = await page.locator("#controls").bounding_box()
-        local = await page.locator("#local").bounding_box()
-        assert video is not None
-        assert bar is not None
-        assert local is not None
-        shown_height = min(video["y"] + video["height"], view["height"]) - max(video["y"], 0)
-        assert video["width"] * shown_height >= 0.6 * view["width"] * view["height"], video
-        assert local["width"] * local["height"] <= 0.1 * view["width"] * view["height"], local
-        assert bar["y"] >= 0, bar
-        assert bar["y"] + bar["height"] <= view["height"], bar
-        assert await page.evaluate("document.scrollingElement.scrollHeight") <= view["height"]
-        assert await page.evaluate("document.scrollingElement.scrollWidth") <= view["width"]
-        for button in await page.locator("#controls button:visible").all():
-            assert await button.get_attribute("aria-label"), await button.inner_html()
-
-    await layout()
+    await phone_layout(page)
     await chat_button.click()
     assert await chat_button.get_attribute("aria-expanded") == "true"
     assert await page.locator("#unread").is_hidden()
-    chat_box = await page.locator("#chat").bounding_box()
-    bar_box = await page.locator("#controls").bounding_box()
-    assert chat_box is not None
-    assert bar_box is not None
-    assert chat_box["y"] + chat_box["height"] <= bar_box["y"] + 1  # the bar stays usable
-    await layout()
+    await phone_layout(page)
     assert "Здравствуйте" in await first.inner_text()
 
     # Chat both ways, by keyboard: the input is labelled, Enter sends.

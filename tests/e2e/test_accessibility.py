@@ -19,7 +19,7 @@ from telemed import keys
 from telemed.accounts.models import Role
 from telemed.clock import FakeClock
 from tests import samples
-from tests.e2e.app_pages import go, open_app, origin, sign_in, wait_in_page
+from tests.e2e.app_pages import choose_language, go, open_app, origin, sign_in, wait_in_page
 from tests.factories import PASSWORD, AppClient, bearer, staff
 from tests.flows import (
     NEW_PASSWORD,
@@ -105,18 +105,6 @@ async def new_page(context: BrowserContext) -> Page:
     page = await context.new_page()
     page.on("pageerror", lambda error: print("browser error:", error))
     return page
-
-
-async def choose_language(page: Page, lang: str) -> None:
-    """The header's language menu, as a user picks it; the page is drawn again."""
-    if await page.evaluate("document.documentElement.lang") == lang:
-        return
-    before = int(await page.evaluate("window.telemedApp.rendered"))
-    await page.locator("#lang").select_option(lang)
-    await wait_in_page(
-        page,
-        f"window.telemedApp.rendered > {before} && document.documentElement.lang === {lang!r}",
-    )
 
 
 async def audit_routes(page: Page, audit: Audit, role: str, routes: list[str]) -> None:

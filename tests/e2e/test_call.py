@@ -10,10 +10,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser
 
 from telemed.clock import FakeClock
-from tests.e2e.app_pages import go, new_page, screenshot, sign_in, wait_in_page
+from tests.e2e.app_pages import (
+    ROOM,
+    enter_room,
+    go,
+    new_page,
+    say_in_room,
+    screenshot,
+    sign_in,
+    wait_in_page,
+)
 from tests.factories import PASSWORD, AppClient
 from tests.flows import (
     NEW_PASSWORD,
@@ -27,27 +36,7 @@ from tests.flows import (
     request_to_centre,
 )
 
-ROOM = "window.telemedRoom"
 MOSCOW = ZoneInfo("Europe/Moscow")
-
-
-async def enter_room(page: Page, consultation_id: str) -> None:
-    """From the consultation's page into its video room, past the device check."""
-    await go(page, f"/consultations/{consultation_id}")
-    await page.locator("#join-room").click()
-    await page.wait_for_url("**/room.html?**")
-    await wait_in_page(page, f"{ROOM}.phase === 'prejoin'")
-    await page.locator("#join").click()
-    await wait_in_page(page, f"{ROOM}.phase === 'joined'")
-
-
-async def say_in_room(page: Page, text: str) -> None:
-    """Write in the room's chat (on a phone, opening its panel first)."""
-    toggle = page.locator("#chat-toggle")
-    if await toggle.is_visible() and await toggle.get_attribute("aria-expanded") == "false":
-        await toggle.click()
-    await page.locator("#chat-input").fill(text)
-    await page.locator("#chat-input").press("Enter")
 
 
 async def test_a_call_in_two_browsers_with_chat_recording_end_and_conclusion(

@@ -15,19 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import FormData, web
-from playwright.async_api import Browser, Locator, Page
+from playwright.async_api import Browser
 
-from telemed import db, keys
-from telemed.demo import MANAGER, demo_password_hashes, load_demo
+from telemed.demo import MANAGER
 from telemed.jobs import run_jobs_once
 from tests.conftest import AppClient
 from tests.e2e.app_pages import (
     DESKTOP,
     app_state,
+    change_password,
+    click_and_draw,
+    demo_data,
     go,
+    kept_text,
     new_page,
     origin,
-    rendered,
     screenshot,
     sign_in,
     wait_in_page,
@@ -40,39 +42,6 @@ CARDIOLOGY = "Областной кардиологический центр"
 VORONIN = "+79005550101"  # row 2 of the sample
 GAVRILOVA = ("+79005550102", "Гаврилова Светлана Петровна")  # row 3
 CREDENTIALS = re.compile(r"логин (\+7\d{10}),? пароль ([^\s.]+)")
-
-
-async def demo_data(app: web.Application) -> None:
-    """What ``./dev run`` loads before it serves (``telemed serve --demo``)."""
-    hashes = await demo_password_hashes(app[keys.PASSWORDS])
-    async with db.transaction(app[keys.SESSION_FACTORY]) as session:
-        await load_demo(session, password_hashes=hashes, now=app[keys.CLOCK].now())
-
-
-async def click_and_draw(page: Page, target: Locator) -> None:
-    """Click something that leads to another page, and wait until it is drawn."""
-    before = await rendered(page)
-    await target.click()
-    await wait_in_page(page, f"window.telemedApp.rendered > {before}")
-
-
-async def kept_text(page: Page, message_id: str) -> str:
-    """A kept message's full text, opened as the manager opens it: in the row under the
-    message's."""
-    row = page.locator(f"#outbox tr.kept-row[data-for='{message_id}']")
-    await row.locator("summary", has_text="Полный текст для").click()
-    assert "Не отправлено: шлюза нет." in await row.inner_text()
-    return await row.locator(".kept-text").inner_text()
-
-
-async def change_password(page: Page, current: str, new: str) -> None:
-    """The forced change after a sign-in with a temporary password (Russian)."""
-    assert (await app_state(page))["route"] == "/password"
-    await page.get_by_label("Текущий пароль").fill(current)
-    await page.get_by_label("Новый пароль").fill(new)
-    await click_and_draw(page, page.get_by_role("button", name="Сменить пароль"))
-    await wait_in_page(page, "window.telemedApp.route === '/consultations'")
-    assert (await app_state(page))["user"]["must_change_password"] is False
 
 
 async def test_route_3_from_a_first_run(

@@ -2,7 +2,7 @@
 // forced password change of referred patients and of doctors created by the manager.
 import { get, patch, post } from "./api.js";
 import { field, form, h, toast } from "./dom.js";
-import { language, t, when, zoneName } from "./i18n.js";
+import { language, pickedLanguage, t, when, zoneName } from "./i18n.js";
 import { go } from "./nav.js";
 import { session, signedIn } from "./session.js";
 
@@ -16,7 +16,14 @@ function login() {
       const answer = await post("/auth/login", { login: values.login.trim(), password: values.password });
       // A regional system's account reads the FHIR interface only: nothing here is for it.
       if (answer.user.role === "system") throw new Error(t("login.systemClient"));
-      await signedIn(answer.user);
+      // A temporary password means someone else made the account (a referral, a doctor
+      // added by the manager): its language is a default nobody chose, so the one picked
+      // on this device before signing in becomes the account's.
+      const picked = pickedLanguage();
+      const user = answer.user.must_change_password && picked && picked !== answer.user.locale
+        ? await patch("/me", { locale: picked })
+        : answer.user;
+      await signedIn(user);
       go("#/");
     }),
     h("p", {}, h("a", { href: "#/reset", id: "forgot" }, t("login.forgot"))),

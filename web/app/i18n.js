@@ -2,7 +2,7 @@
 // choice: the signed-in user's locale, else ?lang= or the last choice on this device.
 // Words come from web/i18n/<part>.<lang>.json for the app's parts, loaded by the
 // loader every page uses (lib/i18n.js).
-import { localeOf, loadWords, pickLanguage } from "../lib/i18n.js";
+import { LANGUAGES, localeOf, loadWords, pickLanguage } from "../lib/i18n.js";
 
 const PARTS = ["app", "manager"];
 
@@ -10,9 +10,14 @@ let words = {};
 let lang = "ru";
 let zone = "Europe/Moscow";
 
-export function chosenLanguage(user) {
+// The language asked for on this device (?lang=, else the last choice here), if any.
+export function pickedLanguage() {
   const asked = new URLSearchParams(location.search).get("lang") || localStorage.getItem("telemed-lang");
-  return pickLanguage((user && user.locale) || asked);
+  return LANGUAGES.includes(asked) ? asked : null;
+}
+
+export function chosenLanguage(user) {
+  return pickLanguage((user && user.locale) || pickedLanguage());
 }
 
 export async function load(language, timeZone) {
