@@ -90,6 +90,7 @@ if (!consultationId) {
   session.enter();
 } else {
   view.say(TEXT.checkDevices);
+  session.prepare();
   await devices.acquire();
   await devices.listDevices();
   devices.offerChoice();

@@ -159,7 +159,8 @@ export function createSession({ state, view, bridge, signalling, devices, presen
 
   signalling.on("connect", () => {
     step(state, "socket");
-    enqueue(join, failed);
+    // Opened on the pre-join screen, the socket waits there for the click.
+    if (["joining", "reconnecting"].includes(state.phase)) enqueue(join, failed);
   });
   signalling.on("disconnect", (reason) => {
     console.debug("socket:", reason);
@@ -220,8 +221,15 @@ export function createSession({ state, view, bridge, signalling, devices, presen
       $("doctor-controls").hidden = !isDoctor;
       $("consent").hidden = isDoctor;
       devices.offerSwitch();
-      const socket = signalling.open();
+      const socket = signalling.socket || signalling.open();
       room.chat = createChatPanel({ state, view, socket, consultationId, isDoctor });
+      if (socket.connected) enqueue(join, failed);
+      else if (!socket.active) socket.connect();
+    },
+    // The socket opens while the user checks the camera on the pre-join screen: the
+    // click joins at once.
+    prepare() {
+      if (!signalling.socket) signalling.open();
     },
     // From the page's own button, the host page or the native app.
     async command(data) {

@@ -1,5 +1,6 @@
-// The room's socket (lib/socket.js), opened when the user joins. Room modules register
-// the events they handle when they are made; the handlers are attached when it opens.
+// The room's socket (lib/socket.js), opened on the pre-join screen (embedded: at the
+// join). Room modules register the events they handle when they are made; the handlers
+// are attached when it opens.
 import { call, connect } from "../lib/socket.js";
 
 export function createSignalling({ token }) {
