@@ -159,8 +159,9 @@ export function createSession({ state, view, bridge, signalling, devices, presen
 
   signalling.on("connect", () => {
     step(state, "socket");
-    // Opened on the pre-join screen, the socket waits there for the click.
-    if (["joining", "reconnecting"].includes(state.phase)) enqueue(join, failed);
+    // Opened on the pre-join screen, the socket waits there for the click. A page
+    // refused (come too early) asks again on a new socket, as its timer would.
+    if (["joining", "reconnecting", "refused"].includes(state.phase)) enqueue(join, failed);
   });
   signalling.on("disconnect", (reason) => {
     console.debug("socket:", reason);
