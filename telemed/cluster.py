@@ -174,9 +174,9 @@ class Cluster:
         once, instead of after ``TELEMED_NODE_LOST_SECONDS``."""
         for task in self._tasks:
             task.cancel()
-        # Waited for, but not for ever: a Redis client that hangs on a cancelled read
-        # (seen once in CI: a pub/sub connection that never closed) must not hold up
-        # the node's stop, nor a test's.
+        # Waited for, but not for ever: a task whose cancellation the Redis client
+        # swallowed (seen once in CI: a node that went on beating after its stop) must
+        # not hold up the node's stop, nor a test's.
         waiting = [*self._tasks, *self._serving]
         if waiting:
             done, stuck = await asyncio.wait(waiting, timeout=STOP_WAIT_SECONDS)
@@ -185,6 +185,8 @@ class Cluster:
                     task.exception()  # retrieved: it was logged where it happened
             if stuck:
                 logger.warning("node stop: %d of its tasks did not end in time", len(stuck))
+                for task in stuck:
+                    task.cancel()  # again: a cancellation swallowed once lands at the next wait
         self._tasks.clear()
         if self._client is not None:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
