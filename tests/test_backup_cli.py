@@ -22,6 +22,7 @@ from telemed import db
 from telemed.accounts import consent
 from tests import samples
 from tests.documents_form import document_form
+from tests.nodes import stop_node
 from tests.servers import free_port, http, wait_until_healthy
 from tests.test_cli import cli_env, query, run_cli
 
@@ -45,15 +46,6 @@ def _start(data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
         )
     wait_until_healthy(f"http://127.0.0.1:{port}", server, log)
     return server
-
-
-def _stop(server: subprocess.Popen[bytes]) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
 
 
 async def _upload(session: aiohttp.ClientSession, base: str, token: str, n: int) -> dict[str, Any]:
@@ -115,7 +107,7 @@ async def test_backup_of_a_running_server_restores_and_serves(tmp_path: Path) ->
                 await asyncio.sleep(0.02)  # a steady stream, not a flood
             done = await backup
     finally:
-        _stop(server)
+        stop_node(server)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("backup written: ")
     assert "sqlite database at schema" in done.stdout
@@ -160,7 +152,7 @@ async def test_backup_of_a_running_server_restores_and_serves(tmp_path: Path) ->
             for document_id, content in documents.items():
                 assert await _content(session, base, login["token"], document_id) == content
     finally:
-        _stop(server)
+        stop_node(server)
 
     # Again into the same place: refused, in one line, and nothing changed.
     before = query(target, "SELECT id FROM document ORDER BY id")

@@ -22,6 +22,7 @@ from telemed.app import create_app
 from telemed.demo import CENTRES, DOCTOR_PASSWORD, DOCTORS, MANAGER, PATIENT
 from telemed.settings import Settings
 from tests.conftest import AppClient
+from tests.nodes import stop_node
 from tests.servers import free_port, http, wait_until_healthy
 
 TABLES = ("user_account", "centre", "doctor", "duty_slot")
@@ -360,10 +361,5 @@ def test_serve_with_demo_data_answers_and_signs_in(tmp_path: Path) -> None:
             assert status == 200
             assert len(centres["items"]) == 3
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_node(server)
     assert server.returncode is not None

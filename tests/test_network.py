@@ -240,7 +240,7 @@ async def test_a_patient_on_400_kbits_sees_the_doctor_and_hears_continuously(
         baseline = await room.watch(10)
     print(f"unshaped (baseline): {baseline}")
     async with call(tmp_path / "shaped", kbit=400) as room:
-        await asyncio.sleep(5)  # the estimates settle
+        await room.shown(room.patient, 100)  # the estimates settle: 5 s of video at 20/s
         shaped = await room.watch(30)
         levels = await room.doctor.evaluate("window.telemedRoom.levels")
     print(f"400 kbit/s each way: {shaped}")
@@ -282,7 +282,7 @@ async def test_media_comes_back_when_the_patient_changes_networks(tmp_path: Path
     """A new address (a phone moving from Wi-Fi to LTE): the old connections are dead;
     the page connects anew from the new address by itself."""
     async with call(tmp_path) as room:
-        await asyncio.sleep(2)
+        await room.shown(room.patient, 40)  # about 2 s of the call
         drops = "window.telemedRoom.reconnections + window.telemedRoom.stalls"
         dropped = await room.patient.evaluate(drops)
         room.space.readdress()
