@@ -174,6 +174,10 @@ class Settings(BaseSettings):
     # "127.0.0.1,::1" or a JSON list (NoDecode: the environment's text reaches the
     # validator below as it is, not parsed as JSON first).
     media_addresses: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A participant whose connection to the server dropped (its socket lost, not
+    # closed) keeps its place in the room, and its media connection, this long: a page
+    # back within it goes on where it was. The others see it reconnecting meanwhile.
+    room_return_seconds: float = Field(default=15, ge=0)
     # A viewer whose link carries less (its browser's estimate) gets audio only.
     media_video_floor_kbps: int = Field(default=150, ge=30, le=5000)
 

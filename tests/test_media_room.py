@@ -4,6 +4,7 @@ ways through the passthrough relay, renegotiation when someone arrives, rejoin, 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -311,16 +312,25 @@ async def test_who_may_enter_and_when(
     refused(await doctor.call("room:join", join), "too_late")
 
 
+async def in_call(
+    client: AppClient, room: dict[str, Any], peers: list[Peer], media: list[MediaClient]
+) -> tuple[MediaClient, MediaClient]:
+    """The patient and the doctor in the room, media flowing: (patient, doctor)."""
+    cid = room["id"]
+    patient = await participant(client, peers, media, room["patient"]["token"], cid)
+    doctor = await participant(client, peers, media, room["doctor"]["token"], cid)
+    for member in (patient, doctor):
+        assert (await member.join())["ok"]
+        assert (await member.connect_media())["ok"]
+    await doctor.peer.wait_for(lambda: doctor.decoded["video"] >= 20, seconds=20)
+    return patient, doctor
+
+
 async def test_rejoin_restores_media_and_the_end_closes_the_room(
     client: AppClient, room: dict[str, Any], peers: list[Peer], media: list[MediaClient]
 ) -> None:
     cid = room["id"]
-    patient = await participant(client, peers, media, room["patient"]["token"], cid)
-    doctor = await participant(client, peers, media, room["doctor"]["token"], cid)
-    for member in (doctor, patient):
-        assert (await member.join())["ok"]
-        assert (await member.connect_media())["ok"]
-    await doctor.peer.wait_for(lambda: doctor.decoded["video"] >= 20, seconds=20)
+    patient, doctor = await in_call(client, room, peers, media)
 
     # The patient's connection breaks and it comes back with a new one (a reload): the
     # doctor keeps the same incoming track, which carries the new connection's frames.
@@ -331,8 +341,7 @@ async def test_rejoin_restores_media_and_the_end_closes_the_room(
 
     # The doctor drops its socket and comes back: still the doctor (the identity, not
     # the connection, holds the authority), and may end the consultation.
-    await doctor.peer.close()
-    await patient.peer.wait_for(lambda: bool(patient.peer.events("room:participant_left")))
+    await lose_socket(client, doctor.peer)
     doctor_again = await participant(client, peers, media, room["doctor"]["token"], cid)
     assert (await doctor_again.join())["ok"]
     assert (await doctor_again.connect_media())["ok"]
@@ -389,6 +398,75 @@ async def test_a_new_socket_keeps_the_media_connection_that_lived_through_the_dr
     last = await patient.join()
     assert last["ok"]
     assert last["data"]["connection_kept"] is False
+
+
+async def lose_socket(client: AppClient, peer: Peer) -> None:
+    """The peer's connection breaks (as with the network: no room:leave first), and the
+    server has noticed."""
+    sid = peer.sio.get_sid()
+    directory = client.app[keys.DIRECTORY]
+    assert peer.sio.eio.ws is not None
+    await peer.sio.eio.ws.close()
+    await peer.wait_for(lambda: sid not in directory.joined)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"room_return_seconds": 30}])
+async def test_a_lost_socket_keeps_its_place_and_a_closed_one_leaves_at_once(
+    client: AppClient, room: dict[str, Any], peers: list[Peer], media: list[MediaClient]
+) -> None:
+    """The old socket's close, sent again when the network is back, may reach the server
+    before the new socket's join: the place (and the media connection) is kept anyway.
+    Meanwhile the doctor is not told the patient left."""
+    cid = room["id"]
+    patient, doctor = await in_call(client, room, peers, media)
+    held_room = client.app[keys.ROOMS].get(cid)
+    assert held_room is not None
+    patient_id = room["patient"]["user"]["id"]
+
+    await lose_socket(client, patient.peer)
+    assert patient_id in held_room.participants  # kept for TELEMED_ROOM_RETURN_SECONDS
+    patient.attach(await open_peer(client, peers, room["patient"]["token"]))
+    again = await patient.join()
+    assert again["ok"]
+    assert again["data"]["connection_kept"] is True
+    before = doctor.decoded["video"]
+    await doctor.peer.wait_for(lambda: doctor.decoded["video"] >= before + 20, seconds=20)
+    assert not doctor.peer.events("room:participant_left")
+
+    # A page that goes away says so, then closes its socket at once (its pagehide): the
+    # doctor sees it go, well within the 30 s a lost socket would keep its place.
+    await patient.peer.sio.emit("room:leave", {"consultation_id": cid})
+    await patient.peer.sio.eio.queue.join()  # sent (python-socketio would drop it at close)
+    await patient.peer.close()
+    await doctor.peer.wait_for(lambda: bool(doctor.peer.events("room:participant_left")))
+    assert patient_id not in held_room.participants
+
+    # The page's room:leave may be handled after its socket's close (both are the
+    # socket's last packets): it leaves at once all the same.
+    patient.attach(await open_peer(client, peers, room["patient"]["token"]))
+    assert (await patient.join())["ok"]
+    assert patient_id in held_room.participants
+    sid = patient.peer.sio.get_sid()
+    await lose_socket(client, patient.peer)
+    await client.app[keys.DIRECTORY].leave(sid, uuid.UUID(cid))
+    assert patient_id not in held_room.participants
+    await doctor.peer.wait_for(lambda: len(doctor.peer.events("room:participant_left")) == 2)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"room_return_seconds": 1}])
+async def test_a_lost_socket_that_does_not_come_back_leaves_after_a_while(
+    client: AppClient, room: dict[str, Any], peers: list[Peer], media: list[MediaClient]
+) -> None:
+    cid = room["id"]
+    patient, doctor = await in_call(client, room, peers, media)
+    held_room = client.app[keys.ROOMS].get(cid)
+    assert held_room is not None
+
+    await lose_socket(client, patient.peer)
+    await doctor.peer.wait_for(lambda: bool(doctor.peer.events("room:participant_left")))
+    [left] = doctor.peer.events("room:participant_left")
+    assert left["user_id"] == room["patient"]["user"]["id"]
+    assert left["user_id"] not in held_room.participants
 
 
 def status_of(member: MediaClient, user_id: str) -> dict[str, Any] | None:

@@ -90,6 +90,10 @@ class RoomDirectory:
         self.joined: dict[str, dict[str, str]] = {}
         """This node's sockets: sid → {consultation id: the room's node}."""
         self._moves: set[asyncio.Task[None]] = set()
+        self._departing: dict[str, dict[str, str]] = {}
+        """Closed sockets whose leave waits out ``TELEMED_ROOM_RETURN_SECONDS``
+        (``leave_all``): sid → {consultation id: the room's node}."""
+        self._departures: set[asyncio.Task[None]] = set()
         for op, handler in {
             "room.join": self._join,
             "room.offer": self._offer,
@@ -156,19 +160,44 @@ class RoomDirectory:
         return await self.cluster.request(owner, op, {**args, "consultation_id": cid, "sid": sid})
 
     async def leave(self, sid: str, consultation_id: uuid.UUID) -> None:
-        """The socket leaves the room (``room:leave``)."""
+        """The socket leaves the room (``room:leave``): at once, also when its socket
+        has closed meanwhile (a closing page says it leaves, then closes its socket)."""
         cid = str(consultation_id)
         owner = self.joined.get(sid, {}).pop(cid, None)
+        if owner is None:
+            owner = self._departing.get(sid, {}).pop(cid, None)
         await self.sio.leave_room(sid, video_room(cid))
         if owner is not None:
             await self._ask_quietly(owner, "room.leave", {"consultation_id": cid, "sid": sid})
 
-    async def leave_all(self, sid: str) -> None:
-        """The socket went away. Not while this node stops: its participants come back
-        through another node and keep their place (an owner drops those that do not)."""
+    async def leave_all(self, sid: str, *, on_purpose: bool = False) -> None:
+        """The socket closed. Not while this node stops: its participants come back
+        through another node and keep their place (an owner drops those that do not).
+
+        Unless this server closed it ``on_purpose``, the socket leaves its rooms only
+        after ``TELEMED_ROOM_RETURN_SECONDS``: its connection may have dropped with the
+        network, and a page back on a new socket within them takes up its place, and
+        its media connection with it, as it was (the join moves the place to the new
+        socket, so the leave, asked for the old one, finds nobody). Meanwhile the others
+        see the participant reconnecting. A page that goes away for good says so first
+        (``room:leave``)."""
         rooms = self.joined.pop(sid, {})
-        if self.cluster.draining:
+        if self.cluster.draining or not rooms:
             return
+        if not on_purpose and self.settings.room_return_seconds > 0:
+            self._departing[sid] = rooms
+            task = asyncio.create_task(self._leave_later(sid))
+            self._departures.add(task)
+            task.add_done_callback(self._departures.discard)
+            return
+        for cid, owner in rooms.items():
+            await self._ask_quietly(owner, "room.leave", {"consultation_id": cid, "sid": sid})
+
+    async def _leave_later(self, sid: str) -> None:
+        try:
+            await asyncio.sleep(self.settings.room_return_seconds)
+        finally:
+            rooms = self._departing.pop(sid, {})
         for cid, owner in rooms.items():
             await self._ask_quietly(owner, "room.leave", {"consultation_id": cid, "sid": sid})
 
@@ -414,6 +443,10 @@ class RoomDirectory:
         if self.cluster.draining:
             return
         self.cluster.draining = True
+        # The rooms here close or move; one held elsewhere drops the participants of a
+        # node that is gone.
+        for task in list(self._departures):
+            task.cancel()
         await self.cluster.beat()
         held = list(self.rooms)
         try:

@@ -206,9 +206,10 @@ class RoomEvents(_Base):
                 object_id=consultation_id,
             )
 
-    async def leave_rooms_of(self, sid: str) -> None:
-        """A socket went away: it leaves the rooms it was in."""
-        await self.directory.leave_all(sid)
+    async def leave_rooms_of(self, sid: str, *, on_purpose: bool = False) -> None:
+        """A socket closed: it leaves the rooms it was in (unless this server closed it
+        ``on_purpose``, after a while: ``RoomDirectory.leave_all``)."""
+        await self.directory.leave_all(sid, on_purpose=on_purpose)
 
 
 async def room_doctor(session: AsyncSession, consultation: Consultation) -> RoomDoctor | None:
