@@ -245,7 +245,10 @@ async def test_a_patient_on_400_kbits_sees_the_doctor_and_hears_continuously(
         await room.shown(room.patient, 100)  # the estimates settle: 5 s of video at 20/s
         shaped = await room.watch(30)
         levels = await room.doctor.evaluate("window.telemedRoom.levels")
+        # A weak link is no broken one: no connection was given up as stalled.
+        stalls = await room.patient.evaluate("window.telemedRoom.stalls")
     print(f"400 kbit/s each way: {shaped}")
+    assert stalls == 0, stalls
     assert shaped.fps >= 10, shaped
     assert shaped.freeze_seconds < 2, shaped
     assert shaped.concealed < 0.05, shaped
@@ -278,6 +281,8 @@ async def test_a_patient_on_100_kbits_gets_audio_only_and_video_when_the_link_re
         back = time.monotonic() - returned
         print(f"video back {back:.1f} s after the link returned to 1 Mbit/s")
         assert back <= 10, back
+        # Audio only all along, never a connection given up as stalled.
+        assert await patient.evaluate("window.telemedRoom.stalls") == 0
 
 
 async def test_media_comes_back_when_the_patient_changes_networks(tmp_path: Path) -> None:
@@ -295,7 +300,7 @@ async def test_media_comes_back_when_the_patient_changes_networks(tmp_path: Path
         await wait_in_page(room.patient, f"window.telemedRoom.remoteFrames > {before[1] + 3}", 10)
         back = time.monotonic() - moved_at
         print(f"media back {back:.1f} s after the patient's address changed")
-        # Issue 14 asks for 3 s; 2.7-3.3 s measured: a stalled connection is given up 2 s
-        # after the last packet, then made anew.
-        assert back <= 5, f"media came back {back:.1f} s after the address changed"
+        # A stalled connection is given up 1.5 s after the last packet, then made anew
+        # (a tenth of a second: the socket is new too, the place on the server kept).
+        assert back <= 3, f"media came back {back:.1f} s after the address changed"
         assert (await room.patient.evaluate("window.telemedRoom.phase")) == "joined"
