@@ -148,9 +148,9 @@ class Namespace(RoomEvents, Realtime):
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.sockets.pop(sid, None)
         # Closed by this server on purpose (a session ended), or else maybe lost with
-        # the network: the client's own disconnect is not told apart from a lost connection: its
-        # DISCONNECT packet races the transport's close (either may be handled first).
-        # A client that leaves a room says so (room:leave).
+        # the network. A client's own disconnect cannot be told apart: its DISCONNECT
+        # packet races the transport's close, either may be handled first. A client
+        # that leaves a room says so (room:leave).
         on_purpose = reason == socketio.AsyncServer.reason.SERVER_DISCONNECT
         await self.leave_rooms_of(sid, on_purpose=on_purpose)
         for consultation_id in self.presence.rooms_of(sid):
