@@ -12,7 +12,7 @@ from pathlib import Path
 from argon2 import PasswordHasher
 
 from telemed import db
-from telemed.accounts.models import Role
+from telemed.accounts.models import Locale, Role
 from telemed.accounts.service import check_new_account, do_create_user, do_start_session
 from telemed.limits import DEFAULT_LIMITS
 from telemed.scheduling.consultations import check_book_duty
@@ -59,6 +59,8 @@ async def book_consultations(
             password_hash=password_hash,
             role=Role.MANAGER,
             now=now,
+            locale=Locale(settings.default_locale),
+            time_zone=settings.default_time_zone,
         )
         centre = await do_create_centre(
             session, actor=manager, now=now, name="Bench", region="Bench", profiles=["bench"]
@@ -76,6 +78,8 @@ async def book_consultations(
                 centre_id=centre.id,
                 specialty="bench",
                 is_duty=True,
+                locale=Locale(settings.default_locale),
+                time_zone=settings.default_time_zone,
                 must_change_password=False,
             )
             slots = await check_publish_slots(
@@ -99,6 +103,8 @@ async def book_consultations(
                 password_hash=password_hash,
                 role=Role.PATIENT,
                 now=now,
+                locale=Locale(settings.default_locale),
+                time_zone=settings.default_time_zone,
             )
             consultation = await check_book_duty(
                 session,

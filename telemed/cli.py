@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from telemed import db
-from telemed.accounts.models import Role
+from telemed.accounts.models import Locale, Role
 from telemed.accounts.service import check_centre_binding, check_new_account, do_create_user
 from telemed.app import create_app, passwords_for
 from telemed.backup import Restored, Written, create_backup, restore_backup
@@ -158,6 +158,8 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> str:
                     centre_id=args.centre_id,
                     specialty=args.specialty,
                     is_duty=args.duty,
+                    locale=Locale(settings.default_locale),
+                    time_zone=settings.default_time_zone,
                     must_change_password=False,
                 )
             else:
@@ -169,6 +171,7 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> str:
                     password_hash=password_hash,
                     role=role,
                     now=now,
+                    locale=Locale(settings.default_locale),
                     time_zone=settings.default_time_zone,
                     centre_id=args.centre_id,
                 )

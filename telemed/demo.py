@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from telemed.accounts.models import Role
+from telemed.accounts.models import Locale, Role
 from telemed.accounts.passwords import Passwords
 from telemed.accounts.service import check_new_account, do_create_user, get_user_by_phone
 from telemed.scheduling.models import Centre, Doctor, DutySlot
@@ -125,6 +125,8 @@ async def load_demo(
                 specialty=specialty,
                 is_duty=duty,
                 bio=bio,
+                locale=Locale.RU,
+                time_zone=MOSCOW.key,
                 must_change_password=False,
             )
         else:
@@ -148,6 +150,8 @@ async def load_demo(
                 password_hash=password_hashes[password],
                 role=role,
                 now=now,
+                locale=Locale.RU,
+                time_zone=MOSCOW.key,
             )
         logins.append(DemoLogin(role.value, full_name, phone, password))
     return logins

@@ -193,8 +193,10 @@ class Settings(BaseSettings):
     # (the main port reaches whichever worker the kernel picks).
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
+    # New accounts' time zone and interface language (each person may change theirs);
+    # the language also of the texts sent to them (an imported patient's SMS).
     default_time_zone: str = "Europe/Moscow"
-    default_locale: str = "ru"
+    default_locale: Literal["ru", "en"] = "ru"
     log_level: str = "INFO"
 
     @field_validator(

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from telemed import db, keys
 from telemed.accounts import consent
-from telemed.accounts.models import Role
+from telemed.accounts.models import Locale, Role
 from telemed.accounts.service import check_new_account, do_create_user
 from tests.world import Account
 
@@ -72,6 +72,8 @@ async def staff(client: AppClient, role: Role, *, centre_id: str | None = None) 
             password_hash=password_hash,
             role=role,
             now=app[keys.CLOCK].now(),
+            locale=Locale(app[keys.SETTINGS].default_locale),
+            time_zone=app[keys.SETTINGS].default_time_zone,
             centre_id=uuid.UUID(centre_id) if centre_id is not None else None,
         )
     response = await client.post("/api/v1/auth/login", json={"login": phone, "password": PASSWORD})

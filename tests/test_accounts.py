@@ -14,6 +14,7 @@ from telemed.accounts.models import AuthSession, User
 from telemed.clock import FakeClock
 from tests.conftest import AppClient
 from tests.factories import PASSWORD, assert_error, bearer, next_phone, register
+from tests.flows import make_centre, make_doctor, manager_token, ok
 
 
 async def count_users(client: AppClient) -> int:
@@ -461,3 +462,23 @@ async def test_registration_records_the_consent_the_patient_read(client: AppClie
     user = (await made.json())["user"]
     assert user["consent_version"] == current["version"]
     assert user["consent_at"] is not None
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"default_locale": "en", "default_time_zone": "Asia/Novosibirsk"}]
+)
+async def test_new_accounts_take_the_servers_language_and_time_zone(client: AppClient) -> None:
+    """TELEMED_DEFAULT_LOCALE and TELEMED_DEFAULT_TIME_ZONE: a registration that names no
+    language, a doctor the manager adds, a manager from the command line."""
+    patient = (await register(client))["user"]
+    assert (patient["locale"], patient["time_zone"]) == ("en", "Asia/Novosibirsk")
+    chosen = (await register(client, locale="ru"))["user"]
+    assert chosen["locale"] == "ru"  # the patient's own choice wins
+
+    manager = await manager_token(client)
+    centre = await make_centre(client, manager)
+    doctor = await make_doctor(client, manager, centre["id"])
+    me = await ok(client, "GET", "/me", doctor["token"])
+    assert (me["locale"], me["time_zone"]) == ("en", "Asia/Novosibirsk")
+    staff_me = await ok(client, "GET", "/me", manager)
+    assert (staff_me["locale"], staff_me["time_zone"]) == ("en", "Asia/Novosibirsk")

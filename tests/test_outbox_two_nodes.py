@@ -14,7 +14,7 @@ from argon2 import PasswordHasher
 from sqlmodel import col, select
 
 from telemed import db
-from telemed.accounts.models import Role
+from telemed.accounts.models import Locale, Role
 from telemed.accounts.service import check_new_account, do_create_user
 from telemed.clock import SystemClock
 from telemed.notify.models import OutboxMessage, OutboxStatus
@@ -71,6 +71,8 @@ async def test_two_nodes_deliver_every_message_exactly_once(
                             password_hash=password_hash,
                             role=Role.PATIENT,
                             now=now,
+                            locale=Locale.RU,
+                            time_zone="Europe/Moscow",
                         )
                         for _ in range(PATIENTS)
                     ]

@@ -134,9 +134,9 @@ async def do_create_user(
     password_hash: str,
     role: Role,
     now: datetime,
+    locale: Locale,
+    time_zone: str,
     must_change_password: bool = False,
-    locale: Locale = Locale.RU,
-    time_zone: str = "Europe/Moscow",
     consent_version: str | None = None,
     centre_id: uuid.UUID | None = None,
 ) -> User:

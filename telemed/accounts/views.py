@@ -44,7 +44,9 @@ class RegisterIn(RequestModel):
     phone: str = Field(min_length=1, max_length=32, pattern=NONBLANK)
     email: str | None = Field(default=None, max_length=254)
     password: str = Field(min_length=1, max_length=256, pattern=NONBLANK)
-    locale: Locale = Locale.RU
+    locale: Locale | None = Field(
+        default=None, description="The interface's language; by default the server's own"
+    )
     consent_version: str = Field(
         min_length=1,
         max_length=32,
@@ -174,7 +176,7 @@ async def register(call: Call, body: RegisterIn) -> AuthOut:
             password_hash=password_hash,
             role=Role.PATIENT,
             now=call.now,
-            locale=body.locale,
+            locale=body.locale or Locale(call.settings.default_locale),
             time_zone=call.settings.default_time_zone,
             consent_version=body.consent_version,
         )

@@ -27,7 +27,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from telemed import audit
-from telemed.accounts.models import Role, User
+from telemed.accounts.models import Locale, Role, User
 from telemed.accounts.passwords import TEMPORARY_HASHER, generate_password
 from telemed.accounts.service import (
     check_new_account,
@@ -362,6 +362,7 @@ async def _import_row(
                     role=Role.PATIENT,
                     now=now,
                     must_change_password=True,
+                    locale=Locale(settings.default_locale),
                     time_zone=settings.default_time_zone,
                 )
             consultation = new_consultation(

@@ -17,7 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from telemed import audit
 from telemed.accounts import service as accounts
-from telemed.accounts.models import Role, User
+from telemed.accounts.models import Locale, Role, User
 from telemed.errors import (
     CentreHasDoctors,
     Forbidden,
@@ -232,6 +232,8 @@ async def do_create_doctor(
     centre_id: uuid.UUID,
     specialty: str,
     is_duty: bool,
+    locale: Locale,
+    time_zone: str,
     bio: str = "",
     must_change_password: bool = True,
 ) -> tuple[Doctor, User, Centre]:
@@ -250,6 +252,8 @@ async def do_create_doctor(
         password_hash=password_hash,
         role=Role.DOCTOR,
         now=now,
+        locale=locale,
+        time_zone=time_zone,
         must_change_password=must_change_password,
     )
     doctor = Doctor(

@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field, StringConstraints
 
 from telemed import keys
-from telemed.accounts.models import Role
+from telemed.accounts.models import Locale, Role
 from telemed.accounts.service import check_new_account
 from telemed.api import (
     NONBLANK,
@@ -161,6 +161,8 @@ async def create_doctor(call: Call, body: DoctorIn) -> DoctorPublic:
             specialty=body.specialty,
             is_duty=body.is_duty,
             bio=body.bio,
+            locale=Locale(call.settings.default_locale),
+            time_zone=call.settings.default_time_zone,
         )
     return service.doctor_public(*created)
 
