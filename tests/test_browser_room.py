@@ -211,24 +211,6 @@ async def test_a_denied_camera_is_explained_and_shown_to_the_doctor(
     await doctor_page.context.close()
 
 
-@pytest.mark.parametrize(
-    "settings_overrides", [{"media_addresses": ["127.0.0.1"], "room_return_seconds": 60}]
-)
-async def test_a_tab_closed_mid_call_leaves_the_room_at_once(
-    browser: Browser, client: AppClient, booked: dict[str, Any], room_doctor: MediaClient
-) -> None:
-    """The page says it leaves as it goes (``pagehide``): the doctor sees the patient go
-    at once, not after the minute a lost connection would keep its place."""
-    doctor = room_doctor
-    page = await open_room(browser, client, booked, allow=True)
-    await join(page)
-    await doctor.peer.wait_for(lambda: doctor.decoded["video"] >= 20, seconds=20)
-    assert not doctor.peer.events("room:participant_left")
-    await page.close()
-    await doctor.peer.wait_for(lambda: bool(doctor.peer.events("room:participant_left")))
-    await page.context.close()
-
-
 async def test_the_devices_can_be_chosen_before_joining(
     browser: Browser, client: AppClient, room: dict[str, Any]
 ) -> None:

@@ -4,6 +4,8 @@ ways through the passthrough relay, renegotiation when someone arrives, rejoin, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -433,15 +435,15 @@ async def test_a_lost_socket_keeps_its_place_and_a_closed_one_leaves_at_once(
     await doctor.peer.wait_for(lambda: doctor.decoded["video"] >= before + 20, seconds=20)
     assert not doctor.peer.events("room:participant_left")
 
-    # A page that goes away says so, then closes its socket at once (its pagehide): the
-    # doctor sees it go, well within the 30 s a lost socket would keep its place.
+    # A client that goes away says so, then closes its socket at once (an app's leave):
+    # the doctor sees it go, well within the 30 s a lost socket would keep its place.
     await patient.peer.sio.emit("room:leave", {"consultation_id": cid})
     await patient.peer.sio.eio.queue.join()  # sent (python-socketio would drop it at close)
     await patient.peer.close()
     await doctor.peer.wait_for(lambda: bool(doctor.peer.events("room:participant_left")))
     assert patient_id not in held_room.participants
 
-    # The page's room:leave may be handled after its socket's close (both are the
+    # The client's room:leave may be handled after its socket's close (both are the
     # socket's last packets): it leaves at once all the same.
     patient.attach(await open_peer(client, peers, room["patient"]["token"]))
     assert (await patient.join())["ok"]
@@ -467,6 +469,50 @@ async def test_a_lost_socket_that_does_not_come_back_leaves_after_a_while(
     [left] = doctor.peer.events("room:participant_left")
     assert left["user_id"] == room["patient"]["user"]["id"]
     assert left["user_id"] not in held_room.participants
+
+
+def loopback_udp_ports() -> set[int]:
+    """The UDP ports on 127.0.0.1 this process holds open (the relay's ICE sockets: the
+    test's own peers gather on the other addresses)."""
+    ours = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:["):
+                ours.add(target[len("socket:[") : -1])
+    ports = set()
+    for line in Path("/proc/self/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        address, port = fields[1].split(":")
+        if address == "0100007F" and fields[9] in ours:
+            ports.add(int(port, 16))
+    return ports
+
+
+async def test_a_participant_leaving_while_its_offer_is_answered_leaves_no_socket_open(
+    client: AppClient, room: dict[str, Any], peers: list[Peer], media: list[MediaClient]
+) -> None:
+    """Closed while it gathers its candidates, a connection would keep the sockets it
+    was opening for ever (aioice adds them after its close): the server waits for the
+    gathering, then closes, and the offer is refused."""
+    cid = room["id"]
+    patient = await participant(client, peers, media, room["patient"]["token"], cid)
+    assert (await patient.join())["ok"]
+    held_room = client.app[keys.ROOMS].get(cid)
+    assert held_room is not None
+    held = held_room.participants[room["patient"]["user"]["id"]]
+    before = loopback_udp_ports()
+    offering = asyncio.ensure_future(patient.connect_media())
+    async with asyncio.timeout(10):
+        # Step by step (the server runs in this loop), until its answer's candidates are
+        # being gathered.
+        while held.pc is None or held.pc.iceGatheringState != "gathering":  # noqa: ASYNC110 (each step of the loop)
+            await asyncio.sleep(0)
+    assert await held_room.leave(held.user_id)
+    refused(await offering, "invalid_state")
+    assert patient.pc is not None
+    await patient.pc.close()  # the test's own side
+    assert loopback_udp_ports() == before
 
 
 def status_of(member: MediaClient, user_id: str) -> dict[str, Any] | None:

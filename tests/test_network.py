@@ -206,9 +206,15 @@ async def test_media_comes_back_after_the_patients_link_drops_for_five_seconds(
         # patient's place for a while after its socket is lost (even when the old
         # socket's close, sent again once the link is back, arrives before the new
         # socket's join), and the connection carries media again as soon as the link does.
+        # (The media may be back before the page's join on its new socket is done.)
+        await wait_in_page(patient, "window.telemedRoom.phase === 'joined'")
         kept = await patient.evaluate("window.telemedRoom.kept")
         print(f"the media connection was {'kept' if kept else 'made anew'}")
         assert kept >= 1
+        # The doctor's own connection was never given up: what stopped was the patient.
+        doctor_stalls = await doctor.evaluate("window.telemedRoom.stalls")
+        doctor_reconnections = await doctor.evaluate("window.telemedRoom.reconnections")
+        assert (doctor_stalls, doctor_reconnections) == (0, 0)
         assert back <= 3, f"media came back {back:.1f} s after the link"
         await wait_in_page(
             doctor, "!document.getElementById('network').textContent.includes('переподключ')"

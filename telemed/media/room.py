@@ -74,6 +74,11 @@ TICK = 0.5
 """Seconds between two looks at the participants' links (``ViewerLink.tick``)."""
 SAVE_QUALITY_EVERY = 30.0
 """Seconds between two stores of what the room measured of its participants' calls."""
+BAD_DESCRIPTION = (ValueError, KeyError, IndexError, InvalidAccessError, InvalidStateError)
+"""What aiortc raises for a session description it cannot take."""
+SET_UP_SECONDS = 10.0
+"""How long a connection being set up (its candidates gathered) is waited for before it
+is closed anyway."""
 SILENCE_MS = 1000
 """A publisher from whom nothing came for this long is interrupted (its network
 dropped); a browser sends audio 50 times a second, even silence."""
@@ -247,6 +252,9 @@ class Participant:
     """The payload types and header extension ids the participant's side chose."""
     checks: set[asyncio.Task[None]] = field(default_factory=set)
     """The media checks of the current connection (cancelled when it closes)."""
+    set_up: asyncio.Event | None = None
+    """Set once the current connection's answer is made (its ICE candidates gathered):
+    closed before, aioice would leave the sockets it was opening open."""
     link: ViewerLink = field(default_factory=lambda: ViewerLink(floor=VIDEO_FLOOR))
     """What the participant's link takes: whether it is sent video, and how much."""
     interrupted: bool = False
@@ -374,6 +382,7 @@ class Room:
             RTCConfiguration(iceServers=self._ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
         participant.pc = pc
+        set_up = participant.set_up = asyncio.Event()
         participant.negotiating = False
         participant.renegotiate_after = False
         participant.numbering = Numbering.of(sdp)
@@ -414,18 +423,28 @@ class Room:
             # "failed": the participant rejoins with a new offer; until then nothing flows.
 
         try:
-            if not has_media(sdp):
-                raise ValueError("no media section")
-            await pc.setRemoteDescription(
-                RTCSessionDescription(sdp=without_mdns_candidates(sdp), type="offer")
-            )
-        except (ValueError, KeyError, IndexError, InvalidAccessError, InvalidStateError) as exc:
-            await pc.close()
-            participant.pc = None
-            raise InvalidInput("The offer is not a valid session description") from exc
-        for transceiver in pc.getTransceivers():
-            _prefer_codecs(transceiver)
-        await pc.setLocalDescription(await pc.createAnswer())
+            try:
+                if not has_media(sdp):
+                    raise ValueError("no media section")
+                await pc.setRemoteDescription(
+                    RTCSessionDescription(sdp=without_mdns_candidates(sdp), type="offer")
+                )
+            except BAD_DESCRIPTION as exc:
+                set_up.set()
+                if participant.pc is pc:
+                    await self._close_connection(participant)
+                raise InvalidInput("The offer is not a valid session description") from exc
+            for transceiver in pc.getTransceivers():
+                _prefer_codecs(transceiver)
+            await pc.setLocalDescription(await pc.createAnswer())
+        finally:
+            set_up.set()
+        if participant.pc is not pc or self.participants.get(user_id) is not participant:
+            # It left, or the room closed, or a newer offer came, while this was made
+            # (a participant that left may still hold it: nothing else would close it).
+            if participant.pc is pc:
+                await self._close_connection(participant)
+            raise InvalidState("The media connection was closed meanwhile")
         for publication in arrived:
             for other in self.participants.values():
                 stream = other.viewing.get((user_id, publication.kind))
@@ -485,7 +504,7 @@ class Room:
             await pc.setRemoteDescription(
                 RTCSessionDescription(sdp=without_mdns_candidates(sdp), type="answer")
             )
-        except (ValueError, KeyError, IndexError, InvalidAccessError, InvalidStateError) as exc:
+        except BAD_DESCRIPTION as exc:
             raise InvalidInput("The answer is not a valid session description") from exc
         participant.negotiating = False
         if participant.renegotiate_after:
@@ -915,8 +934,8 @@ class Room:
         await self._send(offer, participant.sid)
 
     async def _close_connection(self, participant: Participant) -> None:
-        pc = participant.pc
-        participant.pc = None
+        pc, set_up = participant.pc, participant.set_up
+        participant.pc = participant.set_up = None
         for task in participant.checks:
             task.cancel()
         participant.checks.clear()
@@ -926,6 +945,10 @@ class Room:
         participant.viewing.clear()
         participant.carriers.clear()
         if pc is not None:
+            if set_up is not None and not set_up.is_set():
+                # Still gathering (an offer being answered): closed only once it is done.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(set_up.wait(), SET_UP_SECONDS)
             with contextlib.suppress(Exception):
                 await pc.close()
 

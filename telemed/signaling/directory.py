@@ -161,7 +161,7 @@ class RoomDirectory:
 
     async def leave(self, sid: str, consultation_id: uuid.UUID) -> None:
         """The socket leaves the room (``room:leave``): at once, also when its socket
-        has closed meanwhile (a closing page says it leaves, then closes its socket)."""
+        has closed meanwhile (a client that says it leaves, then closes its socket)."""
         cid = str(consultation_id)
         owner = self.joined.get(sid, {}).pop(cid, None)
         if owner is None:
@@ -179,7 +179,7 @@ class RoomDirectory:
         network, and a page back on a new socket within them takes up its place, and
         its media connection with it, as it was (the join moves the place to the new
         socket, so the leave, asked for the old one, finds nobody). Meanwhile the others
-        see the participant reconnecting. A page that goes away for good says so first
+        see the participant reconnecting. A client that goes away for good says so
         (``room:leave``)."""
         rooms = self.joined.pop(sid, {})
         if self.cluster.draining or not rooms:

@@ -622,8 +622,7 @@ PROTOCOL: tuple[EventSpec, ...] = (
         "client→server",
         RoomLeave,
         Empty,
-        "Leave the room (the consultation goes on; you may join again). Send it before "
-        "closing the socket when the user goes away (a page's `pagehide`): a socket that "
+        "Leave the room (the consultation goes on; you may join again). A socket that "
         "closes without it keeps its place for `TELEMED_ROOM_RETURN_SECONDS` (15), in case "
         "its network dropped, and the others see it reconnecting meanwhile.",
         ("invalid_input",),

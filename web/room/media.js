@@ -10,12 +10,16 @@ import { $ } from "./view.js";
 
 // How long a "disconnected" connection may take to come back by itself.
 const DISCONNECTED_GRACE_MS = 5000;
-// How long a connection that was receiving may receive nothing while someone else is
-// present and sending (the server says within about 1.5 s when someone stops) before it
-// counts as broken: the path died with the device's address, which the browser notices
-// many seconds later. Nothing at all for that long is no weak link: audio alone comes
-// 50 times a second, and a muted microphone sends silence. Looked at every WATCH_MS.
+// How long a connection that was receiving may receive nothing at all while someone
+// else is present and sending before it counts as broken (watchInbound): the path died
+// with the device's address, which the browser notices many seconds later. Nothing at
+// all for that long is no weak link: audio alone comes 50 times a second, and a muted
+// microphone sends silence. Looked at every WATCH_MS.
 const STALLED_MS = 1500;
+// The same for a page that sends nothing (no camera or microphone): no reports come
+// from the server then, and the others' media stopping looks the same as the path
+// dying until the server says who stopped.
+const STALLED_SILENT_MS = 3000;
 const WATCH_MS = 250;
 // How long a connection kept through a dropped socket may take to carry media again once
 // the socket is back (the device kept its address, so the same path works when the
@@ -119,12 +123,21 @@ export function createMedia({ state, view, signalling, devices, consultationId, 
     onBroken();
   }
 
-  async function inboundPackets(link) {
+  // What came in on the connection so far: RTP packets of the others' media, and bytes
+  // of anything (media, and the server's RTCP: its reports on what this page sends come
+  // every second or so, whoever else sends or not).
+  async function received(link) {
     let packets = 0;
+    let bytes = 0;
     (await link.pc.getStats()).forEach((stat) => {
       if (stat.type === "inbound-rtp") packets += stat.packetsReceived || 0;
+      if (stat.type === "transport") bytes += stat.bytesReceived || 0;
     });
-    return packets;
+    return { packets, bytes };
+  }
+
+  async function inboundPackets(link) {
+    return (await received(link)).packets;
   }
 
   // Whether someone else in the room is sending: present, and not interrupted.
@@ -134,16 +147,24 @@ export function createMedia({ state, view, signalling, devices, consultationId, 
     );
   }
 
+  function stalledAfter(link) {
+    return link.pc.getSenders().some((sender) => sender.track) ? STALLED_MS : STALLED_SILENT_MS;
+  }
+
+  // A connection on which nothing at all comes any more (not the others' media, nor the
+  // server's reports) while the others send is broken. Only the others' media stopping
+  // is not: they dropped, and the server says so (media:connection) within about 1.5 s.
   function watchInbound(link) {
-    let last = 0;
+    let last = { packets: 0, bytes: 0 };
     let since = performance.now();
     const timer = setInterval(async () => {
       if (link !== media.link) return clearInterval(timer);
-      const packets = await inboundPackets(link);
-      if (packets !== last || packets === 0 || !othersSending() || link.connectionState !== "connected") {
-        last = packets;
+      const now = await received(link);
+      const moving = now.packets !== last.packets || now.bytes !== last.bytes;
+      if (moving || now.packets === 0 || !othersSending() || link.connectionState !== "connected") {
+        last = now;
         since = performance.now();
-      } else if (performance.now() - since >= STALLED_MS && link === media.link) {
+      } else if (performance.now() - since >= stalledAfter(link) && link === media.link) {
         // Watched on: while the room reconnects anyway this changes nothing, and a
         // connection kept through that must be watched still.
         since = performance.now();

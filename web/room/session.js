@@ -165,22 +165,10 @@ export function createSession({ state, view, bridge, signalling, devices, presen
   });
   signalling.on("disconnect", (reason) => {
     console.debug("socket:", reason);
-    if (reason === "io client disconnect") return; // this page's own doing
     // The server closed this socket on purpose (a restart, a takeover): the client does
     // not try again by itself. A signed-out session is then refused with connect_error.
     if (reason === "io server disconnect") signalling.socket.connect();
     reconnect(true);
-  });
-  // A closing tab (or a page going elsewhere) says it leaves: the others see it go at
-  // once. A socket merely lost keeps its place on the server for a while, for a page
-  // that comes back.
-  window.addEventListener("pagehide", (event) => {
-    const socket = signalling.socket;
-    if (event.persisted || !socket || !socket.connected) return;
-    if (["joining", "joined", "reconnecting"].includes(state.phase)) {
-      socket.emit("room:leave", { consultation_id: consultationId });
-    }
-    socket.disconnect();
   });
   signalling.on("connect_error", (error) => {
     if (error && error.data && error.data.error) {
